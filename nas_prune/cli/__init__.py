@@ -1,0 +1,26 @@
+"""The ``nas-prune`` command line: a thin Typer layer over library functions.
+
+Each command lives in its own module of this package, parses options and calls one
+library function with keyword arguments. torch / fvcore / optuna are imported inside
+the commands so that ``nas-prune --help`` starts instantly.
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="nas-prune",
+    help="Compress image-to-image GAN generators: prune to a MACs budget, search, distill.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Command modules register themselves on `app` when imported.
+from nas_prune.cli import profile as _profile  # noqa: E402,F401
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,33 @@
+"""Helpers shared by the CLI commands: one-line errors and the rich console."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Iterator
+
+import typer
+
+from nas_prune.errors import NasPruneError
+
+EXIT_USER_ERROR = 2
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn :class:`NasPruneError` (and Ctrl-C) into a one-line message and a non-zero exit."""
+    try:
+        yield
+    except NasPruneError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(EXIT_USER_ERROR) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+
+
+def console(stderr: bool = False):
+    """A rich Console (imported lazily); ``stderr=True`` keeps stdout clean for ``--json``."""
+    from rich.console import Console
+
+    return Console(stderr=stderr, file=sys.stderr if stderr else sys.stdout)

@@ -1,0 +1,187 @@
+"""Search spaces: the YAML files under ``search_spaces/`` describing a teacher family.
+
+A space names the teacher's settings; :meth:`SearchSpace.teacher_arch` gives the
+full-width teacher and every student of the space is an :class:`~nas_prune.arch.Arch`
+that :func:`~nas_prune.arch.fits_within` it. Example (``search_spaces/cat_inception.yaml``)::
+
+    name: cat_inception
+    ngf: 64
+    n_blocks: 9
+    res_kernel_sizes: [1, 3, 5]
+    dw_kernel_sizes: [1, 3, 5]
+    channels_reduction_factor: 6
+    norm: instance
+    affine: true
+    padding: reflect
+
+Validation is strict: an unknown key or a bad value is an error naming the file and
+the field.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from nas_prune.arch import NORMS, PADDINGS, Arch, Block
+from nas_prune.errors import NasPruneError
+
+_FIELDS: dict[str, tuple[type | tuple[type, ...], Any]] = {
+    # field: (type, default or ... when required)
+    "name": (str, ...),
+    "description": (str, ""),
+    "input_nc": (int, 3),
+    "output_nc": (int, 3),
+    "ngf": (int, ...),
+    "n_blocks": (int, ...),
+    "res_kernel_sizes": (list, ...),
+    "dw_kernel_sizes": (list, ...),
+    "channels_reduction_factor": (int, ...),
+    "norm": (str, ...),
+    "affine": (bool, ...),
+    "padding": (str, "reflect"),
+    "dropout": ((int, float), 0.0),
+}
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A teacher family: settings shared by the teacher and all its students.
+
+    Attributes:
+        name: short identifier, recorded in ``arch.json``.
+        ngf: base width; the stem is ngf / 2ngf / 4ngf and the head 2ngf / ngf.
+        n_blocks: number of inception-residual blocks.
+        res_kernel_sizes / dw_kernel_sizes: branch kernel sizes (a list may be empty).
+        channels_reduction_factor: teacher branch width is ``4 * ngf // factor``.
+    """
+
+    name: str
+    ngf: int
+    n_blocks: int
+    res_kernel_sizes: tuple[int, ...]
+    dw_kernel_sizes: tuple[int, ...]
+    channels_reduction_factor: int
+    norm: str
+    affine: bool
+    padding: str = "reflect"
+    input_nc: int = 3
+    output_nc: int = 3
+    dropout: float = 0.0
+    description: str = ""
+
+    def teacher_arch(self) -> Arch:
+        """The full-width teacher of this space."""
+        c = 4 * self.ngf
+        m = c // self.channels_reduction_factor
+        block = Block(res=tuple(m for _ in self.res_kernel_sizes), dw=tuple(m for _ in self.dw_kernel_sizes))
+        return Arch(
+            input_nc=self.input_nc,
+            output_nc=self.output_nc,
+            stem=(self.ngf, 2 * self.ngf, c),
+            blocks=tuple(block for _ in range(self.n_blocks)),
+            head=(2 * self.ngf, self.ngf),
+            res_kernel_sizes=self.res_kernel_sizes,
+            dw_kernel_sizes=self.dw_kernel_sizes,
+            norm=self.norm,
+            affine=self.affine,
+            padding=self.padding,
+            dropout=self.dropout,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "ngf": self.ngf,
+            "n_blocks": self.n_blocks,
+            "res_kernel_sizes": list(self.res_kernel_sizes),
+            "dw_kernel_sizes": list(self.dw_kernel_sizes),
+            "channels_reduction_factor": self.channels_reduction_factor,
+            "norm": self.norm,
+            "affine": self.affine,
+            "padding": self.padding,
+            "input_nc": self.input_nc,
+            "output_nc": self.output_nc,
+            "dropout": self.dropout,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "search space") -> "SearchSpace":
+        """Validate ``data`` strictly; errors read ``<source>: <field>: <problem>``."""
+        if not isinstance(data, Mapping):
+            raise NasPruneError(f"{source}: expected a mapping at the top level")
+        unknown = sorted(set(data) - set(_FIELDS))
+        if unknown:
+            raise NasPruneError(
+                f"{source}: {unknown[0]}: unknown key (known keys: {', '.join(_FIELDS)})"
+            )
+        values: dict[str, Any] = {}
+        for key, (typ, default) in _FIELDS.items():
+            if key not in data:
+                if default is ...:
+                    raise NasPruneError(f"{source}: {key}: missing required key")
+                values[key] = default
+                continue
+            value = data[key]
+            bad_bool = isinstance(value, bool) and typ is not bool
+            if bad_bool or not isinstance(value, typ):
+                want = typ.__name__ if isinstance(typ, type) else "number"
+                raise NasPruneError(f"{source}: {key}: expected {want}, got {value!r}")
+            values[key] = value
+        for key in ("res_kernel_sizes", "dw_kernel_sizes"):
+            ks = values[key]
+            if not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 and k % 2 == 1 for k in ks):
+                raise NasPruneError(f"{source}: {key}: kernel sizes must be odd integers >= 1, got {ks}")
+            if len(set(ks)) != len(ks):
+                raise NasPruneError(f"{source}: {key}: duplicate kernel size in {ks}")
+            values[key] = tuple(ks)
+        if not values["res_kernel_sizes"] and not values["dw_kernel_sizes"]:
+            raise NasPruneError(f"{source}: res_kernel_sizes: a space needs at least one branch kernel size")
+        for key in ("ngf", "n_blocks", "channels_reduction_factor", "input_nc", "output_nc"):
+            low = 0 if key == "n_blocks" else 1
+            if values[key] < low:
+                raise NasPruneError(f"{source}: {key}: must be >= {low}, got {values[key]}")
+        if 4 * values["ngf"] // values["channels_reduction_factor"] < 1:
+            raise NasPruneError(
+                f"{source}: channels_reduction_factor: {values['channels_reduction_factor']} leaves "
+                f"branches of width 0 at ngf {values['ngf']}"
+            )
+        if values["norm"] not in NORMS:
+            raise NasPruneError(f"{source}: norm: {values['norm']!r} is not one of {', '.join(NORMS)}")
+        if values["padding"] not in PADDINGS:
+            raise NasPruneError(f"{source}: padding: {values['padding']!r} is not one of {', '.join(PADDINGS)}")
+        if not 0.0 <= values["dropout"] < 1.0:
+            raise NasPruneError(f"{source}: dropout: must be in [0, 1), got {values['dropout']}")
+        values["dropout"] = float(values["dropout"])
+        return cls(**values)
+
+
+def load_space(path: str | os.PathLike) -> SearchSpace:
+    """Read and validate a search-space YAML file.
+
+    Raises:
+        NasPruneError: missing file, YAML syntax error (with line), or a bad field.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise NasPruneError(f"search space file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise NasPruneError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+    return SearchSpace.from_dict(data, source=str(path))
+
+
+def shipped_spaces_dir() -> Path:
+    """Folder of the search spaces shipped with nas-prune (``search_spaces/`` in the repo)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "search_spaces", here.parent / "search_spaces"):
+        if candidate.is_dir():
+            return candidate
+    return here.parent / "search_spaces"
