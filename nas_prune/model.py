@@ -37,7 +37,7 @@ def make_norm(arch: Arch, channels: int) -> nn.Module:
 
 
 def make_pad(arch: Arch, amount: int) -> nn.Module:
-    """Explicit padding layer (convs themselves use padding 0, as in CAT)."""
+    """Explicit padding layer of a branch conv (convs themselves use padding 0, as in CAT)."""
     if arch.padding == "reflect":
         return nn.ReflectionPad2d(amount)
     if arch.padding == "replicate":
@@ -114,8 +114,10 @@ class Generator(nn.Module):
         s0, s1, s2 = arch.stem
         h0, h1 = arch.head
         b = arch.use_bias
+        # The 7x7 convs are always reflection-padded (CAT and pytorch-CycleGAN-and-pix2pix
+        # alike); `arch.padding` applies to the branch convs inside blocks.
         self.down_sampling = nn.Sequential(
-            make_pad(arch, 3),
+            nn.ReflectionPad2d(3),
             nn.Conv2d(arch.input_nc, s0, 7, 1, 0, bias=b),
             make_norm(arch, s0),
             nn.ReLU(inplace=True),
@@ -134,7 +136,7 @@ class Generator(nn.Module):
             nn.ConvTranspose2d(h0, h1, 3, 2, 1, output_padding=1, bias=b),
             make_norm(arch, h1),
             nn.ReLU(inplace=True),
-            make_pad(arch, 3),
+            nn.ReflectionPad2d(3),
             nn.Conv2d(h1, arch.output_nc, 7, 1, 0, bias=True),
             nn.Tanh(),
         )

@@ -17,6 +17,23 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+
+def _version(value: bool) -> None:
+    if value:
+        from nas_prune import __version__
+
+        typer.echo(f"nas-prune {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+) -> None:
+    """Compress image-to-image GAN generators: prune to a MACs budget, search, distill."""
+
+
 # Command modules register themselves on `app` when imported.
 from nas_prune.cli import profile as _profile  # noqa: E402,F401
 

@@ -1,0 +1,66 @@
+"""``nas-prune profile``: params and MACs of a checkpoint, a search space or an arch.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from nas_prune.cli import app
+from nas_prune.cli.common import console, user_errors
+
+
+@app.command("profile")
+def profile_cli(
+    model: Path = typer.Argument(..., help="Checkpoint (.pth/.pt/.safetensors), search-space .yaml, or arch.json / student folder."),
+    input_size: str = typer.Option("256", "--input-size", help="Input size: N or HxW, divisible by 4."),
+    convention: str = typer.Option("fvcore", "--convention", help="MACs convention of the per-stage rows: fvcore or paper."),
+    per_layer: bool = typer.Option(False, "--per-layer", help="One row per layer."),
+    measure: bool = typer.Option(False, "--measure", help="Also count on a real forward pass (fvcore, torchprofile, thop)."),
+    space: Optional[Path] = typer.Option(None, "--space", help="Search-space YAML to check a checkpoint against."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON only."),
+) -> None:
+    """Show params and MACs per stage and block, with totals in both conventions."""
+    with user_errors():
+        from nas_prune.profile import profile
+
+        report = profile(model, input_size=input_size, convention=convention, per_layer=per_layer,
+                         measure=measure, space_path=space)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    _render(report)
+
+
+def _render(report: dict) -> None:
+    from rich.table import Table
+
+    from nas_prune.macs import format_macs
+
+    out = console()
+    h, w = report["input_size"]
+    conv = report["stage_convention"]
+    out.print(f"[bold]{report['model']}[/bold] ({report['kind']}): {report['arch']}, input {h}x{w}")
+    rows = report.get("layers") or report["stages"]
+    table = Table(show_footer=True)
+    first = "layer" if "layers" in report else "stage"
+    table.add_column(first, footer="total")
+    if "layers" in report:
+        table.add_column("kind")
+    table.add_column(f"MACs ({conv})", justify="right", footer=format_macs(report["macs"][conv]))
+    table.add_column("params", justify="right", footer=f"{report['params']:,}")
+    for row in rows:
+        cells = [row.get("name", row["stage"])]
+        if "layers" in report:
+            cells.append(row["kind"])
+        cells += [format_macs(row["macs"]), f"{row['params']:,}"]
+        table.add_row(*cells)
+    out.print(table)
+    for c, total in report["macs"].items():
+        out.print(f"total: {format_macs(total, c)} = {total:,}")
+    out.print(f"params: {report['params']:,}")
+    if "measured" in report:
+        for name, value in report["measured"].items():
+            out.print(f"measured {name}: {format_macs(value) if name != 'params' else f'{value:,}'} = {value:,}")

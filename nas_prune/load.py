@@ -1,0 +1,390 @@
+"""Load a teacher (or any generator of the space) from a checkpoint, safely.
+
+Accepted files: ``.pth`` / ``.pt`` / ``.ckpt`` read with ``torch.load(weights_only=True)``
+(pickled Python objects are refused, never unpickled) and ``.safetensors``.
+
+Accepted layouts, recognised from the keys:
+
+* **cat** — CAT's inception generator (``down_sampling.*``, ``features.N.res_ops.*``,
+  ``features.N.dw_ops.*``, ``features.N.pw_bn.*``, ``up_sampling.*``), taken unchanged.
+* **resnet** — the classic ResNet generator of pytorch-CycleGAN-and-pix2pix
+  (``model.1.weight``, ``model.10.conv_block.1.weight``, ...), mapped into the space as
+  one res branch of kernel 3 and full width per block; outputs are identical. Legacy
+  InstanceNorm ``running_mean`` / ``running_var`` keys of old checkpoints are dropped.
+
+Wrapped dicts are unwrapped (``{"state_dict": ...}``, ``{"G": ...}``, ``{"netG_A": ...}``,
+...), as are DataParallel ``module.`` and ``torch.compile`` ``_orig_mod.`` prefixes.
+
+The architecture is inferred from tensor shapes, so a search-space file is optional;
+when one is given, settings that shapes cannot show (padding, dropout, kernel-size
+order, trailing identity blocks) come from it and the checkpoint is checked against it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from nas_prune.arch import Arch, Block, fits_within
+from nas_prune.errors import NasPruneError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from nas_prune.model import Generator
+    from nas_prune.space import SearchSpace
+
+_WRAPPER_KEYS = (
+    "state_dict", "model_state_dict", "G", "netG", "netG_A", "G_A", "generator",
+    "model", "net", "params", "params_ema", "ema",
+)
+_PREFIXES = ("module.", "_orig_mod.")
+_LEGACY_NORM_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
+
+
+@dataclass
+class LoadedGenerator:
+    """A generator read from a checkpoint.
+
+    Attributes:
+        arch: the architecture inferred from the tensor shapes (and the space, if given).
+        state_dict: weights in CAT's layout, matching ``build_generator(arch)`` exactly.
+        layout: ``"cat"`` or ``"resnet"`` (the layout of the file).
+        sha256: hex digest of the file's bytes (provenance of exported students).
+        path: the file read.
+        notes: what was changed on the way in (dropped keys, stripped prefixes).
+    """
+
+    arch: Arch
+    state_dict: dict[str, "torch.Tensor"]
+    layout: str
+    sha256: str
+    path: Path
+    notes: list[str] = field(default_factory=list)
+
+    def build(self, *, device: str | None = None) -> "Generator":
+        """Build the generator, load the weights strictly and put it in eval mode."""
+        from nas_prune.model import build_generator
+
+        model = build_generator(self.arch)
+        model.load_state_dict(self.state_dict, strict=True)
+        if device is not None:
+            model.to(device)
+        return model.eval()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_tensors(path: str | os.PathLike) -> dict[str, "torch.Tensor"]:
+    """Read a checkpoint file into a flat ``{key: tensor}`` dict (unwrapped, prefixes stripped).
+
+    Raises:
+        NasPruneError: missing file, unreadable file, pickled objects, no tensors.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise NasPruneError(f"checkpoint not found: {path}")
+    if not path.is_file():
+        raise NasPruneError(f"checkpoint is not a file: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            raw: Any = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise NasPruneError(f"{path}: not a readable safetensors file ({err})") from None
+    else:
+        try:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            text = str(err)
+            if "Weights only load failed" in text or "Unsupported global" in text:
+                found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+                what = f" ({found.group(1)})" if found else ""
+                raise NasPruneError(
+                    f"{path}: refused to load pickled Python objects{what}; save the generator's "
+                    "state_dict (torch.save(model.state_dict(), path)) or use .safetensors"
+                ) from None
+            raise NasPruneError(f"{path}: not a PyTorch checkpoint ({text.splitlines()[0]})") from None
+        except (RuntimeError, EOFError, OSError, ValueError) as err:
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise NasPruneError(f"{path}: not a PyTorch checkpoint ({first})") from None
+    return _unwrap(raw, path)
+
+
+def _unwrap(raw: Any, path: Path) -> dict[str, "torch.Tensor"]:
+    import torch
+
+    obj = raw
+    for _ in range(3):  # wrappers nest at most a couple of levels in practice
+        if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            break
+        if not isinstance(obj, Mapping):
+            break
+        inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if inner is None:
+            break
+        obj = inner
+    if not isinstance(obj, Mapping):
+        raise NasPruneError(f"{path}: expected a state dict, found {type(obj).__name__}")
+    tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        keys = ", ".join(list(map(str, obj))[:5])
+        raise NasPruneError(f"{path}: no tensors found (top-level keys: {keys or 'none'})")
+    for prefix in _PREFIXES:
+        if all(k.startswith(prefix) for k in tensors):
+            tensors = {k[len(prefix):]: v for k, v in tensors.items()}
+    return tensors
+
+
+def detect_layout(keys: list[str]) -> str | None:
+    """``"cat"``, ``"resnet"`` or None for an unknown layout."""
+    if any(k.startswith("down_sampling.") for k in keys) and any(k.startswith("up_sampling.") for k in keys):
+        return "cat"
+    if any(re.match(r"model\.\d+\.conv_block\.", k) for k in keys):
+        return "resnet"
+    return None
+
+
+def load_generator(
+    path: str | os.PathLike, *, space: "SearchSpace | None" = None
+) -> LoadedGenerator:
+    """Read a generator checkpoint, infer its architecture and return it in CAT's layout.
+
+    Args:
+        path: ``.pth`` / ``.pt`` / ``.safetensors`` file.
+        space: optional search space; the checkpoint must be a generator of it.
+
+    Raises:
+        NasPruneError: missing/unreadable file, pickled objects, unknown layout,
+            tensors that do not fit the inferred architecture (first mismatches listed),
+            or a checkpoint outside ``space``.
+    """
+    path = Path(path)
+    tensors = read_tensors(path)
+    layout = detect_layout(list(tensors))
+    notes: list[str] = []
+    if layout is None:
+        first = ", ".join(list(tensors)[:4])
+        raise NasPruneError(
+            f"{path}: unknown checkpoint layout (first keys: {first}); expected CAT "
+            "(down_sampling.*, features.*, up_sampling.*) or pytorch-CycleGAN-and-pix2pix ResNet (model.N.*)"
+        )
+    if layout == "resnet":
+        tensors = _resnet_to_cat(tensors, path, space, notes)
+    arch = _infer_arch(tensors, path, space)
+    state = _match_state(tensors, arch, path, notes)
+    if space is not None:
+        why = fits_within(arch, space.teacher_arch())
+        if why is not None:
+            raise NasPruneError(f"{path} does not fit search space {space.name!r}: {why}")
+    return LoadedGenerator(arch=arch, state_dict=state, layout=layout, sha256=file_sha256(path), path=path, notes=notes)
+
+
+# ----------------------------------------------------------------------------- resnet layout
+
+
+def _resnet_to_cat(
+    tensors: dict[str, "torch.Tensor"], path: Path, space: "SearchSpace | None", notes: list[str]
+) -> dict[str, "torch.Tensor"]:
+    """Rename a pytorch-CycleGAN-and-pix2pix ResnetGenerator state dict into CAT's layout.
+
+    ``model`` is a Sequential: stem conv (1), norm, relu, two stride-2 convs with norms,
+    ResnetBlocks (``conv_block`` = [pad] conv norm relu [dropout] [pad] conv norm), two
+    ConvTransposes with norms, pad, final conv, tanh. Conv positions are read from the
+    keys, so the reflect / zero padding and dropout variants all map.
+    """
+    modules: dict[int, dict[str, "torch.Tensor"]] = {}
+    blocks: dict[int, dict[str, "torch.Tensor"]] = {}
+    for key, value in tensors.items():
+        m = re.fullmatch(r"model\.(\d+)\.conv_block\.(\d+\.\w+)", key)
+        if m:
+            blocks.setdefault(int(m.group(1)), {})[m.group(2)] = value
+            continue
+        m = re.fullmatch(r"model\.(\d+)\.(\w+)", key)
+        if not m:
+            raise NasPruneError(f"{path}: unexpected key {key!r} in a ResNet generator checkpoint")
+        modules.setdefault(int(m.group(1)), {})[m.group(2)] = value
+
+    convs = sorted(i for i, p in modules.items() if p.get("weight") is not None and p["weight"].dim() == 4)
+    block_ids = sorted(blocks)
+    before = [i for i in convs if i < block_ids[0]]
+    after = [i for i in convs if i > block_ids[-1]]
+    if len(before) != 3 or len(after) != 3:
+        raise NasPruneError(
+            f"{path}: ResNet generator with {len(before)} convs before and {len(after)} after the "
+            "residual blocks; expected 3 and 3 (n_downsampling 2)"
+        )
+    uses_bias = f"model.{before[0]}.bias" in tensors
+    norm = space.norm if space is not None else ("instance" if uses_bias else "batch")
+
+    out: dict[str, "torch.Tensor"] = {}
+    dropped: list[str] = []
+
+    def put_norm(src: dict[str, "torch.Tensor"], src_name: str, dst: str) -> None:
+        for name, value in src.items():
+            if norm == "instance" and name in _LEGACY_NORM_SUFFIXES:
+                dropped.append(f"{src_name}.{name}")
+                continue
+            out[f"{dst}.{name}"] = value
+
+    def put_conv(src: dict[str, "torch.Tensor"], dst: str) -> None:
+        for name in ("weight", "bias"):
+            if name in src:
+                out[f"{dst}.{name}"] = src[name]
+
+    for i, dst_conv, dst_norm in zip(before, ("down_sampling.1", "down_sampling.4", "down_sampling.7"),
+                                     ("down_sampling.2", "down_sampling.5", "down_sampling.8")):
+        put_conv(modules[i], dst_conv)
+        if i + 1 in modules:
+            put_norm(modules[i + 1], f"model.{i + 1}", dst_norm)
+    for n, b in enumerate(block_ids):
+        parts: dict[int, dict[str, "torch.Tensor"]] = {}
+        for name, value in blocks[b].items():
+            idx, leaf = name.split(".")
+            parts.setdefault(int(idx), {})[leaf] = value
+        bconvs = sorted(i for i, p in parts.items() if "weight" in p and p["weight"].dim() == 4)
+        if len(bconvs) != 2:
+            raise NasPruneError(f"{path}: model.{b}.conv_block has {len(bconvs)} convs, expected 2")
+        put_conv(parts[bconvs[0]], f"features.{n}.res_ops.0.1.0")
+        put_conv(parts[bconvs[1]], f"features.{n}.res_ops.0.4")
+        if bconvs[0] + 1 in parts:
+            put_norm(parts[bconvs[0] + 1], f"model.{b}.conv_block.{bconvs[0] + 1}", f"features.{n}.res_ops.0.1.1")
+        if bconvs[1] + 1 in parts:
+            put_norm(parts[bconvs[1] + 1], f"model.{b}.conv_block.{bconvs[1] + 1}", f"features.{n}.pw_bn")
+    for i, dst_conv, dst_norm in zip(after[:2], ("up_sampling.0", "up_sampling.3"), ("up_sampling.1", "up_sampling.4")):
+        put_conv(modules[i], dst_conv)
+        if i + 1 in modules:
+            put_norm(modules[i + 1], f"model.{i + 1}", dst_norm)
+    put_conv(modules[after[2]], "up_sampling.7")
+    if dropped:
+        notes.append(f"dropped {len(dropped)} legacy InstanceNorm running-stat keys (e.g. {dropped[0]})")
+    notes.append(f"mapped {len(block_ids)}-block ResNet generator into the inception-residual layout")
+    return out
+
+
+# ----------------------------------------------------------------------------- inference
+
+
+def _shape(tensors: Mapping[str, "torch.Tensor"], key: str, path: Path) -> tuple[int, ...]:
+    if key not in tensors:
+        raise NasPruneError(f"{path}: missing key {key!r}")
+    return tuple(tensors[key].shape)
+
+
+def _infer_arch(tensors: Mapping[str, "torch.Tensor"], path: Path, space: "SearchSpace | None") -> Arch:
+    """Read every width from the tensor shapes of a CAT-layout state dict."""
+    s0_w = _shape(tensors, "down_sampling.1.weight", path)
+    stem = (s0_w[0], _shape(tensors, "down_sampling.4.weight", path)[0], _shape(tensors, "down_sampling.7.weight", path)[0])
+    t0 = _shape(tensors, "up_sampling.0.weight", path)
+    t1 = _shape(tensors, "up_sampling.3.weight", path)
+    final = _shape(tensors, "up_sampling.7.weight", path)
+    has_running = "down_sampling.2.running_mean" in tensors
+    has_bias = "down_sampling.1.bias" in tensors
+    if space is not None:
+        norm, affine = space.norm, space.affine
+    else:
+        norm = "batch" if has_running or not has_bias else "instance"
+        affine = "down_sampling.2.weight" in tensors
+
+    res: dict[int, dict[int, tuple[int, int]]] = {}
+    dw: dict[int, dict[int, tuple[int, int]]] = {}
+    for key, value in tensors.items():
+        m = re.fullmatch(r"features\.(\d+)\.res_ops\.(\d+)\.1\.0\.weight", key)
+        if m:
+            res.setdefault(int(m.group(1)), {})[int(m.group(2))] = (value.shape[2], value.shape[0])
+        m = re.fullmatch(r"features\.(\d+)\.dw_ops\.(\d+)\.2\.0\.weight", key)
+        if m:
+            dw.setdefault(int(m.group(1)), {})[int(m.group(2))] = (value.shape[2], value.shape[0])
+    block_ids = {int(m.group(1)) for k in tensors if (m := re.match(r"features\.(\d+)\.", k))}
+    n_blocks = max(block_ids) + 1 if block_ids else 0
+    if space is not None:
+        if n_blocks > space.n_blocks:
+            raise NasPruneError(f"{path}: {n_blocks} blocks, search space {space.name!r} has {space.n_blocks}")
+        n_blocks = space.n_blocks  # trailing identity blocks leave no keys
+        res_ks, dw_ks = space.res_kernel_sizes, space.dw_kernel_sizes
+        padding, dropout = space.padding, space.dropout
+    else:
+        res_ks = tuple(sorted({k for b in res.values() for k, _ in b.values()}))
+        dw_ks = tuple(sorted({k for b in dw.values() for k, _ in b.values()}))
+        padding, dropout = "reflect", 0.0
+
+    def widths(found: dict[int, tuple[int, int]] | None, ks: tuple[int, ...], kind: str, n: int) -> tuple[int, ...]:
+        w = [0] * len(ks)
+        for i in sorted(found or {}):
+            k, m = found[i]
+            if k not in ks:
+                raise NasPruneError(f"{path}: features.{n}.{kind}_ops.{i} has kernel size {k}, not in {list(ks)}")
+            w[ks.index(k)] = m
+        return tuple(w)
+
+    blocks = tuple(
+        Block(res=widths(res.get(n), res_ks, "res", n), dw=widths(dw.get(n), dw_ks, "dw", n)) for n in range(n_blocks)
+    )
+    return Arch(
+        input_nc=s0_w[1],
+        output_nc=final[0],
+        stem=stem,
+        blocks=blocks,
+        head=(t0[1], t1[1]),
+        res_kernel_sizes=res_ks,
+        dw_kernel_sizes=dw_ks,
+        norm=norm,
+        affine=affine,
+        padding=padding,
+        dropout=dropout,
+    )
+
+
+def _match_state(
+    tensors: dict[str, "torch.Tensor"], arch: Arch, path: Path, notes: list[str]
+) -> dict[str, "torch.Tensor"]:
+    """Check ``tensors`` against ``build_generator(arch)`` key by key and shape by shape."""
+    from nas_prune.model import build_generator
+
+    expected = build_generator(arch).state_dict()
+    state = dict(tensors)
+    # CAT keeps a pw_bn in blocks without branches; it never runs, so it is dropped.
+    dead = [k for k in state if re.match(r"features\.(\d+)\.pw_bn\.", k)
+            and arch.blocks[int(k.split(".")[1])].is_identity]
+    for k in dead:
+        del state[k]
+    if dead:
+        notes.append(f"dropped {len(dead)} unused norm tensors of identity blocks")
+    if arch.norm == "instance":
+        legacy = [k for k in state if k not in expected and k.rsplit(".", 1)[-1] in _LEGACY_NORM_SUFFIXES]
+        for k in legacy:
+            del state[k]
+        if legacy:
+            notes.append(f"dropped {len(legacy)} legacy InstanceNorm running-stat keys (e.g. {legacy[0]})")
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs expected {tuple(v.shape)}"
+        for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {', '.join(missing[:3])}" + (f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""))
+        if unexpected:
+            parts.append(f"unexpected keys: {', '.join(unexpected[:3])}" + (f" (+{len(unexpected) - 3} more)" if len(unexpected) > 3 else ""))
+        if shapes:
+            parts.append(f"shape mismatch: {'; '.join(shapes[:3])}" + (f" (+{len(shapes) - 3} more)" if len(shapes) > 3 else ""))
+        raise NasPruneError(f"{path}: checkpoint does not match its inferred architecture: {'; '.join(parts)}")
+    return {k: state[k].to(v.dtype) for k, v in expected.items()}

@@ -1,0 +1,114 @@
+"""Profile a generator: params and MACs per stage (and per layer), in both conventions.
+
+``MODEL`` may be a checkpoint (``.pth`` / ``.pt`` / ``.safetensors``), a search-space
+YAML (profiles the space's teacher) or a student's ``arch.json`` / folder.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from nas_prune.arch import Arch
+from nas_prune.errors import NasPruneError
+from nas_prune.macs import (
+    CONVENTIONS,
+    check_convention,
+    count_params,
+    layer_costs,
+    measure_macs,
+    parse_input_size,
+    stage_totals,
+    thop_macs,
+)
+
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
+
+
+def resolve_arch(source: str | os.PathLike, *, space_path: str | os.PathLike | None = None) -> tuple[Arch, str, Any]:
+    """Find the architecture behind ``source``.
+
+    Returns:
+        ``(arch, kind, loaded)`` where kind is ``space``, ``checkpoint`` or ``arch-json``
+        and ``loaded`` is the :class:`~nas_prune.load.LoadedGenerator` for checkpoints
+        (None otherwise).
+    """
+    from nas_prune.space import load_space
+
+    path = Path(source)
+    if not path.exists():
+        raise NasPruneError(f"model not found: {path}")
+    space = load_space(space_path) if space_path is not None else None
+    if path.suffix in (".yaml", ".yml"):
+        return load_space(path).teacher_arch(), "space", None
+    if path.is_dir() or path.suffix == ".json":
+        from nas_prune.export import read_student
+
+        arch, _, _ = read_student(path)
+        return arch, "arch-json", None
+    if path.suffix in CHECKPOINT_SUFFIXES:
+        from nas_prune.load import load_generator
+
+        loaded = load_generator(path, space=space)
+        return loaded.arch, "checkpoint", loaded
+    raise NasPruneError(
+        f"{path}: cannot profile a {path.suffix or 'suffix-less'} file; give a checkpoint "
+        f"({', '.join(CHECKPOINT_SUFFIXES)}), a search-space .yaml or an arch.json"
+    )
+
+
+def profile(
+    source: str | os.PathLike,
+    *,
+    input_size: int | str | tuple[int, int] = 256,
+    convention: str = "fvcore",
+    per_layer: bool = False,
+    measure: bool = False,
+    space_path: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Profile ``source`` (see the module docstring) and return a JSON-ready report.
+
+    Args:
+        input_size: ``H`` or ``"HxW"``, divisible by 4.
+        convention: convention of the per-stage / per-layer rows; totals are given in both.
+        per_layer: include one row per layer.
+        measure: also trace a real forward pass with fvcore, torchprofile and thop and
+            report their counts next to the analytic ones.
+
+    Returns:
+        ``{"model", "kind", "arch", "input_size", "params", "macs": {convention: total},
+        "stages": [...], "layers": [...]?, "measured": {...}?}``.
+    """
+    check_convention(convention)
+    size = parse_input_size(input_size)
+    arch, kind, loaded = resolve_arch(source, space_path=space_path)
+    costs = layer_costs(arch, input_size=size, convention=convention)
+    report: dict[str, Any] = {
+        "model": str(source),
+        "kind": kind,
+        "arch": arch.summary(),
+        "input_size": [size[0], size[1]],
+        "params": count_params(arch),
+        "macs": {c: sum(x.macs for x in layer_costs(arch, input_size=size, convention=c)) for c in CONVENTIONS},
+        "stage_convention": convention,
+        "stages": [
+            {"stage": stage, "macs": macs, "params": params}
+            for stage, (macs, params) in stage_totals(costs).items()
+        ],
+    }
+    if per_layer:
+        report["layers"] = [
+            {"name": c.name, "stage": c.stage, "kind": c.kind, "macs": c.macs, "params": c.params} for c in costs
+        ]
+    if measure:
+        from nas_prune.model import build_generator
+
+        model = loaded.build() if loaded is not None else build_generator(arch).eval()
+        report["measured"] = {
+            "fvcore": measure_macs(model, input_size=size, convention="fvcore"),
+            "paper (torchprofile)": measure_macs(model, input_size=size, convention="paper"),
+            "thop": thop_macs(model, input_size=size),
+            "params": sum(p.numel() for p in model.parameters()),
+        }
+    return report
