@@ -1,0 +1,185 @@
+"""Slice a teacher's weights by a :class:`~nas_prune.plan.PrunePlan` into a student.
+
+Every tensor of the teacher's state dict (CAT layout, :mod:`nas_prune.model`) that the
+student keeps is indexed along its channel dims by the kept indices:
+
+========================================  =====================================
+tensor                                    sliced by
+========================================  =====================================
+stem conv ``I`` weight ``[out, in]``      ``stem.I`` (out), ``stem.I-1`` (in)
+branch first conv / dw 1x1 ``[m, C]``     branch (out), ``stem.2`` (in)
+depthwise conv ``[m, 1]``                 branch (out)
+branch last conv ``[C, m]``               ``stem.2`` (out), branch (in)
+block norm ``pw_bn``                      ``stem.2``
+ConvTranspose ``I`` ``[in, out]``         ``stem.2`` / ``head.0`` (in), ``head.I`` (out)
+final conv ``[out_nc, h1]``               ``head.1`` (in)
+norms (gamma, beta, running stats)        the channels of the conv they follow
+========================================  =====================================
+
+Biases follow the output channels; ``num_batches_tracked`` is copied. Dropped
+branches and the norms of blocks that became the identity are left out. Kept
+indices are ascending, so a plan that keeps everything reproduces the teacher
+tensor for tensor.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+from nas_prune.arch import Arch
+from nas_prune.errors import NasPruneError
+from nas_prune.plan import PrunePlan
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+NORM_VECTORS = ("weight", "bias", "running_mean", "running_var")
+
+
+def _map(out: dict, sd: Mapping, src: str, dst: str, rows=None, cols=None, required=True) -> None:
+    """Copy every ``src.*`` tensor to ``dst.*``: dim 0 by ``rows``, dim 1 of weights by ``cols``.
+
+    ``required=False`` for norms that hold no tensors (affine-free instance norm).
+    """
+    import torch
+
+    found = False
+    prefix = src + "."
+    for key, value in sd.items():
+        if not key.startswith(prefix):
+            continue
+        leaf = key[len(prefix):]
+        if "." in leaf:
+            continue
+        found = True
+        t = value
+        if leaf == "num_batches_tracked":
+            out[f"{dst}.{leaf}"] = t.clone()
+            continue
+        if rows is not None and t.ndim >= 1:
+            t = t.index_select(0, torch.as_tensor(rows, dtype=torch.long))
+        if cols is not None and leaf == "weight" and t.ndim >= 2:
+            t = t.index_select(1, torch.as_tensor(cols, dtype=torch.long))
+        out[f"{dst}.{leaf}"] = t.clone().contiguous()
+    if not found and required:
+        raise NasPruneError(f"teacher weights: no tensors under {src}")
+
+
+def _branch_modules(widths: Sequence[int], kept: Mapping[str, Sequence[int]], prefix: str):
+    """Yield ``(teacher module index, student module index, kept indices)`` per kept branch."""
+    ti = si = 0
+    for j, w in enumerate(widths):
+        if w == 0:
+            continue
+        idx = kept[f"{prefix}.{j}"]
+        if idx:
+            yield ti, si, idx
+            si += 1
+        ti += 1
+
+
+def slice_state_dict(
+    plan: PrunePlan, teacher_state_dict: Mapping[str, "torch.Tensor"]
+) -> dict[str, "torch.Tensor"]:
+    """The student's state dict (CAT layout) for ``plan.student_arch()``.
+
+    Args:
+        plan: kept channel indices per prunable layer of ``plan.teacher``.
+        teacher_state_dict: the teacher's tensors (CAT layout, as ``load_generator``
+            returns them). Tensors are copied, never shared with the teacher.
+
+    Raises:
+        NasPruneError: a tensor the plan needs is missing from the teacher's weights.
+    """
+    t: Arch = plan.teacher
+    k = plan.kept
+    sd = teacher_state_dict
+    out: dict[str, torch.Tensor] = {}
+    norms = t.affine or t.norm == "batch"  # do the norms hold tensors?
+
+    s0, s1, c = k["stem.0"], k["stem.1"], k["stem.2"]
+    _map(out, sd, "down_sampling.1", "down_sampling.1", rows=s0)
+    _map(out, sd, "down_sampling.2", "down_sampling.2", rows=s0, required=norms)
+    _map(out, sd, "down_sampling.4", "down_sampling.4", rows=s1, cols=s0)
+    _map(out, sd, "down_sampling.5", "down_sampling.5", rows=s1, required=norms)
+    _map(out, sd, "down_sampling.7", "down_sampling.7", rows=c, cols=s1)
+    _map(out, sd, "down_sampling.8", "down_sampling.8", rows=c, required=norms)
+
+    for n, block in enumerate(t.blocks):
+        any_branch = False
+        for ti, si, m in _branch_modules(block.res, k, f"blocks.{n}.res"):
+            src, dst = f"features.{n}.res_ops.{ti}", f"features.{n}.res_ops.{si}"
+            _map(out, sd, f"{src}.1.0", f"{dst}.1.0", rows=m, cols=c)
+            _map(out, sd, f"{src}.1.1", f"{dst}.1.1", rows=m, required=norms)
+            _map(out, sd, f"{src}.4", f"{dst}.4", rows=c, cols=m)
+            any_branch = True
+        for ti, si, m in _branch_modules(block.dw, k, f"blocks.{n}.dw"):
+            src, dst = f"features.{n}.dw_ops.{ti}", f"features.{n}.dw_ops.{si}"
+            _map(out, sd, f"{src}.0.0", f"{dst}.0.0", rows=m, cols=c)
+            _map(out, sd, f"{src}.0.1", f"{dst}.0.1", rows=m, required=norms)
+            _map(out, sd, f"{src}.2.0", f"{dst}.2.0", rows=m)  # depthwise: [m, 1, k, k]
+            _map(out, sd, f"{src}.2.1", f"{dst}.2.1", rows=m, required=norms)
+            _map(out, sd, f"{src}.4", f"{dst}.4", rows=c, cols=m)
+            any_branch = True
+        if any_branch:
+            _map(out, sd, f"features.{n}.pw_bn", f"features.{n}.pw_bn", rows=c, required=norms)
+
+    h0, h1 = k["head.0"], k["head.1"]
+    # ConvTranspose2d weights are [in, out, k, k]: rows are inputs, cols outputs.
+    _map_convt(out, sd, "up_sampling.0", rows=c, cols=h0)
+    _map(out, sd, "up_sampling.1", "up_sampling.1", rows=h0, required=norms)
+    _map_convt(out, sd, "up_sampling.3", rows=h0, cols=h1)
+    _map(out, sd, "up_sampling.4", "up_sampling.4", rows=h1, required=norms)
+    _map(out, sd, "up_sampling.7", "up_sampling.7", cols=h1)
+    return out
+
+
+def _map_convt(out: dict, sd: Mapping, key: str, *, rows, cols) -> None:
+    import torch
+
+    for leaf in ("weight", "bias"):
+        name = f"{key}.{leaf}"
+        if name not in sd:
+            if leaf == "weight":
+                raise NasPruneError(f"teacher weights: missing {name}")
+            continue
+        value = sd[name]
+        if leaf == "weight":
+            value = value.index_select(0, torch.as_tensor(rows, dtype=torch.long))
+            value = value.index_select(1, torch.as_tensor(cols, dtype=torch.long))
+        else:
+            value = value.index_select(0, torch.as_tensor(cols, dtype=torch.long))
+        out[name] = value.clone().contiguous()
+
+
+def build_student(plan: PrunePlan, teacher_state_dict: Mapping[str, "torch.Tensor"]):
+    """Build the student module with sliced weights, in eval mode.
+
+    Loads with ``strict=True``, so a key or shape the builder does not expect is a
+    loud error rather than a silently skipped layer.
+    """
+    from nas_prune.model import build_generator
+
+    model = build_generator(plan.student_arch())
+    model.load_state_dict(slice_state_dict(plan, teacher_state_dict), strict=True)
+    return model.eval()
+
+
+def verify_macs(model, *, input_size, expected_fvcore: int) -> int:
+    """Count ``model``'s MACs with fvcore on a real forward pass and compare.
+
+    Returns:
+        the measured fvcore MACs.
+
+    Raises:
+        RuntimeError: measured != analytic (a bug in the MACs engine, not a user error).
+    """
+    from nas_prune.macs import measure_macs
+
+    measured = measure_macs(model, input_size=input_size, convention="fvcore")
+    if measured != expected_fvcore:
+        raise RuntimeError(
+            f"fvcore measured {measured:,} MACs for the student but the analytic count is "
+            f"{expected_fvcore:,}: the MACs engine disagrees with fvcore for this architecture"
+        )
+    return measured

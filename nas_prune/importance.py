@@ -1,0 +1,239 @@
+"""Channel importance: one score per output channel of each prunable layer.
+
+A criterion is a small callable ``criterion(arch, state_dict, **options) ->
+{layer name: 1-D float tensor}`` over the prunable layers of
+:func:`nas_prune.plan.prunable_layers` (``stem.0`` .. ``head.1``); the state dict is in
+CAT's layout (:mod:`nas_prune.model`). Scores feed one global threshold
+(:func:`nas_prune.plan.plan_for_target`), so they must be comparable across layers.
+
+``gamma`` (CAT, CVPR 2021; Network Slimming, ICCV 2017)
+    ``|gamma|`` of the norm that follows the producing conv. Needs affine norms.
+``l1``
+    L1 norm of each output filter of the producing conv (``Conv2d`` weight
+    ``[out, in, k, k]`` summed over ``in, k, k``; ``ConvTranspose2d`` weight
+    ``[in, out, k, k]`` summed over ``in, k, k``), divided by the layer's mean filter
+    L1 norm. Raw L1 norms grow with fan-in (a 7x7 stem conv on 3 channels vs a 5x5
+    conv on 256), so each layer is scaled to mean 1: a global threshold ``t`` then
+    keeps the filters at least ``t`` times their layer's average. Behind an
+    affine-free norm a filter's scale is normalised away, so this is a heuristic;
+    it is the default when the norms have no gamma (classic ResNet generators).
+``activation``
+    Mean ``|ReLU(norm(conv(x)))|`` per channel over calibration images (the value
+    the next layer reads), divided by the layer's mean like ``l1``. Calibration is
+    seeded uniform noise in [-1, 1] by default (what a generator's inputs span), or
+    the images of a folder (resized to the input size, scaled to [-1, 1]); real
+    images from the training domain give more meaningful scores.
+
+The scores of a depthwise branch are those of its 1x1 conv: the depthwise conv and its
+norm follow the same channels.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Mapping
+
+from nas_prune.arch import Arch
+from nas_prune.errors import NasPruneError
+from nas_prune.plan import PrunableLayer, prunable_layers
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+CRITERIA = ("gamma", "l1", "activation")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def producer_keys(arch: Arch, layer: PrunableLayer) -> tuple[str, str]:
+    """``(conv prefix, norm prefix)`` in CAT's state-dict layout for a prunable layer.
+
+    The module index of a branch counts the branches of ``arch`` that exist, in
+    kernel-size order, so a slot ``J`` maps to index ``#{j < J: width_j > 0}``.
+    """
+    if layer.kind == "stem":
+        conv = 1 + 3 * layer.index
+        return f"down_sampling.{conv}", f"down_sampling.{conv + 1}"
+    if layer.kind == "head":
+        conv = 3 * layer.index
+        return f"up_sampling.{conv}", f"up_sampling.{conv + 1}"
+    block = arch.blocks[layer.block]
+    widths = block.res if layer.kind == "res" else block.dw
+    i = sum(1 for w in widths[: layer.index] if w > 0)
+    if layer.kind == "res":
+        p = f"features.{layer.block}.res_ops.{i}.1"
+    else:
+        p = f"features.{layer.block}.dw_ops.{i}.0"
+    return f"{p}.0", f"{p}.1"
+
+
+def _tensor(state_dict: Mapping[str, "torch.Tensor"], key: str) -> "torch.Tensor":
+    if key not in state_dict:
+        raise NasPruneError(f"teacher weights: missing {key}")
+    return state_dict[key].detach().float()
+
+
+def gamma(arch: Arch, state_dict: Mapping[str, "torch.Tensor"], **_: object) -> dict[str, "torch.Tensor"]:
+    """``|gamma|`` of the norm after each producing conv (CAT's criterion).
+
+    Raises:
+        NasPruneError: the norms are affine-free (no gamma): use ``l1`` or ``activation``.
+    """
+    if not arch.affine:
+        raise NasPruneError(
+            "importance gamma: the teacher's norms have no affine parameters; use l1 or activation"
+        )
+    out = {}
+    for layer in prunable_layers(arch):
+        _, norm = producer_keys(arch, layer)
+        out[layer.name] = _tensor(state_dict, f"{norm}.weight").abs()
+    return out
+
+
+def _per_layer_mean_one(values: "torch.Tensor") -> "torch.Tensor":
+    """Scale to mean 1 (all-zero layers stay zero)."""
+    mean = values.mean()
+    return values / mean if float(mean) > 0 else values
+
+
+def l1(arch: Arch, state_dict: Mapping[str, "torch.Tensor"], **_: object) -> dict[str, "torch.Tensor"]:
+    """L1 norm of each output filter, divided by the layer's mean (module docstring)."""
+    out = {}
+    for layer in prunable_layers(arch):
+        conv, _ = producer_keys(arch, layer)
+        w = _tensor(state_dict, f"{conv}.weight")
+        if layer.kind == "head":  # ConvTranspose2d: [in, out, k, k]
+            norms = w.abs().sum(dim=(0, 2, 3))
+        else:  # Conv2d: [out, in, k, k]
+            norms = w.abs().flatten(1).sum(dim=1)
+        out[layer.name] = _per_layer_mean_one(norms)
+    return out
+
+
+def calibration_batch(
+    arch: Arch,
+    *,
+    source: str | os.PathLike | None = None,
+    n_images: int = 8,
+    input_size: tuple[int, int] = (256, 256),
+    seed: int = 0,
+) -> "torch.Tensor":
+    """Calibration images ``(N, input_nc, H, W)`` in [-1, 1].
+
+    Args:
+        source: None for seeded uniform noise, or a folder of images (the first
+            ``n_images`` files by name; converted to RGB or grey to match ``input_nc``).
+        n_images: how many images.
+        input_size: ``(H, W)`` to resize to.
+        seed: noise seed.
+
+    Raises:
+        NasPruneError: missing folder, no images in it, unreadable image.
+    """
+    import torch
+
+    H, W = input_size
+    if source is None:
+        g = torch.Generator().manual_seed(seed)
+        return torch.rand(n_images, arch.input_nc, H, W, generator=g) * 2 - 1
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    folder = Path(source)
+    if not folder.is_dir():
+        raise NasPruneError(f"calibration images: folder not found: {folder}")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:n_images]
+    if not files:
+        raise NasPruneError(f"calibration images: no image files ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    mode = "L" if arch.input_nc == 1 else "RGB"
+    if arch.input_nc not in (1, 3):
+        raise NasPruneError(
+            f"calibration images: the teacher takes {arch.input_nc} channels; images give 1 or 3"
+        )
+    batch = []
+    for path in files:
+        try:
+            with Image.open(path) as img:
+                img = img.convert(mode).resize((W, H), Image.BICUBIC)
+                arr = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
+        except (OSError, UnidentifiedImageError) as err:
+            raise NasPruneError(f"calibration images: cannot read {path}: {err}") from None
+        t = torch.from_numpy(arr.copy())
+        batch.append(t[None] if t.ndim == 2 else t.permute(2, 0, 1))
+    return torch.stack(batch)
+
+
+def activation(
+    arch: Arch,
+    state_dict: Mapping[str, "torch.Tensor"],
+    *,
+    images: "torch.Tensor | None" = None,
+    batch_size: int = 4,
+    **_: object,
+) -> dict[str, "torch.Tensor"]:
+    """Mean ``|ReLU(norm(conv(x)))|`` per channel over ``images``, scaled to layer mean 1.
+
+    Args:
+        images: ``(N, input_nc, H, W)`` in [-1, 1]; default 8 noise images at 64x64
+            (:func:`calibration_batch`).
+        batch_size: images per forward pass.
+    """
+    import torch
+
+    from nas_prune.model import build_generator
+
+    if images is None:
+        images = calibration_batch(arch, input_size=(64, 64))
+    model = build_generator(arch)
+    model.load_state_dict(dict(state_dict), strict=True)
+    model.eval()
+    modules = dict(model.named_modules())
+    sums: dict[str, torch.Tensor] = {}
+    hooks = []
+
+    def make_hook(name: str) -> Callable:
+        def hook(_module, _inputs, output):
+            value = torch.relu(output).abs().mean(dim=(2, 3)).sum(dim=0)
+            sums[name] = sums.get(name, 0) + value
+
+        return hook
+
+    for layer in prunable_layers(arch):
+        _, norm = producer_keys(arch, layer)
+        hooks.append(modules[norm].register_forward_hook(make_hook(layer.name)))
+    try:
+        with torch.no_grad():
+            for start in range(0, len(images), batch_size):
+                model(images[start : start + batch_size].float())
+    finally:
+        for h in hooks:
+            h.remove()
+    return {name: _per_layer_mean_one(total / len(images)) for name, total in sums.items()}
+
+
+_CRITERIA: dict[str, Callable[..., dict]] = {"gamma": gamma, "l1": l1, "activation": activation}
+
+
+def default_criterion(arch: Arch) -> str:
+    """``gamma`` when the norms are affine (CAT teachers), else ``l1``."""
+    return "gamma" if arch.affine else "l1"
+
+
+def compute_importance(
+    criterion: str | None,
+    arch: Arch,
+    state_dict: Mapping[str, "torch.Tensor"],
+    **options: object,
+) -> tuple[str, dict[str, "torch.Tensor"]]:
+    """Run a criterion by name (None picks :func:`default_criterion`).
+
+    Returns:
+        ``(criterion name, {layer name: scores})``.
+
+    Raises:
+        NasPruneError: unknown criterion or unusable for this teacher.
+    """
+    name = criterion or default_criterion(arch)
+    if name not in _CRITERIA:
+        raise NasPruneError(f"unknown importance criterion {name!r}: choose {', '.join(CRITERIA)}")
+    return name, _CRITERIA[name](arch, state_dict, **options)
