@@ -113,14 +113,14 @@ def read_tensors(path: str | os.PathLike) -> dict[str, "torch.Tensor"]:
             raw = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as err:
             text = str(err)
-            if "Weights only load failed" in text or "Unsupported global" in text:
+            if "Unsupported global" in text or "Unsupported class" in text:
                 found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
                 what = f" ({found.group(1)})" if found else ""
                 raise NasPruneError(
                     f"{path}: refused to load pickled Python objects{what}; save the generator's "
                     "state_dict (torch.save(model.state_dict(), path)) or use .safetensors"
                 ) from None
-            raise NasPruneError(f"{path}: not a PyTorch checkpoint ({text.splitlines()[0]})") from None
+            raise NasPruneError(f"{path}: not a PyTorch checkpoint (unreadable pickle data)") from None
         except (RuntimeError, EOFError, OSError, ValueError) as err:
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise NasPruneError(f"{path}: not a PyTorch checkpoint ({first})") from None
@@ -185,9 +185,10 @@ def load_generator(
             f"{path}: unknown checkpoint layout (first keys: {first}); expected CAT "
             "(down_sampling.*, features.*, up_sampling.*) or pytorch-CycleGAN-and-pix2pix ResNet (model.N.*)"
         )
+    padding = "reflect"
     if layout == "resnet":
-        tensors = _resnet_to_cat(tensors, path, space, notes)
-    arch = _infer_arch(tensors, path, space)
+        tensors, padding = _resnet_to_cat(tensors, path, space, notes)
+    arch = _infer_arch(tensors, path, space, padding=padding)
     state = _match_state(tensors, arch, path, notes)
     if space is not None:
         why = fits_within(arch, space.teacher_arch())
@@ -201,13 +202,17 @@ def load_generator(
 
 def _resnet_to_cat(
     tensors: dict[str, "torch.Tensor"], path: Path, space: "SearchSpace | None", notes: list[str]
-) -> dict[str, "torch.Tensor"]:
+) -> tuple[dict[str, "torch.Tensor"], str]:
     """Rename a pytorch-CycleGAN-and-pix2pix ResnetGenerator state dict into CAT's layout.
 
     ``model`` is a Sequential: stem conv (1), norm, relu, two stride-2 convs with norms,
     ResnetBlocks (``conv_block`` = [pad] conv norm relu [dropout] [pad] conv norm), two
     ConvTransposes with norms, pad, final conv, tanh. Conv positions are read from the
     keys, so the reflect / zero padding and dropout variants all map.
+
+    Returns:
+        ``(tensors in CAT's layout, padding)``: a block whose first conv sits at index 0
+        has no padding layer before it, i.e. zero padding inside the conv.
     """
     modules: dict[int, dict[str, "torch.Tensor"]] = {}
     blocks: dict[int, dict[str, "torch.Tensor"]] = {}
@@ -235,6 +240,7 @@ def _resnet_to_cat(
 
     out: dict[str, "torch.Tensor"] = {}
     dropped: list[str] = []
+    padding = "reflect"
 
     def put_norm(src: dict[str, "torch.Tensor"], src_name: str, dst: str) -> None:
         for name, value in src.items():
@@ -261,6 +267,8 @@ def _resnet_to_cat(
         bconvs = sorted(i for i, p in parts.items() if "weight" in p and p["weight"].dim() == 4)
         if len(bconvs) != 2:
             raise NasPruneError(f"{path}: model.{b}.conv_block has {len(bconvs)} convs, expected 2")
+        if bconvs[0] == 0:
+            padding = "zero"
         put_conv(parts[bconvs[0]], f"features.{n}.res_ops.0.1.0")
         put_conv(parts[bconvs[1]], f"features.{n}.res_ops.0.4")
         if bconvs[0] + 1 in parts:
@@ -275,7 +283,7 @@ def _resnet_to_cat(
     if dropped:
         notes.append(f"dropped {len(dropped)} legacy InstanceNorm running-stat keys (e.g. {dropped[0]})")
     notes.append(f"mapped {len(block_ids)}-block ResNet generator into the inception-residual layout")
-    return out
+    return out, padding
 
 
 # ----------------------------------------------------------------------------- inference
@@ -287,8 +295,13 @@ def _shape(tensors: Mapping[str, "torch.Tensor"], key: str, path: Path) -> tuple
     return tuple(tensors[key].shape)
 
 
-def _infer_arch(tensors: Mapping[str, "torch.Tensor"], path: Path, space: "SearchSpace | None") -> Arch:
-    """Read every width from the tensor shapes of a CAT-layout state dict."""
+def _infer_arch(
+    tensors: Mapping[str, "torch.Tensor"], path: Path, space: "SearchSpace | None", *, padding: str = "reflect"
+) -> Arch:
+    """Read every width from the tensor shapes of a CAT-layout state dict.
+
+    Shapes cannot show the padding of branch convs: it comes from ``space``, else ``padding``.
+    """
     s0_w = _shape(tensors, "down_sampling.1.weight", path)
     stem = (s0_w[0], _shape(tensors, "down_sampling.4.weight", path)[0], _shape(tensors, "down_sampling.7.weight", path)[0])
     t0 = _shape(tensors, "up_sampling.0.weight", path)
@@ -296,11 +309,15 @@ def _infer_arch(tensors: Mapping[str, "torch.Tensor"], path: Path, space: "Searc
     final = _shape(tensors, "up_sampling.7.weight", path)
     has_running = "down_sampling.2.running_mean" in tensors
     has_bias = "down_sampling.1.bias" in tensors
+    norm = "batch" if has_running or not has_bias else "instance"
+    affine = "down_sampling.2.weight" in tensors
     if space is not None:
-        norm, affine = space.norm, space.affine
-    else:
-        norm = "batch" if has_running or not has_bias else "instance"
-        affine = "down_sampling.2.weight" in tensors
+        for name, found in (("norm", norm), ("affine", affine)):
+            if found != getattr(space, name):
+                raise NasPruneError(
+                    f"{path} does not fit search space {space.name!r}: {name} is {found!r} in the checkpoint, "
+                    f"{getattr(space, name)!r} in the space"
+                )
 
     res: dict[int, dict[int, tuple[int, int]]] = {}
     dw: dict[int, dict[int, tuple[int, int]]] = {}
@@ -322,14 +339,18 @@ def _infer_arch(tensors: Mapping[str, "torch.Tensor"], path: Path, space: "Searc
     else:
         res_ks = tuple(sorted({k for b in res.values() for k, _ in b.values()}))
         dw_ks = tuple(sorted({k for b in dw.values() for k, _ in b.values()}))
-        padding, dropout = "reflect", 0.0
+        dropout = 0.0
 
     def widths(found: dict[int, tuple[int, int]] | None, ks: tuple[int, ...], kind: str, n: int) -> tuple[int, ...]:
         w = [0] * len(ks)
         for i in sorted(found or {}):
             k, m = found[i]
             if k not in ks:
-                raise NasPruneError(f"{path}: features.{n}.{kind}_ops.{i} has kernel size {k}, not in {list(ks)}")
+                where = f"search space {space.name!r}" if space is not None else "the checkpoint"
+                raise NasPruneError(
+                    f"{path} does not fit {where}: features.{n}.{kind}_ops.{i} has kernel size {k}, "
+                    f"not one of {list(ks)}"
+                )
             w[ks.index(k)] = m
         return tuple(w)
 

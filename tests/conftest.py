@@ -1,0 +1,64 @@
+"""Shared fixtures: tiny random architectures of the space."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from nas_prune.arch import Arch, Block
+
+
+def random_arch(
+    rng: random.Random,
+    *,
+    norm: str | None = None,
+    affine: bool | None = None,
+    max_width: int = 12,
+    max_blocks: int = 4,
+) -> Arch:
+    """A random small architecture: zero-width branches and identity blocks included."""
+    res_ks = tuple(sorted(rng.sample([1, 3, 5], rng.randint(0, 3))))
+    dw_ks = tuple(sorted(rng.sample([1, 3, 5], rng.randint(0 if res_ks else 1, 3))))
+    blocks = []
+    for _ in range(rng.randint(0, max_blocks)):
+        if rng.random() < 0.2:
+            blocks.append(Block(res=(0,) * len(res_ks), dw=(0,) * len(dw_ks)))
+        else:
+            blocks.append(Block(
+                res=tuple(rng.choice([0, rng.randint(1, max_width)]) for _ in res_ks),
+                dw=tuple(rng.choice([0, rng.randint(1, max_width)]) for _ in dw_ks),
+            ))
+    return Arch(
+        input_nc=rng.choice([1, 3]),
+        output_nc=rng.choice([1, 3]),
+        stem=tuple(rng.randint(1, max_width) for _ in range(3)),
+        blocks=tuple(blocks),
+        head=tuple(rng.randint(1, max_width) for _ in range(2)),
+        res_kernel_sizes=res_ks,
+        dw_kernel_sizes=dw_ks,
+        norm=norm or rng.choice(["instance", "batch"]),
+        affine=rng.choice([True, False]) if affine is None else affine,
+        padding=rng.choice(["reflect", "replicate", "zero"]),
+    )
+
+
+def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every parameter and running statistic non-trivial random values (in place)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if t.dtype.is_floating_point:
+                if name.endswith("running_var"):
+                    t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+                else:
+                    t.copy_(torch.randn(t.shape, generator=g) * 0.3)
+    return model
+
+
+@pytest.fixture
+def tiny_arch() -> Arch:
+    """A CAT-like tiny teacher: stem 8/12/16, 3 blocks, res and dw kernels 1/3/5."""
+    block = Block(res=(4, 4, 4), dw=(4, 4, 4))
+    return Arch(input_nc=3, output_nc=3, stem=(8, 12, 16), blocks=(block,) * 3, head=(12, 8))
