@@ -162,7 +162,8 @@ def angle_relation(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     eye = torch.eye(s, dtype=torch.bool, device=v.device)
     valid = ~(eye[:, :, None] | eye[None, :, :])  # i != j and j != k
     # Coinciding slices (e.g. two flat patches) span no angle: their cosine is 0.
-    defined = valid & (denom > _EPS)
+    apart = d2 > _EPS  # [n, i, j]: v_i and v_j do not coincide
+    defined = valid & apart[:, :, :, None] & apart.transpose(1, 2)[:, None, :, :]
     cos = torch.where(defined, dot / torch.where(defined, denom, torch.ones_like(denom)), torch.zeros_like(dot))
     return cos.clamp(-1.0, 1.0), valid
 

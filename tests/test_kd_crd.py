@@ -1,0 +1,180 @@
+"""CRD: relations among row strips, column strips and patches of one image."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from nas_prune.arch import Arch, Block
+from nas_prune.errors import NasPruneError
+from nas_prune.kd import KDBatch, build_terms
+from nas_prune.kd.crd import (
+    CRD,
+    angle_relation,
+    default_patch_size,
+    distance_relation,
+    relation_loss,
+    slice_image,
+)
+from nas_prune.model import build_generator
+
+
+@pytest.fixture
+def arch() -> Arch:
+    return Arch(input_nc=3, output_nc=3, stem=(8, 16, 16), blocks=(Block(res=(0, 4, 0), dw=(0, 4, 0)),) * 2, head=(16, 8))
+
+
+def _outputs_batch(t_out: torch.Tensor, s_out: torch.Tensor) -> KDBatch:
+    return KDBatch(real_a=torch.zeros_like(t_out), real_b=None, t_out=t_out, s_out=s_out)
+
+
+def _images(n=2, size=32, seed=0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, size, size, generator=g) * 2 - 1
+
+
+def test_slices_follow_rows_columns_and_patches():
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
+    rows, cols, patches = (slice_image(x, g, 2) for g in ("rows", "columns", "patches"))
+    assert rows.shape == cols.shape == (2, 4, 48) and patches.shape == (2, 16, 12)
+    assert torch.equal(rows[0, 1], x[0, :, 2:4, :].reshape(-1))
+    assert torch.equal(cols[1, 3], x[1, :, :, 6:8].reshape(-1))
+    assert torch.equal(patches[0, 5], x[0, :, 2:4, 2:4].reshape(-1))  # row-major: patch (1, 1)
+    # incomplete border strips are left out
+    assert slice_image(torch.zeros(1, 1, 9, 7), "rows", 2).shape == (1, 4, 14)
+    assert slice_image(torch.zeros(1, 1, 9, 7), "columns", 2).shape == (1, 3, 18)
+
+
+def test_default_patch_size_is_32_at_256_and_scales():
+    assert default_patch_size(256, 256) == 32
+    assert default_patch_size(64, 64) == 8
+    assert default_patch_size(32, 48) == 4
+    term = CRD(teacher_arch=None, student_arch=None)  # archs are not used by CRD
+    assert term.sizes(256, 256) == {"rows": 32, "columns": 32, "patches": 32}
+    assert CRD(teacher_arch=None, student_arch=None, patch_size=16, strip_size=4).sizes(256, 256) == {
+        "rows": 4, "columns": 4, "patches": 16,
+    }
+
+
+def test_relations_of_a_right_triangle():
+    v = torch.tensor([[[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]])
+    d = distance_relation(v)
+    mean = (2 + math.sqrt(2)) / 3
+    expected = torch.tensor([[0, 1, 1], [1, 0, math.sqrt(2)], [1, math.sqrt(2), 0]]) / mean
+    assert torch.allclose(d[0], expected, atol=1e-6)
+    cos, valid = angle_relation(v)
+    assert cos[0, 1, 0, 2] == pytest.approx(0.0, abs=1e-6)  # right angle at v0
+    assert cos[0, 0, 1, 2] == pytest.approx(1 / math.sqrt(2), abs=1e-6)  # 45 degrees at v1
+    assert cos[0, 0, 2, 1] == pytest.approx(1 / math.sqrt(2), abs=1e-6)
+    assert cos[0, 1, 1, 1] == 0.0 and not valid[1, 1, 1] and not valid[0, 1, 1] and valid[0, 1, 0]
+    assert int(valid.sum()) == 3 * 2 * 2  # vertex j, ends i != j, k != j
+
+
+def test_vectorised_relations_match_loops():
+    v = torch.randn(2, 6, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    cos, valid = angle_relation(v)
+    d = distance_relation(v)
+    for n, i, j in itertools.product(range(2), range(6), range(6)):
+        dist = torch.cdist(v[n], v[n])
+        assert d[n, i, j] == pytest.approx(float(dist[i, j] / (dist.sum() / 30)), abs=1e-9)
+        for k in range(6):
+            if i != j and k != j:
+                a, b = v[n, i] - v[n, j], v[n, k] - v[n, j]
+                assert cos[n, i, j, k] == pytest.approx(float(a @ b / a.norm() / b.norm()), abs=1e-9)
+
+
+def test_identical_outputs_give_zero_and_different_outputs_do_not():
+    term = CRD(teacher_arch=None, student_arch=None)
+    x = _images()
+    assert term(_outputs_batch(x, x.clone())).item() == pytest.approx(0.0, abs=1e-6)
+    assert term(_outputs_batch(x, _images(seed=1))).item() > 0.05
+
+
+@pytest.mark.parametrize("scale", [0.1, 0.5, 3.0])
+def test_invariant_to_global_scale_and_shift_of_the_student(scale):
+    term = CRD(teacher_arch=None, student_arch=None)
+    t = _images()
+    other = _images(seed=3)
+    assert term(_outputs_batch(t, scale * t)).item() == pytest.approx(0.0, abs=1e-5)
+    assert term(_outputs_batch(t, scale * t + 0.25)).item() == pytest.approx(0.0, abs=1e-5)
+    # and a scaled wrong answer costs what the wrong answer costs
+    assert term(_outputs_batch(t, scale * other)).item() == pytest.approx(term(_outputs_batch(t, other)).item(), rel=1e-4)
+
+
+def test_relations_stay_within_one_image():
+    term = CRD(teacher_arch=None, student_arch=None)
+    t, s = _images(n=2, seed=4), _images(n=2, seed=5)
+    both = term(_outputs_batch(t, s)).item()
+    each = [term(_outputs_batch(t[i : i + 1], s[i : i + 1])).item() for i in range(2)]
+    assert both == pytest.approx(sum(each) / 2, rel=1e-5)
+    # swapping the student's images within the batch changes nothing for relations that are per image
+    assert term(_outputs_batch(t[[1, 0]], s[[1, 0]])).item() == pytest.approx(both, rel=1e-5)
+
+
+def test_weights_combine_as_documented():
+    t, s = _images(seed=6), _images(seed=7)
+    ts = {g: slice_image(t, g, 4) for g in ("rows", "columns", "patches")}
+    ss = {g: slice_image(s, g, 4) for g in ("rows", "columns", "patches")}
+    dist = {g: relation_loss(ts[g], ss[g], distance_weight=1.0, angle_weight=0.0).item() for g in ts}
+    ang = {g: relation_loss(ts[g], ss[g], distance_weight=0.0, angle_weight=1.0).item() for g in ts}
+    expected = sum(w * (1.0 * dist[g] + 2.0 * ang[g]) for g, w in zip(ts, (2.5, 2.5, 2.5)))
+    assert CRD(teacher_arch=None, student_arch=None)(_outputs_batch(t, s)).item() == pytest.approx(expected, rel=1e-5)
+    only_rows = CRD(teacher_arch=None, student_arch=None, rows=4.0, columns=0.0, patches=0.0, angle_weight=0.5)
+    expected_rows = 4.0 * (dist["rows"] + 0.5 * ang["rows"])
+    assert only_rows(_outputs_batch(t, s)).item() == pytest.approx(expected_rows, rel=1e-5)
+
+
+def test_gradients_reach_the_student_only(arch):
+    student = arch.with_widths(stem=(8, 8, 8), blocks=(Block(res=(0, 2, 0), dw=(0, 0, 0)),) * 2, head=(8, 8))
+    t_gen, s_gen = build_generator(arch), build_generator(student)
+    x = _images(seed=8)
+    batch = KDBatch(real_a=x, real_b=None, t_out=t_gen(x), s_out=s_gen(x))  # teacher run with grad on purpose
+    (_, term), = build_terms({"crd": 1.0}, teacher_arch=arch, student_arch=student, taps=("block1",))
+    assert term.taps == ()  # output-only term: needs no features
+    loss = term(batch)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is None for p in t_gen.parameters())
+    grads = [p.grad for p in s_gen.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_flat_regions_give_finite_gradients():
+    t = _images(seed=9)
+    t[:, :, :16] = 1.0  # identical (saturated) strips and patches
+    s = (0.5 * t + 0.01 * _images(seed=10)).requires_grad_(True)
+    loss = CRD(teacher_arch=None, student_arch=None)(_outputs_batch(t, s))
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(s.grad).all()
+
+
+def test_student_learns_teacher_relations():
+    t = _images(n=1, size=16, seed=11)
+    s = torch.zeros_like(t).requires_grad_(True)
+    with torch.no_grad():
+        s.copy_(_images(n=1, size=16, seed=12))
+    term = CRD(teacher_arch=None, student_arch=None, patch_size=4)
+    opt = torch.optim.Adam([s], lr=0.02)
+    first = term(_outputs_batch(t, s)).item()
+    for _ in range(150):
+        opt.zero_grad()
+        loss = term(_outputs_batch(t, s))
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.2 * first
+
+
+def test_errors_name_the_option():
+    with pytest.raises(NasPruneError, match="crd.patch_size"):
+        CRD(teacher_arch=None, student_arch=None, patch_size=16)(_outputs_batch(_images(), _images(seed=1)))
+    with pytest.raises(NasPruneError, match="crd.strip_size"):
+        CRD(teacher_arch=None, student_arch=None, strip_size=12, patches=0.0)(_outputs_batch(_images(), _images()))
+    with pytest.raises(NasPruneError, match="crd.online_teacher_discriminator"):
+        CRD(teacher_arch=None, student_arch=None, online_teacher_discriminator=True)
+    with pytest.raises(NasPruneError, match="crd.angle_weight"):
+        CRD(teacher_arch=None, student_arch=None, angle_weight=-1)
+    with pytest.raises(NasPruneError, match="crd.patch_size"):
+        CRD(teacher_arch=None, student_arch=None, patch_size=0)
