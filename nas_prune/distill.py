@@ -1,0 +1,1086 @@
+"""Distillation fine-tuning of a pruned student from its teacher (CAT, CVPR 2021).
+
+Per step, with ``A`` the input batch and ``B`` the target (paired) or a batch of the
+target domain (unpaired)::
+
+    teacher:  t_out, t_feats = T(A)                     (eval mode, no grad)
+    student:  s_out, s_feats = S(A)
+    D step:   D minimises gan.d_loss(D(real), D(fake.detach()))
+    G step:   S minimises lambda_gan * gan.g_loss(D(fake))
+                         + lambda_recon * |s_out - target|_1
+                         + sum_w w * term(KDBatch)          (e.g. GCKA: -sum KA)
+    term D:   terms with their own discriminator take an Adam step on it
+
+``real`` / ``fake`` are ``cat(A, B)`` / ``cat(A, s_out)`` for the conditional pix2pix
+discriminator (aligned data) and ``B`` / ``s_out`` for CycleGAN's (unaligned data).
+The L1 target is the real ``B`` for aligned data and the teacher output for
+unaligned data, where the student is one generator (G_A) as in CAT.
+
+Optimisation follows pix2pix/CycleGAN and CAT: Adam (lr 2e-4, betas 0.5/0.999), a
+constant learning rate for ``epochs`` epochs, then linear decay to 0 over
+``epochs_decay`` epochs (updated every step). Everything a step depends on is in
+the checkpoint (weights, optimiser states, AMP scaler, step, position in the epoch,
+RNG states); data order and augmentation are functions of ``(seed, epoch, index)``;
+so ``resume=True`` continues exactly.
+
+The library entry point is :func:`distill`; ``nas-prune distill`` calls it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from nas_prune.arch import Arch, fits_within
+from nas_prune.errors import NasPruneError
+
+__all__ = ["DistillConfig", "DistillResult", "distill", "read_run_config", "AMP_MODES"]
+
+AMP_MODES = ("auto", "none", "bf16", "fp16")
+CHECKPOINT_VERSION = 1
+
+# Fields that may differ between a run and its resumption (everything else must match).
+RESUMABLE_CHANGES = frozenset(
+    {"epochs", "epochs_decay", "max_steps", "eval_every", "save_every", "log_every", "grid_every",
+     "workers", "device", "compile", "progress", "fid_inception"}
+)
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Every option of a distillation run (keyword-only; unknown keys are errors).
+
+    Attributes:
+        mode: ``aligned`` (pix2pix layout, paired) or ``unaligned`` (CycleGAN layout).
+        direction: ``AtoB`` or ``BtoA``.
+        epochs: epochs at the constant learning rate.
+        epochs_decay: further epochs with the rate decaying linearly to 0.
+        max_steps: stop (with a checkpoint) after this many steps in total; the
+            schedule still follows ``epochs`` / ``epochs_decay``. None: run to the end.
+        batch_size: images per step and per device (>= 2: GCKA compares samples).
+        lr / beta1 / beta2: Adam settings of the student, the discriminator and
+            the terms' own parameters.
+        gan_mode: ``lsgan`` (default), ``vanilla`` or ``hinge``.
+        lambda_gan: weight of the adversarial loss.
+        lambda_recon: weight of the L1 loss; None = 100 for aligned data (pix2pix)
+            and 5 for unaligned (CAT horse->zebra).
+        distill: ``{method: weight}``; default ``{"gcka": 1.0}`` (CAT's lambda_distill 1);
+            ``{}`` trains without distillation.
+        distill_taps: feature layers of the distillation terms; None = each term's
+            default (GCKA: stem and the blocks at 1/3, 2/3, 3/3 of the depth).
+        distill_options: ``{method: {option: value}}``, e.g. ``{"gcka": {"centered": True}}``.
+        ndf / d_layers: PatchGAN width and depth.
+        d_norm: discriminator norm; None = ``batch`` (aligned, as pix2pix) or
+            ``instance`` (unaligned, as CycleGAN).
+        teacher_discriminator: path of a teacher discriminator to start from.
+        load_size / crop_size / preprocess / flip: data transforms (see
+            :class:`nas_prune.data.TransformConfig`); eval images are resized to ``crop_size``.
+        amp: ``auto`` (bf16 on a CUDA device that supports it, else none), ``none``,
+            ``bf16`` or ``fp16`` (CUDA only, with a gradient scaler).
+        channels_last: run the networks in channels-last memory format.
+        compile: ``torch.compile`` the student and discriminator.
+        workers: data-loader worker processes (0 loads in the main process).
+        seed: seed of initialisation, data order, augmentation and dropout.
+        device: ``auto`` (CUDA if available), ``cpu``, ``cuda``, ``cuda:1``, ...
+        eval_every: evaluate on the test split every this many steps (0 = at the
+            end of every epoch); the best student is kept.
+        save_every: checkpoint every this many steps (0 = at the end of every epoch).
+        log_every: log losses every this many steps.
+        grid_every: write an image grid every this many steps (0 = with each evaluation).
+        grid_images: rows of the grid (input | teacher | student | real).
+        fid_inception: path of a TorchScript Inception feature extractor (e.g.
+            ``inception-2015-12-05.pt``) to compute FID at evaluation; None skips FID.
+        progress: show a rich progress bar.
+    """
+
+    mode: str = "aligned"
+    direction: str = "AtoB"
+    epochs: int = 100
+    epochs_decay: int = 100
+    max_steps: int | None = None
+    batch_size: int = 4
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    gan_mode: str = "lsgan"
+    lambda_gan: float = 1.0
+    lambda_recon: float | None = None
+    distill: Mapping[str, float] = field(default_factory=lambda: {"gcka": 1.0})
+    distill_taps: tuple[str, ...] | None = None
+    distill_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    ndf: int = 64
+    d_layers: int = 3
+    d_norm: str | None = None
+    teacher_discriminator: str | None = None
+    load_size: int = 286
+    crop_size: int = 256
+    preprocess: str = "resize_and_crop"
+    flip: bool = True
+    amp: str = "auto"
+    channels_last: bool = False
+    compile: bool = False
+    workers: int = 4
+    seed: int = 0
+    device: str = "auto"
+    eval_every: int = 0
+    save_every: int = 0
+    log_every: int = 50
+    grid_every: int = 0
+    grid_images: int = 4
+    fid_inception: str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        from nas_prune.data import DIRECTIONS, MODES, TransformConfig
+        from nas_prune.gan import D_NORMS, GAN_MODES
+
+        def check(ok: bool, name: str, msg: str) -> None:
+            if not ok:
+                raise NasPruneError(f"{name}: {msg}")
+
+        check(self.mode in MODES, "mode", f"{self.mode!r} is not one of {', '.join(MODES)}")
+        check(self.direction in DIRECTIONS, "direction", f"{self.direction!r} is not one of {', '.join(DIRECTIONS)}")
+        check(self.gan_mode in GAN_MODES, "gan_mode", f"{self.gan_mode!r} is not one of {', '.join(GAN_MODES)}")
+        check(self.amp in AMP_MODES, "amp", f"{self.amp!r} is not one of {', '.join(AMP_MODES)}")
+        check(self.d_norm is None or self.d_norm in D_NORMS, "d_norm", f"{self.d_norm!r} is not one of {', '.join(D_NORMS)}")
+        check(self.epochs >= 0 and self.epochs_decay >= 0 and self.epochs + self.epochs_decay > 0,
+              "epochs", "epochs and epochs_decay must be >= 0 and not both 0")
+        check(self.max_steps is None or self.max_steps >= 1, "max_steps", "must be >= 1")
+        check(self.batch_size >= 2, "batch_size", f"must be >= 2 (GCKA and BatchNorm compare samples), got {self.batch_size}")
+        check(self.lr > 0 and 0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "lr", "lr must be > 0, betas in [0, 1)")
+        for name in ("lambda_gan", "lambda_recon"):
+            v = getattr(self, name)
+            check(v is None or (v >= 0 and math.isfinite(v)), name, f"must be a finite number >= 0, got {v}")
+        check(isinstance(self.distill, Mapping), "distill", "expected a mapping {method: weight}")
+        check(self.ndf >= 1 and self.d_layers >= 1, "ndf", "ndf and d_layers must be >= 1")
+        check(self.workers >= 0, "workers", "must be >= 0")
+        for name in ("eval_every", "save_every", "grid_every"):
+            check(getattr(self, name) >= 0, name, "must be >= 0")
+        check(self.log_every >= 1, "log_every", "must be >= 1")
+        check(self.grid_images >= 1, "grid_images", "must be >= 1")
+        TransformConfig(load_size=self.load_size, crop_size=self.crop_size, preprocess=self.preprocess, flip=self.flip)
+        if self.distill_taps is not None:
+            object.__setattr__(self, "distill_taps", tuple(self.distill_taps))
+        object.__setattr__(self, "distill", dict(self.distill))
+        object.__setattr__(self, "distill_options", {k: dict(v) for k, v in dict(self.distill_options).items()})
+
+    @property
+    def recon_weight(self) -> float:
+        """``lambda_recon`` with its mode-dependent default filled in."""
+        if self.lambda_recon is not None:
+            return float(self.lambda_recon)
+        return 100.0 if self.mode == "aligned" else 5.0
+
+    @property
+    def conditional(self) -> bool:
+        """The discriminator sees ``cat(A, B)`` (pix2pix) for aligned data."""
+        return self.mode == "aligned"
+
+    @property
+    def disc_norm(self) -> str:
+        return self.d_norm or ("batch" if self.mode == "aligned" else "instance")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists)."""
+        d = asdict(self)
+        if d["distill_taps"] is not None:
+            d["distill_taps"] = list(d["distill_taps"])
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, where: str = "config") -> "DistillConfig":
+        """Build from :meth:`to_dict` output; unknown keys are errors naming the key."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise NasPruneError(f"{where}: {unknown[0]}: unknown option (known: {', '.join(sorted(known))})")
+        data = dict(data)
+        if data.get("distill_taps") is not None:
+            data["distill_taps"] = tuple(data["distill_taps"])
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> "DistillConfig":
+        """A copy with ``changes`` applied (unknown names are errors)."""
+        known = {f.name for f in fields(self)}
+        for k in changes:
+            if k not in known:
+                raise NasPruneError(f"{k}: unknown distillation option")
+        return replace(self, **changes)
+
+
+@dataclass
+class DistillResult:
+    """What :func:`distill` returns.
+
+    Attributes:
+        out_dir: the run folder.
+        step: steps completed in total (including those before a resume).
+        finished: the schedule ran to its end (not stopped by ``max_steps`` or Ctrl-C).
+        interrupted: stopped by Ctrl-C (a checkpoint was written).
+        metrics: last evaluation on the test split: ``psnr`` / ``ssim`` (dB / [0,1],
+            to the real target; aligned data), ``psnr_teacher`` / ``ssim_teacher``
+            (to the teacher's output), ``fid`` when an Inception extractor was given.
+        best_metrics / best_step: the kept best evaluation (highest PSNR for aligned
+            data, lowest FID when computed, else the last).
+        history: every evaluation, ``[{"step": ..., **metrics}]``.
+        images_per_second: training throughput of this invocation (all devices).
+        student: the final student (on CPU, eval mode); None on non-zero ranks.
+    """
+
+    out_dir: Path
+    step: int
+    finished: bool
+    interrupted: bool
+    metrics: dict[str, float]
+    best_metrics: dict[str, float]
+    best_step: int
+    history: list[dict[str, float]]
+    images_per_second: float
+    student: Any = None
+
+
+def read_run_config(out_dir: str | os.PathLike) -> DistillConfig:
+    """The config of the run in ``out_dir`` (from its ``config.json``), for resuming."""
+    path = Path(out_dir) / "config.json"
+    if not path.is_file():
+        raise NasPruneError(f"nothing to resume: {path} not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise NasPruneError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    return DistillConfig.from_dict(data.get("config", {}), where=str(path))
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def _resolve_teacher(teacher: Any):
+    """(Generator in eval mode, Arch, sha256 or None) from a path, LoadedGenerator or module."""
+    from nas_prune.model import Generator
+
+    if teacher is None:
+        return None, None, None
+    if isinstance(teacher, Generator):
+        return teacher, teacher.arch, None
+    if hasattr(teacher, "build") and hasattr(teacher, "arch"):
+        return teacher.build(), teacher.arch, getattr(teacher, "sha256", None)
+    if isinstance(teacher, (str, os.PathLike)):
+        from nas_prune.load import load_generator
+
+        loaded = load_generator(teacher)
+        return loaded.build(), loaded.arch, loaded.sha256
+    raise NasPruneError(f"teacher: expected a checkpoint path or a Generator, got {type(teacher).__name__}")
+
+
+def _read_student_file(path: Path) -> tuple[Arch, dict | None]:
+    """Student folder (arch.json + student.safetensors) or bare arch.json."""
+    try:
+        from nas_prune.export import read_student  # written by the export stage
+    except ImportError:
+        read_student = None
+    if read_student is not None:
+        arch, state, _meta = read_student(path)
+        return arch, state
+    json_path = path / "arch.json" if path.is_dir() else path
+    if not json_path.is_file():
+        raise NasPruneError(f"student not found: {json_path}")
+    try:
+        data = json.loads(json_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise NasPruneError(f"{json_path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    arch = Arch.from_dict(data["arch"] if isinstance(data, dict) and "arch" in data else data, where=f"{json_path}: arch")
+    weights = json_path.parent / "student.safetensors"
+    state = None
+    if weights.is_file():
+        from safetensors.torch import load_file
+
+        state = load_file(str(weights))
+    return arch, state
+
+
+def _resolve_student(student: Any, teacher_arch: Arch | None):
+    """(Generator, had_weights) from a path, Arch or Generator; checked against the teacher."""
+    from nas_prune.model import Generator, build_generator
+
+    state = None
+    if isinstance(student, Generator):
+        model, arch = student, student.arch
+        state = "module"
+    elif isinstance(student, Arch):
+        arch = student
+    elif isinstance(student, (str, os.PathLike)):
+        arch, state = _read_student_file(Path(student))
+    else:
+        raise NasPruneError(f"student: expected a folder, an arch.json, an Arch or a Generator, got {type(student).__name__}")
+    if teacher_arch is not None:
+        why = fits_within(arch, teacher_arch)
+        if why is not None:
+            raise NasPruneError(f"student architecture is not in the teacher's space: {why}")
+    if state == "module":
+        return model, True
+    model = build_generator(arch)
+    if state is not None:
+        missing, unexpected = [], []
+        expected = model.state_dict()
+        for k, v in state.items():
+            if k not in expected:
+                unexpected.append(k)
+            elif tuple(v.shape) != tuple(expected[k].shape):
+                raise NasPruneError(f"student weights: {k} has shape {tuple(v.shape)}, the architecture needs {tuple(expected[k].shape)}")
+        missing = [k for k in expected if k not in state]
+        if missing or unexpected:
+            raise NasPruneError(f"student weights do not match the architecture: {'missing ' + missing[0] if missing else 'unexpected ' + unexpected[0]}")
+        model.load_state_dict(state)
+    return model, state is not None
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+class _Features:
+    """Callable module wrapper so DDP sees ``forward_with_features`` as ``forward``."""
+
+    @staticmethod
+    def make(generator, taps: Sequence[str]):
+        import torch
+
+        class WithFeatures(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.g = generator
+
+            def forward(self, x):
+                return self.g.forward_with_features(x, taps)
+
+        return WithFeatures()
+
+
+def _lr_factor(step: int, *, steps_const: int, steps_decay: int) -> float:
+    """1 for the first ``steps_const`` steps, then linear decay reaching 0 after ``steps_decay`` more."""
+    if step < steps_const or steps_decay == 0:
+        return 1.0
+    return max(0.0, 1.0 - (step - steps_const) / steps_decay)
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    import torch
+
+    from nas_prune.fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def _save_student(model, arch: Arch, folder: Path, meta: dict) -> None:
+    """``folder/arch.json`` + ``folder/student.safetensors`` (atomic)."""
+    from safetensors.torch import save_file
+
+    from nas_prune.fileio import atomic_path, write_json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(folder / "student.safetensors") as tmp:
+        save_file(state, str(tmp))
+    write_json(folder / "arch.json", {"format": "nas-prune-student", "version": 1, "arch": arch.to_dict(), "distill": meta})
+
+
+def _to_uint8_grid(rows: list[list], path: Path) -> None:
+    """Write rows of ``(C, H, W)`` tensors in [-1, 1] as one PNG (atomic)."""
+    import numpy as np
+    from PIL import Image
+
+    from nas_prune.fileio import atomic_path
+
+    def img(t):
+        a = ((t.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(dtype=__import__("torch").uint8)
+        a = a.numpy().transpose(1, 2, 0)
+        return np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a
+
+    grid = np.concatenate([np.concatenate([img(t) for t in row], axis=1) for row in rows], axis=0)
+    with atomic_path(path) as tmp:
+        Image.fromarray(grid).save(tmp, format="PNG")
+
+
+class _Stop:
+    """Ctrl-C handling: the first SIGINT asks the loop to stop after the current step."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> "_Stop":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.getsignal(signal.SIGINT)
+
+            def handler(signum, frame):
+                if self.requested:  # second Ctrl-C: stop now, without a checkpoint
+                    raise KeyboardInterrupt
+                self.requested = True
+
+            signal.signal(signal.SIGINT, handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def distill(
+    *,
+    teacher: Any,
+    student: Any,
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    config: DistillConfig | None = None,
+    resume: bool = False,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    **options: Any,
+) -> DistillResult:
+    """Fine-tune ``student`` by distilling from ``teacher`` on the dataset in ``data``.
+
+    Args:
+        teacher: checkpoint path (CAT or ResNet layout, see :mod:`nas_prune.load`), a
+            ``LoadedGenerator`` or a :class:`~nas_prune.model.Generator`. None trains
+            the student alone (plain pix2pix training; aligned data, no distillation).
+        student: a student folder (``arch.json`` + ``student.safetensors``), a bare
+            ``arch.json`` (fresh weights), an :class:`Arch`, or a Generator.
+        data: dataset folder in the layout of ``config.mode``.
+        out: run folder: ``checkpoints/last.pt``, ``final/`` and ``best/`` students,
+            ``samples/*.png`` grids, ``log.jsonl``, ``config.json``, ``tb/`` (TensorBoard).
+        config: a :class:`DistillConfig`; ``options`` override its fields, e.g.
+            ``distill(..., epochs=5, distill={"gcka": 1.0, "crd": 1.0})``.
+        resume: continue the run in ``out`` from ``checkpoints/last.pt``. The config
+            must match the saved one except for fields in ``RESUMABLE_CHANGES``; with
+            ``config=None`` the saved config is used (plus ``options``).
+        on_step: called as ``on_step(step, losses)`` after every step (rank 0); raising
+            KeyboardInterrupt in it behaves like Ctrl-C.
+
+    Returns:
+        A :class:`DistillResult` with the final and best test metrics.
+
+    Raises:
+        NasPruneError: bad inputs (missing data, empty split, wrong layout for the
+            mode, a student outside the teacher's space, ...) or a NaN/inf loss (the
+            last good checkpoint is kept and named in the message).
+    """
+    out = Path(out)
+    if resume and config is None:
+        config = read_run_config(out)
+    config = (config or DistillConfig())
+    if options:
+        config = config.replace(**options)
+    if resume:
+        saved = read_run_config(out)
+        for f in fields(DistillConfig):
+            if f.name in RESUMABLE_CHANGES:
+                continue
+            if getattr(saved, f.name) != getattr(config, f.name):
+                raise NasPruneError(
+                    f"resume: {f.name} is {getattr(config, f.name)!r}, the run in {out} used {getattr(saved, f.name)!r}"
+                )
+    return _Run(teacher=teacher, student=student, data=Path(data), out=out, config=config, resume=resume, on_step=on_step).train()
+
+
+class _Run:
+    """One distillation run: ``setup``, ``train``, ``save_checkpoint``, ``cleanup``."""
+
+    def __init__(self, *, teacher, student, data: Path, out: Path, config: DistillConfig, resume: bool, on_step):
+        self.cfg = config
+        self.out = out
+        self.resume = resume
+        self.on_step = on_step
+        self.setup(teacher, student, data)
+
+    # -- setup -------------------------------------------------------------------------------
+    def setup(self, teacher, student, data: Path) -> None:
+        import torch
+
+        from nas_prune import data as dmod
+        from nas_prune.gan import GANLoss, PatchDiscriminator, load_discriminator
+        from nas_prune.kd import all_taps, build_terms
+
+        cfg = self.cfg
+        self._setup_distributed()
+        self.device = self._pick_device()
+        self.amp_dtype = self._pick_amp()
+
+        if teacher is None and (cfg.distill or cfg.mode == "unaligned"):
+            raise NasPruneError("a teacher is needed for distillation and for unaligned data")
+        t_model, self.teacher_arch, self.teacher_sha = _resolve_teacher(teacher)
+        torch.manual_seed(cfg.seed)
+        s_model, self.student_had_weights = _resolve_student(student, self.teacher_arch)
+        self.student_arch = s_model.arch
+        if not self.student_had_weights and self.is_main:
+            warnings.warn("the student has no weights: training starts from a fresh initialisation", stacklevel=3)
+
+        # data
+        tf = dmod.TransformConfig(load_size=cfg.load_size, crop_size=cfg.crop_size, preprocess=cfg.preprocess, flip=cfg.flip)
+        nc = dict(input_nc=self.student_arch.input_nc, output_nc=self.student_arch.output_nc)
+        self.train_set = dmod.open_dataset(data, mode=cfg.mode, split="train", direction=cfg.direction, transform=tf, seed=cfg.seed, **nc)
+        try:
+            self.test_set = dmod.open_dataset(data, mode=cfg.mode, split="test", direction=cfg.direction, transform=tf, seed=cfg.seed, **nc)
+        except NasPruneError as err:
+            if "missing" not in str(err):
+                raise
+            self.test_set = None
+            if self.is_main:
+                warnings.warn(f"{data}: no test split; evaluation is skipped", stacklevel=3)
+        self.steps_per_epoch = dmod.batches_per_epoch(len(self.train_set), batch_size=cfg.batch_size, world=self.world)
+        if self.steps_per_epoch == 0:
+            raise NasPruneError(
+                f"the train split has {len(self.train_set)} images, fewer than one batch of {cfg.batch_size}"
+                + (f" per device ({self.world} devices)" if self.world > 1 else "")
+            )
+        self.total_steps = (cfg.epochs + cfg.epochs_decay) * self.steps_per_epoch
+        self.sampler = dmod.EpochBatchSampler(
+            len(self.train_set), batch_size=cfg.batch_size, epoch=0, seed=cfg.seed, rank=self.rank, world=self.world
+        )
+        use_cuda = self.device.type == "cuda"
+        self.loader = torch.utils.data.DataLoader(
+            self.train_set,
+            batch_sampler=self.sampler,
+            num_workers=cfg.workers,
+            collate_fn=dmod.collate,
+            pin_memory=use_cuda,
+            persistent_workers=cfg.workers > 0,
+            generator=torch.Generator(),
+        )
+
+        # models
+        fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.teacher = t_model.to(self.device, memory_format=fmt).eval().requires_grad_(False) if t_model is not None else None
+        self.student = s_model.to(self.device, memory_format=fmt).train()
+        in_d = (self.student_arch.input_nc if cfg.conditional else 0) + self.student_arch.output_nc
+        if cfg.teacher_discriminator:
+            self.disc = load_discriminator(cfg.teacher_discriminator, in_channels=in_d)
+        else:
+            self.disc = PatchDiscriminator(in_d, ndf=cfg.ndf, n_layers=cfg.d_layers, norm=cfg.disc_norm)
+        self.disc = self.disc.to(self.device, memory_format=fmt).train()
+        self.gan = GANLoss(cfg.gan_mode)
+        self.terms = build_terms(
+            cfg.distill, teacher_arch=self.teacher_arch or self.student_arch, student_arch=self.student_arch,
+            taps=cfg.distill_taps, options=cfg.distill_options,
+        ) if cfg.distill else []
+        for _, term in self.terms:
+            term.to(self.device)
+        self.taps = all_taps(self.terms)
+
+        # optimisers
+        betas = (cfg.beta1, cfg.beta2)
+        g_params = list(self.student.parameters()) + [p for _, t in self.terms for p in t.generator_parameters()]
+        self.opt_g = torch.optim.Adam(g_params, lr=cfg.lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=betas)
+        self.opt_terms = {
+            i: torch.optim.Adam(list(t.discriminator_parameters()), lr=cfg.lr, betas=betas)
+            for i, (_, t) in enumerate(self.terms) if t.has_discriminator()
+        }
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+
+        # forward callables (DDP / compile)
+        self.s_forward = _Features.make(self.student, self.taps)
+        self.d_forward = self.disc
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if use_cuda else None
+            self.s_forward = DDP(self.s_forward, device_ids=ids, broadcast_buffers=True)
+            self.d_forward = DDP(self.disc, device_ids=ids, broadcast_buffers=False)
+        if cfg.compile:
+            self.s_forward = torch.compile(self.s_forward)
+            self.d_forward = torch.compile(self.d_forward)
+
+        # bookkeeping
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+        self.best: dict[str, float] = {}
+        self.best_step = -1
+        self.fid_net = None
+        self.grid_batch = None
+        if self.resume:
+            self._load_checkpoint()
+        elif self.is_main:
+            if (self.out / "checkpoints" / "last.pt").is_file():
+                raise NasPruneError(f"{self.out} already holds a run: pass --resume to continue it or choose another --out")
+            self.out.mkdir(parents=True, exist_ok=True)
+            from nas_prune.fileio import write_json
+
+            write_json(self.out / "config.json", self._run_info())
+        self.writer = self._tensorboard() if self.is_main else None
+
+    def _run_info(self) -> dict:
+        return {
+            "config": self.cfg.to_dict(),
+            "teacher_arch": self.teacher_arch.to_dict() if self.teacher_arch else None,
+            "teacher_sha256": self.teacher_sha,
+            "student_arch": self.student_arch.to_dict(),
+            "steps_per_epoch": self.steps_per_epoch,
+            "world_size": self.world,
+        }
+
+    def _setup_distributed(self) -> None:
+        import torch
+
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.is_main = self.rank == 0
+        self._own_pg = False
+        if self.world > 1 and not torch.distributed.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() and self.cfg.device != "cpu" else "gloo"
+            torch.distributed.init_process_group(backend=backend)
+            self._own_pg = True
+
+    def _pick_device(self):
+        import torch
+
+        want = self.cfg.device
+        if want == "auto":
+            want = "cuda" if torch.cuda.is_available() else "cpu"
+        if want.startswith("cuda"):
+            if not torch.cuda.is_available():
+                raise NasPruneError(f"device {self.cfg.device!r}: CUDA is not available on this machine")
+            if self.world > 1:
+                want = f"cuda:{self.local_rank}"
+            dev = torch.device(want)
+            torch.cuda.set_device(dev)
+            return dev
+        if want != "cpu":
+            raise NasPruneError(f"device {want!r}: expected auto, cpu or cuda[:N]")
+        return torch.device("cpu")
+
+    def _pick_amp(self):
+        import torch
+
+        amp = self.cfg.amp
+        cuda = self.device.type == "cuda"
+        if amp == "auto":
+            amp = "bf16" if cuda and torch.cuda.is_bf16_supported() else "none"
+        if amp == "fp16" and not cuda:
+            raise NasPruneError("amp fp16 needs a CUDA device; use --amp bf16 or none on CPU")
+        return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+    def _tensorboard(self):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return None
+        return SummaryWriter(log_dir=str(self.out / "tb"), purge_step=self.step if self.resume else None)
+
+    # -- one step ----------------------------------------------------------------------------
+    def _autocast(self):
+        import torch
+
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
+
+    def _prep(self, x):
+        import torch
+
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
+
+    def _allreduce_grads(self, params) -> None:
+        import torch.distributed as dist
+
+        if self.world == 1:
+            return
+        for p in params:
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+                p.grad.div_(self.world)
+
+    def train_step(self, batch: dict) -> dict[str, float]:
+        import torch
+        import torch.nn.functional as F
+
+        from nas_prune.kd import KDBatch
+
+        cfg = self.cfg
+        real_a, real_b = self._prep(batch["A"]), self._prep(batch["B"])
+        lr = cfg.lr * _lr_factor(self.step, steps_const=cfg.epochs * self.steps_per_epoch, steps_decay=cfg.epochs_decay * self.steps_per_epoch)
+        for opt in (self.opt_g, self.opt_d, *self.opt_terms.values()):
+            for group in opt.param_groups:
+                group["lr"] = lr
+
+        need_teacher = bool(self.terms) or cfg.mode == "unaligned"
+        with self._autocast():
+            if need_teacher:
+                with torch.no_grad():
+                    t_out, t_feats = self.teacher.forward_with_features(real_a, self.taps)
+            s_out, s_feats = self.s_forward(real_a)
+        if not need_teacher:
+            t_out, t_feats = s_out.detach(), {}
+
+        def d_input(img):
+            return torch.cat([real_a, img], dim=1) if cfg.conditional else img
+
+        # discriminator step
+        self.disc.requires_grad_(True)
+        with self._autocast():
+            d_loss = self.gan.d_loss(self.d_forward(d_input(real_b)), self.d_forward(d_input(s_out.detach())))
+        d_value = float(d_loss.detach())
+        if not math.isfinite(d_value):
+            return {"__bad__": 1.0, "d": d_value}
+        self.opt_d.zero_grad(set_to_none=True)
+        self.scaler.scale(d_loss).backward()
+        self._allreduce_grads(self.disc.parameters())
+        self.scaler.step(self.opt_d)
+
+        # generator step
+        self.disc.requires_grad_(False)
+        with self._autocast():
+            g_gan = self.gan.g_loss(self.d_forward(d_input(s_out)))
+        target = real_b if cfg.mode == "aligned" else t_out
+        recon = F.l1_loss(s_out.float(), target.float())
+        kd = KDBatch(real_a=real_a, real_b=real_b if cfg.mode == "aligned" else None, t_out=t_out, s_out=s_out, t_feats=t_feats, s_feats=s_feats)
+        losses = {"d": d_loss, "g_gan": g_gan, "recon": recon}
+        total = cfg.lambda_gan * g_gan + cfg.recon_weight * recon
+        for w, term in self.terms:
+            v = term(kd)
+            losses[f"kd_{term.name}"] = v
+            total = total + w * v
+        losses["g_total"] = total
+        values = {k: float(v.detach()) for k, v in losses.items()}
+        bad = [k for k, v in values.items() if not math.isfinite(v)]
+        if bad:
+            return {"__bad__": 1.0, **values}
+
+        self.opt_g.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        self._allreduce_grads([p for _, t in self.terms for p in t.generator_parameters()])
+        self.scaler.step(self.opt_g)
+
+        # the terms' own discriminators
+        if self.opt_terms:
+            det = kd.detached()
+            for i, opt in self.opt_terms.items():
+                term = self.terms[i][1]
+                with self._autocast():
+                    tl = term.discriminator_loss(det)
+                if tl is None:
+                    continue
+                opt.zero_grad(set_to_none=True)
+                self.scaler.scale(tl).backward()
+                self._allreduce_grads(term.discriminator_parameters())
+                self.scaler.step(opt)
+                values[f"kd_{term.name}_d"] = float(tl.detach())
+        self.scaler.update()
+        self.disc.requires_grad_(True)
+        values["lr"] = lr
+        return values
+
+    # -- loop --------------------------------------------------------------------------------
+    def train(self) -> DistillResult:
+        import torch
+
+        cfg = self.cfg
+        end = self.total_steps if cfg.max_steps is None else min(self.total_steps, cfg.max_steps)
+        start_step = self.step
+        images = 0
+        t0 = time.perf_counter()
+        interrupted = False
+        progress = self._progress()
+        last_values: dict[str, float] = {}
+        try:
+            with _Stop() as stop, progress:
+                task = None if isinstance(progress, _NullContext) else progress.add_task("distill", total=end, completed=self.step)
+                while self.step < end and not interrupted:
+                    epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
+                    self.sampler.epoch, self.sampler.start_batch = epoch, in_epoch
+                    for batch in self.loader:
+                        values = self.train_step(batch)
+                        if "__bad__" in values:
+                            self._nan_stop(values)
+                        self.step += 1
+                        images += batch["A"].shape[0] * self.world
+                        last_values = values
+                        self._after_step(values, progress, task, images, t0)
+                        try:
+                            if self.on_step is not None and self.is_main:
+                                self.on_step(self.step, values)
+                        except KeyboardInterrupt:
+                            stop.requested = True
+                        if stop.requested:
+                            interrupted = True
+                            break
+                        if self.step >= end:
+                            break
+                    end_of_epoch = self.step % self.steps_per_epoch == 0
+                    if end_of_epoch and not interrupted:
+                        if cfg.eval_every == 0:
+                            self.evaluate()
+                        if cfg.save_every == 0:
+                            self.save_checkpoint()
+            finished = self.step >= self.total_steps
+            if not self.history or self.history[-1]["step"] != self.step:
+                self.evaluate()
+            self.save_checkpoint()
+            if self.is_main:
+                _save_student(self.student, self.student_arch, self.out / "final", self._meta())
+        finally:
+            self.cleanup()
+        elapsed = time.perf_counter() - t0
+        ips = images / elapsed if elapsed > 0 and self.step > start_step else 0.0
+        student = None
+        if self.is_main:
+            import copy
+
+            student = copy.deepcopy(self.student).to("cpu").eval()
+        if interrupted and self.is_main:
+            warnings.warn(f"interrupted at step {self.step}: checkpoint written to {self.out / 'checkpoints' / 'last.pt'}", stacklevel=2)
+        return DistillResult(
+            out_dir=self.out, step=self.step, finished=finished, interrupted=interrupted,
+            metrics=dict(self.history[-1]) if self.history else {}, best_metrics=dict(self.best),
+            best_step=self.best_step, history=list(self.history), images_per_second=ips, student=student,
+        )
+
+    def _after_step(self, values, progress, task, images, t0) -> None:
+        cfg = self.cfg
+        if task is not None:
+            shown = " ".join(f"{k}={v:.3g}" for k, v in values.items() if k in ("d", "g_gan", "recon") or k.startswith("kd_"))
+            progress.update(task, completed=self.step, description=f"ep {self.step // self.steps_per_epoch} {shown}")
+        if self.is_main and (self.step % cfg.log_every == 0):
+            elapsed = time.perf_counter() - t0
+            rec = {"step": self.step, "epoch": self.step / self.steps_per_epoch, **values, "img_per_s": images / max(elapsed, 1e-9)}
+            self._log(rec)
+            if self.writer is not None:
+                for k, v in values.items():
+                    self.writer.add_scalar(f"train/{k}", v, self.step)
+        if cfg.eval_every and self.step % cfg.eval_every == 0:
+            self.evaluate()
+        if cfg.save_every and self.step % cfg.save_every == 0:
+            self.save_checkpoint()
+        if cfg.grid_every and self.step % cfg.grid_every == 0:
+            self.write_grid()
+
+    def _progress(self):
+        if not (self.cfg.progress and self.is_main):
+            return _NullContext()
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        class Rate(TextColumn):
+            def render(self, task):
+                from rich.text import Text
+
+                speed = task.speed
+                return Text(f"{speed:.2f} it/s" if speed else "-- it/s")
+
+        return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(""), TimeRemainingColumn())
+
+    def _nan_stop(self, values: dict[str, float]) -> None:
+        bad = ", ".join(f"{k}={v}" for k, v in values.items() if k != "__bad__" and not math.isfinite(v))
+        last = self.out / "checkpoints" / "last.pt"
+        keep = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
+        self.cleanup()
+        raise NasPruneError(
+            f"loss is not finite at step {self.step + 1} ({bad}); stopped, {keep}; "
+            "try a lower --lr, --amp bf16 instead of fp16, or check the data"
+        )
+
+    def _log(self, rec: dict) -> None:
+        with open(self.out / "log.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(rec) + "\n")
+
+    # -- evaluation --------------------------------------------------------------------------
+    def evaluate(self) -> None:
+        """PSNR / SSIM (and FID if configured) of the student on the test split; keep the best."""
+        if not self.is_main or self.test_set is None:
+            if self.is_main and self.test_set is None:
+                self.write_grid()
+            return
+        import torch
+
+        from nas_prune.data import collate
+        from nas_prune.metrics import psnr, ssim
+
+        self.student.eval()
+        sums: dict[str, float] = {}
+        count = 0
+        feats_real, feats_fake = [], []
+        loader = torch.utils.data.DataLoader(self.test_set, batch_size=self.cfg.batch_size, shuffle=False,
+                                             num_workers=0, collate_fn=collate)
+        with torch.no_grad(), self._autocast():
+            for batch in loader:
+                a, b = self._prep(batch["A"]), self._prep(batch["B"])
+                s = self.student(a).float()
+                n = a.shape[0]
+                pairs = {}
+                if self.cfg.mode == "aligned":
+                    pairs[""] = b
+                if self.teacher is not None:
+                    pairs["_teacher"] = self.teacher(a).float()
+                for suffix, ref in pairs.items():
+                    sums[f"psnr{suffix}"] = sums.get(f"psnr{suffix}", 0.0) + psnr(s, ref.float()) * n
+                    if min(s.shape[-2:]) >= 11:
+                        sums[f"ssim{suffix}"] = sums.get(f"ssim{suffix}", 0.0) + ssim(s, ref.float()) * n
+                if self.cfg.fid_inception:
+                    feats_real.append(self._inception(b))
+                    feats_fake.append(self._inception(s))
+                count += n
+        self.student.train()
+        metrics = {k: v / count for k, v in sums.items()}
+        if feats_real:
+            from nas_prune.metrics import frechet_distance
+
+            metrics["fid"] = frechet_distance(torch.cat(feats_real), torch.cat(feats_fake))
+        rec = {"step": self.step, **metrics}
+        self.history.append(rec)
+        self._log({"eval": True, **rec})
+        if self.writer is not None:
+            for k, v in metrics.items():
+                self.writer.add_scalar(f"eval/{k}", v, self.step)
+        if self._is_better(metrics):
+            self.best, self.best_step = dict(rec), self.step
+            _save_student(self.student, self.student_arch, self.out / "best", {**self._meta(), "metrics": rec})
+        self.write_grid()
+
+    def _is_better(self, metrics: dict[str, float]) -> bool:
+        if not self.best:
+            return True
+        for key, higher in (("fid", False), ("psnr", True), ("psnr_teacher", True)):
+            if key in metrics and key in self.best:
+                return metrics[key] > self.best[key] if higher else metrics[key] < self.best[key]
+        return True
+
+    def _inception(self, images):
+        import torch
+
+        if self.fid_net is None:
+            path = Path(self.cfg.fid_inception)
+            if not path.is_file():
+                raise NasPruneError(f"fid_inception: {path} not found")
+            try:
+                self.fid_net = torch.jit.load(str(path), map_location=self.device).eval()
+            except Exception as err:  # noqa: BLE001 - any failure is a bad user file
+                raise NasPruneError(f"fid_inception {path}: not a TorchScript model ({type(err).__name__})") from None
+        x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        if x.shape[1] == 1:
+            x = x.repeat(1, 3, 1, 1)
+        try:
+            feats = self.fid_net(x, return_features=True)
+        except (RuntimeError, TypeError):
+            feats = self.fid_net(x)
+        return feats.float().flatten(1).cpu()
+
+    def write_grid(self) -> None:
+        """``samples/step_XXXXXXX.png``: rows of input | teacher | student | real."""
+        if not self.is_main:
+            return
+        import torch
+
+        from nas_prune.data import collate
+
+        if self.grid_batch is None:
+            source = self.test_set if self.test_set is not None else self.train_set
+            n = min(self.cfg.grid_images, len(source))
+            items = [source[i] if self.test_set is not None else source[(0, i)] for i in range(n)]
+            self.grid_batch = collate(items)
+        a = self._prep(self.grid_batch["A"])
+        self.student.eval()
+        with torch.no_grad():
+            s = self.student(a)
+            t = self.teacher(a) if self.teacher is not None else None
+        self.student.train()
+        rows = []
+        for i in range(a.shape[0]):
+            row = [a[i]]
+            if t is not None:
+                row.append(t[i])
+            row += [s[i], self.grid_batch["B"][i]]
+            rows.append([x if x.shape[0] in (1, 3) else x[:3] for x in row])
+        folder = self.out / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        _to_uint8_grid(rows, folder / f"step_{self.step:07d}.png")
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def _meta(self) -> dict:
+        return {"teacher_sha256": self.teacher_sha, "step": self.step, "distill": dict(self.cfg.distill)}
+
+    def save_checkpoint(self) -> None:
+        """``checkpoints/last.pt``: everything needed to continue exactly (rank 0 writes)."""
+        if not self.is_main:
+            return
+        import torch
+
+        state = {
+            "version": CHECKPOINT_VERSION,
+            "step": self.step,
+            "student": self.student.state_dict(),
+            "discriminator": self.disc.state_dict(),
+            "terms": [t.state_dict() for _, t in self.terms],
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "opt_terms": {str(i): o.state_dict() for i, o in self.opt_terms.items()},
+            "scaler": self.scaler.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "history": json.dumps(self.history),
+            "best": json.dumps({"metrics": self.best, "step": self.best_step}),
+        }
+        _atomic_torch_save(state, self.out / "checkpoints" / "last.pt")
+
+    def _load_checkpoint(self) -> None:
+        import torch
+
+        path = self.out / "checkpoints" / "last.pt"
+        if not path.is_file():
+            raise NasPruneError(f"nothing to resume: {path} not found")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001
+            raise NasPruneError(f"{path}: cannot be read ({type(err).__name__})") from None
+        if state.get("version") != CHECKPOINT_VERSION:
+            raise NasPruneError(f"{path}: checkpoint version {state.get('version')} is not supported")
+        info = json.loads((self.out / "config.json").read_text(encoding="utf-8"))
+        if info.get("student_arch") != self.student_arch.to_dict():
+            raise NasPruneError(f"resume: the student architecture differs from the one of the run in {self.out}")
+        if info.get("world_size", 1) != self.world:
+            raise NasPruneError(f"resume: the run used {info.get('world_size')} processes, now {self.world}; data order would change")
+        self.student.load_state_dict(state["student"])
+        self.disc.load_state_dict(state["discriminator"])
+        if len(state["terms"]) != len(self.terms):
+            raise NasPruneError("resume: the distillation methods differ from the saved run")
+        for sd, (_, t) in zip(state["terms"], self.terms):
+            t.load_state_dict(sd)
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        for i, o in self.opt_terms.items():
+            o.load_state_dict(state["opt_terms"][str(i)])
+        if state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng_cpu"])
+        if state["rng_cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        self.step = int(state["step"])
+        self.history = json.loads(state["history"])
+        best = json.loads(state["best"])
+        self.best, self.best_step = best["metrics"], best["step"]
+
+    def cleanup(self) -> None:
+        if getattr(self, "writer", None) is not None:
+            self.writer.flush()
+            self.writer.close()
+            self.writer = None
+        if getattr(self, "_own_pg", False):
+            import torch
+
+            torch.distributed.destroy_process_group()
+            self._own_pg = False
+
+
+class _NullContext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return None
