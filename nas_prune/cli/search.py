@@ -1,0 +1,56 @@
+"""``nas-prune search``: prune a teacher to a MACs target in one step and export the student."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from nas_prune.cli import app
+from nas_prune.cli.common import console, user_errors
+
+
+@app.command("search")
+def search_cli(
+    teacher: Path = typer.Option(..., "--teacher", help="Teacher checkpoint (.pth/.pt/.safetensors; CAT or ResNet layout)."),
+    target_macs: str = typer.Option(..., "--target-macs", help="MACs budget for one image: 2.6G, 2.6B, 2600M or 2.6e9."),
+    space: Optional[Path] = typer.Option(None, "--space", help="Search-space YAML the teacher must belong to."),
+    convention: str = typer.Option("fvcore", "--convention", help="Convention of the target: fvcore or paper (ConvTranspose over output pixels, as CAT / GAN Compression report)."),
+    input_size: str = typer.Option("256", "--input-size", help="Input size the MACs are counted at: N or HxW, divisible by 4."),
+    min_channels: int = typer.Option(16, "--min-channels", help="Floor on stem and head widths (branches may reach 0)."),
+    importance: Optional[str] = typer.Option(None, "--importance", help="Channel importance: gamma | l1 | activation (default gamma when the norms are affine, else l1)."),
+    round_to: Optional[int] = typer.Option(None, "--round-to", help="Round every width down to a multiple of N (floors up), still under the target."),
+    fill: bool = typer.Option(True, "--fill/--no-fill", help="After thresholding, add the next channels by score while they fit (--no-fill: CAT's plain threshold)."),
+    calibration: Optional[Path] = typer.Option(None, "--calibration", help="Folder of images for --importance activation (default: seeded noise)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/search/<teacher>-<target>-<convention>)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
+    verify: str = typer.Option("fast", "--verify", help="fvcore check of the built student: fast (forward pass at a reduced size, scaled exactly), full (at --input-size) or off."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON only."),
+) -> None:
+    """Prune TEACHER to --target-macs with one global importance threshold; write arch.json + weights."""
+    with user_errors():
+        from nas_prune.search import search
+
+        result = search(
+            teacher=teacher,
+            target_macs=target_macs,
+            space=space,
+            convention=convention,
+            input_size=input_size,
+            min_channels=min_channels,
+            importance=importance,
+            round_to=round_to,
+            fill=fill,
+            calibration=calibration,
+            out=out,
+            force=force,
+            verify=verify,
+        )
+    if as_json:
+        typer.echo(json.dumps(result.to_json(), indent=2))
+        return
+    from nas_prune.search import render_result
+
+    render_result(result, console())

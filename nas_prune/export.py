@@ -1,0 +1,488 @@
+"""Student folders: ``arch.json`` + ``student.safetensors`` + ``summary.md``.
+
+``arch.json`` (format ``nas-prune-arch``, version 1) is the central artifact: the student
+can be rebuilt from it alone, and re-sliced from its teacher with the kept indices::
+
+    {
+      "format": "nas-prune-arch", "version": 1,
+      "space": "cat_inception",                  # search-space name or null
+      "arch": {...},                              # Arch.to_dict(): every width
+      "macs": {"input_size": [256, 256],
+               "fvcore": 2588..., "paper": 2597...,   # analytic, both conventions
+               "measured": {"counter": "fvcore.nn.FlopCountAnalysis",   # real forward pass,
+                            "convention": "fvcore", "macs": 2588...,  # scaled exactly to
+                            "traced_input_size": [32, 32]}},         # input_size
+      "params": 123456,
+      "provenance": {                             # absent for hand-written architectures
+        "teacher": {"file": "latest_net_G.pth", "sha256": "...", "layout": "cat",
+                    "arch": {...}, "macs": {"fvcore": ..., "paper": ...}, "params": ...},
+        "target": {"macs": 2600000000, "convention": "paper"},
+        "criterion": "gamma", "threshold": 0.1234, "min_channels": 16, "round_to": null,
+        "fill": true, "filled_channels": 7,
+        "kept": {"stem.0": [0, 3, ...], "blocks.0.res.0": [...], ...},
+        "tool": {"name": "nas-prune", "version": "0.1.0"},
+        "created": "2025-01-01T00:00:00Z", "seconds": 1.23
+      }
+    }
+
+Only ``format``, ``version`` and ``arch`` are required. Reading is strict: unknown
+keys, wrong types, MACs or params that do not match the architecture, kept indices that
+do not match its widths all fail with a message naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from nas_prune.arch import Arch, fits_within
+from nas_prune.errors import NasPruneError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+FORMAT = "nas-prune-arch"
+VERSION = 1
+ARCH_FILE = "arch.json"
+WEIGHTS_FILE = "student.safetensors"
+SUMMARY_FILE = "summary.md"
+FVCORE_COUNTER = "fvcore.nn.FlopCountAnalysis"
+
+_TOP = {"format", "version", "space", "arch", "macs", "params", "provenance"}
+_MACS = {"input_size", "fvcore", "paper", "measured"}
+_MEASURED = {"counter", "convention", "macs", "traced_input_size"}
+_PROV = {
+    "teacher", "target", "criterion", "threshold", "min_channels", "round_to", "fill",
+    "filled_channels", "kept", "tool", "created", "seconds",
+}
+_TEACHER = {"file", "sha256", "layout", "arch", "macs", "params"}
+_TARGET = {"macs", "convention"}
+_TOOL = {"name", "version"}
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _fail(src: str, field: str, problem: str) -> None:
+    raise NasPruneError(f"{src}: {field}: {problem}")
+
+
+def _check_keys(src: str, where: str, obj: Any, known: set[str], required: set[str]) -> None:
+    if not isinstance(obj, Mapping):
+        _fail(src, where, f"expected an object, got {type(obj).__name__}")
+    unknown = sorted(set(obj) - known)
+    if unknown:
+        _fail(src, f"{where}.{unknown[0]}" if where else unknown[0], "unknown field")
+    missing = sorted(required - set(obj))
+    if missing:
+        _fail(src, f"{where}.{missing[0]}" if where else missing[0], "missing field")
+
+
+def _int(src: str, field: str, value: Any, *, low: int = 0) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        _fail(src, field, f"expected an integer >= {low}, got {value!r}")
+    return value
+
+
+def _number(src: str, field: str, value: Any, *, nullable: bool = False) -> float | None:
+    if value is None and nullable:
+        return None
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        _fail(src, field, f"expected a number, got {value!r}")
+    return float(value)
+
+
+def _str(src: str, field: str, value: Any, *, nullable: bool = False) -> str | None:
+    if value is None and nullable:
+        return None
+    if not isinstance(value, str):
+        _fail(src, field, f"expected a string, got {value!r}")
+    return value
+
+
+def validate_document(doc: Any, *, source: str = ARCH_FILE) -> tuple[Arch, Arch | None]:
+    """Validate an ``arch.json`` document strictly.
+
+    Returns:
+        ``(student arch, teacher arch or None)``.
+
+    Raises:
+        NasPruneError: ``<source>: <field>: <problem>`` for the first bad field.
+    """
+    from nas_prune.macs import count_macs, count_params, parse_input_size
+
+    src = source
+    _check_keys(src, "", doc, _TOP, {"format", "version", "arch"})
+    if doc["format"] != FORMAT:
+        _fail(src, "format", f"expected {FORMAT!r}, got {doc['format']!r}")
+    version = doc["version"]
+    if not isinstance(version, int) or isinstance(version, bool):
+        _fail(src, "version", f"expected an integer, got {version!r}")
+    if version != VERSION:
+        _fail(src, "version", f"version {version} is not supported (this nas-prune reads version {VERSION})")
+    _str(src, "space", doc.get("space"), nullable=True)
+    try:
+        arch = Arch.from_dict(doc["arch"], where="arch")
+    except NasPruneError as err:
+        raise NasPruneError(f"{src}: {err}") from None
+
+    size = None
+    if "macs" in doc:
+        macs = doc["macs"]
+        _check_keys(src, "macs", macs, _MACS, {"input_size", "fvcore", "paper"})
+        ins = macs["input_size"]
+        if not (isinstance(ins, list) and len(ins) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in ins)):
+            _fail(src, "macs.input_size", f"expected [H, W], got {ins!r}")
+        try:
+            size = parse_input_size((ins[0], ins[1]))
+        except NasPruneError as err:
+            _fail(src, "macs.input_size", str(err))
+        for conv in ("fvcore", "paper"):
+            value = _int(src, f"macs.{conv}", macs[conv])
+            expected = count_macs(arch, input_size=size, convention=conv)
+            if value != expected:
+                _fail(src, f"macs.{conv}", f"{value:,} does not match the architecture ({expected:,})")
+        measured = macs.get("measured")
+        if measured is not None:
+            _check_keys(src, "macs.measured", measured, _MEASURED, {"counter", "convention", "macs"})
+            _str(src, "macs.measured.counter", measured["counter"])
+            if measured["convention"] not in ("fvcore", "paper"):
+                _fail(src, "macs.measured.convention", f"expected fvcore or paper, got {measured['convention']!r}")
+            _int(src, "macs.measured.macs", measured["macs"])
+            traced = measured.get("traced_input_size")
+            if traced is not None and not (
+                isinstance(traced, list) and len(traced) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in traced)
+            ):
+                _fail(src, "macs.measured.traced_input_size", f"expected [h, w], got {traced!r}")
+    if "params" in doc:
+        params = _int(src, "params", doc["params"])
+        if params != count_params(arch):
+            _fail(src, "params", f"{params:,} does not match the architecture ({count_params(arch):,})")
+
+    teacher = None
+    prov = doc.get("provenance")
+    if prov is not None:
+        teacher = _validate_provenance(src, prov, arch)
+    return arch, teacher
+
+
+def _validate_provenance(src: str, prov: Any, arch: Arch) -> Arch:
+    from nas_prune.plan import PrunePlan
+
+    _check_keys(src, "provenance", prov, _PROV, {"teacher", "kept"})
+    t = prov["teacher"]
+    _check_keys(src, "provenance.teacher", t, _TEACHER, {"arch"})
+    for key in ("file", "sha256", "layout"):
+        _str(src, f"provenance.teacher.{key}", t.get(key), nullable=True)
+    try:
+        teacher = Arch.from_dict(t["arch"], where="provenance.teacher.arch")
+    except NasPruneError as err:
+        raise NasPruneError(f"{src}: {err}") from None
+    why = fits_within(arch, teacher)
+    if why is not None:
+        _fail(src, "arch", f"not a student of provenance.teacher.arch: {why}")
+    if "macs" in t:
+        _check_keys(src, "provenance.teacher.macs", t["macs"], {"fvcore", "paper"}, set())
+    if "params" in t:
+        _int(src, "provenance.teacher.params", t["params"])
+    if "target" in prov:
+        _check_keys(src, "provenance.target", prov["target"], _TARGET, _TARGET)
+        _int(src, "provenance.target.macs", prov["target"]["macs"], low=1)
+        if prov["target"]["convention"] not in ("fvcore", "paper"):
+            _fail(src, "provenance.target.convention", f"expected fvcore or paper, got {prov['target']['convention']!r}")
+    _str(src, "provenance.criterion", prov.get("criterion"), nullable=True)
+    _number(src, "provenance.threshold", prov.get("threshold"), nullable=True)
+    if prov.get("min_channels") is not None:
+        _int(src, "provenance.min_channels", prov["min_channels"], low=1)
+    if prov.get("round_to") is not None:
+        _int(src, "provenance.round_to", prov["round_to"], low=1)
+    if "fill" in prov and not isinstance(prov["fill"], bool):
+        _fail(src, "provenance.fill", f"expected true or false, got {prov['fill']!r}")
+    if "filled_channels" in prov:
+        _int(src, "provenance.filled_channels", prov["filled_channels"])
+    if "tool" in prov:
+        _check_keys(src, "provenance.tool", prov["tool"], _TOOL, _TOOL)
+    _str(src, "provenance.created", prov.get("created"), nullable=True)
+    _number(src, "provenance.seconds", prov.get("seconds"), nullable=True)
+    if not isinstance(prov["kept"], Mapping):
+        _fail(src, "provenance.kept", "expected an object")
+    try:
+        plan = PrunePlan.from_kept(teacher, prov["kept"], where="provenance.kept")
+    except NasPruneError as err:
+        raise NasPruneError(f"{src}: {err}") from None
+    if plan.student_arch() != arch:
+        got = _widths_of(arch, teacher)
+        for name, width in plan.widths.items():
+            if got.get(name, 0) != width:
+                _fail(src, f"provenance.kept.{name}", f"{width} indices but the arch has width {got.get(name, 0)}")
+        _fail(src, "provenance.kept", "does not match the arch's widths")
+    return teacher
+
+
+def _widths_of(student: Arch, teacher: Arch) -> dict[str, int]:
+    """Student widths keyed by the teacher's prunable-layer names."""
+    from nas_prune.plan import prunable_layers
+
+    out = {}
+    for layer in prunable_layers(teacher):
+        if layer.kind == "stem":
+            out[layer.name] = student.stem[layer.index]
+        elif layer.kind == "head":
+            out[layer.name] = student.head[layer.index]
+        else:
+            block = student.blocks[layer.block]
+            out[layer.name] = (block.res if layer.kind == "res" else block.dw)[layer.index]
+    return out
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _locate(path: str | os.PathLike) -> tuple[Path, Path]:
+    path = Path(path)
+    if path.is_dir():
+        return path / ARCH_FILE, path / WEIGHTS_FILE
+    return path, path.parent / WEIGHTS_FILE
+
+
+def read_document(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and validate ``arch.json`` (or a student folder's); returns the parsed document."""
+    arch_path, _ = _locate(path)
+    if not arch_path.is_file():
+        raise NasPruneError(f"architecture file not found: {arch_path}")
+    try:
+        doc = json.loads(arch_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise NasPruneError(f"{arch_path}: not valid JSON ({err})") from None
+    validate_document(doc, source=str(arch_path))
+    return doc
+
+
+def read_student(
+    path: str | os.PathLike, *, load_weights: bool = True
+) -> tuple[Arch, dict[str, "torch.Tensor"] | None, dict[str, Any]]:
+    """Read a student folder or an ``arch.json``.
+
+    Weights are read from ``student.safetensors`` next to ``arch.json`` when it exists
+    and ``load_weights`` is true; they are checked key by key and shape by shape
+    against ``build_generator(arch)``.
+
+    Returns:
+        ``(arch, state dict or None, document)``; the document is the validated
+        ``arch.json`` content (``meta["provenance"]`` holds the kept indices).
+
+    Raises:
+        NasPruneError: missing file, malformed JSON, bad field (named), weights that do
+            not fit the architecture.
+    """
+    arch_path, weights_path = _locate(path)
+    doc = read_document(arch_path)
+    arch = Arch.from_dict(doc["arch"])
+    state = None
+    if load_weights and weights_path.is_file():
+        state = _read_weights(weights_path, arch)
+    return arch, state, doc
+
+
+def _read_weights(path: Path, arch: Arch) -> dict[str, "torch.Tensor"]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from nas_prune.model import build_generator
+
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise NasPruneError(f"{path}: not a readable safetensors file ({err})") from None
+    expected = build_generator(arch).state_dict()
+    for key, value in expected.items():
+        if key not in state:
+            raise NasPruneError(f"{path}: missing tensor {key} for this architecture")
+        if tuple(state[key].shape) != tuple(value.shape):
+            raise NasPruneError(
+                f"{path}: {key} has shape {tuple(state[key].shape)}, the architecture needs {tuple(value.shape)}"
+            )
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise NasPruneError(f"{path}: unexpected tensor {extra[0]} for this architecture")
+    return {k: state[k] for k in expected}
+
+
+def load_student(path: str | os.PathLike, *, device: str | None = None):
+    """Rebuild the student from ``arch.json`` and load its weights (eval mode).
+
+    Raises:
+        NasPruneError: as :func:`read_student`, or no ``student.safetensors``.
+    """
+    from nas_prune.model import build_generator
+
+    arch, state, _ = read_student(path)
+    if state is None:
+        raise NasPruneError(f"{_locate(path)[1]}: student weights not found")
+    model = build_generator(arch)
+    model.load_state_dict(state, strict=True)
+    if device is not None:
+        model.to(device)
+    return model.eval()
+
+
+def reslice(teacher_state_dict: Mapping[str, "torch.Tensor"], document: Mapping[str, Any] | str | os.PathLike):
+    """Slice the teacher again with the kept indices recorded in ``arch.json``.
+
+    Args:
+        teacher_state_dict: the teacher's weights in CAT layout (``load_generator(...).state_dict``).
+        document: a parsed ``arch.json`` or a path to one / to a student folder.
+
+    Returns:
+        the student's state dict; equal tensor for tensor to the exported weights of a
+        student that was not fine-tuned since.
+
+    Raises:
+        NasPruneError: the document has no provenance.
+    """
+    from nas_prune.apply import slice_state_dict
+    from nas_prune.plan import PrunePlan
+
+    if not isinstance(document, Mapping):
+        document = read_document(document)
+    else:
+        validate_document(document)
+    prov = document.get("provenance")
+    if prov is None:
+        raise NasPruneError("arch.json: provenance: missing; this student was not pruned from a teacher")
+    teacher = Arch.from_dict(prov["teacher"]["arch"], where="provenance.teacher.arch")
+    plan = PrunePlan.from_kept(teacher, prov["kept"], where="provenance.kept")
+    return slice_state_dict(plan, teacher_state_dict)
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def write_student(
+    out: str | os.PathLike,
+    *,
+    document: Mapping[str, Any],
+    state_dict: Mapping[str, "torch.Tensor"] | None,
+    summary: str | None = None,
+    force: bool = False,
+) -> Path:
+    """Write a student folder atomically: all files appear together or none do.
+
+    Files are written into a temporary sibling folder that is renamed to ``out``;
+    with ``force`` an existing ``out`` is replaced (moved aside, then deleted).
+
+    Raises:
+        NasPruneError: ``out`` exists and ``force`` is false, or the document is invalid.
+    """
+    from safetensors.torch import save
+
+    out = Path(out)
+    check_out_dir(out, force=force)
+    validate_document(dict(document), source=f"{out / ARCH_FILE}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        (tmp / ARCH_FILE).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        if state_dict is not None:
+            tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+            meta = {"format": "nas-prune-student", "arch": ARCH_FILE}
+            (tmp / WEIGHTS_FILE).write_bytes(save(tensors, metadata=meta))
+        if summary is not None:
+            (tmp / SUMMARY_FILE).write_text(summary, encoding="utf-8")
+        old = None
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def check_out_dir(out: str | os.PathLike, *, force: bool = False) -> None:
+    """Fail early when the output folder exists (unless ``force``) or is a file."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NasPruneError(f"output path exists and is not a folder: {out}")
+    if out.exists() and not force and any(out.iterdir()):
+        raise NasPruneError(f"output folder exists and is not empty: {out} (use --force to replace it)")
+
+
+def summary_markdown(document: Mapping[str, Any]) -> str:
+    """A human summary of an ``arch.json`` document (the ``summary.md`` of a student folder)."""
+    from nas_prune.macs import format_macs
+
+    arch = Arch.from_dict(document["arch"])
+    prov = document.get("provenance") or {}
+    teacher_arch = Arch.from_dict(prov["teacher"]["arch"]) if prov else None
+    lines = [f"# Student: {arch.summary()}", ""]
+    macs = document.get("macs")
+    if macs:
+        h, w = macs["input_size"]
+        lines.append(f"Input {h}x{w}. MACs are multiply-accumulates for one image.")
+        lines.append("")
+        lines.append("| | student | teacher |")
+        lines.append("|---|---:|---:|")
+        tmacs = (prov.get("teacher") or {}).get("macs") or {}
+        for conv in ("fvcore", "paper"):
+            t = tmacs.get(conv)
+            lines.append(
+                f"| MACs ({conv}) | {format_macs(macs[conv])} ({macs[conv]:,}) | "
+                f"{f'{format_macs(t)} ({t:,})' if t else '-'} |"
+            )
+        if "params" in document:
+            tp = (prov.get("teacher") or {}).get("params")
+            lines.append(f"| params | {document['params']:,} | {f'{tp:,}' if tp else '-'} |")
+        if macs.get("measured"):
+            m = macs["measured"]
+            lines.append("")
+            traced = m.get("traced_input_size")
+            how = f" (forward pass at {traced[0]}x{traced[1]}, scaled exactly)" if traced and traced != [h, w] else ""
+            lines.append(f"Measured with {m['counter']} ({m['convention']}): {m['macs']:,} MACs{how}.")
+        lines.append("")
+    if prov:
+        target = prov.get("target")
+        if target:
+            lines.append(f"Target: {format_macs(target['macs'], target['convention'])} ({target['macs']:,}).")
+        teacher = prov["teacher"]
+        lines.append(
+            f"Teacher: `{teacher.get('file')}` (sha256 `{(teacher.get('sha256') or '')[:16]}...`), "
+            f"{teacher_arch.summary()}."
+        )
+        thr = prov.get("threshold")
+        lines.append(
+            f"Criterion `{prov.get('criterion')}`, threshold {'-inf (nothing pruned)' if thr is None else f'{thr:.6g}'}, "
+            f"min channels {prov.get('min_channels')}, round to {prov.get('round_to') or '-'}, "
+            f"fill {'on' if prov.get('fill') else 'off'} ({prov.get('filled_channels', 0)} channels added)."
+        )
+        lines.append("")
+    lines.append("| layer | widths |")
+    lines.append("|---|---|")
+    lines.append(f"| stem | {' / '.join(map(str, arch.stem))} |")
+    for n, b in enumerate(arch.blocks):
+        lines.append(f"| block {n + 1} | {describe_block(arch, n)} |")
+    lines.append(f"| head | {' / '.join(map(str, arch.head))} |")
+    lines.append("")
+    lines.append("Rebuild: `nas_prune.export.load_student(\"<this folder>\")`.")
+    return "\n".join(lines) + "\n"
+
+
+def describe_block(arch: Arch, n: int) -> str:
+    """``res k3:24 k5:10, dw k1:6`` or ``identity``."""
+    b = arch.blocks[n]
+    if b.is_identity:
+        return "identity"
+    parts = []
+    for kind, ks, ws in (("res", arch.res_kernel_sizes, b.res), ("dw", arch.dw_kernel_sizes, b.dw)):
+        kept = [f"k{k}:{w}" for k, w in zip(ks, ws) if w]
+        if kept:
+            parts.append(f"{kind} {' '.join(kept)}")
+    return ", ".join(parts)

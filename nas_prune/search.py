@@ -1,0 +1,449 @@
+"""``nas-prune search``: one-step pruning of a teacher to a MACs target, end to end.
+
+Stages, each a separate function so other searches (e.g. an Optuna study proposing
+rescaled scores) can reuse them:
+
+1. :func:`prune_to_target` -- importance scores, global-threshold plan
+   (:func:`nas_prune.plan.plan_for_target`), sliced weights, fvcore check. No I/O.
+2. :func:`arch_document` / :func:`export_result` -- ``arch.json``, ``student.safetensors``,
+   ``summary.md`` written atomically (:mod:`nas_prune.export`).
+3. :func:`render_result` -- the rich tables the CLI prints.
+
+:func:`search` chains them. Example::
+
+    from nas_prune.search import search
+    result = search(teacher="latest_net_G.pth", target_macs="2.6G", convention="paper")
+    result.student_arch.summary(), result.out
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from nas_prune.arch import Arch
+from nas_prune.errors import NasPruneError
+from nas_prune.macs import (
+    CONVENTIONS,
+    check_convention,
+    count_macs,
+    count_params,
+    format_macs,
+    parse_input_size,
+    parse_macs,
+)
+from nas_prune.plan import PrunePlan
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from nas_prune.load import LoadedGenerator
+
+DEFAULT_RUNS = Path("runs") / "search"
+VERIFY_MODES = ("fast", "full", "off")
+
+
+@dataclass
+class SearchResult:
+    """Everything one-step pruning produced.
+
+    Attributes:
+        teacher: the loaded teacher (arch, CAT-layout weights, sha256, path).
+        space: search-space name, or None when no space file was given.
+        criterion: importance criterion used.
+        scores: ``{layer: 1-D scores}`` the plan was computed from.
+        plan: kept channel indices.
+        student_arch: the student.
+        state_dict: the student's weights, sliced from the teacher.
+        target_macs: the budget, in ``convention``, for one ``input_size`` image.
+        convention: MACs convention of the target.
+        input_size: ``(H, W)``.
+        macs: analytic student MACs ``{"fvcore": .., "paper": ..}``.
+        teacher_macs: the same for the teacher.
+        measured_fvcore: fvcore count on a real forward pass, scaled to ``input_size``
+            (None if not verified).
+        traced_size: input size of that forward pass.
+        params / teacher_params: learnable parameters.
+        seconds: wall time per stage (``load``, ``importance``, ``plan``, ``slice``,
+            ``verify``, ``total``).
+        fill: whether the fill pass ran.
+        out: the exported folder, once written.
+    """
+
+    teacher: "LoadedGenerator"
+    space: str | None
+    criterion: str
+    scores: dict[str, "torch.Tensor"]
+    plan: PrunePlan
+    student_arch: Arch
+    state_dict: dict[str, "torch.Tensor"]
+    target_macs: int
+    convention: str
+    input_size: tuple[int, int]
+    macs: dict[str, int]
+    teacher_macs: dict[str, int]
+    measured_fvcore: int | None
+    traced_size: tuple[int, int] | None
+    params: int
+    teacher_params: int
+    fill: bool = True
+    seconds: dict[str, float] = field(default_factory=dict)
+    out: Path | None = None
+
+    @property
+    def reached(self) -> int:
+        """Student MACs in the target's convention."""
+        return self.macs[self.convention]
+
+    @property
+    def compression(self) -> float:
+        """Teacher MACs / student MACs in the target's convention."""
+        return self.teacher_macs[self.convention] / self.reached
+
+    def to_json(self) -> dict[str, Any]:
+        """Machine-readable summary (what ``--json`` prints)."""
+        return {
+            "out": str(self.out) if self.out else None,
+            "target": {"macs": self.target_macs, "convention": self.convention},
+            "input_size": list(self.input_size),
+            "student": {
+                "arch": self.student_arch.to_dict(),
+                "macs": dict(self.macs),
+                "measured_fvcore": self.measured_fvcore,
+                "params": self.params,
+            },
+            "teacher": {
+                "file": str(self.teacher.path),
+                "sha256": self.teacher.sha256,
+                "macs": dict(self.teacher_macs),
+                "params": self.teacher_params,
+            },
+            "gap": (self.target_macs - self.reached) / self.target_macs,
+            "compression": self.compression,
+            "criterion": self.criterion,
+            "threshold": self.plan.threshold,
+            "filled_channels": self.plan.filled,
+            "seconds": dict(self.seconds),
+        }
+
+
+def prune_to_target(
+    teacher: "LoadedGenerator",
+    *,
+    target_macs: int | str,
+    convention: str = "fvcore",
+    input_size: int | str | tuple[int, int] = 256,
+    min_channels: int = 16,
+    importance: str | None = None,
+    scores: Mapping[str, "torch.Tensor"] | None = None,
+    round_to: int | None = None,
+    fill: bool = True,
+    calibration: str | os.PathLike | None = None,
+    calibration_images: int = 8,
+    verify: str = "fast",
+    space: str | None = None,
+) -> SearchResult:
+    """Prune a loaded teacher to ``target_macs`` (no files written).
+
+    Args:
+        teacher: from :func:`nas_prune.load.load_generator`.
+        target_macs: budget for one image, e.g. ``"2.6G"`` or ``2_600_000_000``.
+        convention: ``fvcore`` or ``paper`` (:mod:`nas_prune.macs`).
+        input_size: ``H``, ``"HxW"`` or ``(H, W)``.
+        min_channels: stem/head floor.
+        importance: ``gamma`` / ``l1`` / ``activation``; None = gamma if the norms are
+            affine, else l1 (:mod:`nas_prune.importance`).
+        scores: precomputed scores (skips ``importance``; recorded as ``custom``
+            unless ``importance`` names them).
+        round_to: round widths to multiples of this.
+        fill: run the fill pass after thresholding (:func:`~nas_prune.plan.plan_for_target`).
+        calibration: folder of images for ``activation`` (default: seeded noise).
+        calibration_images: how many calibration images.
+        verify: count the built student with fvcore on a real forward pass and fail if
+            it differs from the analytic count: ``fast`` traces at a reduced input size
+            and scales exactly (:func:`nas_prune.apply.trace_size`), ``full`` at
+            ``input_size``, ``off`` skips the check.
+        space: search-space name to record.
+
+    Raises:
+        NasPruneError: bad target (above the teacher, below the floor), bad option.
+    """
+    from nas_prune.apply import build_student, slice_state_dict, verify_macs
+    from nas_prune.importance import calibration_batch, compute_importance
+    from nas_prune.plan import plan_for_target
+
+    check_convention(convention)
+    size = parse_input_size(input_size)
+    target = parse_macs(target_macs)
+    if min_channels < 1:
+        raise NasPruneError(f"--min-channels must be >= 1, got {min_channels}")
+    if round_to is not None and round_to < 1:
+        raise NasPruneError(f"--round-to must be >= 1, got {round_to}")
+    arch = teacher.arch
+    seconds: dict[str, float] = {}
+
+    start = time.perf_counter()
+    if scores is None:
+        options: dict[str, Any] = {}
+        if (importance or "") == "activation":
+            options["images"] = calibration_batch(
+                arch, source=calibration, n_images=calibration_images, input_size=size
+            )
+        criterion, scores = compute_importance(importance, arch, teacher.state_dict, **options)
+    else:
+        criterion = importance or "custom"
+    seconds["importance"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    plan = plan_for_target(
+        scores,
+        arch,
+        target_macs=target,
+        convention=convention,
+        input_size=size,
+        min_channels=min_channels,
+        round_to=round_to,
+        fill=fill,
+    )
+    student = plan.student_arch()
+    macs = {c: count_macs(student, input_size=size, convention=c) for c in CONVENTIONS}
+    seconds["plan"] = time.perf_counter() - start
+    if macs[convention] > target:  # guaranteed by the plan; a failure here is a bug
+        raise RuntimeError(f"plan misses the target: {macs[convention]:,} > {target:,}")
+
+    start = time.perf_counter()
+    state = slice_state_dict(plan, teacher.state_dict)
+    seconds["slice"] = time.perf_counter() - start
+
+    measured = traced = None
+    if verify not in VERIFY_MODES:
+        raise NasPruneError(f"unknown verify mode {verify!r}: choose {', '.join(VERIFY_MODES)}")
+    if verify != "off":
+        start = time.perf_counter()
+        model = build_student(plan, teacher.state_dict)
+        measured, traced = verify_macs(
+            model, input_size=size, expected_fvcore=macs["fvcore"], full=verify == "full"
+        )
+        seconds["verify"] = time.perf_counter() - start
+
+    return SearchResult(
+        teacher=teacher,
+        space=space,
+        criterion=criterion,
+        scores={k: v for k, v in scores.items()},
+        plan=plan,
+        student_arch=student,
+        state_dict=state,
+        target_macs=target,
+        convention=convention,
+        input_size=size,
+        macs=macs,
+        teacher_macs={c: count_macs(arch, input_size=size, convention=c) for c in CONVENTIONS},
+        measured_fvcore=measured,
+        traced_size=traced,
+        params=count_params(student),
+        teacher_params=count_params(arch),
+        fill=fill,
+        seconds=seconds,
+    )
+
+
+def arch_document(result: SearchResult) -> dict[str, Any]:
+    """The ``arch.json`` document of a result (:mod:`nas_prune.export` describes it)."""
+    import nas_prune
+    from nas_prune.export import FORMAT, FVCORE_COUNTER, VERSION
+
+    h, w = result.input_size
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "space": result.space,
+        "arch": result.student_arch.to_dict(),
+        "macs": {
+            "input_size": [h, w],
+            "fvcore": result.macs["fvcore"],
+            "paper": result.macs["paper"],
+            "measured": None
+            if result.measured_fvcore is None
+            else {
+                "counter": FVCORE_COUNTER,
+                "convention": "fvcore",
+                "macs": result.measured_fvcore,
+                "traced_input_size": list(result.traced_size),
+            },
+        },
+        "params": result.params,
+        "provenance": {
+            "teacher": {
+                "file": Path(result.teacher.path).name,
+                "sha256": result.teacher.sha256,
+                "layout": result.teacher.layout,
+                "arch": result.teacher.arch.to_dict(),
+                "macs": dict(result.teacher_macs),
+                "params": result.teacher_params,
+            },
+            "target": {"macs": result.target_macs, "convention": result.convention},
+            "criterion": result.criterion,
+            "threshold": result.plan.threshold,
+            "min_channels": result.plan.min_channels,
+            "round_to": result.plan.round_to,
+            "fill": result.fill,
+            "filled_channels": result.plan.filled,
+            "kept": result.plan.kept_lists(),
+            "tool": {"name": "nas-prune", "version": nas_prune.__version__},
+            "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "seconds": round(result.seconds.get("total", sum(result.seconds.values())), 4),
+        },
+    }
+
+
+def default_out_dir(teacher_path: str | os.PathLike, target_macs: int, convention: str) -> Path:
+    """``runs/search/<teacher stem>-<target>-<convention>``, e.g. ``runs/search/G-2.6G-paper``."""
+    text = format_macs(target_macs)
+    text = re.sub(r"\.?0+(?=[KMGT]$)", "", text)  # 2.600G -> 2.6G, 1.000G -> 1G
+    return DEFAULT_RUNS / f"{Path(teacher_path).stem}-{text}-{convention}"
+
+
+def export_result(result: SearchResult, out: str | os.PathLike, *, force: bool = False) -> Path:
+    """Write ``arch.json``, ``student.safetensors`` and ``summary.md`` to ``out`` atomically."""
+    from nas_prune.export import summary_markdown, write_student
+
+    doc = arch_document(result)
+    result.out = write_student(out, document=doc, state_dict=result.state_dict,
+                               summary=summary_markdown(doc), force=force)
+    return result.out
+
+
+def search(
+    *,
+    teacher: str | os.PathLike,
+    target_macs: int | str,
+    space: str | os.PathLike | None = None,
+    convention: str = "fvcore",
+    input_size: int | str | tuple[int, int] = 256,
+    min_channels: int = 16,
+    importance: str | None = None,
+    round_to: int | None = None,
+    fill: bool = True,
+    calibration: str | os.PathLike | None = None,
+    calibration_images: int = 8,
+    out: str | os.PathLike | None = None,
+    force: bool = False,
+    write: bool = True,
+    verify: str = "fast",
+) -> SearchResult:
+    """Load ``teacher``, prune it to ``target_macs``, export the student folder.
+
+    Options are those of :func:`prune_to_target`, plus:
+
+    Args:
+        teacher: checkpoint file (``.pth`` / ``.pt`` / ``.safetensors``, CAT or ResNet layout).
+        space: search-space YAML the teacher must belong to (its name is recorded).
+        out: output folder; default :func:`default_out_dir`.
+        force: replace an existing output folder.
+        write: export the folder (false: only compute).
+
+    Raises:
+        NasPruneError: any user error, before anything is written.
+    """
+    from nas_prune.load import load_generator
+    from nas_prune.space import load_space
+
+    t0 = time.perf_counter()
+    check_convention(convention)
+    target = parse_macs(target_macs)
+    size = parse_input_size(input_size)
+    space_obj = load_space(space) if space is not None else None
+    out_dir = Path(out) if out is not None else default_out_dir(teacher, target, convention)
+    if write:
+        from nas_prune.export import check_out_dir
+
+        check_out_dir(out_dir, force=force)
+    loaded = load_generator(teacher, space=space_obj)
+    load_s = time.perf_counter() - t0
+    result = prune_to_target(
+        loaded,
+        target_macs=target,
+        convention=convention,
+        input_size=size,
+        min_channels=min_channels,
+        importance=importance,
+        round_to=round_to,
+        fill=fill,
+        calibration=calibration,
+        calibration_images=calibration_images,
+        verify=verify,
+        space=space_obj.name if space_obj is not None else None,
+    )
+    result.seconds = {"load": load_s, **result.seconds}
+    result.seconds["total"] = time.perf_counter() - t0
+    if write:
+        export_result(result, out_dir, force=force)
+    return result
+
+
+def render_result(result: SearchResult, console) -> None:
+    """Print the per-layer widths table and the target / reached / params summary."""
+    from rich.table import Table
+
+    from nas_prune.export import describe_block
+    from nas_prune.macs import layer_costs, stage_totals
+
+    s, t = result.student_arch, result.teacher.arch
+    conv = result.convention
+    h, w = result.input_size
+    stages = stage_totals(layer_costs(s, input_size=result.input_size, convention=conv))
+    table = Table(title=f"student of {Path(result.teacher.path).name} ({h}x{w}, MACs {conv})")
+    table.add_column("layer")
+    table.add_column("teacher")
+    table.add_column("student")
+    table.add_column(f"MACs ({conv})", justify="right")
+    table.add_row("stem", " / ".join(map(str, t.stem)), " / ".join(map(str, s.stem)),
+                  format_macs(stages["stem"][0]))
+    for n in range(s.n_blocks):
+        stage = f"block{n + 1}"
+        table.add_row(f"block {n + 1}", describe_block(t, n), describe_block(s, n),
+                      format_macs(stages[stage][0]) if stage in stages else "0")
+    table.add_row("head", " / ".join(map(str, t.head)), " / ".join(map(str, s.head)),
+                  format_macs(stages["head"][0]))
+    console.print(table)
+
+    summary = Table(show_header=True)
+    summary.add_column("")
+    summary.add_column("target", justify="right")
+    for c in CONVENTIONS:
+        summary.add_column(f"MACs ({c})", justify="right")
+    summary.add_column("params", justify="right")
+    summary.add_row("teacher", "", *(format_macs(result.teacher_macs[c]) for c in CONVENTIONS),
+                    f"{result.teacher_params:,}")
+    summary.add_row("student", format_macs(result.target_macs, conv),
+                    *(format_macs(result.macs[c]) for c in CONVENTIONS), f"{result.params:,}")
+    summary.add_row("ratio", "", *(f"{result.teacher_macs[c] / result.macs[c]:.2f}x" for c in CONVENTIONS),
+                    f"{result.teacher_params / result.params:.2f}x")
+    console.print(summary)
+    gap = (result.target_macs - result.reached) / result.target_macs
+    thr = result.plan.threshold
+    console.print(
+        f"reached {result.reached:,} <= target {result.target_macs:,} MACs ({conv}), "
+        f"{gap:.3%} under; criterion {result.criterion}, threshold "
+        f"{'-inf (nothing pruned)' if thr is None else f'{thr:.6g}'}"
+        f"{f', +{result.plan.filled} channels by fill' if result.plan.filled else ''}"
+        f"{f', widths rounded to {result.plan.round_to}' if result.plan.round_to else ''}"
+    )
+    if result.measured_fvcore is not None:
+        th, tw = result.traced_size
+        scaled = "" if (th, tw) == tuple(result.input_size) else f", traced at {th}x{tw} and scaled exactly"
+        console.print(f"fvcore check on a real forward pass: {result.measured_fvcore:,} MACs{scaled} (matches)")
+    secs = result.seconds
+    console.print(
+        f"time {secs.get('total', sum(secs.values())):.2f} s ("
+        + ", ".join(f"{k} {v:.2f}" for k, v in secs.items() if k != "total")
+        + ")"
+    )
+    if result.out is not None:
+        console.print(f"wrote {result.out}/ (arch.json, student.safetensors, summary.md)")
