@@ -1,0 +1,279 @@
+"""Ablation of the distillation methods on one pruned student (CPU-sized).
+
+Regenerate the table (about 25-35 min on 2 free CPU cores)::
+
+    python results/ablation/run_ablation.py --work /tmp/nas-prune-ablation --jobs 2
+
+Protocol (everything is produced by nas-prune itself, nothing is downloaded):
+
+1. Data: :func:`nas_prune.demo_data.make_demo_dataset` (edges -> photo, 64x64,
+   200 train / 40 test pairs from scikit-image's bundled photos; train and test
+   crops come from disjoint parts of each photo).
+2. Teacher: a small CAT inception-residual generator (stem 16/32/48, 6 blocks with
+   res and dw branches of width 8 for kernels 1/3/5, head 32/16) trained from
+   scratch as pix2pix with :func:`nas_prune.distill.distill` (no teacher, no
+   distillation; ``--teacher-steps`` steps).
+3. Student: nas-prune's one-step pruning of that teacher (|gamma| importance,
+   global threshold + fill, :func:`nas_prune.plan.plan_for_target`) to 1/4 of the
+   teacher's fvcore MACs at 64x64, weights sliced from the teacher. The same
+   student starts every run.
+4. Fine-tuning: :func:`nas_prune.distill.distill` with the loop's defaults for paired
+   data (LSGAN, lambda_gan 1, lambda_recon 100, Adam 2e-4) and one distillation
+   setting per row, each distillation weight 1, ``--steps`` steps (half constant,
+   half linear decay), batch 4, PatchGAN ndf 16 (also for AKDG's D_kd), seeds 0..N-1.
+   The seed changes the discriminators' initialisation, the data order and flips,
+   and the initialisation of the methods' own modules; the student always starts
+   from the same pruned weights.
+5. Metrics: PSNR (dB) and SSIM of the *final* student (not the best checkpoint:
+   picking on the test split would leak it) against the real targets of the 40
+   test pairs, mean and sample standard deviation over seeds. FID needs an
+   Inception network; pass ``--fid-inception`` (a TorchScript file) to add it.
+
+Each process uses one thread (``torch.set_num_threads(1)``): on a busy 2-core
+machine more threads per process made steps an order of magnitude slower.
+Finished runs are cached as JSON in ``--work``, so an interrupted ablation resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import math
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+METHODS: dict[str, dict[str, float]] = {
+    "none": {},
+    "mse": {"mse": 1.0},
+    "gcka": {"gcka": 1.0},
+    "crd": {"crd": 1.0},
+    "akdg": {"akdg": 1.0},
+    "ackd": {"ackd": 1.0},
+    "gcka+crd": {"gcka": 1.0, "crd": 1.0},
+}
+SIZE = 64
+BATCH = 4
+NDF = 16
+N_TRAIN, N_TEST = 200, 40
+
+
+def _setup_torch() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")
+
+
+def teacher_arch():
+    from nas_prune.arch import Arch, Block
+
+    return Arch(
+        input_nc=3, output_nc=3, stem=(16, 32, 48),
+        blocks=(Block(res=(8, 8, 8), dw=(8, 8, 8)),) * 6, head=(32, 16),
+    )
+
+
+def _schedule(steps: int) -> dict:
+    """``epochs`` / ``epochs_decay`` so that the schedule ends exactly after ``steps`` steps."""
+    per_epoch = N_TRAIN // BATCH
+    if steps % (2 * per_epoch):
+        raise SystemExit(f"--steps must be a multiple of {2 * per_epoch}")
+    half = steps // per_epoch // 2
+    return {"epochs": half, "epochs_decay": half}
+
+
+def _common(fid: str | None) -> dict:
+    return dict(
+        batch_size=BATCH, workers=0, progress=False, load_size=SIZE, crop_size=SIZE, ndf=NDF,
+        device="cpu", log_every=50, fid_inception=fid,
+    )
+
+
+def evaluate(model, data: Path) -> dict[str, float]:
+    """PSNR / SSIM of ``model`` on the test split (mean over the 40 images)."""
+    import torch
+
+    from nas_prune.data import TransformConfig, collate, open_dataset
+    from nas_prune.metrics import psnr, ssim
+
+    tf = TransformConfig(load_size=SIZE, crop_size=SIZE, preprocess="resize_and_crop", flip=False)
+    test = open_dataset(data, mode="aligned", split="test", transform=tf)
+    batch = collate([test[i] for i in range(len(test))])
+    model = model.eval()
+    with torch.no_grad():
+        out = model(batch["A"])
+    return {"psnr": float(psnr(out, batch["B"])), "ssim": float(ssim(out, batch["B"]))}
+
+
+def prepare(work: Path, *, teacher_steps: int, fid: str | None) -> dict:
+    """Dataset, trained teacher, pruned student (cached in ``work``)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from nas_prune.apply import build_student
+    from nas_prune.demo_data import make_demo_dataset
+    from nas_prune.distill import distill
+    from nas_prune.importance import compute_importance
+    from nas_prune.macs import count_macs
+    from nas_prune.model import build_generator
+    from nas_prune.plan import plan_for_target
+
+    data = work / "data"
+    if not (data / "test").is_dir():
+        make_demo_dataset(data, size=SIZE, n_train=N_TRAIN, n_test=N_TEST, seed=0, task="edges")
+    arch = teacher_arch()
+    t_path = work / f"teacher_{teacher_steps}.safetensors"
+    if not t_path.is_file():
+        t0 = time.perf_counter()
+        res = distill(
+            teacher=None, student=arch, data=data, out=work / "teacher_run", distill={}, seed=0,
+            eval_every=teacher_steps, **_schedule(teacher_steps), **_common(fid),
+        )
+        save_file({k: v.contiguous() for k, v in res.student.state_dict().items()}, str(t_path))
+        print(f"teacher trained: {teacher_steps} steps in {time.perf_counter() - t0:.0f} s", flush=True)
+    teacher = build_generator(arch)
+    teacher.load_state_dict(load_file(str(t_path)))
+    state = teacher.state_dict()
+    t_macs = count_macs(arch, input_size=SIZE, convention="fvcore")
+    _, scores = compute_importance(None, arch, state)
+    plan = plan_for_target(scores, arch, target_macs=t_macs // 4, input_size=SIZE, min_channels=8)
+    student = build_student(plan, state)
+    s_macs = count_macs(plan.student_arch(), input_size=SIZE, convention="fvcore")
+    return {
+        "data": data,
+        "teacher": teacher,
+        "student": student,
+        "teacher_macs": t_macs,
+        "student_macs": s_macs,
+        "student_arch": plan.student_arch(),
+        "teacher_metrics": evaluate(copy.deepcopy(teacher), data),
+        "pruned_metrics": evaluate(copy.deepcopy(student), data),
+    }
+
+
+def _run_one(job: tuple) -> dict:
+    """One fine-tuning run (in a worker process)."""
+    work, method, seed, steps, teacher_steps, fid = job
+    _setup_torch()
+    work = Path(work)
+    cache = work / "runs" / f"{method}_seed{seed}_{steps}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    prep = prepare(work, teacher_steps=teacher_steps, fid=fid)
+    from nas_prune.distill import distill
+    from nas_prune.fileio import write_json
+
+    options = {"akdg": {"ndf": NDF}} if "akdg" in METHODS[method] else {}
+    t0 = time.perf_counter()
+    res = distill(
+        teacher=prep["teacher"], student=copy.deepcopy(prep["student"]), data=prep["data"],
+        out=work / "runs" / f"{method}_seed{seed}", distill=METHODS[method], distill_options=options,
+        seed=seed, eval_every=steps, **_schedule(steps), **_common(fid),
+    )
+    metrics = evaluate(res.student, prep["data"])
+    if "fid" in res.metrics:
+        metrics["fid"] = res.metrics["fid"]
+    row = {"method": method, "seed": seed, "steps": res.step, "seconds": time.perf_counter() - t0, **metrics}
+    write_json(cache, row)
+    print(f"{method:9s} seed {seed}: psnr {metrics['psnr']:.3f} ssim {metrics['ssim']:.4f} ({row['seconds']:.0f} s)", flush=True)
+    return row
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else float("nan"))
+
+
+def write_tables(rows: list[dict], prep: dict, args, elapsed: float) -> None:
+    from nas_prune.fileio import write_text
+    from nas_prune.macs import format_macs
+
+    cmd = "python results/ablation/run_ablation.py " + " ".join(sys.argv[1:])
+    with open(HERE / "ablation_runs.csv.tmp", "w", newline="", encoding="utf-8") as fh:
+        fh.write(f"# {cmd}\n")
+        w = csv.DictWriter(fh, fieldnames=["method", "seed", "steps", "psnr", "ssim", "fid", "seconds"], extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r, "fid": r.get("fid", "")})
+    os.replace(HERE / "ablation_runs.csv.tmp", HERE / "ablation_runs.csv")
+
+    has_fid = all("fid" in r for r in rows)
+    lines = [
+        "# Distillation ablation on the demo dataset",
+        "",
+        "Regenerate with:",
+        "",
+        "```",
+        cmd,
+        "```",
+        "",
+        "Teacher: CAT inception-residual generator, stem 16/32/48, 6 blocks (res and dw branches, k 1/3/5), "
+        f"{format_macs(prep['teacher_macs'], 'fvcore')} at {SIZE}x{SIZE}, trained {args.teacher_steps} steps. "
+        f"Student: one-step pruning to 1/4 of the teacher's MACs: {prep['student_arch'].summary()}, "
+        f"{format_macs(prep['student_macs'], 'fvcore')}. Fine-tuning: {args.steps} steps, batch {BATCH}, "
+        f"lambda_recon 100, lambda_gan 1, each distillation weight 1, seeds {', '.join(map(str, args.seeds))}. "
+        f"Test split: {N_TEST} pairs (edges -> photo, {SIZE}x{SIZE}). Total wall time {elapsed / 60:.1f} min "
+        f"({args.jobs} processes, 1 thread each).",
+        "",
+        f"Reference: teacher PSNR {prep['teacher_metrics']['psnr']:.3f} dB / SSIM {prep['teacher_metrics']['ssim']:.4f}; "
+        f"pruned student before fine-tuning PSNR {prep['pruned_metrics']['psnr']:.3f} dB / "
+        f"SSIM {prep['pruned_metrics']['ssim']:.4f}.",
+        "",
+        "| method | PSNR (dB) mean | PSNR std | SSIM mean | SSIM std |" + (" FID mean | FID std |" if has_fid else "") + " runs | s/run |",
+        "|---|---|---|---|---|" + ("---|---|" if has_fid else "") + "---|---|",
+    ]
+    for method in args.methods:
+        rs = [r for r in rows if r["method"] == method]
+        if not rs:
+            continue
+        pm, ps = _mean_std([r["psnr"] for r in rs])
+        sm, ss = _mean_std([r["ssim"] for r in rs])
+        cells = [method, f"{pm:.3f}", f"{ps:.3f}", f"{sm:.4f}", f"{ss:.4f}"]
+        if has_fid:
+            fm, fs = _mean_std([r["fid"] for r in rs])
+            cells += [f"{fm:.2f}", f"{fs:.2f}"]
+        cells += [str(len(rs)), f"{statistics.fmean(r['seconds'] for r in rs):.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    if not has_fid:
+        lines += ["", "FID: not computed (no local Inception weights were given; pass `--fid-inception`)."]
+    lines += ["", "Per-run numbers: `ablation_runs.csv`.", ""]
+    write_text(HERE / "ablation.md", "\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/nas-prune-ablation"))
+    parser.add_argument("--steps", type=int, default=400, help="fine-tuning steps per run (multiple of 100)")
+    parser.add_argument("--teacher-steps", type=int, default=2000)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one thread each)")
+    parser.add_argument("--fid-inception", default=None, help="TorchScript Inception for FID (optional)")
+    args = parser.parse_args()
+    _setup_torch()
+    args.work.mkdir(parents=True, exist_ok=True)
+    _schedule(args.steps)
+    t0 = time.perf_counter()
+    prep = prepare(args.work, teacher_steps=args.teacher_steps, fid=args.fid_inception)
+    print(f"teacher {prep['teacher_metrics']}, pruned {prep['pruned_metrics']}, "
+          f"MACs {prep['teacher_macs']:,} -> {prep['student_macs']:,}", flush=True)
+    jobs = [(str(args.work), m, s, args.steps, args.teacher_steps, args.fid_inception) for s in args.seeds for m in args.methods]
+    if args.jobs > 1:
+        with mp.get_context("spawn").Pool(args.jobs) as pool:
+            rows = pool.map(_run_one, jobs, chunksize=1)
+    else:
+        rows = [_run_one(j) for j in jobs]
+    write_tables(rows, prep, args, time.perf_counter() - t0)
+    print((HERE / "ablation.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
