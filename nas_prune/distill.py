@@ -87,7 +87,8 @@ class DistillConfig:
             ``bf16`` or ``fp16`` (CUDA only, with a gradient scaler).
         channels_last: run the networks in channels-last memory format.
         compile: ``torch.compile`` the student and discriminator.
-        workers: data-loader worker processes (0 loads in the main process).
+        workers: data-loader worker processes (0 loads in the main process; capped
+            at the CPU count).
         seed: seed of initialisation, data order, augmentation and dropout.
         device: ``auto`` (CUDA if available), ``cpu``, ``cuda``, ``cuda:1``, ...
         eval_every: evaluate on the test split every this many steps (0 = at the
@@ -280,44 +281,29 @@ def _resolve_teacher(teacher: Any):
     raise NasPruneError(f"teacher: expected a checkpoint path or a Generator, got {type(teacher).__name__}")
 
 
-def _read_student_file(path: Path) -> tuple[Arch, dict | None]:
-    """Student folder (arch.json + student.safetensors) or bare arch.json."""
-    try:
-        from nas_prune.export import read_student  # written by the export stage
-    except ImportError:
-        read_student = None
-    if read_student is not None:
-        arch, state, _meta = read_student(path)
-        return arch, state
-    json_path = path / "arch.json" if path.is_dir() else path
-    if not json_path.is_file():
-        raise NasPruneError(f"student not found: {json_path}")
-    try:
-        data = json.loads(json_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise NasPruneError(f"{json_path}: not valid JSON ({err.msg} at line {err.lineno})") from None
-    arch = Arch.from_dict(data["arch"] if isinstance(data, dict) and "arch" in data else data, where=f"{json_path}: arch")
-    weights = json_path.parent / "student.safetensors"
-    state = None
-    if weights.is_file():
-        from safetensors.torch import load_file
+def _read_student_file(path: Path) -> tuple[Arch, dict | None, dict | None]:
+    """(arch, weights or None, arch.json document) of a student folder or bare arch.json."""
+    from nas_prune.export import read_student
 
-        state = load_file(str(weights))
-    return arch, state
+    arch, state, doc = read_student(path)
+    return arch, state, doc
 
 
 def _resolve_student(student: Any, teacher_arch: Arch | None):
-    """(Generator, had_weights) from a path, Arch or Generator; checked against the teacher."""
+    """(Generator, had_weights, arch.json document or None) from a path, Arch or Generator.
+
+    The student must fit the teacher's space (:func:`nas_prune.arch.fits_within`).
+    """
     from nas_prune.model import Generator, build_generator
 
-    state = None
+    state, doc = None, None
     if isinstance(student, Generator):
         model, arch = student, student.arch
         state = "module"
     elif isinstance(student, Arch):
         arch = student
     elif isinstance(student, (str, os.PathLike)):
-        arch, state = _read_student_file(Path(student))
+        arch, state, doc = _read_student_file(Path(student))
     else:
         raise NasPruneError(f"student: expected a folder, an arch.json, an Arch or a Generator, got {type(student).__name__}")
     if teacher_arch is not None:
@@ -325,7 +311,7 @@ def _resolve_student(student: Any, teacher_arch: Arch | None):
         if why is not None:
             raise NasPruneError(f"student architecture is not in the teacher's space: {why}")
     if state == "module":
-        return model, True
+        return model, True, None
     model = build_generator(arch)
     if state is not None:
         missing, unexpected = [], []
@@ -339,7 +325,7 @@ def _resolve_student(student: Any, teacher_arch: Arch | None):
         if missing or unexpected:
             raise NasPruneError(f"student weights do not match the architecture: {'missing ' + missing[0] if missing else 'unexpected ' + unexpected[0]}")
         model.load_state_dict(state)
-    return model, state is not None
+    return model, state is not None, doc
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -379,17 +365,17 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
         torch.save(obj, tmp)
 
 
-def _save_student(model, arch: Arch, folder: Path, meta: dict) -> None:
-    """``folder/arch.json`` + ``folder/student.safetensors`` (atomic)."""
-    from safetensors.torch import save_file
+def _save_student(model, arch: Arch, folder: Path, document: Mapping[str, Any] | None) -> None:
+    """Write a student folder (``arch.json`` + ``student.safetensors``) with :func:`nas_prune.export.write_student`.
 
-    from nas_prune.fileio import atomic_path, write_json
+    The architecture document of the input student (space, MACs, provenance) is kept:
+    fine-tuning changes the weights, not the architecture.
+    """
+    from nas_prune.export import FORMAT, VERSION, write_student
 
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(folder / "student.safetensors") as tmp:
-        save_file(state, str(tmp))
-    write_json(folder / "arch.json", {"format": "nas-prune-student", "version": 1, "arch": arch.to_dict(), "distill": meta})
+    doc = dict(document) if document is not None else {"format": FORMAT, "version": VERSION, "space": None}
+    doc["arch"] = arch.to_dict()
+    write_student(folder, document=doc, state_dict=model.state_dict(), force=True)
 
 
 def _to_uint8_grid(rows: list[list], path: Path) -> None:
@@ -480,6 +466,8 @@ def distill(
     config = (config or DistillConfig())
     if options:
         config = config.replace(**options)
+    if not resume and (out / "checkpoints" / "last.pt").is_file():
+        raise NasPruneError(f"{out} already holds a run: pass --resume to continue it or choose another --out")
     if resume:
         saved = read_run_config(out)
         for f in fields(DistillConfig):
@@ -519,7 +507,7 @@ class _Run:
             raise NasPruneError("a teacher is needed for distillation and for unaligned data")
         t_model, self.teacher_arch, self.teacher_sha = _resolve_teacher(teacher)
         torch.manual_seed(cfg.seed)
-        s_model, self.student_had_weights = _resolve_student(student, self.teacher_arch)
+        s_model, self.student_had_weights, self.student_doc = _resolve_student(student, self.teacher_arch)
         self.student_arch = s_model.arch
         if not self.student_had_weights and self.is_main:
             warnings.warn("the student has no weights: training starts from a fresh initialisation", stacklevel=3)
@@ -550,7 +538,7 @@ class _Run:
         self.loader = torch.utils.data.DataLoader(
             self.train_set,
             batch_sampler=self.sampler,
-            num_workers=cfg.workers,
+            num_workers=min(cfg.workers, os.cpu_count() or 1),
             collate_fn=dmod.collate,
             pin_memory=use_cuda,
             persistent_workers=cfg.workers > 0,
@@ -826,7 +814,7 @@ class _Run:
                 self.evaluate()
             self.save_checkpoint()
             if self.is_main:
-                _save_student(self.student, self.student_arch, self.out / "final", self._meta())
+                _save_student(self.student, self.student_arch, self.out / "final", self.student_doc)
         finally:
             self.cleanup()
         elapsed = time.perf_counter() - t0
@@ -908,7 +896,7 @@ class _Run:
         count = 0
         feats_real, feats_fake = [], []
         loader = torch.utils.data.DataLoader(self.test_set, batch_size=self.cfg.batch_size, shuffle=False,
-                                             num_workers=0, collate_fn=collate)
+                                             num_workers=0, collate_fn=collate, generator=torch.Generator())
         with torch.no_grad(), self._autocast():
             for batch in loader:
                 a, b = self._prep(batch["A"]), self._prep(batch["B"])
@@ -941,7 +929,10 @@ class _Run:
                 self.writer.add_scalar(f"eval/{k}", v, self.step)
         if self._is_better(metrics):
             self.best, self.best_step = dict(rec), self.step
-            _save_student(self.student, self.student_arch, self.out / "best", {**self._meta(), "metrics": rec})
+            _save_student(self.student, self.student_arch, self.out / "best", self.student_doc)
+            from nas_prune.fileio import write_json
+
+            write_json(self.out / "best_metrics.json", rec)
         self.write_grid()
 
     def _is_better(self, metrics: dict[str, float]) -> bool:
@@ -1003,9 +994,6 @@ class _Run:
         _to_uint8_grid(rows, folder / f"step_{self.step:07d}.png")
 
     # -- checkpoints -------------------------------------------------------------------------
-    def _meta(self) -> dict:
-        return {"teacher_sha256": self.teacher_sha, "step": self.step, "distill": dict(self.cfg.distill)}
-
     def save_checkpoint(self) -> None:
         """``checkpoints/last.pt``: everything needed to continue exactly (rank 0 writes)."""
         if not self.is_main:

@@ -37,6 +37,7 @@ def _root(
 # Command modules register themselves on `app` when imported.
 from nas_prune.cli import profile as _profile  # noqa: E402,F401
 from nas_prune.cli import search as _search  # noqa: E402,F401
+from nas_prune.cli import distill as _distill  # noqa: E402,F401
 
 
 def main() -> None:

@@ -1,0 +1,149 @@
+"""``nas-prune distill``: fine-tune a pruned student by distilling from its teacher."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+from nas_prune.cli import app
+from nas_prune.cli.common import console, user_errors
+from nas_prune.errors import NasPruneError
+
+_METHOD_LAMBDAS = ("mse", "crd", "akdg", "ackd")
+
+
+def parse_distill(methods: str, weights: dict[str, Optional[float]]) -> dict[str, float]:
+    """``"gcka,crd"`` + ``{"gcka": 1.0, "crd": None}`` -> ``{"gcka": 1.0, "crd": 1.0}``; ``"none"`` -> ``{}``."""
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    if names == ["none"]:
+        return {}
+    if not names:
+        raise NasPruneError("--distill: give method names separated by commas, or none")
+    if len(set(names)) != len(names):
+        raise NasPruneError(f"--distill: a method is listed twice in {methods!r}")
+    for name, w in weights.items():
+        if w is not None and name not in names:
+            flag = "--lambda-distill" if name == "gcka" else f"--lambda-{name}"
+            raise NasPruneError(f"{flag} is given but {name} is not in --distill {methods}")
+    return {n: 1.0 if weights.get(n) is None else float(weights[n]) for n in names}
+
+
+def parse_options(items: List[str]) -> dict[str, dict[str, Any]]:
+    """``["gcka.centered=true", "crd.patch=4"]`` -> ``{"gcka": {"centered": True}, "crd": {"patch": 4}}``."""
+    import yaml
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        method, dot, option = key.partition(".")
+        if not sep or not dot or not method or not option:
+            raise NasPruneError(f"--distill-option {item!r}: expected METHOD.OPTION=VALUE, e.g. gcka.centered=true")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        out.setdefault(method.strip(), {})[option.strip()] = value
+    return out
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    typer.echo(f"warning: {message}", err=True)
+
+
+@app.command("distill")
+def distill_cli(
+    teacher: Path = typer.Option(..., "--teacher", help="Teacher checkpoint (.pth/.pt/.safetensors; CAT or ResNet layout)."),
+    student: Path = typer.Option(..., "--student", help="Student folder (arch.json + student.safetensors) or an arch.json."),
+    data: Path = typer.Option(..., "--data", help="Dataset folder: train/ test/ (aligned) or trainA/ trainB/ testA/ testB/ (unaligned)."),
+    out: Path = typer.Option(Path("runs/distill"), "--out", help="Run folder: checkpoints, best/ and final/ students, samples, logs."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="aligned (paired, pix2pix) or unaligned (CycleGAN). Required unless --resume."),
+    direction: Optional[str] = typer.Option(None, "--direction", help="AtoB (default) or BtoA."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs at constant learning rate [100]."),
+    epochs_decay: Optional[int] = typer.Option(None, "--epochs-decay", help="Epochs of linear learning-rate decay to 0 [100]."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many steps in total (a checkpoint is kept)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per step and device, >= 2 [4]."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate [2e-4]."),
+    gan_mode: Optional[str] = typer.Option(None, "--gan-mode", help="lsgan (default), vanilla or hinge."),
+    lambda_gan: Optional[float] = typer.Option(None, "--lambda-gan", help="Weight of the GAN loss [1]."),
+    lambda_recon: Optional[float] = typer.Option(None, "--lambda-recon", help="Weight of the L1 loss [100 aligned, 5 unaligned]."),
+    distill_methods: Optional[str] = typer.Option(None, "--distill", help="Distillation methods, comma-separated (gcka, mse, crd, akdg, ackd) or none [gcka]."),
+    lambda_distill: Optional[float] = typer.Option(None, "--lambda-distill", help="Weight of GCKA [1, CAT]."),
+    lambda_mse: Optional[float] = typer.Option(None, "--lambda-mse", help="Weight of feature MSE [1]."),
+    lambda_crd: Optional[float] = typer.Option(None, "--lambda-crd", help="Weight of CRD [1]."),
+    lambda_akdg: Optional[float] = typer.Option(None, "--lambda-akdg", help="Weight of AKDG [1]."),
+    lambda_ackd: Optional[float] = typer.Option(None, "--lambda-ackd", help="Weight of ACKD [1]."),
+    distill_layers: Optional[str] = typer.Option(None, "--distill-layers", help="Feature layers, e.g. stem,block3,block6,block9 [stem + blocks at 1/3, 2/3, 3/3]."),
+    distill_option: Optional[List[str]] = typer.Option(None, "--distill-option", help="METHOD.OPTION=VALUE, repeatable, e.g. gcka.centered=true."),
+    teacher_d: Optional[Path] = typer.Option(None, "--teacher-discriminator", help="Start the discriminator from this checkpoint."),
+    ndf: Optional[int] = typer.Option(None, "--ndf", help="Discriminator width [64]."),
+    load_size: Optional[int] = typer.Option(None, "--load-size", help="Resize side before cropping [286]."),
+    crop_size: Optional[int] = typer.Option(None, "--crop-size", help="Training crop and evaluation side, multiple of 4 [256]."),
+    preprocess: Optional[str] = typer.Option(None, "--preprocess", help="resize_and_crop (default), crop, resize or none."),
+    no_flip: bool = typer.Option(False, "--no-flip", help="No random horizontal flips."),
+    amp: Optional[str] = typer.Option(None, "--amp", help="auto (bf16 on CUDA, default), bf16, fp16 or none."),
+    channels_last: bool = typer.Option(False, "--channels-last", help="Channels-last memory format (faster convs on recent GPUs)."),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile the student and discriminator."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Data-loader processes [4]."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of init, data order, augmentation [0]."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto (default), cpu, cuda or cuda:N."),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Evaluate every N steps (0 = every epoch)."),
+    save_every: Optional[int] = typer.Option(None, "--save-every", help="Checkpoint every N steps (0 = every epoch)."),
+    fid_inception: Optional[Path] = typer.Option(None, "--fid-inception", help="TorchScript Inception feature extractor for FID (local file)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+) -> None:
+    """Fine-tune a student with GAN + L1 + feature distillation (GCKA by default) from its teacher.
+
+    Several GPUs: torchrun --nproc-per-node N "$(which nas-prune)" distill ...
+    """
+    with user_errors(), warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        from nas_prune.distill import DistillConfig, distill, read_run_config
+
+        given: dict[str, Any] = {
+            "mode": mode, "direction": direction, "epochs": epochs, "epochs_decay": epochs_decay,
+            "max_steps": max_steps, "batch_size": batch_size, "lr": lr, "gan_mode": gan_mode,
+            "lambda_gan": lambda_gan, "lambda_recon": lambda_recon, "ndf": ndf, "load_size": load_size,
+            "crop_size": crop_size, "preprocess": preprocess, "amp": amp, "workers": workers, "seed": seed,
+            "device": device, "eval_every": eval_every, "save_every": save_every,
+            "teacher_discriminator": str(teacher_d) if teacher_d else None,
+            "fid_inception": str(fid_inception) if fid_inception else None,
+        }
+        overrides = {k: v for k, v in given.items() if v is not None}
+        if no_flip:
+            overrides["flip"] = False
+        if channels_last:
+            overrides["channels_last"] = True
+        if compile_:
+            overrides["compile"] = True
+        if no_progress:
+            overrides["progress"] = False
+        weights = {"gcka": lambda_distill, "mse": lambda_mse, "crd": lambda_crd, "akdg": lambda_akdg, "ackd": lambda_ackd}
+        if distill_methods is not None:
+            overrides["distill"] = parse_distill(distill_methods, weights)
+        elif any(w is not None for w in weights.values()):
+            overrides["distill"] = parse_distill("gcka", weights)
+        if distill_layers is not None:
+            overrides["distill_taps"] = tuple(t.strip() for t in distill_layers.split(",") if t.strip())
+        if distill_option:
+            overrides["distill_options"] = parse_options(distill_option)
+        if resume:
+            config = read_run_config(out).replace(**overrides)
+        else:
+            if "mode" not in overrides:
+                raise NasPruneError("--mode is required: aligned (train/, test/) or unaligned (trainA/, trainB/)")
+            config = DistillConfig(**overrides)
+        result = distill(teacher=teacher, student=student, data=data, out=out, config=config, resume=resume)
+    c = console()
+    m = result.metrics
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in m.items() if k != "step")
+    if result.interrupted:
+        c.print(f"interrupted at step {result.step}; continue with the same command and --resume")
+        raise typer.Exit(130)
+    c.print(f"step {result.step}: {shown or 'no test split'}")
+    if result.best_metrics:
+        c.print(f"best (step {result.best_step}) student: {out / 'best'}; final student: {out / 'final'}")
+    c.print(f"{result.images_per_second:.1f} images/s")
