@@ -180,10 +180,8 @@ def prune_to_target(
     check_convention(convention)
     size = parse_input_size(input_size)
     target = parse_macs(target_macs)
-    if min_channels < 1:
-        raise NasPruneError(f"--min-channels must be >= 1, got {min_channels}")
-    if round_to is not None and round_to < 1:
-        raise NasPruneError(f"--round-to must be >= 1, got {round_to}")
+    _check_options(importance=None if scores is not None else importance, verify=verify,
+                   min_channels=min_channels, round_to=round_to)
     arch = teacher.arch
     seconds: dict[str, float] = {}
 
@@ -221,8 +219,6 @@ def prune_to_target(
     seconds["slice"] = time.perf_counter() - start
 
     measured = traced = None
-    if verify not in VERIFY_MODES:
-        raise NasPruneError(f"unknown verify mode {verify!r}: choose {', '.join(VERIFY_MODES)}")
     if verify != "off":
         start = time.perf_counter()
         model = build_student(plan, teacher.state_dict)
@@ -251,6 +247,20 @@ def prune_to_target(
         fill=fill,
         seconds=seconds,
     )
+
+
+def _check_options(*, importance: str | None, verify: str, min_channels: int, round_to: int | None) -> None:
+    """Reject bad options before any work is done."""
+    from nas_prune.importance import CRITERIA
+
+    if importance is not None and importance not in CRITERIA:
+        raise NasPruneError(f"unknown importance criterion {importance!r}: choose {', '.join(CRITERIA)}")
+    if verify not in VERIFY_MODES:
+        raise NasPruneError(f"unknown verify mode {verify!r}: choose {', '.join(VERIFY_MODES)}")
+    if min_channels < 1:
+        raise NasPruneError(f"--min-channels must be >= 1, got {min_channels}")
+    if round_to is not None and round_to < 1:
+        raise NasPruneError(f"--round-to must be >= 1, got {round_to}")
 
 
 def arch_document(result: SearchResult) -> dict[str, Any]:
@@ -358,6 +368,7 @@ def search(
     check_convention(convention)
     target = parse_macs(target_macs)
     size = parse_input_size(input_size)
+    _check_options(importance=importance, verify=verify, min_channels=min_channels, round_to=round_to)
     space_obj = load_space(space) if space is not None else None
     out_dir = Path(out) if out is not None else default_out_dir(teacher, target, convention)
     if write:
