@@ -57,7 +57,7 @@ _MACS = {"input_size", "fvcore", "paper", "measured"}
 _MEASURED = {"counter", "convention", "macs", "traced_input_size"}
 _PROV = {
     "teacher", "target", "criterion", "threshold", "min_channels", "round_to", "fill",
-    "filled_channels", "kept", "tool", "created", "seconds",
+    "filled_channels", "kept", "tool", "created", "seconds", "study",
 }
 _TEACHER = {"file", "sha256", "layout", "arch", "macs", "params"}
 _TARGET = {"macs", "convention"}
@@ -209,6 +209,8 @@ def _validate_provenance(src: str, prov: Any, arch: Arch) -> Arch:
         _check_keys(src, "provenance.tool", prov["tool"], _TOOL, _TOOL)
     _str(src, "provenance.created", prov.get("created"), nullable=True)
     _number(src, "provenance.seconds", prov.get("seconds"), nullable=True)
+    if "study" in prov and not isinstance(prov["study"], Mapping):  # nas_prune.study: trial, params, scores
+        _fail(src, "provenance.study", "expected an object")
     if not isinstance(prov["kept"], Mapping):
         _fail(src, "provenance.kept", "expected an object")
     try:

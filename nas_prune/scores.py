@@ -1,0 +1,464 @@
+"""How good is a candidate student: fidelity to its teacher, and latency.
+
+These scores rank the candidates of an Optuna study (:mod:`nas_prune.study`); they
+are cheap proxies for the quality after full distillation, not a replacement for it.
+
+Fidelity (:class:`FidelityProbe`)
+    The teacher and the student run on the same calibration images ``(N, C, H, W)``
+    in [-1, 1]; the teacher's outputs and features are computed once.
+
+    - ``psnr``: PSNR in dB of the student's output against the teacher's output
+      (:func:`nas_prune.metrics.psnr`, images mapped to [0, 1]), mean over images.
+      This is the study's ``quality`` objective by default: it is what a user sees.
+    - ``gcka``: mean over taps of the kernel alignment of teacher and student
+      features (:func:`nas_prune.kd.gcka.kernel_alignment`, uncentred like the
+      distillation term, at :func:`~nas_prune.kd.gcka.default_gcka_taps`: the stem
+      and the blocks at 1/3, 2/3, 3/3 of the depth, as CAT distils). In [0, 1].
+      Reported next to PSNR; ``quality_metric="gcka"`` makes it the objective.
+
+Score specs (:func:`parse_score`)
+    ``zero-shot``: the sliced student as it is (weights inherited from the teacher).
+    ``finetune:STEPS``: :func:`finetune` first, a short distillation on calibration
+    images *other than* the ones fidelity is measured on: Adam (lr 2e-4, betas
+    0.5/0.999 as pix2pix and CAT), loss ``5 * L1(student out, teacher out) -
+    sum_taps KA`` (CAT's unpaired lambda_recon 5 and lambda_distill 1; no GAN term,
+    a few hundred steps cannot train a discriminator). Fidelity is reported
+    every ``STEPS // 4`` steps so a study can stop bad trials early (trial pruning).
+
+Calibration images (:func:`calibration_images`)
+    ``source`` any folder of images (searched recursively, sorted by path, resized
+    to the scoring size, not cropped); without one, random crops of the real photos
+    bundled with scikit-image (:data:`nas_prune.demo_data.DEMO_PHOTOS`); without
+    scikit-image (or for teachers that take neither 1 nor 3 channels), seeded uniform
+    noise in [-1, 1]. The returned description says which was used.
+
+Latency (:func:`measure_latency`)
+    Median wall time in milliseconds of ``repeats`` forward passes of one batch on
+    the device that runs the trial, after ``warmup`` passes; on CPU with a fixed
+    number of threads, on CUDA synchronised around each pass. It depends on the
+    machine and on its load: compare latencies measured on the same machine only.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence
+
+from nas_prune.arch import Arch
+from nas_prune.errors import NasPruneError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+__all__ = [
+    "ScoreSpec",
+    "parse_score",
+    "Fidelity",
+    "FidelityProbe",
+    "Latency",
+    "calibration_images",
+    "finetune",
+    "measure_latency",
+    "QUALITY_METRICS",
+]
+
+SCORE_KINDS = ("zero-shot", "finetune")
+QUALITY_METRICS = ("psnr", "gcka")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+@dataclass(frozen=True)
+class ScoreSpec:
+    """A parsed ``--score``: ``kind`` is ``zero-shot`` or ``finetune``; ``steps`` > 0 for finetune."""
+
+    kind: str
+    steps: int = 0
+
+    def __str__(self) -> str:
+        return self.kind if self.kind == "zero-shot" else f"finetune:{self.steps}"
+
+
+def parse_score(text: str) -> ScoreSpec:
+    """Parse ``zero-shot`` or ``finetune:STEPS`` (STEPS an integer >= 1).
+
+    Raises:
+        NasPruneError: anything else, naming the accepted forms.
+    """
+    value = str(text).strip()
+    if value == "zero-shot":
+        return ScoreSpec("zero-shot")
+    kind, sep, steps = value.partition(":")
+    if kind == "finetune":
+        if not sep or not steps.strip().isdigit() or int(steps) < 1:
+            raise NasPruneError(f"--score {value!r}: expected finetune:STEPS with STEPS an integer >= 1")
+        return ScoreSpec("finetune", int(steps))
+    raise NasPruneError(f"--score {value!r}: choose zero-shot or finetune:STEPS")
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """Fidelity of a student to its teacher on calibration images.
+
+    Attributes:
+        psnr: dB, student output vs teacher output (higher is closer).
+        gcka: mean kernel alignment over ``per_tap`` (in [0, 1], 1 = aligned).
+        per_tap: kernel alignment per feature tap.
+    """
+
+    psnr: float
+    gcka: float
+    per_tap: dict[str, float] = field(default_factory=dict)
+
+    def value(self, metric: str = "psnr") -> float:
+        """The number a study optimises: ``psnr`` or ``gcka``."""
+        return self.psnr if metric == "psnr" else self.gcka
+
+
+class FidelityProbe:
+    """Teacher outputs and features on fixed images; scores any student of that teacher.
+
+    Args:
+        teacher: the teacher generator (:class:`nas_prune.model.Generator`); used in
+            eval mode, never modified.
+        images: calibration images ``(N, input_nc, H, W)`` in [-1, 1], N >= 2 (GCKA
+            compares samples); H, W divisible by 4.
+        taps: feature taps; default :func:`~nas_prune.kd.gcka.default_gcka_taps`.
+        batch_size: images per forward pass (memory only; results do not depend on it
+            for instance-norm generators).
+        device: where teacher and students run; default the teacher's device.
+    """
+
+    def __init__(
+        self,
+        teacher,
+        images: "torch.Tensor",
+        *,
+        taps: Sequence[str] | None = None,
+        batch_size: int = 8,
+        device: "str | torch.device | None" = None,
+    ):
+        import torch
+
+        from nas_prune.kd.gcka import default_gcka_taps
+        from nas_prune.model import check_taps
+
+        if images.dim() != 4 or images.shape[0] < 2:
+            raise NasPruneError(
+                f"calibration images: expected a batch (N, C, H, W) with N >= 2, got {tuple(images.shape)}"
+            )
+        if images.shape[-1] % 4 or images.shape[-2] % 4:
+            raise NasPruneError(
+                f"calibration images: height and width must be divisible by 4, got "
+                f"{images.shape[-2]}x{images.shape[-1]}"
+            )
+        self.teacher = teacher
+        self.arch: Arch = teacher.arch
+        self.taps = tuple(taps) if taps else default_gcka_taps(self.arch)
+        check_taps(self.arch, self.taps)
+        self.device = torch.device(device) if device is not None else next(teacher.parameters()).device
+        self.batch_size = max(1, int(batch_size))
+        self.images = images.float().to(self.device)
+        was_training = teacher.training
+        teacher.eval()
+        try:
+            self.t_out, self.t_feats = self._run(teacher)
+        finally:
+            teacher.train(was_training)
+
+    def with_images(self, images: "torch.Tensor") -> "FidelityProbe":
+        """A probe of the same teacher, taps and device on other images."""
+        return FidelityProbe(self.teacher, images, taps=self.taps, batch_size=self.batch_size, device=self.device)
+
+    def _run(self, model) -> tuple["torch.Tensor", dict[str, "torch.Tensor"]]:
+        import torch
+
+        outs, feats = [], {t: [] for t in self.taps}
+        with torch.no_grad():
+            for start in range(0, len(self.images), self.batch_size):
+                out, f = model.forward_with_features(self.images[start : start + self.batch_size], self.taps)
+                outs.append(out)
+                for t in self.taps:
+                    feats[t].append(f[t])
+        return torch.cat(outs), {t: torch.cat(v) for t, v in feats.items()}
+
+    def score(self, student) -> Fidelity:
+        """Fidelity of ``student`` (evaluated in eval mode on the probe's device, then restored)."""
+        from nas_prune.kd.gcka import kernel_alignment
+        from nas_prune.metrics import psnr
+
+        was_training = student.training
+        student.eval()
+        try:
+            s_out, s_feats = self._run(student)
+        finally:
+            student.train(was_training)
+        per_tap = {t: float(kernel_alignment(self.t_feats[t], s_feats[t])) for t in self.taps}
+        return Fidelity(
+            psnr=psnr(s_out, self.t_out),
+            gcka=sum(per_tap.values()) / len(per_tap),
+            per_tap=per_tap,
+        )
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _load_folder(folder: Path, files: list[Path], channels: int, size: tuple[int, int]) -> "torch.Tensor":
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    H, W = size
+    mode = "L" if channels == 1 else "RGB"
+    batch = []
+    for path in files:
+        try:
+            with Image.open(path) as img:
+                arr = np.asarray(img.convert(mode).resize((W, H), Image.BICUBIC), dtype=np.float32)
+        except (OSError, UnidentifiedImageError) as err:
+            raise NasPruneError(f"--calib-data: cannot read {path}: {err}") from None
+        t = torch.from_numpy(arr / 127.5 - 1.0)
+        batch.append(t[None] if t.ndim == 2 else t.permute(2, 0, 1))
+    return torch.stack(batch)
+
+
+def _demo_photos(channels: int, n: int, size: tuple[int, int], seed: int) -> "torch.Tensor | None":
+    """``n`` random square crops of scikit-image's bundled photos, or None without scikit-image."""
+    try:
+        from skimage import data as skdata
+    except ImportError:
+        return None
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from nas_prune.demo_data import DEMO_PHOTOS
+
+    H, W = size
+    rng = np.random.default_rng(seed)
+    mode = "L" if channels == 1 else "RGB"
+    photos = []
+    for name in DEMO_PHOTOS:
+        im = np.asarray(getattr(skdata, name)())
+        if im.ndim == 2:
+            im = np.repeat(im[:, :, None], 3, axis=2)
+        photos.append(np.ascontiguousarray(im[:, :, :3]).astype(np.uint8))
+    batch = []
+    for i in range(n):
+        photo = photos[int(rng.integers(len(photos)))] if i >= len(photos) else photos[i]
+        h, w = photo.shape[:2]
+        side = int(rng.integers(min(h, w) // 2, min(h, w) + 1))
+        y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+        crop = Image.fromarray(photo[y : y + side, x : x + side]).convert(mode).resize((W, H), Image.BICUBIC)
+        t = torch.from_numpy(np.asarray(crop, dtype=np.float32) / 127.5 - 1.0)
+        batch.append(t[None] if t.ndim == 2 else t.permute(2, 0, 1))
+    return torch.stack(batch)
+
+
+def calibration_images(
+    arch: Arch,
+    *,
+    source: str | os.PathLike | None = None,
+    n_images: int = 8,
+    n_train: int = 0,
+    input_size: tuple[int, int] = (64, 64),
+    seed: int = 0,
+) -> tuple["torch.Tensor", "torch.Tensor | None", str]:
+    """Images to score students on, and (for ``finetune:``) other images to train on.
+
+    Args:
+        arch: the teacher (``input_nc`` sets grey or RGB).
+        source: a folder of images (searched recursively), or None for the fallback
+            (module docstring).
+        n_images: scoring images (>= 2).
+        n_train: training images wanted (0: none). From a folder they are the files
+            after the first ``n_images``; a folder with too few files gives none.
+        input_size: ``(H, W)`` every image is resized to.
+        seed: seed of the photo crops / noise.
+
+    Returns:
+        ``(eval images (n_images, C, H, W), train images or None, description)``, all
+        values in [-1, 1]; the description names the source, e.g. ``8 images from
+        data/horses`` or ``8 crops of scikit-image photos (no --calib-data)``.
+
+    Raises:
+        NasPruneError: missing folder, too few images in it, unreadable image.
+    """
+    import torch
+
+    if n_images < 2:
+        raise NasPruneError(f"calibration images: need at least 2, got {n_images}")
+    C = arch.input_nc
+    if source is not None:
+        folder = Path(source)
+        if not folder.is_dir():
+            raise NasPruneError(f"--calib-data: folder not found: {folder}")
+        if C not in (1, 3):
+            raise NasPruneError(f"--calib-data: the teacher takes {C} channels; image files give 1 or 3")
+        files = _image_files(folder)
+        if len(files) < n_images:
+            raise NasPruneError(
+                f"--calib-data: {folder} has {len(files)} image files "
+                f"({', '.join(IMAGE_SUFFIXES)}), at least {n_images} are needed"
+            )
+        images = _load_folder(folder, files[:n_images], C, input_size)
+        rest = files[n_images : n_images + n_train]
+        train = _load_folder(folder, rest, C, input_size) if len(rest) >= 2 else None
+        return images, train, f"{n_images} images from {folder}"
+    if C in (1, 3):
+        photos = _demo_photos(C, n_images + n_train, input_size, seed)
+        if photos is not None:
+            train = photos[n_images:] if n_train >= 2 else None
+            return photos[:n_images], train, (
+                f"{n_images} crops of scikit-image's sample photos (no --calib-data given)"
+            )
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.rand(n_images + n_train, C, *input_size, generator=g) * 2 - 1
+    why = "scikit-image is not installed" if C in (1, 3) else f"the teacher takes {C} channels"
+    return noise[:n_images], (noise[n_images:] if n_train >= 2 else None), (
+        f"{n_images} seeded uniform-noise images (no --calib-data given and {why})"
+    )
+
+
+def finetune(
+    student,
+    probe: FidelityProbe,
+    *,
+    steps: int,
+    train_images: "torch.Tensor | None" = None,
+    batch_size: int = 4,
+    lr: float = 2e-4,
+    lambda_recon: float = 5.0,
+    lambda_distill: float = 1.0,
+    report_every: int | None = None,
+    on_report: Callable[[int, Fidelity], bool] | None = None,
+    seed: int = 0,
+) -> tuple[Fidelity, int]:
+    """Distil ``student`` from the probe's teacher for ``steps`` steps, then score it.
+
+    The teacher's outputs and features on ``train_images`` are computed once
+    (:meth:`FidelityProbe.with_images`); each step takes a random batch of them. The loss is ``lambda_recon * L1(s_out, t_out)
+    - lambda_distill * sum_taps KA`` at the probe's taps.
+
+    Args:
+        student: trained in place (train mode during the steps, eval mode after).
+        probe: scores the student on its own images; the teacher is ``probe.teacher``.
+        steps: optimiser steps (>= 1).
+        train_images: ``(M, C, H, W)``, M >= 2; None trains on the probe's own images
+            (the score is then measured on the images it was tuned on).
+        batch_size: images per step (>= 2 for GCKA; capped at M).
+        report_every: score every this many steps (default ``max(1, steps // 4)``).
+        on_report: ``on_report(step, fidelity) -> stop``; return True to stop early
+            (an Optuna trial being pruned).
+        seed: seed of the batch order.
+
+    Returns:
+        ``(fidelity after the last step run, steps run)``.
+    """
+    import torch
+
+    from nas_prune.kd.gcka import kernel_alignment
+
+    if steps < 1:
+        raise NasPruneError(f"finetune steps must be >= 1, got {steps}")
+    teacher_probe = probe if train_images is None else probe.with_images(train_images)
+    images, t_out, t_feats = teacher_probe.images, teacher_probe.t_out, teacher_probe.t_feats
+    n = images.shape[0]
+    bs = max(2, min(batch_size, n))
+    every = report_every or max(1, steps // 4)
+    g = torch.Generator().manual_seed(seed)
+    student.to(probe.device).train()
+    opt = torch.optim.Adam(student.parameters(), lr=lr, betas=(0.5, 0.999))
+    fidelity = None
+    step = 0
+    for step in range(1, steps + 1):
+        idx = torch.randperm(n, generator=g)[:bs].to(probe.device)
+        s_out, s_feats = student.forward_with_features(images[idx], probe.taps)
+        loss = lambda_recon * (s_out - t_out[idx]).abs().mean()
+        if lambda_distill:
+            ka = sum(kernel_alignment(t_feats[t][idx], s_feats[t]) for t in probe.taps)
+            loss = loss - lambda_distill * ka
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % every == 0 or step == steps:
+            fidelity = probe.score(student)
+            if on_report is not None and on_report(step, fidelity) and step < steps:
+                break
+    student.eval()
+    return fidelity, step
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Forward-pass latency.
+
+    Attributes:
+        median_ms: median over ``samples_ms``.
+        samples_ms: each timed pass, in milliseconds.
+        device: e.g. ``cpu (2 threads)`` or ``cuda:0 (NVIDIA H100 80GB HBM3)``.
+        input_shape: ``(N, C, H, W)`` of the timed batch.
+    """
+
+    median_ms: float
+    samples_ms: tuple[float, ...]
+    device: str
+    input_shape: tuple[int, int, int, int]
+
+
+def measure_latency(
+    model,
+    *,
+    input_size: tuple[int, int] = (256, 256),
+    batch_size: int = 1,
+    device: "str | torch.device | None" = None,
+    threads: int | None = None,
+    warmup: int = 2,
+    repeats: int = 10,
+) -> Latency:
+    """Median forward time of ``model`` on one batch of noise (eval mode, no grad).
+
+    Args:
+        input_size: ``(H, W)``.
+        device: default the model's device.
+        threads: CPU threads for the measurement (``torch.set_num_threads``; restored
+            afterwards); default the current setting. Ignored on CUDA.
+        warmup: untimed passes first (allocator, kernel selection).
+        repeats: timed passes (>= 1).
+    """
+    import torch
+
+    if repeats < 1:
+        raise NasPruneError(f"latency repeats must be >= 1, got {repeats}")
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    model = model.to(dev).eval()
+    H, W = input_size
+    x = torch.rand(batch_size, model.arch.input_nc, H, W, generator=torch.Generator().manual_seed(0))
+    x = x.mul(2).sub(1).to(dev)
+    cuda = dev.type == "cuda"
+    old_threads = torch.get_num_threads()
+    if not cuda and threads:
+        torch.set_num_threads(threads)
+    try:
+        label = (
+            f"{dev} ({torch.cuda.get_device_name(dev)})" if cuda else f"cpu ({torch.get_num_threads()} threads)"
+        )
+        samples = []
+        with torch.inference_mode():
+            for i in range(warmup + repeats):
+                if cuda:
+                    torch.cuda.synchronize(dev)
+                t0 = time.perf_counter()
+                model(x)
+                if cuda:
+                    torch.cuda.synchronize(dev)
+                if i >= warmup:
+                    samples.append((time.perf_counter() - t0) * 1000.0)
+    finally:
+        torch.set_num_threads(old_threads)
+    return Latency(statistics.median(samples), tuple(samples), label, tuple(x.shape))
