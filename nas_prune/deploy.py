@@ -1,0 +1,176 @@
+"""Export a generator for deployment: ONNX (checked with onnxruntime) or TorchScript.
+
+The exported file takes ``(N, input_nc, H, W)`` images in [-1, 1] and returns
+``(N, output_nc, H, W)`` in [-1, 1]. ONNX files have dynamic batch, height and width
+(H and W must stay multiples of 4); TorchScript files are traced, which is exact for
+these generators since their forward pass has no data-dependent control flow.
+
+Every export is checked: the file is loaded back (onnxruntime on CPU for ONNX,
+``torch.jit.load`` for TorchScript), run on seeded random inputs at the export size
+and at a second size, and compared with the PyTorch model; the largest absolute
+difference is reported and a difference above ``atol`` is an error.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nas_prune.errors import NasPruneError
+
+__all__ = ["FORMATS", "ExportResult", "export_generator"]
+
+FORMATS = ("onnx", "torchscript")
+_SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_generator` returns.
+
+    Attributes:
+        path: the written file.
+        format: ``onnx`` or ``torchscript``.
+        input_size: ``(H, W)`` the model was exported and first checked at.
+        max_abs_diff: largest ``|exported - pytorch|`` over all checked inputs (None if unchecked).
+        checked: ``[(N, H, W), ...]`` input shapes that were compared.
+        seconds: export + check time.
+        file_bytes: size of the file.
+    """
+
+    path: Path
+    format: str
+    input_size: tuple[int, int]
+    max_abs_diff: float | None
+    checked: list[tuple[int, int, int]] = field(default_factory=list)
+    seconds: float = 0.0
+    file_bytes: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": str(self.path), "format": self.format, "input_size": list(self.input_size),
+                "max_abs_diff": self.max_abs_diff, "checked": [list(c) for c in self.checked],
+                "seconds": round(self.seconds, 3), "file_bytes": self.file_bytes}
+
+
+def _onnx_export(model, x, path: Path, *, opset: int, dynamic: bool) -> None:
+    import torch
+
+    axes = {"input": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch", 2: "height", 3: "width"}}
+    try:
+        torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=["output"],
+                          opset_version=opset, dynamic_axes=axes if dynamic else None, dynamo=False)
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise NasPruneError(f"ONNX export needs the onnx extra: pip install 'nas-prune[onnx]' ({err})") from None
+
+
+def _run_onnx(path: Path):
+    try:
+        import onnxruntime as ort
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise NasPruneError("checking the ONNX file needs onnxruntime: pip install 'nas-prune[onnx]'") from None
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def run(x):
+        return session.run(None, {name: x.numpy()})[0]
+
+    return run
+
+
+def _run_torchscript(path: Path):
+    import torch
+
+    loaded = torch.jit.load(str(path), map_location="cpu").eval()
+
+    def run(x):
+        with torch.no_grad():
+            return loaded(x).numpy()
+
+    return run
+
+
+def export_generator(
+    model: Any,
+    *,
+    out: str | os.PathLike,
+    format: str = "onnx",
+    input_size: int | str | tuple[int, int] = 256,
+    batch_size: int = 1,
+    opset: int = 17,
+    dynamic: bool = True,
+    check: bool = True,
+    atol: float = 1e-4,
+    seed: int = 0,
+) -> ExportResult:
+    """Write ``model`` as ONNX or TorchScript to ``out`` and check it against PyTorch.
+
+    Args:
+        model: a :class:`~nas_prune.model.Generator`, or any path
+            :func:`nas_prune.evaluate.open_generator` reads (student folder, checkpoint).
+        out: output file; a folder gets ``generator.onnx`` / ``generator.pt`` inside.
+        format: ``onnx`` or ``torchscript``.
+        input_size: ``H``, ``"HxW"`` or ``(H, W)`` of the example input (multiple of 4).
+        batch_size: batch of the example input.
+        opset: ONNX opset.
+        dynamic: ONNX with dynamic batch / height / width (also checked at a second size).
+        check: load the file back and compare outputs.
+        atol: largest accepted absolute difference (outputs are in [-1, 1]).
+
+    Raises:
+        NasPruneError: bad format or size, or exported outputs that differ by more than ``atol``
+            (the file is removed then).
+    """
+    import torch
+
+    from nas_prune.evaluate import open_generator
+    from nas_prune.fileio import atomic_path
+    from nas_prune.macs import parse_input_size
+    from nas_prune.model import Generator
+
+    if format not in FORMATS:
+        raise NasPruneError(f"format {format!r} is not one of {', '.join(FORMATS)}")
+    if batch_size < 1:
+        raise NasPruneError(f"batch_size must be >= 1, got {batch_size}")
+    size = parse_input_size(input_size)
+    t0 = time.perf_counter()
+    net = model if isinstance(model, Generator) else open_generator(model)
+    net = net.to("cpu").eval()
+    out = Path(out)
+    if out.is_dir() or not out.suffix:
+        out = out / f"generator{_SUFFIX[format]}"
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(batch_size, net.arch.input_nc, *size, generator=g) * 2 - 1
+
+    checked: list[tuple[int, int, int]] = []
+    worst: float | None = None
+    with atomic_path(out) as tmp:
+        with torch.no_grad():
+            if format == "onnx":
+                _onnx_export(net, x, tmp, opset=opset, dynamic=dynamic)
+            else:
+                traced = torch.jit.trace(net, x, check_trace=False)
+                torch.jit.save(traced, str(tmp))
+        if check:
+            run = _run_onnx(tmp) if format == "onnx" else _run_torchscript(tmp)
+            inputs = [x]
+            if dynamic or format == "torchscript":
+                h2, w2 = size[0] + 8, size[1] + 16
+                inputs.append(torch.rand(batch_size + 1, net.arch.input_nc, h2, w2, generator=g) * 2 - 1)
+            worst = 0.0
+            for xi in inputs:
+                with torch.no_grad():
+                    ref = net(xi).numpy()
+                got = run(xi)
+                if got.shape != ref.shape:
+                    raise NasPruneError(f"exported {format} model returns shape {got.shape}, PyTorch {ref.shape}")
+                worst = max(worst, float(abs(got - ref).max()))
+                checked.append((xi.shape[0], xi.shape[2], xi.shape[3]))
+            if not worst <= atol:
+                raise NasPruneError(
+                    f"exported {format} model differs from PyTorch by {worst:.3g} (> atol {atol:g}); file not written"
+                )
+    return ExportResult(path=out, format=format, input_size=size, max_abs_diff=worst, checked=checked,
+                        seconds=time.perf_counter() - t0, file_bytes=out.stat().st_size)
