@@ -28,8 +28,42 @@ def search_cli(
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
     verify: str = typer.Option("fast", "--verify", help="fvcore check of the built student: fast (forward pass at a reduced size, scaled exactly), full (at --input-size) or off."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON only."),
+    trials: Optional[int] = typer.Option(None, "--trials", help="Optuna study: N finished trials in total around the one-step solution (re-running resumes it; several workers may share --storage).", rich_help_panel="Optuna search"),
+    score: str = typer.Option("zero-shot", "--score", help="Candidate score: zero-shot (fidelity of the sliced student to the teacher) or finetune:STEPS (short distillation first).", rich_help_panel="Optuna search"),
+    objectives: str = typer.Option("quality", "--objectives", help="quality (PSNR to the teacher) or quality,latency (NSGA-II, Pareto front).", rich_help_panel="Optuna search"),
+    calib_data: Optional[Path] = typer.Option(None, "--calib-data", help="Folder of calibration images for the scores (default: scikit-image sample photos).", rich_help_panel="Optuna search"),
+    score_size: Optional[str] = typer.Option(None, "--score-size", help="N or HxW the fidelity is measured at (default --input-size; smaller is faster).", rich_help_panel="Optuna search"),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage: RDB URL (sqlite:///f.db, postgresql://...) or journal:PATH (default <out>/study.db).", rich_help_panel="Optuna search"),
+    study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name (default from teacher, target, score, objectives).", rich_help_panel="Optuna search"),
+    pick: Optional[int] = typer.Option(None, "--pick", help="Export this index of the Pareto front (sorted by latency) / quality ranking (default: best quality).", rich_help_panel="Optuna search"),
+    seed: int = typer.Option(0, "--seed", help="Sampler seed.", rich_help_panel="Optuna search"),
 ) -> None:
     """Prune TEACHER to --target-macs with one global importance threshold; write arch.json + weights."""
+    study_only = {"--score": score != "zero-shot", "--objectives": objectives != "quality", "--calib-data": calib_data,
+                  "--score-size": score_size, "--storage": storage, "--study-name": study_name, "--pick": pick is not None}
+    if trials is not None or any(study_only.values()):
+        with user_errors():
+            from nas_prune.errors import NasPruneError
+
+            if trials is None:
+                raise NasPruneError(f"{next(k for k, v in study_only.items() if v)} needs --trials N")
+            import optuna
+
+            from nas_prune.study import render_study, run_study
+
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            log = None if as_json else console(stderr=True).print
+            result = run_study(
+                teacher=teacher, target_macs=target_macs, trials=trials, space=space, convention=convention,
+                input_size=input_size, min_channels=min_channels, importance=importance, round_to=round_to,
+                fill=fill, calibration=calibration, score=score, objectives=objectives, calib_data=calib_data,
+                score_size=score_size, storage=storage, study_name=study_name, pick=pick, seed=seed, out=out, log=log,
+            )
+        if as_json:
+            typer.echo(json.dumps(result.to_json(), indent=2))
+            return
+        render_study(result, console())
+        return
     with user_errors():
         from nas_prune.search import search
 
