@@ -1,0 +1,498 @@
+"""Train a teacher generator of the search space from scratch.
+
+For users without a trained teacher. Two objectives:
+
+- ``pix2pix`` (Isola et al., CVPR 2017), aligned data: conditional PatchGAN + L1 to the
+  target (lambda_recon 100). This is the distillation loop of :mod:`nas_prune.distill`
+  with no teacher and no distillation term, so data, logging, evaluation (PSNR/SSIM),
+  checkpoints and exact resume are the same.
+- ``cyclegan`` (Zhu et al., ICCV 2017), unaligned data: two generators
+  ``G_A: A -> B`` and ``G_B: B -> A``, two unconditional PatchGANs, and::
+
+      G: gan(D_B(G_A(a))) + gan(D_A(G_B(b)))
+         + lambda_cycle * (|G_B(G_A(a)) - a|_1 + |G_A(G_B(b)) - b|_1)
+         + lambda_cycle * lambda_identity * (|G_A(b) - b|_1 + |G_B(a) - a|_1)
+      D_B: d_loss(D_B(b), D_B(pool(G_A(a))))     D_A: d_loss(D_A(a), D_A(pool(G_B(b))))
+
+  with CycleGAN's history pool of 50 generated images, lambda_cycle 10 and
+  lambda_identity 0.5. Adam (2e-4, 0.5/0.999), constant then linearly decaying rate.
+
+Weights start from N(0, 0.02) (convs) and N(1, 0.02) (norm gammas), pix2pix's
+``init_type normal``. The run folder ends with ``teacher.safetensors`` (CAT layout, the
+A->B generator; read by :func:`nas_prune.load.load_generator` and every command that
+takes ``--teacher``) and, for CycleGAN, ``teacher_BtoA.safetensors``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from nas_prune.errors import NasPruneError
+
+__all__ = ["TeacherConfig", "TeacherResult", "train_teacher", "teacher_arch", "OBJECTIVES", "TEACHER_FILE"]
+
+OBJECTIVES = ("pix2pix", "cyclegan")
+TEACHER_FILE = "teacher.safetensors"
+TEACHER_B_FILE = "teacher_BtoA.safetensors"
+CHECKPOINT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """Every option of teacher training (keyword-only; unknown keys are errors).
+
+    Attributes:
+        objective: ``pix2pix`` (aligned data) or ``cyclegan`` (unaligned data).
+        space: search-space YAML of the teacher; None = the shipped
+            ``cat_inception_pix2pix`` (pix2pix) or ``cat_inception`` (cyclegan).
+        ngf / n_blocks / norm: override the space's base width, block count, norm.
+        direction: ``AtoB`` or ``BtoA``.
+        epochs / epochs_decay: constant-rate epochs, then linear decay to 0.
+        max_steps: stop (with a checkpoint) after this many steps in total.
+        batch_size: images per step (>= 2 for pix2pix, whose loop compares samples; 1 is
+            CycleGAN's default).
+        lr / beta1 / beta2: Adam settings of generators and discriminators.
+        gan_mode: ``lsgan``, ``vanilla`` or ``hinge``; None = ``vanilla`` for pix2pix
+            and ``lsgan`` for CycleGAN, as in their papers.
+        lambda_recon: L1 weight of pix2pix.
+        lambda_cycle / lambda_identity / pool_size: CycleGAN's weights and history pool.
+        ndf / d_layers / d_norm: PatchGAN width, depth and norm (None = batch for
+            pix2pix, instance for CycleGAN).
+        load_size / crop_size / preprocess / flip: data transforms (:class:`nas_prune.data.TransformConfig`).
+        workers / seed / device / progress: as in distillation.
+        eval_every / save_every / log_every: steps between evaluations (pix2pix),
+            checkpoints and log lines; 0 = once per epoch.
+    """
+
+    objective: str = "pix2pix"
+    space: str | None = None
+    ngf: int | None = None
+    n_blocks: int | None = None
+    norm: str | None = None
+    direction: str = "AtoB"
+    epochs: int = 100
+    epochs_decay: int = 100
+    max_steps: int | None = None
+    batch_size: int = 4
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    gan_mode: str | None = None
+    lambda_recon: float = 100.0
+    lambda_cycle: float = 10.0
+    lambda_identity: float = 0.5
+    pool_size: int = 50
+    ndf: int = 64
+    d_layers: int = 3
+    d_norm: str | None = None
+    load_size: int = 286
+    crop_size: int = 256
+    preprocess: str = "resize_and_crop"
+    flip: bool = True
+    workers: int = 4
+    seed: int = 0
+    device: str = "auto"
+    eval_every: int = 0
+    save_every: int = 0
+    log_every: int = 50
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        from nas_prune.arch import NORMS
+        from nas_prune.data import DIRECTIONS, TransformConfig
+        from nas_prune.gan import D_NORMS, GAN_MODES
+
+        def check(ok: bool, name: str, msg: str) -> None:
+            if not ok:
+                raise NasPruneError(f"{name}: {msg}")
+
+        check(self.objective in OBJECTIVES, "objective", f"{self.objective!r} is not one of {', '.join(OBJECTIVES)}")
+        check(self.direction in DIRECTIONS, "direction", f"{self.direction!r} is not one of {', '.join(DIRECTIONS)}")
+        check(self.norm is None or self.norm in NORMS, "norm", f"{self.norm!r} is not one of {', '.join(NORMS)}")
+        check(self.gan_mode is None or self.gan_mode in GAN_MODES, "gan_mode",
+              f"{self.gan_mode!r} is not one of {', '.join(GAN_MODES)}")
+        check(self.d_norm is None or self.d_norm in D_NORMS, "d_norm", f"{self.d_norm!r} is not one of {', '.join(D_NORMS)}")
+        check(self.ngf is None or self.ngf >= 1, "ngf", "must be >= 1")
+        check(self.n_blocks is None or self.n_blocks >= 0, "n_blocks", "must be >= 0")
+        check(self.epochs >= 0 and self.epochs_decay >= 0 and self.epochs + self.epochs_decay > 0,
+              "epochs", "epochs and epochs_decay must be >= 0 and not both 0")
+        check(self.max_steps is None or self.max_steps >= 1, "max_steps", "must be >= 1")
+        low = 2 if self.objective == "pix2pix" else 1
+        check(self.batch_size >= low, "batch_size", f"must be >= {low} for {self.objective}")
+        check(self.lr > 0 and 0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "lr", "lr must be > 0, betas in [0, 1)")
+        for name in ("lambda_recon", "lambda_cycle", "lambda_identity"):
+            v = getattr(self, name)
+            check(v >= 0 and math.isfinite(v), name, f"must be a finite number >= 0, got {v}")
+        check(self.pool_size >= 0, "pool_size", "must be >= 0")
+        check(self.workers >= 0, "workers", "must be >= 0")
+        for name in ("eval_every", "save_every"):
+            check(getattr(self, name) >= 0, name, "must be >= 0")
+        check(self.log_every >= 1, "log_every", "must be >= 1")
+        TransformConfig(load_size=self.load_size, crop_size=self.crop_size, preprocess=self.preprocess, flip=self.flip)
+
+    @property
+    def mode(self) -> str:
+        """Dataset layout the objective needs."""
+        return "aligned" if self.objective == "pix2pix" else "unaligned"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, where: str = "config") -> "TeacherConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise NasPruneError(f"{where}: {unknown[0]}: unknown option (known: {', '.join(sorted(known))})")
+        return cls(**dict(data))
+
+    def replace(self, **changes: Any) -> "TeacherConfig":
+        known = {f.name for f in fields(self)}
+        for k in changes:
+            if k not in known:
+                raise NasPruneError(f"{k}: unknown teacher-training option")
+        return replace(self, **changes)
+
+
+@dataclass
+class TeacherResult:
+    """What :func:`train_teacher` returns.
+
+    Attributes:
+        out_dir: run folder.
+        teacher: path of ``teacher.safetensors`` (the A->B generator).
+        step: steps done in total; finished: the schedule ran to its end;
+        interrupted: stopped by Ctrl-C (a checkpoint was written).
+        metrics: last test evaluation (pix2pix: ``psnr`` / ``ssim``).
+        seconds: wall time of this invocation.
+    """
+
+    out_dir: Path
+    teacher: Path
+    step: int
+    finished: bool
+    interrupted: bool
+    metrics: dict[str, float]
+    seconds: float
+
+
+def teacher_arch(config: TeacherConfig):
+    """The full-width :class:`~nas_prune.arch.Arch` the config trains (channels from the space)."""
+    from dataclasses import replace as dc_replace
+
+    from nas_prune.space import load_space, shipped_spaces_dir
+
+    path = config.space
+    if path is None:
+        name = "cat_inception_pix2pix.yaml" if config.objective == "pix2pix" else "cat_inception.yaml"
+        path = shipped_spaces_dir() / name
+    space = load_space(path)
+    changes: dict[str, Any] = {}
+    for key in ("ngf", "n_blocks", "norm"):
+        if getattr(config, key) is not None:
+            changes[key] = getattr(config, key)
+    space = dc_replace(space, **changes)
+    if 4 * space.ngf // space.channels_reduction_factor < 1:
+        raise NasPruneError(f"ngf: {space.ngf} leaves branches of width 0 with reduction factor {space.channels_reduction_factor}")
+    return space.teacher_arch()
+
+
+def init_normal_(model, *, std: float = 0.02, seed: int = 0):
+    """pix2pix's ``normal`` init in place: conv weights N(0, std), norm gammas N(1, std), biases 0."""
+    import torch
+    from torch import nn
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * std)
+                if m.bias is not None:
+                    m.bias.zero_()
+            elif isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d)) and m.weight is not None:
+                m.weight.copy_(1.0 + torch.randn(m.weight.shape, generator=g) * std)
+                m.bias.zero_()
+    return model
+
+
+def _save_generator(model, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from nas_prune.fileio import atomic_path
+
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"format": "nas-prune-teacher", "layout": "cat"})
+
+
+def train_teacher(
+    *,
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    config: TeacherConfig | None = None,
+    resume: bool = False,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    **options: Any,
+) -> TeacherResult:
+    """Train a teacher on ``data`` and write ``out/teacher.safetensors``.
+
+    Args:
+        data: dataset folder: pix2pix layout (``train/``, ``test/``) for ``pix2pix``,
+            CycleGAN layout (``trainA/`` ...) for ``cyclegan``.
+        out: run folder (checkpoints, logs, samples, the teacher file).
+        config: a :class:`TeacherConfig`; ``options`` override its fields.
+        resume: continue the run in ``out`` from its checkpoint (same config,
+            except schedule-length and logging fields).
+        on_step: ``on_step(step, losses)`` after every step; raising KeyboardInterrupt
+            in it stops like Ctrl-C (with a checkpoint).
+
+    Raises:
+        NasPruneError: bad option, data in the wrong layout, an existing run without
+            ``resume``, a non-finite loss.
+    """
+    t0 = time.perf_counter()
+    config = config or TeacherConfig()
+    if options:
+        config = config.replace(**options)
+    out, data = Path(out), Path(data)
+    arch = teacher_arch(config)
+    if config.objective == "pix2pix":
+        return _train_pix2pix(arch, config, data=data, out=out, resume=resume, on_step=on_step, t0=t0)
+    return _CycleRun(arch, config, data=data, out=out, resume=resume, on_step=on_step).train(t0)
+
+
+def _train_pix2pix(arch, config: TeacherConfig, *, data: Path, out: Path, resume: bool, on_step, t0: float) -> TeacherResult:
+    from nas_prune.distill import DistillConfig, distill
+    from nas_prune.model import build_generator
+
+    shared = {f.name for f in fields(DistillConfig)} & set(config.to_dict())
+    skip = {"gan_mode", "lambda_recon", "d_norm"}
+    dcfg = DistillConfig(
+        mode="aligned", distill={}, gan_mode=config.gan_mode or "vanilla", lambda_recon=config.lambda_recon,
+        d_norm=config.d_norm or "batch", **{k: getattr(config, k) for k in shared - skip},
+    )
+    student = init_normal_(build_generator(arch), seed=config.seed)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="the student has no weights")
+        res = distill(teacher=None, student=student, data=data, out=out, config=dcfg, resume=resume, on_step=on_step)
+    teacher_path = out / TEACHER_FILE
+    _save_generator(res.student, teacher_path)
+    return TeacherResult(out_dir=out, teacher=teacher_path, step=res.step, finished=res.finished,
+                         interrupted=res.interrupted, metrics=dict(res.metrics), seconds=time.perf_counter() - t0)
+
+
+class _ImagePool:
+    """CycleGAN's history of generated images: with probability 1/2 a new image is swapped
+    for a stored one, so discriminators also see older generator outputs."""
+
+    def __init__(self, size: int, seed: int):
+        import torch
+
+        self.size = size
+        self.images: list = []
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def query(self, batch):
+        import torch
+
+        if self.size == 0:
+            return batch
+        out = []
+        for img in batch.detach():
+            img = img.unsqueeze(0)
+            if len(self.images) < self.size:
+                self.images.append(img.clone())
+                out.append(img)
+            elif torch.rand(1, generator=self.gen).item() < 0.5:
+                j = int(torch.randint(0, self.size, (1,), generator=self.gen))
+                old = self.images[j].clone()
+                self.images[j] = img.clone()
+                out.append(old)
+            else:
+                out.append(img)
+        return torch.cat(out, 0)
+
+    def state(self) -> dict:
+        import torch
+
+        return {"images": torch.cat(self.images) if self.images else torch.zeros(0), "gen": self.gen.get_state()}
+
+    def load(self, state: dict) -> None:
+        self.images = [t.unsqueeze(0) for t in state["images"]] if state["images"].numel() else []
+        self.gen.set_state(state["gen"])
+
+
+class _CycleRun:
+    """CycleGAN training of two generators of the space (``setup``, ``train``, ``save_checkpoint``)."""
+
+    RESUMABLE = frozenset({"epochs", "epochs_decay", "max_steps", "save_every", "log_every", "eval_every",
+                           "workers", "device", "progress"})
+
+    def __init__(self, arch, cfg: TeacherConfig, *, data: Path, out: Path, resume: bool, on_step):
+        import torch
+
+        from nas_prune import data as dmod
+        from nas_prune.gan import GANLoss, PatchDiscriminator
+        from nas_prune.model import build_generator
+
+        self.cfg, self.out, self.on_step, self.arch = cfg, out, on_step, arch
+        if arch.input_nc != arch.output_nc and cfg.lambda_identity > 0:
+            raise NasPruneError("lambda_identity: the identity loss needs as many input as output channels; set it to 0")
+        want = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        if want.startswith("cuda") and not torch.cuda.is_available():
+            raise NasPruneError(f"device {cfg.device!r}: CUDA is not available on this machine")
+        self.device = torch.device(want)
+        tf = dmod.TransformConfig(load_size=cfg.load_size, crop_size=cfg.crop_size, preprocess=cfg.preprocess, flip=cfg.flip)
+        self.train_set = dmod.open_dataset(data, mode="unaligned", split="train", direction=cfg.direction,
+                                           transform=tf, seed=cfg.seed, input_nc=arch.input_nc, output_nc=arch.output_nc)
+        self.steps_per_epoch = dmod.batches_per_epoch(len(self.train_set), batch_size=cfg.batch_size)
+        if self.steps_per_epoch == 0:
+            raise NasPruneError(f"the train split has {len(self.train_set)} images, fewer than one batch of {cfg.batch_size}")
+        self.total_steps = (cfg.epochs + cfg.epochs_decay) * self.steps_per_epoch
+        self.sampler = dmod.EpochBatchSampler(len(self.train_set), batch_size=cfg.batch_size, epoch=0, seed=cfg.seed)
+        self.loader = torch.utils.data.DataLoader(self.train_set, batch_sampler=self.sampler, num_workers=cfg.workers,
+                                                  collate_fn=dmod.collate, persistent_workers=cfg.workers > 0)
+        torch.manual_seed(cfg.seed)
+        self.g_a = init_normal_(build_generator(arch), seed=cfg.seed).to(self.device).train()
+        self.g_b = init_normal_(build_generator(arch), seed=cfg.seed + 1).to(self.device).train()
+        d_norm = cfg.d_norm or "instance"
+        self.d_a = PatchDiscriminator(arch.input_nc, ndf=cfg.ndf, n_layers=cfg.d_layers, norm=d_norm).to(self.device)
+        self.d_b = PatchDiscriminator(arch.output_nc, ndf=cfg.ndf, n_layers=cfg.d_layers, norm=d_norm).to(self.device)
+        init_normal_(self.d_a, seed=cfg.seed + 2)
+        init_normal_(self.d_b, seed=cfg.seed + 3)
+        self.gan = GANLoss(cfg.gan_mode or "lsgan")
+        betas = (cfg.beta1, cfg.beta2)
+        self.opt_g = torch.optim.Adam([*self.g_a.parameters(), *self.g_b.parameters()], lr=cfg.lr, betas=betas)
+        self.opt_d = torch.optim.Adam([*self.d_a.parameters(), *self.d_b.parameters()], lr=cfg.lr, betas=betas)
+        self.pool_a, self.pool_b = _ImagePool(cfg.pool_size, cfg.seed), _ImagePool(cfg.pool_size, cfg.seed + 1)
+        self.step = 0
+        ckpt = out / "checkpoints" / "last.pt"
+        if resume:
+            self._load(ckpt)
+        else:
+            if ckpt.is_file():
+                raise NasPruneError(f"{out} already holds a run: pass --resume to continue it or choose another --out")
+            from nas_prune.fileio import write_json
+
+            out.mkdir(parents=True, exist_ok=True)
+            write_json(out / "config.json", {"config": cfg.to_dict(), "arch": arch.to_dict(),
+                                             "steps_per_epoch": self.steps_per_epoch})
+
+    def _load(self, path: Path) -> None:
+        import torch
+
+        if not path.is_file():
+            raise NasPruneError(f"nothing to resume: {path} not found")
+        saved = json.loads((self.out / "config.json").read_text(encoding="utf-8"))["config"]
+        for key, value in self.cfg.to_dict().items():
+            if key not in self.RESUMABLE and saved.get(key) != value:
+                raise NasPruneError(f"resume: {key} is {value!r}, the run in {self.out} used {saved.get(key)!r}")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("version") != CHECKPOINT_VERSION:
+            raise NasPruneError(f"{path}: checkpoint version {state.get('version')} is not supported")
+        for name in ("g_a", "g_b", "d_a", "d_b", "opt_g", "opt_d"):
+            getattr(self, name).load_state_dict(state[name])
+        self.pool_a.load(state["pool_a"])
+        self.pool_b.load(state["pool_b"])
+        torch.set_rng_state(state["rng_cpu"])
+        self.step = int(state["step"])
+
+    def save_checkpoint(self) -> None:
+        import torch
+
+        from nas_prune.distill import _atomic_torch_save
+
+        state = {"version": CHECKPOINT_VERSION, "step": self.step, "rng_cpu": torch.get_rng_state(),
+                 "pool_a": self.pool_a.state(), "pool_b": self.pool_b.state()}
+        for name in ("g_a", "g_b", "d_a", "d_b", "opt_g", "opt_d"):
+            state[name] = getattr(self, name).state_dict()
+        _atomic_torch_save(state, self.out / "checkpoints" / "last.pt")
+
+    def train_step(self, batch: dict) -> dict[str, float]:
+        import torch.nn.functional as F
+
+        from nas_prune.distill import _lr_factor
+
+        cfg = self.cfg
+        a, b = batch["A"].to(self.device), batch["B"].to(self.device)
+        lr = cfg.lr * _lr_factor(self.step, steps_const=cfg.epochs * self.steps_per_epoch,
+                                 steps_decay=cfg.epochs_decay * self.steps_per_epoch)
+        for opt in (self.opt_g, self.opt_d):
+            for group in opt.param_groups:
+                group["lr"] = lr
+        fake_b, fake_a = self.g_a(a), self.g_b(b)
+        rec_a, rec_b = self.g_b(fake_b), self.g_a(fake_a)
+        self.d_a.requires_grad_(False)
+        self.d_b.requires_grad_(False)
+        g_gan = self.gan.g_loss(self.d_b(fake_b)) + self.gan.g_loss(self.d_a(fake_a))
+        cycle = F.l1_loss(rec_a, a) + F.l1_loss(rec_b, b)
+        loss = g_gan + cfg.lambda_cycle * cycle
+        idt = None
+        if cfg.lambda_identity > 0:
+            idt = F.l1_loss(self.g_a(b), b) + F.l1_loss(self.g_b(a), a)
+            loss = loss + cfg.lambda_cycle * cfg.lambda_identity * idt
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_g.step()
+        self.d_a.requires_grad_(True)
+        self.d_b.requires_grad_(True)
+        d_b = self.gan.d_loss(self.d_b(b), self.d_b(self.pool_b.query(fake_b)))
+        d_a = self.gan.d_loss(self.d_a(a), self.d_a(self.pool_a.query(fake_a)))
+        self.opt_d.zero_grad(set_to_none=True)
+        (d_a + d_b).backward()
+        self.opt_d.step()
+        values = {"g_gan": g_gan.item(), "cycle": cycle.item(), "d_a": d_a.item(), "d_b": d_b.item(), "lr": lr}
+        if idt is not None:
+            values["idt"] = idt.item()
+        bad = [k for k, v in values.items() if not math.isfinite(v)]
+        if bad:
+            raise NasPruneError(f"loss is not finite at step {self.step + 1} ({bad[0]}={values[bad[0]]}); "
+                                f"the last good checkpoint is in {self.out / 'checkpoints'}; try a lower --lr")
+        return values
+
+    def train(self, t0: float) -> TeacherResult:
+        from nas_prune.distill import _Stop
+
+        cfg = self.cfg
+        end = self.total_steps if cfg.max_steps is None else min(self.total_steps, cfg.max_steps)
+        interrupted = False
+        with _Stop() as stop:
+            while self.step < end and not interrupted:
+                epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
+                self.sampler.epoch, self.sampler.start_batch = epoch, in_epoch
+                for batch in self.loader:
+                    values = self.train_step(batch)
+                    self.step += 1
+                    if self.step % cfg.log_every == 0:
+                        with open(self.out / "log.jsonl", "a", encoding="utf-8") as fh:
+                            fh.write(json.dumps({"step": self.step, **values}) + "\n")
+                    if cfg.save_every and self.step % cfg.save_every == 0:
+                        self.save_checkpoint()
+                    try:
+                        if self.on_step is not None:
+                            self.on_step(self.step, values)
+                    except KeyboardInterrupt:
+                        stop.requested = True
+                    if stop.requested:
+                        interrupted = True
+                        break
+                    if self.step >= end:
+                        break
+                if self.step % self.steps_per_epoch == 0 and cfg.save_every == 0 and not interrupted:
+                    self.save_checkpoint()
+        self.save_checkpoint()
+        teacher = self.out / TEACHER_FILE
+        _save_generator(self.g_a, teacher)
+        _save_generator(self.g_b, self.out / TEACHER_B_FILE)
+        if interrupted:
+            warnings.warn(f"interrupted at step {self.step}: checkpoint written to {self.out / 'checkpoints' / 'last.pt'}",
+                          stacklevel=3)
+        return TeacherResult(out_dir=self.out, teacher=teacher, step=self.step, finished=self.step >= self.total_steps,
+                             interrupted=interrupted, metrics={}, seconds=time.perf_counter() - t0)

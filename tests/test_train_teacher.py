@@ -1,0 +1,103 @@
+"""Teacher training: pix2pix and CycleGAN objectives, teacher file, exact resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from nas_prune.errors import NasPruneError
+from nas_prune.load import load_generator
+from nas_prune.train_teacher import TeacherConfig, _ImagePool, teacher_arch, train_teacher
+
+TINY = dict(ngf=4, n_blocks=1, ndf=8, d_layers=2, epochs=1, epochs_decay=1, load_size=20, crop_size=16, workers=0, progress=False)
+
+
+def _images(folder, n, size, rng, pair=False):
+    folder.mkdir(parents=True)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (size, size * (2 if pair else 1), 3), dtype=np.uint8)).save(folder / f"{i}.png")
+
+
+@pytest.fixture(scope="module")
+def aligned(tmp_path_factory):
+    root = tmp_path_factory.mktemp("aligned")
+    rng = np.random.default_rng(0)
+    _images(root / "train", 4, 16, rng, pair=True)
+    _images(root / "test", 2, 16, rng, pair=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def unaligned(tmp_path_factory):
+    root = tmp_path_factory.mktemp("unaligned")
+    rng = np.random.default_rng(1)
+    for split in ("trainA", "trainB", "testA", "testB"):
+        _images(root / split, 4, 16, rng)
+    return root
+
+
+def test_pix2pix_teacher_file_loads(tmp_path, aligned):
+    res = train_teacher(data=aligned, out=tmp_path / "run", batch_size=2, **TINY)
+    assert res.finished and res.step == 4 and not res.interrupted  # 2 batches x 2 epochs
+    assert {"psnr", "ssim"} <= set(res.metrics)
+    loaded = load_generator(res.teacher)
+    assert loaded.arch == teacher_arch(TeacherConfig(**TINY))
+    assert loaded.arch.norm == "batch" and loaded.arch.stem == (4, 8, 16)
+    state = load_file(str(res.teacher))
+    assert torch.equal(state["up_sampling.7.weight"], res_student_weight(tmp_path / "run"))
+
+
+def res_student_weight(run):
+    return load_file(str(run / "final" / "student.safetensors"))["up_sampling.7.weight"]
+
+
+def test_cyclegan_trains_both_generators_and_resumes_exactly(tmp_path, unaligned):
+    opts = dict(objective="cyclegan", batch_size=2, pool_size=2, **TINY)
+    straight = train_teacher(data=unaligned, out=tmp_path / "a", **opts)
+    assert straight.step == 4 and straight.finished
+    assert (tmp_path / "a" / "teacher_BtoA.safetensors").is_file()
+    g_a = load_generator(straight.teacher)
+    assert g_a.arch.norm == "instance"
+
+    def stop_at_3(step, losses):
+        assert {"g_gan", "cycle", "idt", "d_a", "d_b"} <= set(losses)
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.warns(UserWarning, match="interrupted at step 3"):
+        first = train_teacher(data=unaligned, out=tmp_path / "b", on_step=stop_at_3, **opts)
+    assert first.interrupted and first.step == 3
+    with pytest.raises(NasPruneError, match="already holds a run"):
+        train_teacher(data=unaligned, out=tmp_path / "b", **opts)
+    with pytest.raises(NasPruneError, match="resume: lambda_cycle"):
+        train_teacher(data=unaligned, out=tmp_path / "b", resume=True, **{**opts, "lambda_cycle": 5.0})
+    second = train_teacher(data=unaligned, out=tmp_path / "b", resume=True, **opts)
+    assert second.step == 4 and second.finished
+    for name in ("teacher.safetensors", "teacher_BtoA.safetensors"):
+        a, b = load_file(str(tmp_path / "a" / name)), load_file(str(tmp_path / "b" / name))
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_image_pool_mixes_history():
+    pool = _ImagePool(2, seed=0)
+    first = torch.zeros(2, 1, 1, 1)
+    assert torch.equal(pool.query(first), first)  # filling up: returned as given
+    seen = torch.cat([pool.query(torch.full((2, 1, 1, 1), float(i))) for i in range(1, 20)]).flatten()
+    assert (seen < seen.max()).any()  # some older images came back
+    assert torch.equal(_ImagePool(0, seed=0).query(first + 1), first + 1)
+
+
+def test_config_errors(aligned):
+    with pytest.raises(NasPruneError, match="objective: 'stylegan'"):
+        TeacherConfig(objective="stylegan")
+    with pytest.raises(NasPruneError, match="batch_size: must be >= 2 for pix2pix"):
+        TeacherConfig(batch_size=1)
+    assert TeacherConfig(objective="cyclegan", batch_size=1).mode == "unaligned"
+    with pytest.raises(NasPruneError, match="colour: unknown option"):
+        TeacherConfig.from_dict({"colour": 1})
+    with pytest.raises(NasPruneError, match="unaligned layout|aligned layout"):
+        train_teacher(data=aligned, out=aligned / "x", objective="cyclegan", batch_size=2, **TINY)
