@@ -26,6 +26,10 @@ non-negative widths, so ``MACs(t)`` is non-increasing in ``t``. It only changes 
 distinct score values; bisecting their sorted list finds the lowest threshold whose
 student meets the target, i.e. the largest student of the family, with ``log2(#scores)``
 analytic MACs counts and no forward pass.
+
+A fill pass then adds the channels just below the threshold that still fit (see
+:func:`plan_for_target`); it closes the ~1% gap that one residual-stream channel can
+leave, and ``fill=False`` gives CAT's plain threshold student.
 """
 
 from __future__ import annotations
