@@ -42,7 +42,7 @@ import numpy as np
 
 from nas_prune.arch import Arch, Block
 from nas_prune.errors import NasPruneError
-from nas_prune.macs import check_convention, count_macs, format_macs, parse_input_size
+from nas_prune.macs import check_convention, format_macs, parse_input_size
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

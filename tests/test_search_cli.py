@@ -173,3 +173,23 @@ def test_default_out_dir_names():
     assert default_out_dir("models/horse2zebra.pth", 2_600_000_000, "paper").as_posix() == "runs/search/horse2zebra-2.6G-paper"
     assert default_out_dir("G.pth", 1_000_000_000, "fvcore").name == "G-1G-fvcore"
     assert default_out_dir("G.pth", 5_650_000, "fvcore").name == "G-5.65M-fvcore"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("convention", ["paper", "fvcore"])
+def test_cat_ngf64_teacher_2p6g_end_to_end(tmp_path, convention):
+    """The issue's case with the fvcore check on the built 9-block ngf 64 student."""
+    from nas_prune.space import load_space
+
+    arch = load_space(SPACES / "cat_inception.yaml").teacher_arch()
+    model = build_generator(arch)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.InstanceNorm2d):
+                m.weight.copy_(torch.rand(m.num_features, generator=g))
+    torch.save(model.state_dict(), tmp_path / "cat.pth")
+    result = search(teacher=tmp_path / "cat.pth", target_macs="2.6G", convention=convention,
+                    out=tmp_path / "out", space=SPACES / "cat_inception.yaml")
+    assert 0 <= 2.6e9 - result.reached < 0.005 * 2.6e9
+    assert result.measured_fvcore == result.macs["fvcore"]
