@@ -178,3 +178,87 @@ def test_errors_name_the_option():
         CRD(teacher_arch=None, student_arch=None, angle_weight=-1)
     with pytest.raises(NasPruneError, match="crd.patch_size"):
         CRD(teacher_arch=None, student_arch=None, patch_size=0)
+
+
+# ---------------------------------------------------------------- end to end through the CLI
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny convs run fastest on one thread (and a busy 2-core runner thrashes with more)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def cli_setup(tmp_path_factory):
+    """A tiny CAT-layout teacher, a pruned student folder (``nas-prune search``) and demo data."""
+    from safetensors.torch import save_file
+    from typer.testing import CliRunner
+
+    from nas_prune.cli import app
+    from nas_prune.demo_data import make_demo_dataset
+
+    root = tmp_path_factory.mktemp("kd_cli")
+    teacher = Arch(input_nc=3, output_nc=3, stem=(8, 16, 16), blocks=(Block(res=(4, 4, 4), dw=(4, 4, 4)),) * 2, head=(16, 8))
+    torch.manual_seed(0)
+    save_file(build_generator(teacher).state_dict(), str(root / "teacher.safetensors"))
+    make_demo_dataset(root / "data", size=32, n_train=4, n_test=2)
+    res = CliRunner().invoke(app, [
+        "search", "--teacher", str(root / "teacher.safetensors"), "--target-macs", "2M", "--input-size", "32",
+        "--min-channels", "4", "--out", str(root / "student"), "--json",
+    ])
+    assert res.exit_code == 0, res.output
+    return root
+
+
+def _distill_args(root, out, *extra):
+    return [
+        "distill", "--teacher", str(root / "teacher.safetensors"), "--student", str(root / "student"),
+        "--data", str(root / "data"), "--out", str(out), "--mode", "aligned", "--batch-size", "2",
+        "--load-size", "32", "--crop-size", "32", "--ndf", "8", "--workers", "0", "--no-progress",
+        "--device", "cpu", "--max-steps", "2", *extra,
+    ]
+
+
+def test_cli_selects_every_method_with_weights_and_options(cli_setup, tmp_path, one_thread):
+    import json
+
+    from typer.testing import CliRunner
+
+    from nas_prune.cli import app
+
+    res = CliRunner().invoke(app, _distill_args(
+        cli_setup, tmp_path / "run",
+        "--distill", "gcka,mse,crd,akdg,ackd", "--lambda-crd", "0.5", "--lambda-ackd", "2",
+        "--distill-option", "akdg.ndf=8", "--distill-option", "crd.patch_size=8", "--distill-option", "ackd.mode=f",
+    ))
+    assert res.exit_code == 0, res.output
+    config = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
+    assert config["distill"] == {"gcka": 1.0, "mse": 1.0, "crd": 0.5, "akdg": 1.0, "ackd": 2.0}
+    assert config["distill_options"] == {"akdg": {"ndf": 8}, "crd": {"patch_size": 8}, "ackd": {"mode": "f"}}
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+    assert ckpt["step"] == 2
+    gcka, mse, crd, akdg, ackd = ckpt["terms"]
+    assert gcka == {} and crd == {}
+    assert {k.split(".")[0] for k in mse} == {"adapters"}
+    assert akdg["discriminator.model.0.weight"].shape[0] == 8  # the option reached D_kd
+    assert "fusion.body.0.weight" in ackd and not any(k.startswith("attention.") for k in ackd)
+    assert set(ckpt["opt_terms"]) == {"3"}  # only AKDG trains a discriminator of its own
+
+
+def test_cli_errors_for_bad_method_options(cli_setup, tmp_path):
+    from typer.testing import CliRunner
+
+    from nas_prune.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, _distill_args(cli_setup, tmp_path / "a", "--distill", "crd", "--distill-option", "crd.patch=4"))
+    assert res.exit_code == 2 and "crd.patch: unknown option" in res.output and "Traceback" not in res.output
+    res = runner.invoke(app, _distill_args(cli_setup, tmp_path / "b", "--distill", "crd,ackd", "--distill-option", "ackd.mode=z"))
+    assert res.exit_code == 2 and "ackd.mode" in res.output
+    res = runner.invoke(app, _distill_args(cli_setup, tmp_path / "c", "--distill", "crd", "--distill-option", "crd.online_teacher_discriminator=true"))
+    assert res.exit_code == 2 and "frozen teacher" in res.output
+    assert not (tmp_path / "a" / "checkpoints").exists()
