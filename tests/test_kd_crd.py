@@ -22,6 +22,15 @@ from nas_prune.kd.crd import (
 from nas_prune.model import build_generator
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors run fastest on one thread (a busy 2-core runner thrashes with more)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def arch() -> Arch:
     return Arch(input_nc=3, output_nc=3, stem=(8, 16, 16), blocks=(Block(res=(0, 4, 0), dw=(0, 4, 0)),) * 2, head=(16, 8))
@@ -183,15 +192,6 @@ def test_errors_name_the_option():
 # ---------------------------------------------------------------- end to end through the CLI
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny convs run fastest on one thread (and a busy 2-core runner thrashes with more)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def cli_setup(tmp_path_factory):
     """A tiny CAT-layout teacher, a pruned student folder (``nas-prune search``) and demo data."""
@@ -223,7 +223,7 @@ def _distill_args(root, out, *extra):
     ]
 
 
-def test_cli_selects_every_method_with_weights_and_options(cli_setup, tmp_path, one_thread):
+def test_cli_selects_every_method_with_weights_and_options(cli_setup, tmp_path):
     import json
 
     from typer.testing import CliRunner
