@@ -1,0 +1,40 @@
+"""``nas-prune export``: a student (or any generator) to ONNX or TorchScript, checked against PyTorch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from nas_prune.cli import app
+from nas_prune.cli.common import console, user_errors
+
+
+@app.command("export")
+def export_cli(
+    model: Path = typer.Argument(..., help="Student folder (arch.json + student.safetensors), distill final/, or checkpoint."),
+    out: Path = typer.Option(..., "--out", help="Output file (.onnx / .pt) or folder."),
+    format: str = typer.Option("onnx", "--format", help="onnx or torchscript."),
+    input_size: str = typer.Option("256", "--input-size", help="Example input: N or HxW, divisible by 4."),
+    batch_size: int = typer.Option(1, "--batch-size", help="Batch of the example input."),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset."),
+    dynamic: bool = typer.Option(True, "--dynamic/--static", help="ONNX with dynamic batch, height and width."),
+    check: bool = typer.Option(True, "--check/--no-check", help="Run the file (onnxruntime / torch.jit) and compare with PyTorch."),
+    atol: float = typer.Option(1e-4, "--atol", help="Largest accepted max abs difference (outputs in [-1, 1])."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON only."),
+) -> None:
+    """Export MODEL and report the max abs difference of the exported file's outputs to PyTorch's."""
+    with user_errors():
+        from nas_prune.deploy import export_generator
+
+        res = export_generator(model, out=out, format=format, input_size=input_size, batch_size=batch_size,
+                               opset=opset, dynamic=dynamic, check=check, atol=atol)
+    if as_json:
+        typer.echo(json.dumps(res.to_json(), indent=2))
+        return
+    c = console()
+    c.print(f"wrote {res.path} ({res.format}, {res.file_bytes / 1024:.0f} KiB) in {res.seconds:.1f} s", highlight=False)
+    if res.max_abs_diff is not None:
+        shapes = ", ".join("x".join(map(str, s)) for s in res.checked)
+        c.print(f"max |{res.format} - pytorch| = {res.max_abs_diff:.2e} (inputs N x H x W: {shapes})", highlight=False)

@@ -1,0 +1,66 @@
+"""``nas-prune run`` and ``nas-prune validate``: recipes (see :mod:`nas_prune.recipe`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List
+
+import typer
+
+from nas_prune.cli import app
+from nas_prune.cli.common import console, user_errors
+
+_SET_HELP = ("Override a recipe value: STAGE.KEY=VALUE (distill.epochs=5, prune.target_macs=2.6G, "
+             "prune.study.trials=20) or a top-level KEY=VALUE (teacher=G.pth, data=DIR, run_dir=DIR); "
+             "VALUE is YAML; STAGE=null drops a stage. Repeatable.")
+
+
+@app.command("run")
+def run_cli(
+    recipe: Path = typer.Argument(..., help="Recipe YAML (see recipes/)."),
+    overrides: List[str] = typer.Option([], "--set", help=_SET_HELP),
+) -> None:
+    """Run a recipe's stages in order; finished stages are skipped and interrupted ones resume."""
+    out = console(stderr=True)
+    with user_errors():
+        from nas_prune.recipe import run_recipe
+
+        result = run_recipe(recipe, overrides=overrides, log=lambda line: out.print(line, highlight=False))
+    from rich.table import Table
+
+    table = Table(title=f"{result.run_dir}")
+    table.add_column("stage")
+    table.add_column("action")
+    table.add_column("seconds", justify="right")
+    for o in result.stages:
+        table.add_row(o.stage, o.action, f"{o.seconds:.1f}")
+    console().print(table)
+    report = result.run_dir / "report" / "report.md"
+    if report.is_file():
+        console().print(f"report: {report}")
+
+
+@app.command("validate")
+def validate_cli(
+    recipe: Path = typer.Argument(..., help="Recipe YAML to check."),
+    overrides: List[str] = typer.Option([], "--set", help=_SET_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the resolved recipe as JSON."),
+) -> None:
+    """Check a recipe strictly (unknown stages and options are errors); paths are checked at run time."""
+    with user_errors():
+        from nas_prune.recipe import load_recipe
+
+        r = load_recipe(recipe, overrides=overrides)
+    if as_json:
+        typer.echo(json.dumps(r.to_dict(), indent=2, default=str))
+        return
+    out = console()
+    out.print(f"{recipe}: valid recipe [bold]{r.name}[/bold] -> {r.run_dir}", highlight=False)
+    for stage, opts in r.stages.items():
+        shown = ", ".join(f"{k}={v}" for k, v in opts.items()) or "defaults"
+        out.print(f"  {stage}: {shown}", highlight=False)
+    for key in ("data", "teacher", "student"):
+        value = getattr(r, key)
+        if isinstance(value, str) and value.startswith("<"):
+            out.print(f"  note: {key} is a placeholder ({value}); set it with --set {key}=PATH", highlight=False)

@@ -1,0 +1,751 @@
+"""Recipes: YAML files that chain the stages of nas-prune into one resumable job.
+
+A recipe names a run folder, the data and the teacher, and the options of each stage::
+
+    # Run: nas-prune run recipes/horse2zebra.yaml --set teacher=G_A.pth --set data=datasets/horse2zebra
+    name: horse2zebra
+    run_dir: runs/horse2zebra
+    data: datasets/horse2zebra          # or produced by the `dataset` stage
+    teacher: latest_net_G_A.pth         # or produced by the `train_teacher` stage
+    stages:
+      prune:    {target_macs: 2.6G, convention: paper, input_size: 256}
+      distill:  {mode: unaligned, epochs: 500, epochs_decay: 500, batch_size: 80}
+      evaluate: {crop_size: 256}
+      export:   {format: onnx}
+
+Stages run in this fixed order; each is optional:
+
+==================  =========================================================  ==========================
+stage               what it does / options                                     output in ``run_dir/<stage>/``
+==================  =========================================================  ==========================
+``dataset``         :func:`nas_prune.demo_data.make_demo_dataset` (demo only)  ``data/``
+``train_teacher``   :func:`nas_prune.train_teacher.train_teacher`              ``teacher.safetensors``
+                    (:class:`~nas_prune.train_teacher.TeacherConfig` fields)
+``prune``           :func:`nas_prune.search.search` options; with a ``study``  ``student/``
+                    mapping, :func:`nas_prune.study.run_study` (Optuna)
+``distill``         :func:`nas_prune.distill.distill`                           ``final/`` (student)
+                    (:class:`~nas_prune.distill.DistillConfig` fields)
+``baseline``        the same pruned student trained without distillation:      ``final/``
+                    ``distill``'s options, overridden by these, ``distill: {}``
+``evaluate``        :func:`nas_prune.evaluate.evaluate` options                ``metrics.json``, ``.md``
+``export``          :func:`nas_prune.deploy.export_generator` options          ``generator.onnx`` / ``.pt``
+``report``          :func:`nas_prune.report.write_report` options              ``report.md``, ``grid.png``
+==================  =========================================================  ==========================
+
+Allowed options are read from those functions' keyword-only parameters and config
+dataclasses, so a recipe accepts exactly what the library (and the CLI) accepts.
+Unknown keys are errors naming the file and the field, with a close match.
+Paths in a recipe are relative to the working directory (as on the command line),
+and are checked when a stage runs, not by ``nas-prune validate``, so the shipped
+paper recipes validate with their ``<...>`` placeholders.
+
+Resuming: each stage writes ``stage.json`` (resolved options, inputs, fingerprint,
+status). On a new run, a stage that is ``done`` with the same fingerprint and whose
+outputs exist is skipped; ``distill``, ``baseline`` and ``train_teacher`` that were
+interrupted (Ctrl-C, or a crash after a checkpoint) continue from their checkpoint;
+changing only a schedule-length field (``epochs``, ``epochs_decay``, ``max_steps``,
+logging intervals) also continues the run; any other change re-runs the stage from
+scratch, and a re-run stage re-runs every stage after it that uses its output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import inspect
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from nas_prune.errors import NasPruneError
+
+__all__ = ["STAGES", "Recipe", "load_recipe", "apply_overrides", "run_recipe", "stage_options", "RunResult"]
+
+STAGES = ("dataset", "train_teacher", "prune", "distill", "baseline", "evaluate", "export", "report")
+TOP_KEYS = ("name", "description", "run_dir", "data", "teacher", "student", "space", "stages")
+STAGE_FILE = "stage.json"
+PLACEHOLDER_PREFIX = "<"
+
+# Options that never change results: excluded from fingerprints.
+_COSMETIC = frozenset({"progress", "workers", "log_every"})
+# Stages that can continue from a checkpoint, and the fields that may change when they do.
+_RESUMABLE = {
+    "train_teacher": frozenset({"epochs", "epochs_decay", "max_steps", "save_every", "eval_every", "device"}),
+    "distill": frozenset({"epochs", "epochs_decay", "max_steps", "eval_every", "save_every", "grid_every",
+                          "device", "compile", "fid_inception"}),
+}
+_RESUMABLE["baseline"] = _RESUMABLE["distill"]
+
+
+# ----------------------------------------------------------------------------- option specs
+
+
+def _kwonly(fn: Callable, drop: Sequence[str]) -> dict[str, Any]:
+    """Keyword-only parameters of ``fn`` with their defaults (``...`` when required)."""
+    out = {}
+    for p in inspect.signature(fn).parameters.values():
+        if p.kind is p.KEYWORD_ONLY and p.name not in drop:
+            out[p.name] = ... if p.default is p.empty else p.default
+    return out
+
+
+def _dataclass_fields(cls) -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            out[f.name] = f.default_factory()  # type: ignore[misc]
+        else:
+            out[f.name] = ...
+    return out
+
+
+def stage_options(stage: str) -> dict[str, Any]:
+    """``{option: default}`` a stage accepts (``...`` marks required ones).
+
+    Derived from the library function or config dataclass the stage calls, minus the
+    arguments the runner wires itself (teacher, data, student, output folders).
+    """
+    if stage == "dataset":
+        from nas_prune.demo_data import make_demo_dataset
+
+        return _kwonly(make_demo_dataset, ())
+    if stage == "train_teacher":
+        from nas_prune.train_teacher import TeacherConfig
+
+        return _dataclass_fields(TeacherConfig)
+    if stage == "prune":
+        from nas_prune.search import search
+
+        opts = _kwonly(search, ("teacher", "out", "force", "write", "space"))
+        opts["study"] = None
+        return opts
+    if stage in ("distill", "baseline"):
+        from nas_prune.distill import DistillConfig
+
+        return _dataclass_fields(DistillConfig)
+    if stage == "evaluate":
+        from nas_prune.evaluate import evaluate
+
+        opts = _kwonly(evaluate, ("models", "data", "out", "save_real_stats"))
+        opts["save_real_stats"] = False
+        return opts
+    if stage == "export":
+        from nas_prune.deploy import export_generator
+
+        opts = _kwonly(export_generator, ("out",))
+        opts["model"] = "distill"
+        return opts
+    if stage == "report":
+        from nas_prune.report import write_report
+
+        return _kwonly(write_report, ("run_dir", "out", "data", "models"))
+    raise NasPruneError(f"unknown stage {stage!r}")
+
+
+def study_options() -> dict[str, Any]:
+    """Options of ``prune.study`` (those of :func:`nas_prune.study.run_study` not shared with one-step pruning)."""
+    from nas_prune.study import run_study
+
+    shared = set(stage_options("prune")) | {"teacher", "out", "log", "space"}
+    return _kwonly(run_study, tuple(shared))
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+@dataclass
+class Recipe:
+    """A validated recipe.
+
+    Attributes:
+        source: the file it came from (for messages).
+        name / description: free text.
+        run_dir: run folder; every stage writes into ``run_dir/<stage>/``.
+        data / teacher / student: external inputs (None when a stage produces them).
+        space: search-space YAML of the teacher (prune, study).
+        stages: ``{stage: options}`` in run order, options as written (defaults not filled).
+    """
+
+    source: str
+    name: str
+    run_dir: Path
+    stages: dict[str, dict[str, Any]]
+    description: str = ""
+    data: str | None = None
+    teacher: str | None = None
+    student: str | None = None
+    space: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "run_dir": str(self.run_dir),
+                "data": self.data, "teacher": self.teacher, "student": self.student, "space": self.space,
+                "stages": self.stages}
+
+
+def _suggest(key: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(known)})"
+
+
+def _read_yaml(path: Path) -> Any:
+    import yaml
+
+    if not path.is_file():
+        raise NasPruneError(f"recipe not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise NasPruneError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+
+
+def _parse_value(raw: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        return raw
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str], *, source: str = "--set") -> dict[str, Any]:
+    """Apply ``--set KEY=VALUE`` items to a raw recipe mapping (returns a copy).
+
+    ``KEY`` is a dotted path; a first part that names a stage means ``stages.<stage>``
+    (``distill.epochs=5``, ``prune.study.trials=20``, ``distill.distill.gcka=1.3``);
+    other keys are top-level (``run_dir=runs/x``, ``teacher=G.pth``). ``VALUE`` is read
+    as YAML (``5``, ``true``, ``null``, ``[stem, block3]``, ``{gcka: 1}``); ``STAGE=null``
+    removes a stage. Setting a key of a stage the recipe does not have adds the stage.
+    """
+    import copy
+
+    out = copy.deepcopy(dict(data)) if data else {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise NasPruneError(f"{source} {item!r}: expected KEY=VALUE, e.g. distill.epochs=5")
+        parts = key.split(".")
+        if parts[0] in STAGES:
+            parts = ["stages", *parts]
+        value = _parse_value(raw)
+        node = out
+        for i, part in enumerate(parts[:-1]):
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                raise NasPruneError(f"{source} {item!r}: {'.'.join(parts[: i + 1])} is not a mapping")
+            node = nxt
+        if value is None and parts[0] == "stages" and len(parts) == 2:
+            node.pop(parts[-1], None)
+        else:
+            node[parts[-1]] = value
+    return out
+
+
+def _check_type(src: str, name: str, value: Any, default: Any) -> None:
+    """Light type check against the default's type (None / required defaults accept anything)."""
+    if value is None or default is None or default is ...:
+        return
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif isinstance(default, str):
+        ok = isinstance(value, (str, int, float)) and not isinstance(value, bool)
+    elif isinstance(default, (tuple, list)):
+        ok = isinstance(value, (list, tuple, str, int))
+    elif isinstance(default, Mapping):
+        ok = isinstance(value, Mapping)
+    else:
+        ok = True
+    if not ok:
+        raise NasPruneError(f"{src}: {name}: expected {type(default).__name__}, got {value!r}")
+
+
+def _check_stage(src: str, stage: str, opts: Any) -> dict[str, Any]:
+    where = f"stages.{stage}"
+    if opts is None:
+        opts = {}
+    if not isinstance(opts, Mapping):
+        raise NasPruneError(f"{src}: {where}: expected a mapping of options, got {opts!r}")
+    known = stage_options(stage)
+    for key, value in opts.items():
+        if key not in known:
+            raise NasPruneError(f"{src}: {where}.{key}: unknown option{_suggest(str(key), sorted(known))}")
+        _check_type(src, f"{where}.{key}", value, known[key])
+    missing = [k for k, d in known.items() if d is ... and k not in opts]
+    if missing:
+        raise NasPruneError(f"{src}: {where}.{missing[0]}: missing required option")
+    opts = dict(opts)
+    if stage == "prune" and opts.get("study") is not None:
+        study = opts["study"]
+        if not isinstance(study, Mapping):
+            raise NasPruneError(f"{src}: {where}.study: expected a mapping of Optuna study options")
+        sknown = study_options()
+        for key, value in study.items():
+            if key not in sknown:
+                raise NasPruneError(f"{src}: {where}.study.{key}: unknown option{_suggest(str(key), sorted(sknown))}")
+            _check_type(src, f"{where}.study.{key}", value, sknown[key])
+        smissing = [k for k, d in sknown.items() if d is ... and k not in study]
+        if smissing:
+            raise NasPruneError(f"{src}: {where}.study.{smissing[0]}: missing required option")
+    _check_values(src, stage, opts)
+    return opts
+
+
+def _check_values(src: str, stage: str, opts: dict[str, Any]) -> None:
+    """Value checks that need no files: the config dataclasses' own validation, MACs strings, enums."""
+
+    def wrap(fn: Callable[[], Any], prefix: str) -> None:
+        try:
+            fn()
+        except NasPruneError as err:
+            raise NasPruneError(f"{src}: {prefix}{err}") from None
+        except (TypeError, ValueError) as err:
+            raise NasPruneError(f"{src}: {prefix}{err}") from None
+
+    where = f"stages.{stage}."
+    if stage == "train_teacher":
+        from nas_prune.train_teacher import TeacherConfig
+
+        wrap(lambda: TeacherConfig.from_dict(opts), where)
+    elif stage in ("distill", "baseline"):
+        from nas_prune.distill import DistillConfig
+
+        wrap(lambda: DistillConfig.from_dict(opts), where)
+    elif stage == "prune":
+        from nas_prune.macs import check_convention, parse_input_size, parse_macs
+
+        if not _placeholder(opts.get("target_macs")):
+            wrap(lambda: parse_macs(opts["target_macs"]), where + "target_macs: ")
+        wrap(lambda: check_convention(opts.get("convention", "fvcore")), where + "convention: ")
+        wrap(lambda: parse_input_size(opts.get("input_size", 256)), where + "input_size: ")
+    elif stage == "export":
+        from nas_prune.deploy import FORMATS
+
+        if opts.get("format", "onnx") not in FORMATS:
+            raise NasPruneError(f"{src}: {where}format: {opts['format']!r} is not one of {', '.join(FORMATS)}")
+        if opts.get("model", "distill") not in ("distill", "baseline", "prune"):
+            raise NasPruneError(f"{src}: {where}model: {opts['model']!r} is not one of distill, baseline, prune")
+
+
+def _placeholder(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(PLACEHOLDER_PREFIX)
+
+
+def load_recipe(path: str | os.PathLike, *, overrides: Sequence[str] = ()) -> Recipe:
+    """Read, override and validate a recipe (no file other than the recipe is opened).
+
+    Raises:
+        NasPruneError: ``<file>: <field>: <problem>`` for the first bad field.
+    """
+    path = Path(path)
+    src = str(path)
+    raw = _read_yaml(path)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise NasPruneError(f"{src}: expected a mapping at the top level")
+    raw = apply_overrides(raw, overrides)
+    for key in raw:
+        if key not in TOP_KEYS:
+            raise NasPruneError(f"{src}: {key}: unknown key{_suggest(str(key), TOP_KEYS)}")
+    for key in ("name", "run_dir"):
+        if raw.get(key) in (None, ""):
+            raise NasPruneError(f"{src}: {key}: missing required key")
+    for key in ("name", "description", "run_dir", "data", "teacher", "student", "space"):
+        v = raw.get(key)
+        if v is not None and not isinstance(v, str):
+            raise NasPruneError(f"{src}: {key}: expected a string, got {v!r}")
+    stages_raw = raw.get("stages")
+    if not isinstance(stages_raw, Mapping) or not stages_raw:
+        raise NasPruneError(f"{src}: stages: expected a mapping with at least one of {', '.join(STAGES)}")
+    stages: dict[str, dict[str, Any]] = {}
+    for name in stages_raw:
+        if name not in STAGES:
+            raise NasPruneError(f"{src}: stages.{name}: unknown stage{_suggest(str(name), STAGES)}")
+    for name in STAGES:
+        if name in stages_raw:
+            stages[name] = _check_stage(src, name, stages_raw[name])
+    recipe = Recipe(source=src, name=raw["name"], description=raw.get("description") or "",
+                    run_dir=Path(raw["run_dir"]), stages=stages, data=raw.get("data"),
+                    teacher=raw.get("teacher"), student=raw.get("student"), space=raw.get("space"))
+    _check_wiring(recipe)
+    return recipe
+
+
+def _check_wiring(r: Recipe) -> None:
+    src, st = r.source, r.stages
+    if "dataset" in st and r.data is not None:
+        raise NasPruneError(f"{src}: data: set either data or stages.dataset, not both")
+    if "train_teacher" in st and r.teacher is not None:
+        raise NasPruneError(f"{src}: teacher: set either teacher or stages.train_teacher, not both")
+    if "prune" in st and r.student is not None:
+        raise NasPruneError(f"{src}: student: set either student or stages.prune, not both")
+    needs_data = [s for s in ("train_teacher", "distill", "baseline", "evaluate", "report") if s in st]
+    if needs_data and r.data is None and "dataset" not in st:
+        raise NasPruneError(f"{src}: data: stages.{needs_data[0]} needs a dataset (set data or add stages.dataset)")
+    needs_teacher = [s for s in ("prune", "distill") if s in st]
+    if needs_teacher and r.teacher is None and "train_teacher" not in st:
+        raise NasPruneError(f"{src}: teacher: stages.{needs_teacher[0]} needs a teacher (set teacher or add stages.train_teacher)")
+    needs_student = [s for s in ("distill", "baseline") if s in st]
+    if needs_student and "prune" not in st and r.student is None:
+        raise NasPruneError(f"{src}: student: stages.{needs_student[0]} needs a student (set student or add stages.prune)")
+    if "export" in st:
+        which = st["export"].get("model", "distill")
+        if which in ("distill", "baseline", "prune") and which not in st and not (which == "prune" and r.student):
+            raise NasPruneError(f"{src}: stages.export.model: {which!r} but the recipe has no {which} stage")
+
+
+# ----------------------------------------------------------------------------- running
+
+
+@dataclass
+class StageOutcome:
+    """How one stage went: ``ran``, ``resumed``, ``skipped``; seconds of this invocation."""
+
+    stage: str
+    action: str
+    seconds: float
+    folder: Path
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    """What :func:`run_recipe` returns: the run folder and one outcome per stage, in order."""
+
+    run_dir: Path
+    stages: list[StageOutcome]
+    seconds: float
+
+    def outcome(self, stage: str) -> StageOutcome:
+        return next(o for o in self.stages if o.stage == stage)
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _external(path: str | None) -> dict[str, Any] | None:
+    """Identity of a user-supplied input: path, and size + modification time of a file."""
+    if path is None:
+        return None
+    p = Path(path)
+    if p.is_file():
+        st = p.stat()
+        return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {"path": str(p)}
+
+
+class _Runner:
+    """Runs a recipe's stages in order with skip / resume bookkeeping."""
+
+    def __init__(self, recipe: Recipe, *, log: Callable[[str], None], hooks: Mapping[str, Callable] | None):
+        self.r = recipe
+        self.log = log
+        self.hooks = dict(hooks or {})
+        self.run_dir = recipe.run_dir
+        self.stamps: dict[str, str] = {}  # stage -> stamp of its finished outputs
+        self.outcomes: list[StageOutcome] = []
+
+    # -- wiring --------------------------------------------------------------------------
+    def folder(self, stage: str) -> Path:
+        return self.run_dir / stage
+
+    def data(self) -> tuple[str, Any]:
+        if "dataset" in self.r.stages:
+            return str(self.folder("dataset") / "data"), self.stamps["dataset"]
+        return self._require(self.r.data, "data"), _external(self.r.data)
+
+    def teacher(self) -> tuple[str, Any]:
+        if "train_teacher" in self.r.stages:
+            from nas_prune.train_teacher import TEACHER_FILE
+
+            return str(self.folder("train_teacher") / TEACHER_FILE), self.stamps["train_teacher"]
+        return self._require(self.r.teacher, "teacher"), _external(self.r.teacher)
+
+    def student(self) -> tuple[str, Any]:
+        if "prune" in self.r.stages:
+            return str(self.folder("prune") / "student"), self.stamps["prune"]
+        return self._require(self.r.student, "student"), _external(self.r.student)
+
+    def _require(self, value: str | None, key: str) -> str:
+        if value is None:
+            raise NasPruneError(f"{self.r.source}: {key}: not set")
+        if _placeholder(value):
+            raise NasPruneError(f"{self.r.source}: {key}: replace the placeholder {value!r} (e.g. --set {key}=PATH)")
+        if not Path(value).exists():
+            raise NasPruneError(f"{self.r.source}: {key}: {value} not found")
+        return value
+
+    def distill_options(self, stage: str) -> dict[str, Any]:
+        opts = dict(self.r.stages.get("distill", {}))
+        if stage == "baseline":
+            opts.update(self.r.stages["baseline"])
+            opts["distill"] = {}
+        return opts
+
+    # -- bookkeeping ---------------------------------------------------------------------
+    def _read_state(self, stage: str) -> dict[str, Any] | None:
+        path = self.folder(stage) / STAGE_FILE
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    def _write_state(self, stage: str, state: dict[str, Any]) -> None:
+        from nas_prune.fileio import write_json
+
+        write_json(self.folder(stage) / STAGE_FILE, state)
+
+    def run_stage(self, stage: str, options: dict[str, Any], inputs: dict[str, Any],
+                  body: Callable[[Path, bool], dict[str, Any]], outputs: Sequence[str]) -> None:
+        """Skip, resume or run ``body(folder, resume) -> summary`` for one stage."""
+        folder = self.folder(stage)
+        resumable = _RESUMABLE.get(stage, frozenset())
+        strict = {k: v for k, v in options.items() if k not in _COSMETIC and k not in resumable}
+        fingerprint = _hash({"stage": stage, "options": strict, "inputs": inputs})
+        full = _hash({"fingerprint": fingerprint, "options": {k: v for k, v in options.items() if k not in _COSMETIC}})
+        prev = self._read_state(stage)
+        have_outputs = all((folder / o).exists() for o in outputs)
+        same = prev is not None and prev.get("fingerprint") == fingerprint
+        if same and prev.get("status") == "done" and prev.get("full") == full and have_outputs:
+            self.stamps[stage] = prev["stamp"]
+            self.outcomes.append(StageOutcome(stage, "skipped", 0.0, folder, prev.get("summary", {})))
+            self.log(f"[{stage}] skipped: done, options and inputs unchanged ({folder})")
+            return
+        resume = bool(same and resumable and (folder / "checkpoints" / "last.pt").is_file())
+        if not resume and folder.exists():
+            if prev is not None and not same:
+                self.log(f"[{stage}] options or inputs changed: running it again from scratch")
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {"stage": stage, "recipe": self.r.source, "options": options, "inputs": inputs,
+                 "fingerprint": fingerprint, "full": full, "status": "running",
+                 "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        if resume and prev is not None:
+            state["seconds_before"] = prev.get("seconds", 0.0) + prev.get("seconds_before", 0.0)
+        self._write_state(stage, state)
+        self.log(f"[{stage}] {'resuming from its checkpoint' if resume else 'running'} -> {folder}")
+        t0 = time.perf_counter()
+        summary = body(folder, resume)
+        seconds = time.perf_counter() - t0
+        if summary.get("interrupted"):
+            state.update(status="interrupted", seconds=seconds, summary=summary)
+            self._write_state(stage, state)
+            self.outcomes.append(StageOutcome(stage, "interrupted", seconds, folder, summary))
+            self.log(f"[{stage}] interrupted at step {summary.get('step')}: run the same command again to resume")
+            raise KeyboardInterrupt
+        stamp = _hash({"full": full, "finished": time.time_ns()})
+        state.update(status="done", seconds=seconds, summary=summary, stamp=stamp,
+                     finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        self._write_state(stage, state)
+        self.stamps[stage] = stamp
+        self.outcomes.append(StageOutcome(stage, "resumed" if resume else "ran", seconds, folder, summary))
+        self.log(f"[{stage}] done in {seconds:.1f} s")
+
+    # -- stages --------------------------------------------------------------------------
+    def stage_dataset(self) -> None:
+        opts = self.r.stages["dataset"]
+
+        def body(folder: Path, resume: bool) -> dict[str, Any]:
+            from nas_prune.demo_data import make_demo_dataset
+
+            make_demo_dataset(folder / "data", **opts)
+            return {"data": str(folder / "data")}
+
+        self.run_stage("dataset", opts, {}, body, ["data"])
+
+    def stage_train_teacher(self) -> None:
+        opts = self.r.stages["train_teacher"]
+        data, data_id = self.data()
+
+        def body(folder: Path, resume: bool) -> dict[str, Any]:
+            from nas_prune.train_teacher import TeacherConfig, train_teacher
+
+            cfg = TeacherConfig.from_dict(opts)
+            res = train_teacher(data=data, out=folder, config=cfg, resume=resume,
+                                on_step=self.hooks.get("train_teacher"))
+            return {"teacher": str(res.teacher), "step": res.step, "interrupted": res.interrupted,
+                    "metrics": res.metrics}
+
+        from nas_prune.train_teacher import TEACHER_FILE
+
+        self.run_stage("train_teacher", opts, {"data": data_id}, body, [TEACHER_FILE])
+
+    def stage_prune(self) -> None:
+        opts = dict(self.r.stages["prune"])
+        teacher, teacher_id = self.teacher()
+        space = self.r.space
+
+        def body(folder: Path, resume: bool) -> dict[str, Any]:
+            study = opts.pop("study", None)
+            out = folder / "student"
+            if study:
+                from nas_prune.study import run_study
+
+                res = run_study(teacher=teacher, space=space, out=folder / "study", log=self.log, **opts, **study)
+                shutil.copytree(res.student_dir, out)
+                arch = res.export.student_arch
+                macs = res.export.macs
+            else:
+                from nas_prune.search import search
+
+                res = search(teacher=teacher, space=space, out=out, **opts)
+                arch, macs = res.student_arch, res.macs
+            return {"student": str(out), "arch": arch.summary(), "macs": dict(macs)}
+
+        self.run_stage("prune", dict(opts), {"teacher": teacher_id, "space": _external(space)}, body, ["student"])
+
+    def _distill_stage(self, stage: str) -> None:
+        opts = self.distill_options(stage)
+        data, data_id = self.data()
+        teacher, teacher_id = self.teacher()
+        student, student_id = self.student()
+
+        def body(folder: Path, resume: bool) -> dict[str, Any]:
+            from nas_prune.distill import DistillConfig, distill
+
+            cfg = DistillConfig.from_dict(opts)
+            res = distill(teacher=teacher, student=student, data=data, out=folder, config=cfg, resume=resume,
+                          on_step=self.hooks.get(stage))
+            return {"student": str(folder / "final"), "step": res.step, "interrupted": res.interrupted,
+                    "finished": res.finished, "metrics": res.metrics, "images_per_second": res.images_per_second}
+
+        inputs = {"data": data_id, "teacher": teacher_id, "student": student_id}
+        self.run_stage(stage, opts, inputs, body, ["final"])
+
+    def stage_distill(self) -> None:
+        self._distill_stage("distill")
+
+    def stage_baseline(self) -> None:
+        self._distill_stage("baseline")
+
+    def models(self) -> tuple[dict[str, str], dict[str, Any]]:
+        """The models a run evaluates: teacher, pruned (no fine-tuning), undistilled, distilled."""
+        models, ids = {}, {}
+        if self.r.teacher is not None or "train_teacher" in self.r.stages:
+            models["teacher"], ids["teacher"] = self.teacher()
+        if "prune" in self.r.stages or self.r.student is not None:
+            models["pruned (no fine-tuning)"], ids["pruned"] = self.student()
+        for stage, name in (("baseline", "student, no distillation"), ("distill", "student, distilled")):
+            if stage in self.r.stages:
+                models[name], ids[stage] = str(self.folder(stage) / "final"), self.stamps[stage]
+        return models, ids
+
+    def stage_evaluate(self) -> None:
+        opts = dict(self.r.stages["evaluate"])
+        data, data_id = self.data()
+        models, ids = self.models()
+        dopts = self.r.stages.get("distill", {})
+        for key in ("mode", "direction", "crop_size"):  # follow the distillation data unless set
+            if key not in opts and key in dopts:
+                opts[key] = dopts[key]
+        if "reference" not in opts and "teacher" in models:
+            opts["reference"] = "teacher"
+
+        def body(folder: Path, resume: bool) -> dict[str, Any]:
+            from nas_prune.evaluate import evaluate
+
+            kw = dict(opts)
+            save = kw.pop("save_real_stats", False)
+            res = evaluate(models=models, data=data, out=folder,
+                           save_real_stats=folder / "real_stats.npz" if save else None, **kw)
+            return {"rows": res.rows, "n_images": res.n_images}
+
+        self.run_stage("evaluate", opts, {"data": data_id, "models": ids}, body, ["metrics.json"])
+
+    def stage_export(self) -> None:
+        opts = dict(self.r.stages["export"])
+        which = opts.pop("model", "distill")
+        if which == "prune":
+            model, model_id = self.student()
+        else:
+            model, model_id = str(self.folder(which) / "final"), self.stamps[which]
+        if "input_size" not in opts and "prune" in self.r.stages:
+            opts["input_size"] = self.r.stages["prune"].get("input_size", 256)
+
+        def body(folder: Path, resume: bool) -> dict[str, Any]:
+            from nas_prune.deploy import export_generator
+
+            res = export_generator(model, out=folder, **opts)
+            summary = res.to_json()
+            from nas_prune.fileio import write_json
+
+            write_json(folder / "export.json", {"model": which, **summary})
+            return {"model": which, **summary}
+
+        self.run_stage("export", {"model": which, **opts}, {"model": model_id}, body, ["export.json"])
+
+    def stage_report(self) -> None:
+        opts = dict(self.r.stages["report"])
+        data, data_id = self.data()
+        models, _ = self.models()
+        dopts = self.r.stages.get("distill", {})
+        for key in ("mode", "direction", "crop_size"):
+            if key not in opts and key in dopts:
+                opts[key] = dopts[key]
+        upstream = {s: self.stamps.get(s) for s in STAGES if s in self.stamps}
+
+        def body(folder: Path, resume: bool) -> dict[str, Any]:
+            from nas_prune.report import write_report
+
+            path = write_report(run_dir=self.run_dir, out=folder, data=data, models=models, **opts)
+            return {"report": str(path)}
+
+        self.run_stage("report", opts, {"data": data_id, "upstream": upstream}, body, ["report.md"])
+
+
+def run_recipe(
+    path: str | os.PathLike | Recipe,
+    *,
+    overrides: Sequence[str] = (),
+    log: Callable[[str], None] | None = None,
+    hooks: Mapping[str, Callable[[int, dict[str, float]], None]] | None = None,
+) -> RunResult:
+    """Run (or resume) every stage of a recipe.
+
+    Args:
+        path: the recipe file, or a :class:`Recipe` from :func:`load_recipe`.
+        overrides: ``--set`` items (:func:`apply_overrides`).
+        log: receives one line per stage event (default: print).
+        hooks: ``{stage: on_step}`` passed to the training stages (``train_teacher``,
+            ``distill``, ``baseline``); raising KeyboardInterrupt in one stops the stage
+            with a checkpoint, like Ctrl-C.
+
+    Raises:
+        NasPruneError: invalid recipe or a stage's user error.
+        KeyboardInterrupt: a stage was interrupted (its checkpoint is kept; run again to resume).
+    """
+    recipe = path if isinstance(path, Recipe) else load_recipe(path, overrides=overrides)
+    runner = _Runner(recipe, log=log or print, hooks=hooks)
+    t0 = time.perf_counter()
+    recipe.run_dir.mkdir(parents=True, exist_ok=True)
+    from nas_prune.fileio import write_json
+
+    write_json(recipe.run_dir / "recipe.json", {"source": recipe.source, "overrides": list(overrides),
+                                                 **recipe.to_dict()})
+    for stage in STAGES:
+        if stage in recipe.stages:
+            getattr(runner, f"stage_{stage}")()
+    seconds = time.perf_counter() - t0
+    write_json(recipe.run_dir / "timings.json", {
+        "total_seconds_this_invocation": round(seconds, 2),
+        "stages": {o.stage: {"action": o.action, "seconds": round(o.seconds, 2)} for o in runner.outcomes},
+    })
+    return RunResult(run_dir=recipe.run_dir, stages=runner.outcomes, seconds=seconds)
