@@ -38,6 +38,10 @@ def _root(
 from nas_prune.cli import profile as _profile  # noqa: E402,F401
 from nas_prune.cli import search as _search  # noqa: E402,F401
 from nas_prune.cli import distill as _distill  # noqa: E402,F401
+from nas_prune.cli import run as _run  # noqa: E402,F401
+from nas_prune.cli import evaluate as _evaluate  # noqa: E402,F401
+from nas_prune.cli import export as _export  # noqa: E402,F401
+from nas_prune.cli import train_teacher as _train_teacher  # noqa: E402,F401
 
 
 def main() -> None:
