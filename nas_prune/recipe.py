@@ -341,6 +341,15 @@ def _check_values(src: str, stage: str, opts: dict[str, Any]) -> None:
             raise NasPruneError(f"{src}: {where}model: {opts['model']!r} is not one of distill, baseline, prune")
 
 
+def _flatten(opts: Mapping[str, Any], prefix: str = ""):
+    """``(dotted key, value)`` of every leaf of nested option mappings."""
+    for key, value in opts.items():
+        if isinstance(value, Mapping):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
 def _placeholder(value: Any) -> bool:
     return isinstance(value, str) and value.startswith(PLACEHOLDER_PREFIX)
 
@@ -517,6 +526,12 @@ class _Runner:
                   body: Callable[[Path, bool], dict[str, Any]], outputs: Sequence[str]) -> None:
         """Skip, resume or run ``body(folder, resume) -> summary`` for one stage."""
         folder = self.folder(stage)
+        for key, value in _flatten(options):
+            if _placeholder(value):
+                raise NasPruneError(
+                    f"{self.r.source}: stages.{stage}.{key}: replace the placeholder {value!r} "
+                    f"(e.g. --set {stage}.{key}=PATH)"
+                )
         resumable = _RESUMABLE.get(stage, frozenset())
         strict = {k: v for k, v in options.items() if k not in _COSMETIC and k not in resumable}
         fingerprint = _hash({"stage": stage, "options": strict, "inputs": inputs})

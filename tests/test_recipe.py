@@ -1,0 +1,131 @@
+"""Recipes: every shipped recipe validates; strict errors name file and field; --set overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from nas_prune.cli import app
+from nas_prune.errors import NasPruneError
+from nas_prune.recipe import STAGES, apply_overrides, load_recipe, run_recipe, stage_options
+
+RECIPES = sorted((Path(__file__).resolve().parent.parent / "recipes").glob("*.yaml"))
+
+
+def test_recipes_are_shipped():
+    names = {p.stem for p in RECIPES}
+    assert {"demo", "demo_ci", "horse2zebra", "map2aerial", "cityscapes"} <= names
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_shipped_recipe_validates_and_names_its_command(path):
+    first = path.read_text(encoding="utf-8").splitlines()[0]
+    assert first.startswith(f"# Run: nas-prune run recipes/{path.name}")
+    r = load_recipe(path)
+    assert r.stages and list(r.stages) == [s for s in STAGES if s in r.stages]
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "valid recipe" in result.output
+
+
+def test_paper_settings():
+    h2z = load_recipe(RECIPES[0].parent / "horse2zebra.yaml")
+    assert h2z.stages["prune"]["target_macs"] == "2.6G" and h2z.stages["prune"]["convention"] == "paper"
+    d = h2z.stages["distill"]
+    assert (d["epochs"], d["epochs_decay"], d["batch_size"], d["lambda_recon"], d["gan_mode"]) == (500, 500, 80, 5.0, "lsgan")
+    assert d["distill"] == {"gcka": 1.0} and d["distill_taps"] == ["stem", "block3", "block6", "block9"]
+    m2a = load_recipe(RECIPES[0].parent / "map2aerial.yaml").stages
+    assert (m2a["prune"]["target_macs"], m2a["distill"]["epochs_decay"], m2a["distill"]["distill"]) == ("4.6G", 1000, {"gcka": 1.3})
+    cs = load_recipe(RECIPES[0].parent / "cityscapes.yaml").stages
+    assert (cs["prune"]["target_macs"], cs["distill"]["epochs_decay"], cs["distill"]["distill"]) == ("5.6G", 750, {"gcka": 0.5})
+
+
+def test_stage_options_come_from_the_library():
+    from nas_prune.distill import DistillConfig
+    from nas_prune.search import search
+    from nas_prune.train_teacher import TeacherConfig
+
+    assert set(stage_options("distill")) == {f.name for f in dataclasses.fields(DistillConfig)}
+    assert set(stage_options("train_teacher")) == {f.name for f in dataclasses.fields(TeacherConfig)}
+    kw = {p.name for p in inspect.signature(search).parameters.values() if p.kind is p.KEYWORD_ONLY}
+    assert set(stage_options("prune")) == (kw - {"teacher", "out", "force", "write", "space"}) | {"study"}
+    assert stage_options("prune")["target_macs"] is ...  # required
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "r.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+BASE = """\
+name: t
+run_dir: runs/t
+data: data
+teacher: t.pth
+stages:
+  prune: {target_macs: 1G}
+  distill: {epochs: 2}
+"""
+
+
+@pytest.mark.parametrize("text, message", [
+    (BASE + "colour: red\n", r"r.yaml: colour: unknown key"),
+    (BASE.replace("prune:", "prun:"), r"r.yaml: stages.prun: unknown stage; did you mean 'prune'\?"),
+    (BASE.replace("epochs: 2", "epoch: 2"), r"r.yaml: stages.distill.epoch: unknown option; did you mean 'epochs'\?"),
+    (BASE.replace("epochs: 2", "epochs: two"), r"r.yaml: stages.distill.epochs: expected int"),
+    (BASE.replace("epochs: 2", "batch_size: 1"), r"r.yaml: stages.distill.batch_size: must be >= 2"),
+    (BASE.replace("{target_macs: 1G}", "{convention: fvcore}"), r"r.yaml: stages.prune.target_macs: missing required option"),
+    (BASE.replace("1G", "lots"), r"r.yaml: stages.prune.target_macs: "),
+    (BASE.replace("data: data\n", ""), r"r.yaml: data: stages.distill needs a dataset"),
+    (BASE.replace("teacher: t.pth\n", ""), r"r.yaml: teacher: stages.prune needs a teacher"),
+    (BASE.replace("name: t\n", ""), r"r.yaml: name: missing required key"),
+    (BASE + "  export: {format: tflite}\n", r"r.yaml: stages.export.format: 'tflite'"),
+    (BASE + "  evaluate: {inceptoin: x}\n", r"r.yaml: stages.evaluate.inceptoin: unknown option; did you mean 'inception'\?"),
+    (BASE.replace("{target_macs: 1G}", "{target_macs: 1G, study: {trails: 3}}"), r"r.yaml: stages.prune.study.trails: unknown option"),
+    ("name: [", r"r.yaml: not valid YAML at line"),
+])
+def test_strict_errors_name_file_and_field(tmp_path, text, message):
+    with pytest.raises(NasPruneError, match=message):
+        load_recipe(_write(tmp_path, text))
+
+
+def test_cli_validate_error_is_one_line(tmp_path):
+    path = _write(tmp_path, BASE.replace("epochs: 2", "epoch: 2"))
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [f"error: {path}: stages.distill.epoch: unknown option; did you mean 'epochs'?"]
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "missing.yaml")])
+    assert result.exit_code == 2 and "recipe not found" in result.output
+
+
+def test_overrides():
+    raw = {"name": "t", "stages": {"distill": {"epochs": 2, "distill": {"gcka": 1.0}}, "baseline": {}}}
+    out = apply_overrides(raw, ["distill.epochs=5", "distill.distill.crd=0.5", "run_dir=runs/x",
+                                "prune.study.trials=20", "baseline=null", "distill.distill_taps=[stem, block3]"])
+    assert out["stages"]["distill"] == {"epochs": 5, "distill": {"gcka": 1.0, "crd": 0.5}, "distill_taps": ["stem", "block3"]}
+    assert out["run_dir"] == "runs/x" and out["stages"]["prune"] == {"study": {"trials": 20}}
+    assert "baseline" not in out["stages"]
+    assert raw["stages"]["distill"]["epochs"] == 2  # the input is not modified
+    with pytest.raises(NasPruneError, match="expected KEY=VALUE"):
+        apply_overrides(raw, ["distill.epochs"])
+    with pytest.raises(NasPruneError, match="distill.epochs is not a mapping"):
+        apply_overrides(raw, ["distill.epochs.x=1"])
+
+
+def test_set_is_validated_like_the_file(tmp_path):
+    path = _write(tmp_path, BASE)
+    r = load_recipe(path, overrides=["distill.epochs=7", "prune.target_macs=2.6G"])
+    assert r.stages["distill"]["epochs"] == 7 and r.stages["prune"]["target_macs"] == "2.6G"
+    with pytest.raises(NasPruneError, match="stages.distill.epochz: unknown option"):
+        load_recipe(path, overrides=["distill.epochz=7"])
+
+
+def test_placeholders_validate_but_do_not_run(tmp_path):
+    h2z = RECIPES[0].parent / "horse2zebra.yaml"
+    with pytest.raises(NasPruneError, match=r"teacher: replace the placeholder .* --set teacher=PATH"):
+        run_recipe(h2z, overrides=[f"run_dir={tmp_path / 'run'}"], log=lambda s: None)
