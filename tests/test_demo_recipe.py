@@ -1,0 +1,92 @@
+"""The CI-sized demo recipe end to end: interrupted mid-distill, resumed, skipped when done."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from nas_prune.cli import app
+from nas_prune.recipe import run_recipe
+
+DEMO_CI = Path(__file__).resolve().parent.parent / "recipes" / "demo_ci.yaml"
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """Run demo_ci, interrupt it at distill step 2, run it again; return what each run saw."""
+    run_dir = tmp_path_factory.mktemp("demo") / "run"
+    overrides = [f"run_dir={run_dir}"]
+    first_steps, second_steps, logs = [], [], []
+
+    def stop_at_2(step, losses):
+        first_steps.append(step)
+        if step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(DEMO_CI, overrides=overrides, hooks={"distill": stop_at_2}, log=logs.append)
+    interrupted = json.loads((run_dir / "distill" / "stage.json").read_text())
+    second = run_recipe(DEMO_CI, overrides=overrides, hooks={"distill": lambda s, v: second_steps.append(s)},
+                        log=logs.append)
+    return {"run_dir": run_dir, "overrides": overrides, "first_steps": first_steps, "second_steps": second_steps,
+            "interrupted": interrupted, "second": second, "logs": logs}
+
+
+def test_interrupted_distill_resumes_instead_of_starting_over(demo_run):
+    assert demo_run["first_steps"] == [1, 2]
+    assert demo_run["interrupted"]["status"] == "interrupted"
+    assert demo_run["interrupted"]["summary"]["step"] == 2
+    actions = {o.stage: o.action for o in demo_run["second"].stages}
+    assert actions["dataset"] == actions["train_teacher"] == actions["prune"] == "skipped"
+    assert actions["distill"] == "resumed"
+    assert demo_run["second_steps"] == [3, 4]  # continued from the checkpoint of step 2
+    assert actions["baseline"] == actions["evaluate"] == actions["export"] == actions["report"] == "ran"
+    state = json.loads((demo_run["run_dir"] / "distill" / "stage.json").read_text())
+    assert state["status"] == "done" and state["summary"]["step"] == 4 and state["summary"]["finished"]
+    assert any("interrupted at step 2" in line for line in demo_run["logs"])
+
+
+def test_outputs(demo_run):
+    from nas_prune.load import load_generator
+    from nas_prune.train_teacher import TeacherConfig, teacher_arch
+
+    run = demo_run["run_dir"]
+    teacher = load_generator(run / "train_teacher" / "teacher.safetensors")
+    assert teacher.arch == teacher_arch(TeacherConfig(ngf=8, n_blocks=3))
+    metrics = json.loads((run / "evaluate" / "metrics.json").read_text())
+    rows = metrics["models"]
+    assert list(rows) == ["teacher", "pruned (no fine-tuning)", "student, no distillation", "student, distilled"]
+    assert metrics["n_images"] == 4
+    for name, row in rows.items():
+        assert 0 < row["psnr"] < 100 and -1 <= row["ssim"] <= 1
+        if name != "teacher":
+            assert row["macs_fvcore"] <= 2_500_000 < rows["teacher"]["macs_fvcore"]
+            assert "psnr_ref" in row
+    export = json.loads((run / "export" / "export.json").read_text())
+    assert export["format"] == "onnx" and export["max_abs_diff"] <= 1e-4
+    assert (run / "export" / "generator.onnx").is_file()
+    report = (run / "report" / "report.md").read_text()
+    assert "| student, distilled |" in report and "![test images](grid.png)" in report
+    grid = np.asarray(Image.open(run / "report" / "grid.png"))
+    # 4 rows of 32 px and 6 columns (input, 4 models, target), 2 px gaps
+    assert grid.shape == (4 * 34 + 2, 6 * 34 + 2, 3)
+    timings = json.loads((run / "timings.json").read_text())
+    assert set(timings["stages"]) == {"dataset", "train_teacher", "prune", "distill", "baseline", "evaluate", "export", "report"}
+
+
+def test_finished_run_is_skipped_and_changes_rerun_only_what_they_touch(demo_run):
+    run = demo_run["run_dir"]
+    result = CliRunner().invoke(app, ["run", str(DEMO_CI), "--set", f"run_dir={run}"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("skipped") >= 8
+    onnx_mtime = (run / "export" / "generator.onnx").stat().st_mtime_ns
+    second = run_recipe(DEMO_CI, overrides=[*demo_run["overrides"], "evaluate.batch_size=2"], log=lambda s: None)
+    actions = {o.stage: o.action for o in second.stages}
+    assert actions == {"dataset": "skipped", "train_teacher": "skipped", "prune": "skipped", "distill": "skipped",
+                       "baseline": "skipped", "evaluate": "ran", "export": "skipped", "report": "ran"}
+    assert (run / "export" / "generator.onnx").stat().st_mtime_ns == onnx_mtime
