@@ -56,6 +56,9 @@ processes, on one machine or many, can run the same command on one storage:
   trial whose worker died (a dead pid on this host, or no heartbeat for
   ``grace_s`` seconds) is marked failed and its parameters are enqueued again, so
   killing a worker loses no trial and re-running never repeats a finished one.
+- SQLite files are opened in WAL mode with ``synchronous=NORMAL`` (readers do not
+  block the writer; a killed process loses nothing, a machine crash may lose the
+  last commits). Keep them on a local disk; across machines use a database server.
 - Workers' samplers are seeded with ``seed`` plus the number of trials that exist
   when they sample, so workers propose different candidates and one worker's run
   is reproducible.
@@ -251,7 +254,7 @@ def open_storage(url: str | None, *, out: str | os.PathLike) -> StudyStorage:
             storage = JournalStorage(JournalFileBackend(str(path)))
         except OSError as err:
             raise NasPruneError(f"--storage {url}: cannot open the journal file ({err})") from None
-        return StudyStorage(storage, url, path.with_name(path.name + ".lock"))
+        return StudyStorage(storage, url, path.with_name(path.name + ".nas-prune.lock"))
 
     import sqlalchemy.exc
     from sqlalchemy.engine import make_url
@@ -272,18 +275,39 @@ def open_storage(url: str | None, *, out: str | os.PathLike) -> StudyStorage:
         db = Path(parsed.database)
         if not db.parent.is_dir():
             raise NasPruneError(f"--storage {shown}: folder {db.parent} does not exist")
-        lock = db.with_name(db.name + ".lock")
+        lock = db.with_name(db.name + ".nas-prune.lock")
         kwargs = {"connect_args": {"timeout": 120}}
     try:
-        with warnings.catch_warnings():
+        with _file_lock(lock), warnings.catch_warnings():  # workers starting together create tables once
             warnings.simplefilter("ignore")
             storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+            if lock is not None:
+                _sqlite_wal(storage.engine)
     except ImportError as err:
         raise NasPruneError(f"--storage {shown}: database driver not installed ({err})") from None
     except (sqlalchemy.exc.SQLAlchemyError, ValueError, RuntimeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise NasPruneError(f"--storage {shown}: cannot open the storage ({first})") from None
     return StudyStorage(storage, shown, lock)
+
+
+def _sqlite_wal(engine) -> None:
+    """WAL journal and ``synchronous=NORMAL`` for a SQLite storage.
+
+    Readers then never block the writer (workers poll the study while others write),
+    and a commit no longer waits for the disk: a killed process loses nothing, a
+    crash of the machine may lose the last commits. Keep SQLite files on a local disk.
+    """
+    from sqlalchemy import event
+
+    def on_connect(dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    event.listen(engine, "connect", on_connect)
+    engine.dispose()  # connections opened before the listener reconnect with it
 
 
 @contextlib.contextmanager
