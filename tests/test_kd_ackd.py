@@ -149,3 +149,28 @@ def test_bad_options(archs):
         ACKD(teacher_arch=teacher, student_arch=student, loss="kl")
     with pytest.raises(NasPruneError, match="block9"):
         ACKD(teacher_arch=teacher, student_arch=student, taps=("stem", "block9"))
+
+
+def test_recipe_selects_methods_weights_and_options(tmp_path, archs):
+    from nas_prune.distill import DistillConfig
+    from nas_prune.recipe import load_recipe
+
+    path = tmp_path / "kd.yaml"
+    path.write_text(
+        "# Run: nas-prune run kd.yaml\n"
+        "name: kd\nrun_dir: runs/kd\ndata: data\nteacher: teacher.safetensors\nstudent: student\n"
+        "stages:\n"
+        "  distill:\n"
+        "    mode: aligned\n"
+        "    distill: {ackd: 2.0, crd: 0.5, mse: 1.0}\n"
+        "    distill_options: {ackd: {mode: a, width: 8, kv_pool: 2}, crd: {patch_size: 4}}\n",
+        encoding="utf-8",
+    )
+    stage = load_recipe(path).stages["distill"]
+    config = DistillConfig.from_dict(stage)
+    teacher, student = archs
+    terms = build_terms(config.distill, teacher_arch=teacher, student_arch=student, options=config.distill_options)
+    assert [(w, t.name) for w, t in terms] == [(2.0, "ackd"), (0.5, "crd"), (1.0, "mse")]
+    ackd, crd = terms[0][1], terms[1][1]
+    assert ackd.mode == "a" and ackd.fusion is None and ackd.attention.width == 8 and ackd.attention.kv_pool == 2
+    assert crd.sizes(32, 32)["patches"] == 4
