@@ -555,19 +555,21 @@ class _Runner:
                  "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
         if resume and prev is not None:
             state["seconds_before"] = prev.get("seconds", 0.0) + prev.get("seconds_before", 0.0)
+            state["cpu_seconds_before"] = prev.get("cpu_seconds", 0.0) + prev.get("cpu_seconds_before", 0.0)
         self._write_state(stage, state)
         self.log(f"[{stage}] {'resuming from its checkpoint' if resume else 'running'} -> {folder}")
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         summary = body(folder, resume)
         seconds = time.perf_counter() - t0
+        cpu = time.process_time() - c0
         if summary.get("interrupted"):
-            state.update(status="interrupted", seconds=seconds, summary=summary)
+            state.update(status="interrupted", seconds=seconds, cpu_seconds=cpu, summary=summary)
             self._write_state(stage, state)
             self.outcomes.append(StageOutcome(stage, "interrupted", seconds, folder, summary))
             self.log(f"[{stage}] interrupted at step {summary.get('step')}: run the same command again to resume")
             raise KeyboardInterrupt
         stamp = _hash({"full": full, "finished": time.time_ns()})
-        state.update(status="done", seconds=seconds, summary=summary, stamp=stamp,
+        state.update(status="done", seconds=seconds, cpu_seconds=cpu, summary=summary, stamp=stamp,
                      finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
         self._write_state(stage, state)
         self.stamps[stage] = stamp
