@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from nas_prune.errors import NasPruneError
 from nas_prune.load import load_generator
-from nas_prune.train_teacher import TeacherConfig, _ImagePool, teacher_arch, train_teacher
+from nas_prune.train_teacher import TeacherConfig, _ImagePool, train_teacher
 
 TINY = dict(ngf=4, n_blocks=1, ndf=8, d_layers=2, epochs=1, epochs_decay=1, load_size=20, crop_size=16, workers=0, progress=False)
 
@@ -19,6 +19,9 @@ def _images(folder, n, size, rng, pair=False):
     folder.mkdir(parents=True)
     for i in range(n):
         Image.fromarray(rng.integers(0, 256, (size, size * (2 if pair else 1), 3), dtype=np.uint8)).save(folder / f"{i}.png")
+
+
+# pix2pix teacher training runs (and its teacher file is loaded back) in tests/test_demo_recipe.py.
 
 
 @pytest.fixture(scope="module")
@@ -37,21 +40,6 @@ def unaligned(tmp_path_factory):
     for split in ("trainA", "trainB", "testA", "testB"):
         _images(root / split, 4, 16, rng)
     return root
-
-
-def test_pix2pix_teacher_file_loads(tmp_path, aligned):
-    res = train_teacher(data=aligned, out=tmp_path / "run", batch_size=2, **TINY)
-    assert res.finished and res.step == 4 and not res.interrupted  # 2 batches x 2 epochs
-    assert {"psnr", "ssim"} <= set(res.metrics)
-    loaded = load_generator(res.teacher)
-    assert loaded.arch == teacher_arch(TeacherConfig(**TINY))
-    assert loaded.arch.norm == "batch" and loaded.arch.stem == (4, 8, 16)
-    state = load_file(str(res.teacher))
-    assert torch.equal(state["up_sampling.7.weight"], res_student_weight(tmp_path / "run"))
-
-
-def res_student_weight(run):
-    return load_file(str(run / "final" / "student.safetensors"))["up_sampling.7.weight"]
 
 
 def test_cyclegan_trains_both_generators_and_resumes_exactly(tmp_path, unaligned):
