@@ -54,6 +54,7 @@ def main() -> None:
     ap.add_argument("--student-epochs", type=int, default=4, help="constant + as many decay epochs")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--macs-fraction", type=float, default=0.25)
+    ap.add_argument("--min-channels", type=int, default=4, help="stem/head width floor of pruning")
     ap.add_argument("--lambda-distill", type=float, default=1.0)
     ap.add_argument("--centered", action="store_true", help="centred GCKA (CKA) instead of CAT's uncentred form")
     ap.add_argument("--task", default="edges", choices=["edges", "colorize"])
@@ -98,7 +99,7 @@ def main() -> None:
     t_macs = count_macs(t_arch, input_size=args.size)
     crit, scores = compute_importance("gamma", t_arch, teacher.state_dict())
     plan = plan_for_target(scores, t_arch, target_macs=int(t_macs * args.macs_fraction), input_size=args.size,
-                           min_channels=4)
+                           min_channels=args.min_channels)
     s_arch = plan.student_arch()
     s_macs = count_macs(s_arch, input_size=args.size)
     print(f"teacher {t_arch.summary()} {t_macs/1e6:.1f}M MACs -> student {s_arch.summary()} {s_macs/1e6:.1f}M MACs")
