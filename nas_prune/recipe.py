@@ -252,26 +252,82 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str], *, source
     return out
 
 
-def _check_type(src: str, name: str, value: Any, default: Any) -> None:
-    """Light type check against the default's type (None / required defaults accept anything)."""
-    if value is None or default is None or default is ...:
+def _hints(obj: Any) -> dict[str, Any]:
+    """Evaluated annotations of a function's parameters or a dataclass's fields ({} where they fail)."""
+    raw = getattr(obj, "__annotations__", {})
+    module = inspect.getmodule(obj)
+    ns = dict(vars(module)) if module else {}
+    ns.setdefault("os", os)
+    out = {}
+    for name, ann in raw.items():
+        try:
+            out[name] = eval(ann, ns) if isinstance(ann, str) else ann  # noqa: S307 - our own annotations
+        except Exception:  # noqa: BLE001 - names only imported for type checking
+            continue
+    return out
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether a YAML value fits a type annotation (basic types, unions, containers)."""
+    import types
+    import typing
+
+    if hint is Any:
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str or hint is os.PathLike:
+        return isinstance(value, str)
+    base = origin or hint
+    if base in (tuple, list) or base in (typing.Sequence,) or getattr(base, "__name__", "") == "Sequence":
+        return isinstance(value, (list, tuple))
+    if base in (dict, Mapping) or getattr(base, "__name__", "") == "Mapping":
+        return isinstance(value, Mapping)
+    return True
+
+
+def _describe(hint: Any) -> str:
+    text = str(hint).replace("typing.", "").replace("os.PathLike", "path").replace("NoneType", "null")
+    return text.replace("<class '", "").replace("'>", "")
+
+
+def _check_type(src: str, name: str, value: Any, hint: Any) -> None:
+    """Raise a one-line error when ``value`` does not fit the parameter's annotation."""
+    if hint is None or _matches(value, hint):
         return
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    elif isinstance(default, str):
-        ok = isinstance(value, (str, int, float)) and not isinstance(value, bool)
-    elif isinstance(default, (tuple, list)):
-        ok = isinstance(value, (list, tuple, str, int))
-    elif isinstance(default, Mapping):
-        ok = isinstance(value, Mapping)
+    raise NasPruneError(f"{src}: {name}: expected {_describe(hint)}, got {value!r}")
+
+
+def _stage_hints(stage: str) -> dict[str, Any]:
+    if stage == "dataset":
+        from nas_prune.demo_data import make_demo_dataset as target
+    elif stage == "train_teacher":
+        from nas_prune.train_teacher import TeacherConfig as target
+    elif stage == "prune":
+        from nas_prune.search import search as target
+    elif stage in ("distill", "baseline"):
+        from nas_prune.distill import DistillConfig as target
+    elif stage == "evaluate":
+        from nas_prune.evaluate import evaluate as target
+    elif stage == "export":
+        from nas_prune.deploy import export_generator as target
     else:
-        ok = True
-    if not ok:
-        raise NasPruneError(f"{src}: {name}: expected {type(default).__name__}, got {value!r}")
+        from nas_prune.report import write_report as target
+    hints = _hints(target)
+    if stage == "evaluate":
+        hints["save_real_stats"] = bool
+    if stage == "export":
+        hints["model"] = str
+    return hints
 
 
 def _check_stage(src: str, stage: str, opts: Any) -> dict[str, Any]:
@@ -281,10 +337,11 @@ def _check_stage(src: str, stage: str, opts: Any) -> dict[str, Any]:
     if not isinstance(opts, Mapping):
         raise NasPruneError(f"{src}: {where}: expected a mapping of options, got {opts!r}")
     known = stage_options(stage)
+    hints = _stage_hints(stage)
     for key, value in opts.items():
         if key not in known:
             raise NasPruneError(f"{src}: {where}.{key}: unknown option{_suggest(str(key), sorted(known))}")
-        _check_type(src, f"{where}.{key}", value, known[key])
+        _check_type(src, f"{where}.{key}", value, hints.get(key))
     missing = [k for k, d in known.items() if d is ... and k not in opts]
     if missing:
         raise NasPruneError(f"{src}: {where}.{missing[0]}: missing required option")
@@ -293,11 +350,13 @@ def _check_stage(src: str, stage: str, opts: Any) -> dict[str, Any]:
         study = opts["study"]
         if not isinstance(study, Mapping):
             raise NasPruneError(f"{src}: {where}.study: expected a mapping of Optuna study options")
-        sknown = study_options()
+        from nas_prune.study import run_study
+
+        sknown, shints = study_options(), _hints(run_study)
         for key, value in study.items():
             if key not in sknown:
                 raise NasPruneError(f"{src}: {where}.study.{key}: unknown option{_suggest(str(key), sorted(sknown))}")
-            _check_type(src, f"{where}.study.{key}", value, sknown[key])
+            _check_type(src, f"{where}.study.{key}", value, shints.get(key))
         smissing = [k for k, d in sknown.items() if d is ... and k not in study]
         if smissing:
             raise NasPruneError(f"{src}: {where}.study.{smissing[0]}: missing required option")

@@ -77,7 +77,10 @@ stages:
     (BASE + "colour: red\n", r"r.yaml: colour: unknown key"),
     (BASE.replace("prune:", "prun:"), r"r.yaml: stages.prun: unknown stage; did you mean 'prune'\?"),
     (BASE.replace("epochs: 2", "epoch: 2"), r"r.yaml: stages.distill.epoch: unknown option; did you mean 'epochs'\?"),
-    (BASE.replace("epochs: 2", "epochs: two"), r"r.yaml: stages.distill.epochs: expected int"),
+    (BASE.replace("epochs: 2", "epochs: two"), r"r.yaml: stages.distill.epochs: expected int, got 'two'"),
+    (BASE.replace("epochs: 2", "distill_taps: stem"), r"r.yaml: stages.distill.distill_taps: expected tuple"),
+    (BASE.replace("epochs: 2", "flip: 1"), r"r.yaml: stages.distill.flip: expected bool"),
+    (BASE.replace("{target_macs: 1G}", "{target_macs: 1G, input_size: true}"), r"stages.prune.input_size: expected int \| str"),
     (BASE.replace("epochs: 2", "batch_size: 1"), r"r.yaml: stages.distill.batch_size: must be >= 2"),
     (BASE.replace("{target_macs: 1G}", "{convention: fvcore}"), r"r.yaml: stages.prune.target_macs: missing required option"),
     (BASE.replace("1G", "lots"), r"r.yaml: stages.prune.target_macs: "),
@@ -119,8 +122,10 @@ def test_overrides():
 
 def test_set_is_validated_like_the_file(tmp_path):
     path = _write(tmp_path, BASE)
-    r = load_recipe(path, overrides=["distill.epochs=7", "prune.target_macs=2.6G"])
+    r = load_recipe(path, overrides=["distill.epochs=7", "prune.target_macs=2.6G", "prune.input_size=64x96",
+                                     "distill.lambda_recon=5", "distill.distill_taps=[stem, block1]"])
     assert r.stages["distill"]["epochs"] == 7 and r.stages["prune"]["target_macs"] == "2.6G"
+    assert r.stages["prune"]["input_size"] == "64x96" and r.stages["distill"]["lambda_recon"] == 5
     with pytest.raises(NasPruneError, match="stages.distill.epochz: unknown option"):
         load_recipe(path, overrides=["distill.epochz=7"])
 
