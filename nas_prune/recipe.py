@@ -74,12 +74,19 @@ PLACEHOLDER_PREFIX = "<"
 # Options that never change results: excluded from fingerprints.
 _COSMETIC = frozenset({"progress", "workers", "log_every"})
 # Stages that can continue from a checkpoint, and the fields that may change when they do.
-_RESUMABLE = {
-    "train_teacher": frozenset({"epochs", "epochs_decay", "max_steps", "save_every", "eval_every", "device"}),
-    "distill": frozenset({"epochs", "epochs_decay", "max_steps", "eval_every", "save_every", "grid_every",
-                          "device", "compile", "fid_inception"}),
-}
-_RESUMABLE["baseline"] = _RESUMABLE["distill"]
+# (distill's list is nas_prune.distill.RESUMABLE_CHANGES; see _resumable_fields).
+_RESUMABLE_TEACHER = frozenset({"epochs", "epochs_decay", "max_steps", "save_every", "eval_every", "device"})
+
+
+def _resumable_fields(stage: str) -> frozenset[str]:
+    """Options of a checkpointed stage that may change while it continues from its checkpoint."""
+    if stage == "train_teacher":
+        return _RESUMABLE_TEACHER
+    if stage in ("distill", "baseline"):
+        from nas_prune.distill import RESUMABLE_CHANGES
+
+        return frozenset(RESUMABLE_CHANGES)
+    return frozenset()
 
 
 # ----------------------------------------------------------------------------- option specs
@@ -591,7 +598,7 @@ class _Runner:
                     f"{self.r.source}: stages.{stage}.{key}: replace the placeholder {value!r} "
                     f"(e.g. --set {stage}.{key}=PATH)"
                 )
-        resumable = _RESUMABLE.get(stage, frozenset())
+        resumable = _resumable_fields(stage)
         strict = {k: v for k, v in options.items() if k not in _COSMETIC and k not in resumable}
         fingerprint = _hash({"stage": stage, "options": strict, "inputs": inputs})
         full = _hash({"fingerprint": fingerprint, "options": {k: v for k, v in options.items() if k not in _COSMETIC}})
@@ -673,7 +680,11 @@ class _Runner:
             study = opts.pop("study", None)
             out = folder / "student"
             if study:
+                import optuna
+
                 from nas_prune.study import run_study
+
+                optuna.logging.set_verbosity(optuna.logging.WARNING)
 
                 res = run_study(teacher=teacher, space=space, out=folder / "study", log=self.log, **opts, **study)
                 shutil.copytree(res.student_dir, out)

@@ -90,3 +90,19 @@ def test_finished_run_is_skipped_and_changes_rerun_only_what_they_touch(demo_run
     assert actions == {"dataset": "skipped", "train_teacher": "skipped", "prune": "skipped", "distill": "skipped",
                        "baseline": "skipped", "evaluate": "ran", "export": "skipped", "report": "ran"}
     assert (run / "export" / "generator.onnx").stat().st_mtime_ns == onnx_mtime
+
+
+def test_prune_with_an_optuna_study(demo_run):
+    """Runs last: it replaces the prune stage of the shared run with a 2-trial study."""
+    run = demo_run["run_dir"]
+    drop = ["distill=null", "baseline=null", "evaluate=null", "export=null", "report=null"]
+    result = run_recipe(DEMO_CI, overrides=[*demo_run["overrides"], "prune.study.trials=2", *drop], log=lambda s: None)
+    assert result.outcome("prune").action == "ran"
+    assert result.outcome("train_teacher").action == "skipped"
+    study = run / "prune" / "study"
+    assert (study / "study.db").is_file() and (study / "trials.csv").is_file()
+    assert len((study / "trials.csv").read_text().strip().splitlines()) == 3  # header + 2 trials
+    from nas_prune.export import read_student
+
+    arch, state, doc = read_student(run / "prune" / "student")
+    assert state is not None and doc["macs"]["fvcore"] <= 2_500_000
