@@ -118,7 +118,7 @@ def main() -> None:
         rows.append(
             f"| {name} | {rec.macs / 1e9:.3f}G | {rec.params_count:,} | {rec.psnr:.2f} | {rec.gcka:.4f} | "
             f"{statistics.median(lat[key]):.0f} ({q(lat[key], .25):.0f}-{q(lat[key], .75):.0f}) | "
-            f"{statistics.median(lat1[key]):.0f} | {rec.latency_ms:.0f} | {rec.summary} |"
+            f"{statistics.median(lat1[key]):.0f} | {rec.latency_ms:.0f} | {rec.summary.replace('|', '\\|')} |"
         )
     shutil.copyfile(picked.plot, HERE / "pareto.png")
     shutil.copyfile(picked.out / "trials.csv", HERE / "trials.csv")
