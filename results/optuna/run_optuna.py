@@ -115,10 +115,11 @@ def main() -> None:
     for name, rec, model in (("one-step (trial %d)" % one.number, one, models["one-step"]),
                              ("Optuna (trial %d)" % chosen.number, chosen, models["optuna"])):
         key = "one-step" if rec is one else "optuna"
+        widths = rec.summary.replace("|", "\\|")
         rows.append(
             f"| {name} | {rec.macs / 1e9:.3f}G | {rec.params_count:,} | {rec.psnr:.2f} | {rec.gcka:.4f} | "
             f"{statistics.median(lat[key]):.0f} ({q(lat[key], .25):.0f}-{q(lat[key], .75):.0f}) | "
-            f"{statistics.median(lat1[key]):.0f} | {rec.latency_ms:.0f} | {rec.summary.replace('|', '\\|')} |"
+            f"{statistics.median(lat1[key]):.0f} | {rec.latency_ms:.0f} | {widths} |"
         )
     shutil.copyfile(picked.plot, HERE / "pareto.png")
     shutil.copyfile(picked.out / "trials.csv", HERE / "trials.csv")
