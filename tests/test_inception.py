@@ -9,6 +9,15 @@ from nas_prune.errors import NasPruneError
 from nas_prune.inception import FEATURE_DIM, WEIGHTS_FILE, InceptionFeatures, _avg3, load_inception
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread (and do not spin-wait on a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def weights_file(tmp_path_factory):
     """A random state dict in the layout of pt_inception-2015-12-05 (plus the fc head it carries)."""
