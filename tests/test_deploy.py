@@ -82,3 +82,21 @@ def test_export_from_student_folder(tmp_path):
     save_file({k: v.contiguous() for k, v in g.state_dict().items()}, str(folder / "student.safetensors"))
     res = export_generator(folder, out=tmp_path / "out" / "s.pt", format="torchscript", input_size=16)
     assert res.max_abs_diff <= 1e-5 and res.file_bytes > 0
+
+
+def test_export_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from nas_prune.cli import app
+
+    g = _student("instance")
+    torch.save(g.state_dict(), tmp_path / "g.pth")
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "g.pth"), "--out", str(tmp_path / "g.onnx"),
+                                      "--input-size", "32", "--json"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    info = json.loads(result.output)
+    assert info["max_abs_diff"] <= 1e-4 and info["format"] == "onnx"
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "g.pth"), "--out", str(tmp_path / "x"), "--format", "tflite"])
+    assert result.exit_code == 2 and result.output.strip() == "error: format 'tflite' is not one of onnx, torchscript"

@@ -215,3 +215,22 @@ def test_open_generator_reads_checkpoints_and_student_folders(tmp_path):
         torch.testing.assert_close(open_generator(folder)(x), g(x))
     with pytest.raises(NasPruneError, match="model not found"):
         open_generator(tmp_path / "missing")
+
+
+def test_evaluate_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from nas_prune.cli import app
+
+    data = _aligned_data(tmp_path / "data")
+    torch.save(_tiny(0).state_dict(), tmp_path / "t.pth")
+    torch.save(_tiny(1).state_dict(), tmp_path / "s.pth")
+    result = CliRunner().invoke(app, ["evaluate", f"teacher={tmp_path / 't.pth'}", f"student={tmp_path / 's.pth'}",
+                                      "--data", str(data), "--crop-size", "32", "--reference", "teacher", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)["models"]
+    assert set(rows) == {"teacher", "student"} and "psnr_ref" in rows["student"]
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "t.pth"), "--data", str(data), "--crop-size", "32",
+                                      "--inception", str(tmp_path / "missing.pth")])
+    assert result.exit_code == 2
+    assert "Inception weights not found" in result.output and "pytorch-fid/releases" in result.output

@@ -98,3 +98,21 @@ def test_config_errors(aligned):
         TeacherConfig.from_dict({"colour": 1})
     with pytest.raises(NasPruneError, match="unaligned layout|aligned layout"):
         train_teacher(data=aligned, out=aligned / "x", objective="cyclegan", batch_size=2, **TINY)
+
+
+def test_train_teacher_cli(tmp_path, unaligned):
+    from typer.testing import CliRunner
+
+    from nas_prune.cli import app
+
+    args = ["train-teacher", "--data", str(unaligned), "--out", str(tmp_path / "run"), "--ngf", "4", "--n-blocks", "1",
+            "--epochs", "1", "--epochs-decay", "0", "--batch-size", "2", "--load-size", "20", "--crop-size", "16",
+            "--ndf", "8", "--d-layers", "2", "--workers", "0", "--json"]
+    result = CliRunner().invoke(app, [*args, "--objective", "pix2pix"])
+    assert result.exit_code == 2 and "has the unaligned layout" in result.output
+    result = CliRunner().invoke(app, [*args, "--objective", "cyclegan"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    info = json.loads(result.output)
+    assert info["step"] == 2 and info["finished"] and load_generator(info["teacher"]).arch.stem == (4, 8, 16)
