@@ -91,8 +91,12 @@ def write_report(
         res = EvalResult(rows=metrics["models"], n_images=metrics["n_images"],
                          input_size=tuple(metrics["input_size"]), reference=metrics.get("reference"))
         lines += ["## Results", "", res.markdown().rstrip(), ""]
-        lines += [f"- {note}" for note in metrics.get("notes", [])]
-        if metrics.get("notes"):
+        notes = list(metrics.get("notes", []))
+        if not any("fid" in r for r in metrics["models"].values()):
+            notes.append("FID / KID not computed: no Inception weights were given "
+                         "(--set evaluate.inception=PATH/pt_inception-2015-12-05-6726825d.pth)")
+        lines += [f"- {note}" for note in notes]
+        if notes:
             lines.append("")
 
     prune = _read_json(run_dir / "prune" / "stage.json")
