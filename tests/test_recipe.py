@@ -134,3 +134,15 @@ def test_placeholders_validate_but_do_not_run(tmp_path):
     h2z = RECIPES[0].parent / "horse2zebra.yaml"
     with pytest.raises(NasPruneError, match=r"teacher: replace the placeholder .* --set teacher=PATH"):
         run_recipe(h2z, overrides=[f"run_dir={tmp_path / 'run'}"], log=lambda s: None)
+
+
+def test_cli_run_prints_stage_names(tmp_path, monkeypatch):
+    import nas_prune.recipe as recipe_mod
+
+    def fake_run(path, *, overrides, log):
+        log("[distill] resuming from its checkpoint -> runs/x/distill")
+        return recipe_mod.RunResult(run_dir=tmp_path, stages=[], seconds=0.0)
+
+    monkeypatch.setattr(recipe_mod, "run_recipe", fake_run)
+    result = CliRunner().invoke(app, ["run", "whatever.yaml"])
+    assert result.exit_code == 0 and "[distill] resuming" in result.output

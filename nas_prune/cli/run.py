@@ -26,7 +26,7 @@ def run_cli(
     with user_errors():
         from nas_prune.recipe import run_recipe
 
-        result = run_recipe(recipe, overrides=overrides, log=lambda line: out.print(line, highlight=False))
+        result = run_recipe(recipe, overrides=overrides, log=lambda line: out.print(line, highlight=False, markup=False))
     from rich.table import Table
 
     table = Table(title=f"{result.run_dir}")
@@ -56,10 +56,10 @@ def validate_cli(
         typer.echo(json.dumps(r.to_dict(), indent=2, default=str))
         return
     out = console()
-    out.print(f"{recipe}: valid recipe [bold]{r.name}[/bold] -> {r.run_dir}", highlight=False)
+    out.print(f"{recipe}: valid recipe {r.name} -> {r.run_dir}", highlight=False, markup=False)
     for stage, opts in r.stages.items():
         shown = ", ".join(f"{k}={v}" for k, v in opts.items()) or "defaults"
-        out.print(f"  {stage}: {shown}", highlight=False)
+        out.print(f"  {stage}: {shown}", highlight=False, markup=False)
     for key in ("data", "teacher", "student"):
         value = getattr(r, key)
         if isinstance(value, str) and value.startswith("<"):
