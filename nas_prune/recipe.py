@@ -64,7 +64,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from nas_prune.errors import NasPruneError
 
-__all__ = ["STAGES", "Recipe", "load_recipe", "apply_overrides", "run_recipe", "stage_options", "RunResult"]
+__all__ = ["STAGES", "Recipe", "load_recipe", "apply_overrides", "run_recipe", "stage_options", "RunResult", "placeholders"]
 
 STAGES = ("dataset", "train_teacher", "prune", "distill", "baseline", "evaluate", "export", "report")
 TOP_KEYS = ("name", "description", "run_dir", "data", "teacher", "student", "space", "stages")
@@ -418,6 +418,14 @@ def _flatten(opts: Mapping[str, Any], prefix: str = ""):
 
 def _placeholder(value: Any) -> bool:
     return isinstance(value, str) and value.startswith(PLACEHOLDER_PREFIX)
+
+
+def placeholders(recipe: "Recipe") -> list[tuple[str, str]]:
+    """``(key, value)`` of every ``<...>`` placeholder left in a recipe (``--set`` keys)."""
+    found = [(k, getattr(recipe, k)) for k in ("data", "teacher", "student", "space") if _placeholder(getattr(recipe, k))]
+    for stage, opts in recipe.stages.items():
+        found += [(f"{stage}.{k}", v) for k, v in _flatten(opts) if _placeholder(v)]
+    return found
 
 
 def load_recipe(path: str | os.PathLike, *, overrides: Sequence[str] = ()) -> Recipe:

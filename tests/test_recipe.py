@@ -131,7 +131,12 @@ def test_set_is_validated_like_the_file(tmp_path):
 
 
 def test_placeholders_validate_but_do_not_run(tmp_path):
+    from nas_prune.recipe import placeholders
+
     h2z = RECIPES[0].parent / "horse2zebra.yaml"
+    assert [k for k, _ in placeholders(load_recipe(h2z))] == ["data", "teacher", "evaluate.inception"]
+    result = CliRunner().invoke(app, ["validate", str(h2z)])
+    assert "note: evaluate.inception is a placeholder" in result.output
     with pytest.raises(NasPruneError, match=r"teacher: replace the placeholder .* --set teacher=PATH"):
         run_recipe(h2z, overrides=[f"run_dir={tmp_path / 'run'}"], log=lambda s: None)
 

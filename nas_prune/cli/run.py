@@ -60,7 +60,7 @@ def validate_cli(
     for stage, opts in r.stages.items():
         shown = ", ".join(f"{k}={v}" for k, v in opts.items()) or "defaults"
         out.print(f"  {stage}: {shown}", highlight=False, markup=False)
-    for key in ("data", "teacher", "student"):
-        value = getattr(r, key)
-        if isinstance(value, str) and value.startswith("<"):
-            out.print(f"  note: {key} is a placeholder ({value}); set it with --set {key}=PATH", highlight=False)
+    from nas_prune.recipe import placeholders
+
+    for key, value in placeholders(r):
+        out.print(f"  note: {key} is a placeholder ({value}); set it with --set {key}=...", highlight=False, markup=False)
