@@ -303,25 +303,24 @@ class EvalResult:
         return "\n".join(lines) + "\n"
 
 
-def _inception_features(net, images, batch_size: int):
-    import torch
-
-    out = []
-    with torch.no_grad():
-        for i in range(0, images.shape[0], batch_size):
-            out.append(net(images[i : i + batch_size]).double().cpu().numpy())
-    return np.concatenate(out)
-
-
-def _load_split(data, *, mode, direction, split, crop_size, input_nc, output_nc, max_images):
-    from nas_prune.data import TransformConfig, collate, open_dataset
+def _open_split(data, *, mode, direction, split, crop_size, input_nc, output_nc, max_images):
+    """The split resized to ``crop_size`` and the number of images to use."""
+    from nas_prune.data import TransformConfig, open_dataset
 
     tf = TransformConfig(load_size=crop_size, crop_size=crop_size, preprocess="resize", flip=False)
     ds = open_dataset(data, mode=mode, split=split, direction=direction, transform=tf,
                       input_nc=input_nc, output_nc=output_nc)
     n = len(ds) if max_images is None else min(len(ds), max_images)
-    batch = collate([ds[i] for i in range(n)])
-    return batch["A"], batch["B"]
+    return ds, n
+
+
+def _batches(ds, n: int, batch_size: int):
+    """``(A, B)`` batches of the first ``n`` samples, in order (images are read lazily)."""
+    from nas_prune.data import collate
+
+    for i in range(0, n, batch_size):
+        batch = collate([ds[j] for j in range(i, min(n, i + batch_size))])
+        yield batch["A"], batch["B"]
 
 
 def evaluate(
@@ -377,62 +376,76 @@ def evaluate(
         raise NasPruneError("real statistics are Inception features: pass --inception PATH as well")
     nets = {name: _as_model(m).to(device) for name, m in models.items()}
     first = next(iter(nets.values())).arch
-    a, b = _load_split(data, mode=mode, direction=direction, split=split, crop_size=crop_size,
-                          input_nc=first.input_nc, output_nc=first.output_nc, max_images=max_images)
-    n = a.shape[0]
+    for name, net in nets.items():
+        if (net.arch.input_nc, net.arch.output_nc) != (first.input_nc, first.output_nc):
+            raise NasPruneError(f"model {name!r}: channels {net.arch.input_nc}->{net.arch.output_nc} differ from the others")
+    ds, n = _open_split(data, mode=mode, direction=direction, split=split, crop_size=crop_size,
+                        input_nc=first.input_nc, output_nc=first.output_nc, max_images=max_images)
     if n < 1:
         raise NasPruneError(f"{data}: the {split} split is empty")
-
-    outputs: dict[str, torch.Tensor] = {}
-    with torch.no_grad():
-        for name, net in nets.items():
-            if (net.arch.input_nc, net.arch.output_nc) != (first.input_nc, first.output_nc):
-                raise NasPruneError(f"model {name!r}: channels {net.arch.input_nc}->{net.arch.output_nc} differ from the others")
-            outputs[name] = torch.cat([net(a[i : i + batch_size].to(device)).float().cpu()
-                                       for i in range(0, n, batch_size)])
-
-    size = (a.shape[-2], a.shape[-1])
-    rows: dict[str, dict[str, float]] = {}
-    for name, net in nets.items():
-        y = outputs[name]
-        row: dict[str, float] = {
-            "macs_fvcore": count_macs(net.arch, input_size=size, convention="fvcore"),
-            "macs_paper": count_macs(net.arch, input_size=size, convention="paper"),
-            "params": count_params(net.arch),
-        }
-        if mode == "aligned":
-            row["psnr"] = psnr(y, b)
-            if min(size) >= 11:
-                row["ssim"] = ssim(y, b)
-        if reference is not None and name != reference:
-            row["psnr_ref"] = psnr(y, outputs[reference])
-            if min(size) >= 11:
-                row["ssim_ref"] = ssim(y, outputs[reference])
-        rows[name] = row
-
-    notes: list[str] = []
-    stats_path = None
+    net_i, real_given = None, None
     if inception is not None:
         from nas_prune.inception import load_inception
 
+        if n < 2:
+            raise NasPruneError("FID/KID need at least 2 test images")
         net_i = load_inception(inception, value_range=(-1.0, 1.0), device=device)
-        real_feats = None
         if real_stats is not None:
-            st = load_stats(real_stats)
-            mu_r, sig_r, real_feats = st["mu"], st["sigma"], st["features"]
+            real_given = load_stats(real_stats)
+
+    # one pass over the split: every model on each batch, per-image scores summed
+    sums: dict[str, dict[str, float]] = {name: {} for name in nets}
+    fake_feats: dict[str, list] = {name: [] for name in nets}
+    real_list: list = []
+    size = None
+
+    def add(name: str, key: str, value: float, k: int) -> None:
+        sums[name][key] = sums[name].get(key, 0.0) + value * k
+
+    with torch.no_grad():
+        for a, b in _batches(ds, n, batch_size):
+            size = (a.shape[-2], a.shape[-1])
+            k = a.shape[0]
+            outs = {name: net(a.to(device)).float().cpu() for name, net in nets.items()}
+            for name, y in outs.items():
+                if mode == "aligned":
+                    add(name, "psnr", psnr(y, b), k)
+                    if min(size) >= 11:
+                        add(name, "ssim", ssim(y, b), k)
+                if reference is not None and name != reference:
+                    add(name, "psnr_ref", psnr(y, outs[reference]), k)
+                    if min(size) >= 11:
+                        add(name, "ssim_ref", ssim(y, outs[reference]), k)
+                if net_i is not None:
+                    fake_feats[name].append(net_i(y.to(device)).double().cpu().numpy())
+            if net_i is not None and real_given is None:
+                real_list.append(net_i(b.to(device)).double().cpu().numpy())
+
+    rows: dict[str, dict[str, float]] = {}
+    for name, net in nets.items():
+        rows[name] = {
+            "macs_fvcore": count_macs(net.arch, input_size=size, convention="fvcore"),
+            "macs_paper": count_macs(net.arch, input_size=size, convention="paper"),
+            "params": count_params(net.arch),
+            **{key: total / n for key, total in sums[name].items()},
+        }
+
+    notes: list[str] = []
+    stats_path = None
+    if net_i is not None:
+        if real_given is not None:
+            mu_r, sig_r, real_feats = real_given["mu"], real_given["sigma"], real_given["features"]
             stats_path = str(real_stats)
             if real_feats is None:
                 notes.append(f"{real_stats} holds no features: KID skipped")
         else:
-            real_feats = _inception_features(net_i, b.to(device), batch_size)
+            real_feats = np.concatenate(real_list)
             mu_r, sig_r = feature_stats(real_feats)
             if save_real_stats is not None:
                 stats_path = str(save_stats(save_real_stats, real_feats, meta={
                     "data": str(data), "split": split, "direction": direction, "crop_size": crop_size, "n": n}))
-        if n < 2:
-            raise NasPruneError("FID/KID need at least 2 test images")
         for name in nets:
-            fake = _inception_features(net_i, outputs[name].to(device), batch_size)
+            fake = np.concatenate(fake_feats[name])
             mu_f, sig_f = feature_stats(fake)
             rows[name]["fid"] = frechet_distance_from_stats(mu_r, sig_r, mu_f, sig_f)
             if real_feats is not None:
@@ -469,9 +482,14 @@ def real_stats(
     """Compute and save the Inception statistics of the real target images (B) of a split."""
     from nas_prune.inception import load_inception
 
+    import torch
+
     net = load_inception(inception, value_range=(-1.0, 1.0), device=device)
-    _, b = _load_split(data, mode=mode, direction=direction, split=split, crop_size=crop_size,
-                          input_nc=channels, output_nc=channels, max_images=max_images)
-    feats = _inception_features(net, b.to(device), batch_size)
+    ds, n = _open_split(data, mode=mode, direction=direction, split=split, crop_size=crop_size,
+                        input_nc=channels, output_nc=channels, max_images=max_images)
+    if n < 2:
+        raise NasPruneError(f"{data}: real statistics need at least 2 images in the {split} split")
+    with torch.no_grad():
+        feats = np.concatenate([net(b.to(device)).double().cpu().numpy() for _, b in _batches(ds, n, batch_size)])
     return save_stats(out, feats, meta={"data": str(data), "split": split, "direction": direction,
-                                        "crop_size": crop_size, "n": int(b.shape[0])})
+                                        "crop_size": crop_size, "n": n})

@@ -191,11 +191,18 @@ def test_evaluate_fid_kid_with_saved_stats(tmp_path, monkeypatch):
     assert (tmp_path / "real.npz").is_file()
     for row in first.rows.values():
         assert row["fid"] > 0 and np.isfinite(row["kid"])
-    again = evaluate(models=models, data=data, crop_size=32, inception="unused.pth",
+    from nas_prune.evaluate import real_stats
+
+    real_stats(data=data, inception="unused.pth", out=tmp_path / "again.npz", crop_size=32, batch_size=4)
+    np.testing.assert_allclose(load_stats(tmp_path / "again.npz")["mu"], load_stats(tmp_path / "real.npz")["mu"], rtol=1e-6)
+    # batches of 4 over 6 images: per-image means do not depend on the batching
+    again = evaluate(models=models, data=data, crop_size=32, inception="unused.pth", batch_size=4,
                      real_stats=tmp_path / "real.npz", kid_subsets=4)
     for name in models:
         assert again.rows[name]["fid"] == pytest.approx(first.rows[name]["fid"], rel=1e-5)
         assert again.rows[name]["kid"] == pytest.approx(first.rows[name]["kid"], rel=1e-4, abs=1e-9)
+        assert again.rows[name]["psnr"] == pytest.approx(first.rows[name]["psnr"], rel=1e-9)
+        assert again.rows[name]["ssim"] == pytest.approx(first.rows[name]["ssim"], rel=1e-9)
 
 
 def test_open_generator_reads_checkpoints_and_student_folders(tmp_path):
