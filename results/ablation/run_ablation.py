@@ -222,16 +222,23 @@ def write_tables(rows: list[dict], prep: dict, args, elapsed: float) -> None:
         f"Student: one-step pruning to 1/4 of the teacher's MACs: {prep['student_arch'].summary()}, "
         f"{format_macs(prep['student_macs'], 'fvcore')}. Fine-tuning: {args.steps} steps, batch {BATCH}, "
         f"lambda_recon 100, lambda_gan 1, each distillation weight 1, seeds {', '.join(map(str, args.seeds))}. "
-        f"Test split: {N_TEST} pairs ({args.task} demo task, {SIZE}x{SIZE}). Total wall time {elapsed / 60:.1f} min "
-        f"({args.jobs} processes, 1 thread each).",
+        f"Test split: {N_TEST} pairs ({args.task} demo task, {SIZE}x{SIZE}). Fine-tuning runs took "
+        f"{sum(r['seconds'] for r in rows) / 60:.1f} min of wall time summed over runs "
+        f"({args.jobs} processes in parallel, 1 thread each).",
         "",
         f"Reference: teacher PSNR {prep['teacher_metrics']['psnr']:.3f} dB / SSIM {prep['teacher_metrics']['ssim']:.4f}; "
         f"pruned student before fine-tuning PSNR {prep['pruned_metrics']['psnr']:.3f} dB / "
         f"SSIM {prep['pruned_metrics']['ssim']:.4f}.",
         "",
-        "| method | PSNR (dB) mean | PSNR std | SSIM mean | SSIM std |" + (" FID mean | FID std |" if has_fid else "") + " runs | s/run |",
-        "|---|---|---|---|---|" + ("---|---|" if has_fid else "") + "---|---|",
+        "Mean and sample std over seeds. The delta columns compare each run with the `none` run of the same",
+        "seed (same discriminator initialisation, data order and flips), mean +- std of the paired differences.",
+        "s/run is wall time on a machine shared with other jobs, not a speed measurement.",
+        "",
+        "| method | PSNR (dB) mean | PSNR std | SSIM mean | SSIM std |" + (" FID mean | FID std |" if has_fid else "")
+        + " dPSNR vs none | dSSIM vs none | runs | s/run |",
+        "|---|---|---|---|---|" + ("---|---|" if has_fid else "") + "---|---|---|---|",
     ]
+    base = {r["seed"]: r for r in rows if r["method"] == "none"}
     for method in args.methods:
         rs = [r for r in rows if r["method"] == method]
         if not rs:
@@ -242,6 +249,9 @@ def write_tables(rows: list[dict], prep: dict, args, elapsed: float) -> None:
         if has_fid:
             fm, fs = _mean_std([r["fid"] for r in rs])
             cells += [f"{fm:.2f}", f"{fs:.2f}"]
+        for key, fmt in (("psnr", "{:+.3f} +- {:.3f}"), ("ssim", "{:+.4f} +- {:.4f}")):
+            diffs = [r[key] - base[r["seed"]][key] for r in rs if r["seed"] in base]
+            cells.append(fmt.format(*_mean_std(diffs)) if method != "none" and diffs else "")
         cells += [str(len(rs)), f"{statistics.fmean(r['seconds'] for r in rs):.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     if not has_fid:
