@@ -1,6 +1,7 @@
 """Ablation of the distillation methods on one pruned student (CPU-sized).
 
-Regenerate the table (about 25-35 min on 2 free CPU cores)::
+Regenerate the table (measured: 13 min teacher training + 43 min of runs on a 2-core
+machine shared with other jobs, load ~10; less on free cores)::
 
     python results/ablation/run_ablation.py --work /tmp/nas-prune-ablation --jobs 2
 
