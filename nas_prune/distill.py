@@ -168,6 +168,15 @@ class DistillConfig:
         check(self.log_every >= 1, "log_every", "must be >= 1")
         check(self.grid_images >= 1, "grid_images", "must be >= 1")
         TransformConfig(load_size=self.load_size, crop_size=self.crop_size, preprocess=self.preprocess, flip=self.flip)
+        # Method names, weights and options are checked here, so a recipe fails at validation.
+        from nas_prune.kd import base as kd_base
+
+        for name, weight in dict(self.distill).items():
+            cls = kd_base.term_class(name)
+            check(isinstance(weight, (int, float)) and weight >= 0, f"distill.{name}", f"weight must be a number >= 0, got {weight!r}")
+            kd_base.check_options(cls, name, dict(self.distill_options).get(name, {}))
+        for name in dict(self.distill_options):
+            check(name in self.distill, f"distill_options.{name}", f"options for a method not in distill ({', '.join(self.distill) or 'none'})")
         if self.distill_taps is not None:
             object.__setattr__(self, "distill_taps", tuple(self.distill_taps))
         object.__setattr__(self, "distill", dict(self.distill))

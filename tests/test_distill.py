@@ -211,3 +211,16 @@ def test_cli_run_and_errors(tmp_path, data, files):
     code, out = run_cli("--teacher", files / "teacher.safetensors", "--student", files / "student", "--data", data,
                         "--mode", "aligned", "--out", tmp_path / "run")
     assert code == 2 and "already holds a run" in out
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"distill": {"crdd": 1.0}}, "unknown distillation method 'crdd'"),
+    ({"distill": {"gcka": 1.0}, "distill_options": {"gcka": {"bogus": 1}}}, "distillation option gcka.bogus: unknown option"),
+    ({"distill": {"gcka": 1.0}, "distill_options": {"crd": {}}}, "distill_options.crd: options for a method not in distill"),
+    ({"distill": {"gcka": -1.0}}, "distill.gcka: weight must be a number >= 0"),
+])
+def test_config_rejects_unknown_methods_and_options_up_front(kwargs, message):
+    from nas_prune.distill import DistillConfig
+
+    with pytest.raises(NasPruneError, match=message):
+        DistillConfig(**kwargs)

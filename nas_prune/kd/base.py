@@ -203,7 +203,7 @@ def build_terms(
         if weight == 0.0:
             continue
         opts = dict(options.get(name, {}))
-        _check_options(cls, name, opts)
+        check_options(cls, name, opts)
         term_taps = taps
         if term_taps is None:
             default = getattr(cls, "default_taps", None)
@@ -212,7 +212,7 @@ def build_terms(
     return terms
 
 
-def _check_options(cls: type[DistillTerm], name: str, opts: Mapping[str, object]) -> None:
+def check_options(cls: type[DistillTerm], name: str, opts: Mapping[str, object]) -> None:
     """Reject options that ``cls.__init__`` does not accept, naming them and the valid ones."""
     params = inspect.signature(cls.__init__).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
