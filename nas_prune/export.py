@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from nas_prune.arch import Arch, fits_within
 from nas_prune.errors import NasPruneError
+from nas_prune.fileio import dumps_readable
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -389,7 +390,7 @@ def write_student(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        (tmp / ARCH_FILE).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        (tmp / ARCH_FILE).write_text(dumps_readable(document) + "\n", encoding="utf-8")
         if state_dict is not None:
             tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
             meta = {"format": "nas-prune-student", "arch": ARCH_FILE}

@@ -40,9 +40,34 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def dumps_readable(obj: Any, indent: int = 2) -> str:
+    """JSON with objects indented and lists of numbers/strings kept on one line.
+
+    ``json.dumps(indent=2)`` puts every list element on its own line, which turns an
+    ``arch.json`` with kept channel indices into a thousand-line file; this keeps one
+    layer per line so architectures stay readable and diff well. ``json.loads`` of the
+    result equals ``obj``.
+    """
+
+    def fmt(value: Any, depth: int) -> str:
+        pad, inner = " " * (indent * depth), " " * (indent * (depth + 1))
+        if isinstance(value, dict):
+            if not value:
+                return "{}"
+            items = [f"{inner}{json.dumps(str(k))}: {fmt(v, depth + 1)}" for k, v in value.items()]
+            return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+        if isinstance(value, (list, tuple)):
+            if all(not isinstance(v, (dict, list, tuple)) for v in value):
+                return json.dumps(list(value))
+            return "[\n" + ",\n".join(f"{inner}{fmt(v, depth + 1)}" for v in value) + "\n" + pad + "]"
+        return json.dumps(value)
+
+    return fmt(obj, 0)
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Write ``obj`` as readable JSON (see :func:`dumps_readable`) to ``path`` atomically."""
+    write_text(path, dumps_readable(obj) + "\n")
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
