@@ -50,7 +50,7 @@ CHECKPOINT_VERSION = 1
 # Fields that may differ between a run and its resumption (everything else must match).
 RESUMABLE_CHANGES = frozenset(
     {"epochs", "epochs_decay", "max_steps", "eval_every", "save_every", "log_every", "grid_every",
-     "workers", "device", "compile", "progress", "fid_inception"}
+     "workers", "device", "compile", "progress", "inception"}
 )
 
 
@@ -97,8 +97,10 @@ class DistillConfig:
         log_every: log losses every this many steps.
         grid_every: write an image grid every this many steps (0 = with each evaluation).
         grid_images: rows of the grid (input | teacher | student | real).
-        fid_inception: path of a TorchScript Inception feature extractor (e.g.
-            ``inception-2015-12-05.pt``) to compute FID at evaluation; None skips FID.
+        inception: path of the FID Inception weights (pytorch-fid's
+            ``pt_inception-2015-12-05-6726825d.pth``, read by
+            :func:`nas_prune.inception.load_inception`, as ``nas-prune evaluate --inception``)
+            to compute FID at each evaluation; None skips FID.
         progress: show a rich progress bar.
     """
 
@@ -136,7 +138,7 @@ class DistillConfig:
     log_every: int = 50
     grid_every: int = 0
     grid_images: int = 4
-    fid_inception: str | None = None
+    inception: str | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -209,10 +211,15 @@ class DistillConfig:
     def from_dict(cls, data: Mapping[str, Any], *, where: str = "config") -> "DistillConfig":
         """Build from :meth:`to_dict` output; unknown keys are errors naming the key."""
         known = {f.name for f in fields(cls)}
+        data = dict(data)
+        if "fid_inception" in data and "inception" not in data:
+            # runs written before the option took evaluate's name and weights format
+            if data.pop("fid_inception") is not None:
+                raise NasPruneError(f"{where}: fid_inception: replaced by inception (the FID Inception weights "
+                                    "pt_inception-2015-12-05-6726825d.pth, as for nas-prune evaluate)")
         unknown = sorted(set(data) - known)
         if unknown:
             raise NasPruneError(f"{where}: {unknown[0]}: unknown option (known: {', '.join(sorted(known))})")
-        data = dict(data)
         if data.get("distill_taps") is not None:
             data["distill_taps"] = tuple(data["distill_taps"])
         return cls(**data)
@@ -602,8 +609,14 @@ class _Run:
         self.history: list[dict[str, float]] = []
         self.best: dict[str, float] = {}
         self.best_step = -1
-        self.fid_net = None
         self.grid_batch = None
+        # FID at evaluation: the extractor and weights of ``nas-prune evaluate`` (loaded now, so a
+        # bad path fails before training)
+        self.fid_net = None
+        if cfg.inception and self.is_main and self.test_set is not None:
+            from nas_prune.inception import load_inception
+
+            self.fid_net = load_inception(cfg.inception, value_range=(-1.0, 1.0), device=self.device)
         if self.resume:
             self._load_checkpoint()
         elif self.is_main:
@@ -920,16 +933,19 @@ class _Run:
                     sums[f"psnr{suffix}"] = sums.get(f"psnr{suffix}", 0.0) + psnr(s, ref.float()) * n
                     if min(s.shape[-2:]) >= 11:
                         sums[f"ssim{suffix}"] = sums.get(f"ssim{suffix}", 0.0) + ssim(s, ref.float()) * n
-                if self.cfg.fid_inception:
-                    feats_real.append(self._inception(b))
-                    feats_fake.append(self._inception(s))
+                if self.fid_net is not None:  # full precision, as nas-prune evaluate
+                    with torch.autocast(device_type=self.device.type, enabled=False):
+                        feats_real.append(self.fid_net(b).double().cpu().numpy())
+                        feats_fake.append(self.fid_net(s).double().cpu().numpy())
                 count += n
         self.student.train()
         metrics = {k: v / count for k, v in sums.items()}
         if feats_real:
-            from nas_prune.metrics import frechet_distance
+            import numpy as np
 
-            metrics["fid"] = frechet_distance(torch.cat(feats_real), torch.cat(feats_fake))
+            from nas_prune.evaluate import frechet_distance
+
+            metrics["fid"] = frechet_distance(np.concatenate(feats_real), np.concatenate(feats_fake))
         rec = {"step": self.step, **metrics}
         self.history.append(rec)
         self._log({"eval": True, **rec})
@@ -951,26 +967,6 @@ class _Run:
             if key in metrics and key in self.best:
                 return metrics[key] > self.best[key] if higher else metrics[key] < self.best[key]
         return True
-
-    def _inception(self, images):
-        import torch
-
-        if self.fid_net is None:
-            path = Path(self.cfg.fid_inception)
-            if not path.is_file():
-                raise NasPruneError(f"fid_inception: {path} not found")
-            try:
-                self.fid_net = torch.jit.load(str(path), map_location=self.device).eval()
-            except Exception as err:  # noqa: BLE001 - any failure is a bad user file
-                raise NasPruneError(f"fid_inception {path}: not a TorchScript model ({type(err).__name__})") from None
-        x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        if x.shape[1] == 1:
-            x = x.repeat(1, 3, 1, 1)
-        try:
-            feats = self.fid_net(x, return_features=True)
-        except (RuntimeError, TypeError):
-            feats = self.fid_net(x)
-        return feats.float().flatten(1).cpu()
 
     def write_grid(self) -> None:
         """``samples/step_XXXXXXX.png``: rows of input | teacher | student | real."""

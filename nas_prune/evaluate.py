@@ -31,6 +31,7 @@ import numpy as np
 from nas_prune.errors import NasPruneError
 
 __all__ = [
+    "frechet_distance",
     "frechet_distance_from_stats",
     "feature_stats",
     "kid",
@@ -82,6 +83,14 @@ def frechet_distance_from_stats(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.nda
     tr_covmean = float(np.sqrt(np.clip(eig, 0.0, None)).sum())
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean)
+
+
+def frechet_distance(real: np.ndarray, fake: np.ndarray) -> float:
+    """FID between two feature sets ``(N, D)`` (N >= 2 each): :func:`frechet_distance_from_stats`
+    of their :func:`feature_stats`. With Inception pool3 features (D = 2048) this is FID;
+    small N gives a biased, noisy estimate.
+    """
+    return frechet_distance_from_stats(*feature_stats(real), *feature_stats(fake))
 
 
 def kid(

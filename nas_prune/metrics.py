@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from nas_prune.errors import NasPruneError
 
-__all__ = ["psnr", "ssim", "to_unit_range", "frechet_distance"]
+__all__ = ["psnr", "ssim", "to_unit_range"]
 
 
 def to_unit_range(x: torch.Tensor, value_range: tuple[float, float]) -> torch.Tensor:
@@ -109,29 +109,3 @@ def ssim(
     s = ((2 * mu_p * mu_t + c1) * (2 * cov + c2)) / ((mu_p**2 + mu_t**2 + c1) * (var_p + var_t + c2))
     value = float(s.flatten(1).mean(dim=1).mean())
     return value if math.isfinite(value) else float("nan")
-
-
-def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
-    """Fréchet distance between Gaussians fitted to two feature sets (FID, Heusel et al. 2017).
-
-    ``||mu_r - mu_f||^2 + Tr(S_r + S_f - 2 (S_r S_f)^(1/2))`` with sample covariances
-    (N - 1 normalisation); inputs ``(N, D)``, N >= 2. With Inception pool3 features
-    (D = 2048) this is FID; small N gives a biased, noisy estimate.
-    """
-    import numpy as np
-    from scipy import linalg
-
-    if real.dim() != 2 or fake.dim() != 2 or real.shape[1] != fake.shape[1]:
-        raise NasPruneError(f"frechet_distance: expected (N, D) features, got {tuple(real.shape)} and {tuple(fake.shape)}")
-    if real.shape[0] < 2 or fake.shape[0] < 2:
-        raise NasPruneError("frechet_distance: needs at least 2 samples per set")
-    r = real.detach().double().cpu().numpy()
-    f = fake.detach().double().cpu().numpy()
-    mu_r, mu_f = r.mean(0), f.mean(0)
-    s_r, s_f = np.cov(r, rowvar=False), np.cov(f, rowvar=False)
-    covmean = linalg.sqrtm(s_r @ s_f)
-    if not np.isfinite(covmean).all():
-        eps = 1e-6 * np.eye(s_r.shape[0])
-        covmean = linalg.sqrtm((s_r + eps) @ (s_f + eps))
-    covmean = np.real(covmean)
-    return float(((mu_r - mu_f) ** 2).sum() + np.trace(s_r) + np.trace(s_f) - 2.0 * np.trace(covmean))

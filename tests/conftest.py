@@ -62,3 +62,28 @@ def tiny_arch() -> Arch:
     """A CAT-like tiny teacher: stem 8/12/16, 3 blocks, res and dw kernels 1/3/5."""
     block = Block(res=(4, 4, 4), dw=(4, 4, 4))
     return Arch(input_nc=3, output_nc=3, stem=(8, 12, 16), blocks=(block,) * 3, head=(12, 8))
+
+
+@pytest.fixture(scope="session")
+def inception_weights(tmp_path_factory):
+    """``(path, state)``: a random state dict in the layout of pt_inception-2015-12-05, saved with
+    the fc head the real file carries. He-scaled convs keep features input-dependent through 94 layers."""
+    from nas_prune.inception import WEIGHTS_FILE, InceptionFeatures
+
+    torch.manual_seed(0)
+    net = InceptionFeatures()
+    state = {}
+    for k, v in net.state_dict().items():
+        if k.endswith("num_batches_tracked"):
+            continue
+        if k.endswith("conv.weight"):
+            state[k] = torch.randn(v.shape) * (2.0 / v[0].numel()) ** 0.5
+        elif k.endswith(("running_var", "bn.weight")):
+            state[k] = torch.rand(v.shape) * 0.2 + 0.9
+        else:
+            state[k] = torch.randn(v.shape) * 0.05
+    state["fc.weight"] = torch.randn(1008, 2048)
+    state["fc.bias"] = torch.randn(1008)
+    path = tmp_path_factory.mktemp("inc") / WEIGHTS_FILE
+    torch.save(state, path)
+    return path, state

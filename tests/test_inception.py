@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nas_prune.errors import NasPruneError
-from nas_prune.inception import FEATURE_DIM, WEIGHTS_FILE, InceptionFeatures, _avg3, load_inception
+from nas_prune.inception import FEATURE_DIM, InceptionFeatures, _avg3, load_inception
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -18,29 +18,7 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module")
-def weights_file(tmp_path_factory):
-    """A random state dict in the layout of pt_inception-2015-12-05 (plus the fc head it carries)."""
-    torch.manual_seed(0)
-    net = InceptionFeatures()
-    state = {}
-    for k, v in net.state_dict().items():
-        if k.endswith("num_batches_tracked"):
-            continue
-        if k.endswith("conv.weight"):  # He-scaled, so features stay input-dependent through 94 layers
-            state[k] = torch.randn(v.shape) * (2.0 / v[0].numel()) ** 0.5
-        elif k.endswith(("running_var", "bn.weight")):
-            state[k] = torch.rand(v.shape) * 0.2 + 0.9
-        else:
-            state[k] = torch.randn(v.shape) * 0.05
-    state["fc.weight"] = torch.randn(1008, 2048)
-    state["fc.bias"] = torch.randn(1008)
-    path = tmp_path_factory.mktemp("inc") / WEIGHTS_FILE
-    torch.save(state, path)
-    return path, state
-
-
-def test_layout_matches_the_fid_weights_file():
+def test_layout_matches_the_fid_inception_weights():
     net = InceptionFeatures()
     shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     # shapes of pt_inception-2015-12-05-6726825d.pth (torchvision Inception3 layout)
@@ -63,8 +41,8 @@ def test_tf_pools():
     assert _avg3(x)[0, 0, 0, 0].item() == pytest.approx((0 + 1 + 5 + 6) / 4)
 
 
-def test_load_and_features(weights_file):
-    path, state = weights_file
+def test_load_and_features(inception_weights):
+    path, state = inception_weights
     net = load_inception(path, value_range=(0.0, 1.0))
     assert not net.training
     assert torch.equal(net.Mixed_6b.branch7x7_2.conv.weight, state["Mixed_6b.branch7x7_2.conv.weight"])
@@ -92,8 +70,8 @@ def test_missing_file_says_where_to_get_it(tmp_path):
         load_inception(None)
 
 
-def test_wrong_layouts(tmp_path, weights_file):
-    _, state = weights_file
+def test_wrong_layouts(tmp_path, inception_weights):
+    _, state = inception_weights
     bad = dict(state)
     del bad["Mixed_5c.branch1x1.conv.weight"]
     torch.save(bad, tmp_path / "missing.pth")
@@ -120,10 +98,10 @@ def test_pickled_module_is_refused(tmp_path):
         load_inception(tmp_path / "module.pth")
 
 
-def test_safetensors_weights(tmp_path, weights_file):
+def test_safetensors_weights(tmp_path, inception_weights):
     from safetensors.torch import save_file
 
-    _, state = weights_file
+    _, state = inception_weights
     save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "inc.safetensors"))
     net = load_inception(tmp_path / "inc.safetensors")
     assert torch.equal(net.Conv2d_2a_3x3.conv.weight, state["Conv2d_2a_3x3.conv.weight"])

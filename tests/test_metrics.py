@@ -8,7 +8,8 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from nas_prune.errors import NasPruneError
-from nas_prune.metrics import frechet_distance, psnr, ssim
+from nas_prune.evaluate import frechet_distance
+from nas_prune.metrics import psnr, ssim
 
 
 @pytest.fixture

@@ -91,7 +91,7 @@ def distill_cli(
     device: Optional[str] = typer.Option(None, "--device", help="auto (default), cpu, cuda or cuda:N."),
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Evaluate every N steps (0 = every epoch)."),
     save_every: Optional[int] = typer.Option(None, "--save-every", help="Checkpoint every N steps (0 = every epoch)."),
-    fid_inception: Optional[Path] = typer.Option(None, "--fid-inception", help="TorchScript Inception feature extractor for FID (local file)."),
+    inception: Optional[Path] = typer.Option(None, "--inception", help="Local FID Inception weights (pt_inception-2015-12-05-6726825d.pth, as for evaluate); adds FID to each evaluation."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
 ) -> None:
@@ -110,7 +110,7 @@ def distill_cli(
             "crop_size": crop_size, "preprocess": preprocess, "amp": amp, "workers": workers, "seed": seed,
             "device": device, "eval_every": eval_every, "save_every": save_every,
             "teacher_discriminator": str(teacher_d) if teacher_d else None,
-            "fid_inception": str(fid_inception) if fid_inception else None,
+            "inception": str(inception) if inception else None,
         }
         overrides = {k: v for k, v in given.items() if v is not None}
         if no_flip:

@@ -30,7 +30,7 @@ Protocol (everything is produced by nas-prune itself, nothing is downloaded):
 5. Metrics: PSNR (dB) and SSIM of the *final* student (not the best checkpoint:
    picking on the test split would leak it) against the real targets of the 40
    test pairs, mean and sample standard deviation over seeds. FID needs an
-   Inception network; pass ``--fid-inception`` (a TorchScript file) to add it.
+   Inception network; pass ``--inception`` (pytorch-fid's weights file) to add it.
 
 Each process uses one thread (``torch.set_num_threads(1)``): on a busy 2-core
 machine more threads per process made steps an order of magnitude slower.
@@ -97,7 +97,7 @@ def _schedule(steps: int) -> dict:
 def _common(fid: str | None) -> dict:
     return dict(
         batch_size=BATCH, workers=0, progress=False, load_size=SIZE, crop_size=SIZE, ndf=NDF,
-        device="cpu", log_every=50, fid_inception=fid,
+        device="cpu", log_every=50, inception=fid,
     )
 
 
@@ -256,7 +256,7 @@ def write_tables(rows: list[dict], prep: dict, args, elapsed: float) -> None:
         cells += [str(len(rs)), f"{statistics.fmean(r['seconds'] for r in rs):.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     if not has_fid:
-        lines += ["", "FID: not computed (no local Inception weights were given; pass `--fid-inception`)."]
+        lines += ["", "FID: not computed (no local Inception weights were given; pass `--inception`)."]
     lines += ["", "Per-run numbers: `ablation_runs.csv`.", ""]
     write_text(HERE / "ablation.md", "\n".join(lines))
 
@@ -270,16 +270,16 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one thread each)")
-    parser.add_argument("--fid-inception", default=None, help="TorchScript Inception for FID (optional)")
+    parser.add_argument("--inception", default=None, help="FID Inception weights, pt_inception-2015-12-05-6726825d.pth (optional)")
     args = parser.parse_args()
     _setup_torch()
     args.work.mkdir(parents=True, exist_ok=True)
     _schedule(args.steps)
     t0 = time.perf_counter()
-    prep = prepare(args.work, task=args.task, teacher_steps=args.teacher_steps, fid=args.fid_inception)
+    prep = prepare(args.work, task=args.task, teacher_steps=args.teacher_steps, fid=args.inception)
     print(f"teacher {prep['teacher_metrics']}, pruned {prep['pruned_metrics']}, "
           f"MACs {prep['teacher_macs']:,} -> {prep['student_macs']:,}", flush=True)
-    jobs = [(str(args.work), args.task, m, s, args.steps, args.teacher_steps, args.fid_inception) for s in args.seeds for m in args.methods]
+    jobs = [(str(args.work), args.task, m, s, args.steps, args.teacher_steps, args.inception) for s in args.seeds for m in args.methods]
     if args.jobs > 1:
         with mp.get_context("spawn").Pool(args.jobs) as pool:
             rows = pool.map(_run_one, jobs, chunksize=1)
