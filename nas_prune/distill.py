@@ -31,14 +31,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
-import threading
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from nas_prune import loop
 from nas_prune.arch import Arch, fits_within
 from nas_prune.errors import NasPruneError
 
@@ -210,27 +209,19 @@ class DistillConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, where: str = "config") -> "DistillConfig":
         """Build from :meth:`to_dict` output; unknown keys are errors naming the key."""
-        known = {f.name for f in fields(cls)}
         data = dict(data)
         if "fid_inception" in data and "inception" not in data:
             # runs written before the option took evaluate's name and weights format
             if data.pop("fid_inception") is not None:
                 raise NasPruneError(f"{where}: fid_inception: replaced by inception (the FID Inception weights "
                                     "pt_inception-2015-12-05-6726825d.pth, as for nas-prune evaluate)")
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise NasPruneError(f"{where}: {unknown[0]}: unknown option (known: {', '.join(sorted(known))})")
         if data.get("distill_taps") is not None:
             data["distill_taps"] = tuple(data["distill_taps"])
-        return cls(**data)
+        return loop.config_from_dict(cls, data, where=where)
 
     def replace(self, **changes: Any) -> "DistillConfig":
         """A copy with ``changes`` applied (unknown names are errors)."""
-        known = {f.name for f in fields(self)}
-        for k in changes:
-            if k not in known:
-                raise NasPruneError(f"{k}: unknown distillation option")
-        return replace(self, **changes)
+        return loop.config_replace(self, changes, what="distillation")
 
 
 @dataclass
@@ -365,22 +356,6 @@ class _Features:
         return WithFeatures()
 
 
-def _lr_factor(step: int, *, steps_const: int, steps_decay: int) -> float:
-    """1 for the first ``steps_const`` steps, then linear decay reaching 0 after ``steps_decay`` more."""
-    if step < steps_const or steps_decay == 0:
-        return 1.0
-    return max(0.0, 1.0 - (step - steps_const) / steps_decay)
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    import torch
-
-    from nas_prune.fileio import atomic_path
-
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
 def _save_student(model, arch: Arch, folder: Path, document: Mapping[str, Any] | None) -> None:
     """Write a student folder (``arch.json`` + ``student.safetensors``) with :func:`nas_prune.export.write_student`.
 
@@ -409,30 +384,6 @@ def _to_uint8_grid(rows: list[list], path: Path) -> None:
     grid = np.concatenate([np.concatenate([img(t) for t in row], axis=1) for row in rows], axis=0)
     with atomic_path(path) as tmp:
         Image.fromarray(grid).save(tmp, format="PNG")
-
-
-class _Stop:
-    """Ctrl-C handling: the first SIGINT asks the loop to stop after the current step."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self) -> "_Stop":
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.getsignal(signal.SIGINT)
-
-            def handler(signum, frame):
-                if self.requested:  # second Ctrl-C: stop now, without a checkpoint
-                    raise KeyboardInterrupt
-                self.requested = True
-
-            signal.signal(signal.SIGINT, handler)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
 
 
 # ----------------------------------------------------------------------------- main
@@ -482,8 +433,8 @@ def distill(
     config = (config or DistillConfig())
     if options:
         config = config.replace(**options)
-    if not resume and (out / "checkpoints" / "last.pt").is_file():
-        raise NasPruneError(f"{out} already holds a run: pass --resume to continue it or choose another --out")
+    if not resume:
+        loop.check_fresh_run(out)
     if resume:
         saved = read_run_config(out)
         for f in fields(DistillConfig):
@@ -516,7 +467,7 @@ class _Run:
 
         cfg = self.cfg
         self._setup_distributed()
-        self.device = self._pick_device()
+        self.device = loop.pick_device(cfg.device, local_rank=self.local_rank, world=self.world)
         self.amp_dtype = self._pick_amp()
 
         if teacher is None and (cfg.distill or cfg.mode == "unaligned"):
@@ -529,9 +480,11 @@ class _Run:
             warnings.warn("the student has no weights: training starts from a fresh initialisation", stacklevel=3)
 
         # data
-        tf = dmod.TransformConfig(load_size=cfg.load_size, crop_size=cfg.crop_size, preprocess=cfg.preprocess, flip=cfg.flip)
+        use_cuda = self.device.type == "cuda"
         nc = dict(input_nc=self.student_arch.input_nc, output_nc=self.student_arch.output_nc)
-        self.train_set = dmod.open_dataset(data, mode=cfg.mode, split="train", direction=cfg.direction, transform=tf, seed=cfg.seed, **nc)
+        self.train_set, self.steps_per_epoch, self.sampler, self.loader = loop.train_data(
+            cfg, data, mode=cfg.mode, rank=self.rank, world=self.world, pin_memory=use_cuda, **nc)
+        tf = dmod.TransformConfig(load_size=cfg.load_size, crop_size=cfg.crop_size, preprocess=cfg.preprocess, flip=cfg.flip)
         try:
             self.test_set = dmod.open_dataset(data, mode=cfg.mode, split="test", direction=cfg.direction, transform=tf, seed=cfg.seed, **nc)
         except NasPruneError as err:
@@ -540,26 +493,7 @@ class _Run:
             self.test_set = None
             if self.is_main:
                 warnings.warn(f"{data}: no test split; evaluation is skipped", stacklevel=3)
-        self.steps_per_epoch = dmod.batches_per_epoch(len(self.train_set), batch_size=cfg.batch_size, world=self.world)
-        if self.steps_per_epoch == 0:
-            raise NasPruneError(
-                f"the train split has {len(self.train_set)} images, fewer than one batch of {cfg.batch_size}"
-                + (f" per device ({self.world} devices)" if self.world > 1 else "")
-            )
         self.total_steps = (cfg.epochs + cfg.epochs_decay) * self.steps_per_epoch
-        self.sampler = dmod.EpochBatchSampler(
-            len(self.train_set), batch_size=cfg.batch_size, epoch=0, seed=cfg.seed, rank=self.rank, world=self.world
-        )
-        use_cuda = self.device.type == "cuda"
-        self.loader = torch.utils.data.DataLoader(
-            self.train_set,
-            batch_sampler=self.sampler,
-            num_workers=min(cfg.workers, os.cpu_count() or 1),
-            collate_fn=dmod.collate,
-            pin_memory=use_cuda,
-            persistent_workers=cfg.workers > 0,
-            generator=torch.Generator(),
-        )
 
         # models
         fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -581,12 +515,11 @@ class _Run:
         self.taps = all_taps(self.terms)
 
         # optimisers
-        betas = (cfg.beta1, cfg.beta2)
         g_params = list(self.student.parameters()) + [p for _, t in self.terms for p in t.generator_parameters()]
-        self.opt_g = torch.optim.Adam(g_params, lr=cfg.lr, betas=betas)
-        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=betas)
+        self.opt_g = loop.adam(g_params, cfg)
+        self.opt_d = loop.adam(self.disc.parameters(), cfg)
         self.opt_terms = {
-            i: torch.optim.Adam(list(t.discriminator_parameters()), lr=cfg.lr, betas=betas)
+            i: loop.adam(list(t.discriminator_parameters()), cfg)
             for i, (_, t) in enumerate(self.terms) if t.has_discriminator()
         }
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
@@ -620,8 +553,7 @@ class _Run:
         if self.resume:
             self._load_checkpoint()
         elif self.is_main:
-            if (self.out / "checkpoints" / "last.pt").is_file():
-                raise NasPruneError(f"{self.out} already holds a run: pass --resume to continue it or choose another --out")
+            loop.check_fresh_run(self.out)
             self.out.mkdir(parents=True, exist_ok=True)
             from nas_prune.fileio import write_json
 
@@ -650,24 +582,6 @@ class _Run:
             backend = "nccl" if torch.cuda.is_available() and self.cfg.device != "cpu" else "gloo"
             torch.distributed.init_process_group(backend=backend)
             self._own_pg = True
-
-    def _pick_device(self):
-        import torch
-
-        want = self.cfg.device
-        if want == "auto":
-            want = "cuda" if torch.cuda.is_available() else "cpu"
-        if want.startswith("cuda"):
-            if not torch.cuda.is_available():
-                raise NasPruneError(f"device {self.cfg.device!r}: CUDA is not available on this machine")
-            if self.world > 1:
-                want = f"cuda:{self.local_rank}"
-            dev = torch.device(want)
-            torch.cuda.set_device(dev)
-            return dev
-        if want != "cpu":
-            raise NasPruneError(f"device {want!r}: expected auto, cpu or cuda[:N]")
-        return torch.device("cpu")
 
     def _pick_amp(self):
         import torch
@@ -717,10 +631,8 @@ class _Run:
 
         cfg = self.cfg
         real_a, real_b = self._prep(batch["A"]), self._prep(batch["B"])
-        lr = cfg.lr * _lr_factor(self.step, steps_const=cfg.epochs * self.steps_per_epoch, steps_decay=cfg.epochs_decay * self.steps_per_epoch)
-        for opt in (self.opt_g, self.opt_d, *self.opt_terms.values()):
-            for group in opt.param_groups:
-                group["lr"] = lr
+        lr = loop.set_lr(cfg, step=self.step, steps_per_epoch=self.steps_per_epoch,
+                         optimizers=(self.opt_g, self.opt_d, *self.opt_terms.values()))
 
         need_teacher = bool(self.terms) or cfg.mode == "unaligned"
         with self._autocast():
@@ -798,39 +710,30 @@ class _Run:
         start_step = self.step
         images = 0
         t0 = time.perf_counter()
-        interrupted = False
         progress = self._progress()
-        last_values: dict[str, float] = {}
+
+        def step(batch):
+            values = self.train_step(batch)
+            if "__bad__" in values:
+                self._nan_stop(values)
+            return values
+
+        def after_step(batch, values):
+            nonlocal images
+            images += batch["A"].shape[0] * self.world
+            self._after_step(values, progress, task, images, t0)
+
+        def end_of_epoch():
+            if cfg.eval_every == 0:
+                self.evaluate()
+            if cfg.save_every == 0:
+                self.save_checkpoint()
+
         try:
-            with _Stop() as stop, progress:
+            with progress:
                 task = None if isinstance(progress, _NullContext) else progress.add_task("distill", total=end, completed=self.step)
-                while self.step < end and not interrupted:
-                    epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
-                    self.sampler.epoch, self.sampler.start_batch = epoch, in_epoch
-                    for batch in self.loader:
-                        values = self.train_step(batch)
-                        if "__bad__" in values:
-                            self._nan_stop(values)
-                        self.step += 1
-                        images += batch["A"].shape[0] * self.world
-                        last_values = values
-                        self._after_step(values, progress, task, images, t0)
-                        try:
-                            if self.on_step is not None and self.is_main:
-                                self.on_step(self.step, values)
-                        except KeyboardInterrupt:
-                            stop.requested = True
-                        if stop.requested:
-                            interrupted = True
-                            break
-                        if self.step >= end:
-                            break
-                    end_of_epoch = self.step % self.steps_per_epoch == 0
-                    if end_of_epoch and not interrupted:
-                        if cfg.eval_every == 0:
-                            self.evaluate()
-                        if cfg.save_every == 0:
-                            self.save_checkpoint()
+                interrupted = loop.train_loop(self, end=end, step=step, after_step=after_step, end_of_epoch=end_of_epoch,
+                                              on_step=self.on_step if self.is_main else None)
             finished = self.step >= self.total_steps
             if not self.history or self.history[-1]["step"] != self.step:
                 self.evaluate()
@@ -847,7 +750,7 @@ class _Run:
 
             student = copy.deepcopy(self.student).to("cpu").eval()
         if interrupted and self.is_main:
-            warnings.warn(f"interrupted at step {self.step}: checkpoint written to {self.out / 'checkpoints' / 'last.pt'}", stacklevel=2)
+            loop.warn_interrupted(self.step, self.out)
         return DistillResult(
             out_dir=self.out, step=self.step, finished=finished, interrupted=interrupted,
             metrics=dict(self.history[-1]) if self.history else {}, best_metrics=dict(self.best),
@@ -898,8 +801,7 @@ class _Run:
         )
 
     def _log(self, rec: dict) -> None:
-        with open(self.out / "log.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(rec) + "\n")
+        loop.append_log(self.out, rec)
 
     # -- evaluation --------------------------------------------------------------------------
     def evaluate(self) -> None:
@@ -1015,25 +917,16 @@ class _Run:
             "opt_d": self.opt_d.state_dict(),
             "opt_terms": {str(i): o.state_dict() for i, o in self.opt_terms.items()},
             "scaler": self.scaler.state_dict(),
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            **loop.rng_state(),
             "history": json.dumps(self.history),
             "best": json.dumps({"metrics": self.best, "step": self.best_step}),
         }
-        _atomic_torch_save(state, self.out / "checkpoints" / "last.pt")
+        loop.atomic_torch_save(state, self.out / loop.CHECKPOINT)
 
     def _load_checkpoint(self) -> None:
         import torch
 
-        path = self.out / "checkpoints" / "last.pt"
-        if not path.is_file():
-            raise NasPruneError(f"nothing to resume: {path} not found")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001
-            raise NasPruneError(f"{path}: cannot be read ({type(err).__name__})") from None
-        if state.get("version") != CHECKPOINT_VERSION:
-            raise NasPruneError(f"{path}: checkpoint version {state.get('version')} is not supported")
+        state = loop.load_checkpoint(self.out, version=CHECKPOINT_VERSION)
         info = json.loads((self.out / "config.json").read_text(encoding="utf-8"))
         if info.get("student_arch") != self.student_arch.to_dict():
             raise NasPruneError(f"resume: the student architecture differs from the one of the run in {self.out}")
@@ -1051,9 +944,7 @@ class _Run:
             o.load_state_dict(state["opt_terms"][str(i)])
         if state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng_cpu"])
-        if state["rng_cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        loop.set_rng_state(state)
         self.step = int(state["step"])
         self.history = json.loads(state["history"])
         best = json.loads(state["best"])

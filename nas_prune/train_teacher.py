@@ -30,10 +30,11 @@ import math
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from nas_prune import loop
 from nas_prune.errors import NasPruneError
 
 __all__ = ["TeacherConfig", "TeacherResult", "train_teacher", "teacher_arch", "OBJECTIVES", "TEACHER_FILE"]
@@ -147,18 +148,12 @@ class TeacherConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, where: str = "config") -> "TeacherConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise NasPruneError(f"{where}: {unknown[0]}: unknown option (known: {', '.join(sorted(known))})")
-        return cls(**dict(data))
+        """Build from :meth:`to_dict` output; unknown keys are errors naming the key."""
+        return loop.config_from_dict(cls, data, where=where)
 
     def replace(self, **changes: Any) -> "TeacherConfig":
-        known = {f.name for f in fields(self)}
-        for k in changes:
-            if k not in known:
-                raise NasPruneError(f"{k}: unknown teacher-training option")
-        return replace(self, **changes)
+        """A copy with ``changes`` applied (unknown names are errors)."""
+        return loop.config_replace(self, changes, what="teacher-training")
 
 
 @dataclass
@@ -338,27 +333,16 @@ class _CycleRun:
     def __init__(self, arch, cfg: TeacherConfig, *, data: Path, out: Path, resume: bool, on_step):
         import torch
 
-        from nas_prune import data as dmod
         from nas_prune.gan import GANLoss, PatchDiscriminator
         from nas_prune.model import build_generator
 
         self.cfg, self.out, self.on_step, self.arch = cfg, out, on_step, arch
         if arch.input_nc != arch.output_nc and cfg.lambda_identity > 0:
             raise NasPruneError("lambda_identity: the identity loss needs as many input as output channels; set it to 0")
-        want = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        if want.startswith("cuda") and not torch.cuda.is_available():
-            raise NasPruneError(f"device {cfg.device!r}: CUDA is not available on this machine")
-        self.device = torch.device(want)
-        tf = dmod.TransformConfig(load_size=cfg.load_size, crop_size=cfg.crop_size, preprocess=cfg.preprocess, flip=cfg.flip)
-        self.train_set = dmod.open_dataset(data, mode="unaligned", split="train", direction=cfg.direction,
-                                           transform=tf, seed=cfg.seed, input_nc=arch.input_nc, output_nc=arch.output_nc)
-        self.steps_per_epoch = dmod.batches_per_epoch(len(self.train_set), batch_size=cfg.batch_size)
-        if self.steps_per_epoch == 0:
-            raise NasPruneError(f"the train split has {len(self.train_set)} images, fewer than one batch of {cfg.batch_size}")
+        self.device = loop.pick_device(cfg.device)
+        self.train_set, self.steps_per_epoch, self.sampler, self.loader = loop.train_data(
+            cfg, data, mode="unaligned", input_nc=arch.input_nc, output_nc=arch.output_nc)
         self.total_steps = (cfg.epochs + cfg.epochs_decay) * self.steps_per_epoch
-        self.sampler = dmod.EpochBatchSampler(len(self.train_set), batch_size=cfg.batch_size, epoch=0, seed=cfg.seed)
-        self.loader = torch.utils.data.DataLoader(self.train_set, batch_sampler=self.sampler, num_workers=cfg.workers,
-                                                  collate_fn=dmod.collate, persistent_workers=cfg.workers > 0)
         torch.manual_seed(cfg.seed)
         self.g_a = init_normal_(build_generator(arch), seed=cfg.seed).to(self.device).train()
         self.g_b = init_normal_(build_generator(arch), seed=cfg.seed + 1).to(self.device).train()
@@ -368,65 +352,48 @@ class _CycleRun:
         init_normal_(self.d_a, seed=cfg.seed + 2)
         init_normal_(self.d_b, seed=cfg.seed + 3)
         self.gan = GANLoss(cfg.gan_mode or "lsgan")
-        betas = (cfg.beta1, cfg.beta2)
-        self.opt_g = torch.optim.Adam([*self.g_a.parameters(), *self.g_b.parameters()], lr=cfg.lr, betas=betas)
-        self.opt_d = torch.optim.Adam([*self.d_a.parameters(), *self.d_b.parameters()], lr=cfg.lr, betas=betas)
+        self.opt_g = loop.adam([*self.g_a.parameters(), *self.g_b.parameters()], cfg)
+        self.opt_d = loop.adam([*self.d_a.parameters(), *self.d_b.parameters()], cfg)
         self.pool_a, self.pool_b = _ImagePool(cfg.pool_size, cfg.seed), _ImagePool(cfg.pool_size, cfg.seed + 1)
         self.step = 0
-        ckpt = out / "checkpoints" / "last.pt"
         if resume:
-            self._load(ckpt)
+            self._load()
         else:
-            if ckpt.is_file():
-                raise NasPruneError(f"{out} already holds a run: pass --resume to continue it or choose another --out")
+            loop.check_fresh_run(out)
             from nas_prune.fileio import write_json
 
             out.mkdir(parents=True, exist_ok=True)
             write_json(out / "config.json", {"config": cfg.to_dict(), "arch": arch.to_dict(),
                                              "steps_per_epoch": self.steps_per_epoch})
 
-    def _load(self, path: Path) -> None:
-        import torch
-
-        if not path.is_file():
-            raise NasPruneError(f"nothing to resume: {path} not found")
+    def _load(self) -> None:
+        if not (self.out / loop.CHECKPOINT).is_file():
+            raise NasPruneError(f"nothing to resume: {self.out / loop.CHECKPOINT} not found")
         saved = json.loads((self.out / "config.json").read_text(encoding="utf-8"))["config"]
         for key, value in self.cfg.to_dict().items():
             if key not in self.RESUMABLE and saved.get(key) != value:
                 raise NasPruneError(f"resume: {key} is {value!r}, the run in {self.out} used {saved.get(key)!r}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("version") != CHECKPOINT_VERSION:
-            raise NasPruneError(f"{path}: checkpoint version {state.get('version')} is not supported")
+        state = loop.load_checkpoint(self.out, version=CHECKPOINT_VERSION)
         for name in ("g_a", "g_b", "d_a", "d_b", "opt_g", "opt_d"):
             getattr(self, name).load_state_dict(state[name])
         self.pool_a.load(state["pool_a"])
         self.pool_b.load(state["pool_b"])
-        torch.set_rng_state(state["rng_cpu"])
+        loop.set_rng_state(state)
         self.step = int(state["step"])
 
     def save_checkpoint(self) -> None:
-        import torch
-
-        from nas_prune.distill import _atomic_torch_save
-
-        state = {"version": CHECKPOINT_VERSION, "step": self.step, "rng_cpu": torch.get_rng_state(),
+        state = {"version": CHECKPOINT_VERSION, "step": self.step, **loop.rng_state(),
                  "pool_a": self.pool_a.state(), "pool_b": self.pool_b.state()}
         for name in ("g_a", "g_b", "d_a", "d_b", "opt_g", "opt_d"):
             state[name] = getattr(self, name).state_dict()
-        _atomic_torch_save(state, self.out / "checkpoints" / "last.pt")
+        loop.atomic_torch_save(state, self.out / loop.CHECKPOINT)
 
     def train_step(self, batch: dict) -> dict[str, float]:
         import torch.nn.functional as F
 
-        from nas_prune.distill import _lr_factor
-
         cfg = self.cfg
         a, b = batch["A"].to(self.device), batch["B"].to(self.device)
-        lr = cfg.lr * _lr_factor(self.step, steps_const=cfg.epochs * self.steps_per_epoch,
-                                 steps_decay=cfg.epochs_decay * self.steps_per_epoch)
-        for opt in (self.opt_g, self.opt_d):
-            for group in opt.param_groups:
-                group["lr"] = lr
+        lr = loop.set_lr(cfg, step=self.step, steps_per_epoch=self.steps_per_epoch, optimizers=(self.opt_g, self.opt_d))
         fake_b, fake_a = self.g_a(a), self.g_b(b)
         rec_a, rec_b = self.g_b(fake_b), self.g_a(fake_a)
         self.d_a.requires_grad_(False)
@@ -458,41 +425,26 @@ class _CycleRun:
         return values
 
     def train(self, t0: float) -> TeacherResult:
-        from nas_prune.distill import _Stop
-
         cfg = self.cfg
         end = self.total_steps if cfg.max_steps is None else min(self.total_steps, cfg.max_steps)
-        interrupted = False
-        with _Stop() as stop:
-            while self.step < end and not interrupted:
-                epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
-                self.sampler.epoch, self.sampler.start_batch = epoch, in_epoch
-                for batch in self.loader:
-                    values = self.train_step(batch)
-                    self.step += 1
-                    if self.step % cfg.log_every == 0:
-                        with open(self.out / "log.jsonl", "a", encoding="utf-8") as fh:
-                            fh.write(json.dumps({"step": self.step, **values}) + "\n")
-                    if cfg.save_every and self.step % cfg.save_every == 0:
-                        self.save_checkpoint()
-                    try:
-                        if self.on_step is not None:
-                            self.on_step(self.step, values)
-                    except KeyboardInterrupt:
-                        stop.requested = True
-                    if stop.requested:
-                        interrupted = True
-                        break
-                    if self.step >= end:
-                        break
-                if self.step % self.steps_per_epoch == 0 and cfg.save_every == 0 and not interrupted:
-                    self.save_checkpoint()
+
+        def after_step(batch, values):
+            if self.step % cfg.log_every == 0:
+                loop.append_log(self.out, {"step": self.step, **values})
+            if cfg.save_every and self.step % cfg.save_every == 0:
+                self.save_checkpoint()
+
+        def end_of_epoch():
+            if cfg.save_every == 0:
+                self.save_checkpoint()
+
+        interrupted = loop.train_loop(self, end=end, step=self.train_step, after_step=after_step,
+                                      end_of_epoch=end_of_epoch, on_step=self.on_step)
         self.save_checkpoint()
         teacher = self.out / TEACHER_FILE
         _save_generator(self.g_a, teacher)
         _save_generator(self.g_b, self.out / TEACHER_B_FILE)
         if interrupted:
-            warnings.warn(f"interrupted at step {self.step}: checkpoint written to {self.out / 'checkpoints' / 'last.pt'}",
-                          stacklevel=3)
+            loop.warn_interrupted(self.step, self.out)
         return TeacherResult(out_dir=self.out, teacher=teacher, step=self.step, finished=self.step >= self.total_steps,
                              interrupted=interrupted, metrics={}, seconds=time.perf_counter() - t0)

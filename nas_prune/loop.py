@@ -1,0 +1,271 @@
+"""Training-loop machinery shared by :mod:`nas_prune.distill` and :mod:`nas_prune.train_teacher`.
+
+Both loops follow pix2pix/CycleGAN: Adam, a constant learning rate for ``epochs`` epochs
+then linear decay to 0 over ``epochs_decay`` epochs (set every step), data order and
+augmentation as functions of ``(seed, epoch, index)`` (:class:`nas_prune.data.EpochBatchSampler`),
+and a checkpoint ``checkpoints/last.pt`` holding everything a step depends on (weights,
+optimiser states, step, RNG states), read back with ``weights_only=True`` so a resumed run
+continues exactly. Ctrl-C asks the loop to stop after the current step (with a checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import warnings
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from nas_prune.errors import NasPruneError
+
+CHECKPOINT = Path("checkpoints") / "last.pt"
+
+
+# ----------------------------------------------------------------------------- configs
+
+
+def config_from_dict(cls, data: Mapping[str, Any], *, where: str):
+    """``cls(**data)`` for a config dataclass; an unknown key is an error naming it and ``where``."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise NasPruneError(f"{where}: {unknown[0]}: unknown option (known: {', '.join(sorted(known))})")
+    return cls(**dict(data))
+
+
+def config_replace(config, changes: Mapping[str, Any], *, what: str):
+    """A copy of the config dataclass with ``changes``; an unknown name is ``"<name>: unknown <what> option"``."""
+    known = {f.name for f in fields(config)}
+    for k in changes:
+        if k not in known:
+            raise NasPruneError(f"{k}: unknown {what} option")
+    return replace(config, **changes)
+
+
+# ----------------------------------------------------------------------------- setup
+
+
+def pick_device(want: str, *, local_rank: int = 0, world: int = 1):
+    """``auto`` (CUDA if available), ``cpu``, ``cuda`` or ``cuda:N`` -> ``torch.device``.
+
+    Under DDP (``world > 1``) a CUDA run uses ``cuda:<local_rank>``; the CUDA device is made current.
+    """
+    import torch
+
+    name = want
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise NasPruneError(f"device {want!r}: CUDA is not available on this machine")
+        if world > 1:
+            name = f"cuda:{local_rank}"
+        dev = torch.device(name)
+        torch.cuda.set_device(dev)
+        return dev
+    if name != "cpu":
+        raise NasPruneError(f"device {name!r}: expected auto, cpu or cuda[:N]")
+    return torch.device("cpu")
+
+
+def train_data(cfg, data: Path, *, mode: str, input_nc: int, output_nc: int, rank: int = 0, world: int = 1,
+               pin_memory: bool = False):
+    """The train split and its loader: ``(train_set, steps_per_epoch, sampler, loader)``.
+
+    ``cfg`` supplies ``load_size`` / ``crop_size`` / ``preprocess`` / ``flip`` / ``direction`` /
+    ``seed`` / ``batch_size`` / ``workers`` (capped at the CPU count). The loader has its own
+    ``torch.Generator`` so starting an epoch does not draw from the global RNG (dropout's).
+
+    Raises:
+        NasPruneError: the split holds fewer images than one batch (per device).
+    """
+    import torch
+
+    from nas_prune import data as dmod
+
+    tf = dmod.TransformConfig(load_size=cfg.load_size, crop_size=cfg.crop_size, preprocess=cfg.preprocess, flip=cfg.flip)
+    train_set = dmod.open_dataset(data, mode=mode, split="train", direction=cfg.direction, transform=tf,
+                                  seed=cfg.seed, input_nc=input_nc, output_nc=output_nc)
+    steps_per_epoch = dmod.batches_per_epoch(len(train_set), batch_size=cfg.batch_size, world=world)
+    if steps_per_epoch == 0:
+        raise NasPruneError(
+            f"the train split has {len(train_set)} images, fewer than one batch of {cfg.batch_size}"
+            + (f" per device ({world} devices)" if world > 1 else "")
+        )
+    sampler = dmod.EpochBatchSampler(len(train_set), batch_size=cfg.batch_size, epoch=0, seed=cfg.seed,
+                                     rank=rank, world=world)
+    loader = torch.utils.data.DataLoader(
+        train_set,
+        batch_sampler=sampler,
+        num_workers=min(cfg.workers, os.cpu_count() or 1),
+        collate_fn=dmod.collate,
+        pin_memory=pin_memory,
+        persistent_workers=cfg.workers > 0,
+        generator=torch.Generator(),
+    )
+    return train_set, steps_per_epoch, sampler, loader
+
+
+def adam(params: Iterable, cfg):
+    """Adam with ``cfg.lr`` and betas ``(cfg.beta1, cfg.beta2)`` (pix2pix: 2e-4, 0.5/0.999)."""
+    import torch
+
+    return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+
+
+# ----------------------------------------------------------------------------- schedule
+
+
+def lr_factor(step: int, *, steps_const: int, steps_decay: int) -> float:
+    """1 for the first ``steps_const`` steps, then linear decay reaching 0 after ``steps_decay`` more."""
+    if step < steps_const or steps_decay == 0:
+        return 1.0
+    return max(0.0, 1.0 - (step - steps_const) / steps_decay)
+
+
+def set_lr(cfg, *, step: int, steps_per_epoch: int, optimizers: Iterable) -> float:
+    """Set the learning rate of step ``step`` (0-based) on every param group; returns it."""
+    lr = cfg.lr * lr_factor(step, steps_const=cfg.epochs * steps_per_epoch,
+                            steps_decay=cfg.epochs_decay * steps_per_epoch)
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["lr"] = lr
+    return lr
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file renamed over ``path``: never a half-written checkpoint."""
+    import torch
+
+    from nas_prune.fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def rng_state() -> dict:
+    """The global CPU and CUDA RNG states, for a checkpoint."""
+    import torch
+
+    return {"rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured (a checkpoint without CUDA states restores the CPU one)."""
+    import torch
+
+    torch.set_rng_state(state["rng_cpu"])
+    if state.get("rng_cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng_cuda"])
+
+
+def load_checkpoint(out: Path, *, version: int) -> dict:
+    """Read ``out/checkpoints/last.pt`` (``weights_only=True``) and check its format version.
+
+    Raises:
+        NasPruneError: no checkpoint, an unreadable file, or another version.
+    """
+    import torch
+
+    path = out / CHECKPOINT
+    if not path.is_file():
+        raise NasPruneError(f"nothing to resume: {path} not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any reader failure means a bad file
+        raise NasPruneError(f"{path}: cannot be read ({type(err).__name__})") from None
+    if state.get("version") != version:
+        raise NasPruneError(f"{path}: checkpoint version {state.get('version')} is not supported")
+    return state
+
+
+def check_fresh_run(out: Path) -> None:
+    """Refuse to start over a run folder that holds a checkpoint."""
+    if (out / CHECKPOINT).is_file():
+        raise NasPruneError(f"{out} already holds a run: pass --resume to continue it or choose another --out")
+
+
+def append_log(out: Path, record: Mapping[str, Any]) -> None:
+    """One JSON line in ``out/log.jsonl``."""
+    with open(out / "log.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(dict(record)) + "\n")
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+class Stop:
+    """Ctrl-C handling: the first SIGINT asks the loop to stop after the current step."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> "Stop":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.getsignal(signal.SIGINT)
+
+            def handler(signum, frame):
+                if self.requested:  # second Ctrl-C: stop now, without a checkpoint
+                    raise KeyboardInterrupt
+                self.requested = True
+
+            signal.signal(signal.SIGINT, handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def train_loop(
+    run,
+    *,
+    end: int,
+    step: Callable[[dict], dict[str, float]],
+    after_step: Callable[[dict, dict[str, float]], None],
+    end_of_epoch: Callable[[], None],
+    on_step: Callable[[int, dict[str, float]], None] | None,
+) -> bool:
+    """Run steps until ``run.step == end`` or Ctrl-C; returns whether it was interrupted.
+
+    ``run`` has ``step`` (steps done, advanced here), ``steps_per_epoch``, ``sampler``
+    (an :class:`~nas_prune.data.EpochBatchSampler`, positioned at ``run.step`` so a
+    resumed run sees the same batches) and ``loader``. Per batch: ``values = step(batch)``,
+    ``run.step += 1``, ``after_step(batch, values)``, then ``on_step(run.step, values)``
+    (raising KeyboardInterrupt in it stops like Ctrl-C). ``end_of_epoch()`` runs when an
+    epoch is complete and the loop was not interrupted.
+    """
+    interrupted = False
+    with Stop() as stop:
+        while run.step < end and not interrupted:
+            run.sampler.epoch, run.sampler.start_batch = divmod(run.step, run.steps_per_epoch)
+            for batch in run.loader:
+                values = step(batch)
+                run.step += 1
+                after_step(batch, values)
+                try:
+                    if on_step is not None:
+                        on_step(run.step, values)
+                except KeyboardInterrupt:
+                    stop.requested = True
+                if stop.requested:
+                    interrupted = True
+                    break
+                if run.step >= end:
+                    break
+            if run.step % run.steps_per_epoch == 0 and not interrupted:
+                end_of_epoch()
+    return interrupted
+
+
+def warn_interrupted(step: int, out: Path) -> None:
+    """The one warning of a stopped run: where its checkpoint is (the CLI shows it on one line)."""
+    warnings.warn(f"interrupted at step {step}: checkpoint written to {out / CHECKPOINT}", stacklevel=3)
