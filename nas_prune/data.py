@@ -47,6 +47,8 @@ __all__ = [
     "open_dataset",
     "detect_layout",
     "EpochBatchSampler",
+    "list_images",
+    "to_tensor",
 ]
 
 IMG_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -83,7 +85,7 @@ class TransformConfig:
             raise NasPruneError(f"load_size ({self.load_size}) must be >= crop_size ({self.crop_size})")
 
 
-def _list_images(folder: Path) -> tuple[list[Path], list[Path]]:
+def list_images(folder: Path) -> tuple[list[Path], list[Path]]:
     """Image files under ``folder`` (recursive, sorted) and the other files skipped."""
     images, others = [], []
     for root, dirs, files in os.walk(folder):
@@ -113,7 +115,7 @@ def _scan(folder: Path, *, split: str) -> list[Path]:
     """
     if not folder.is_dir():
         raise NasPruneError(f"split folder not found: {folder}")
-    images, others = _list_images(folder)
+    images, others = list_images(folder)
     good = [p for p in images if _readable(p)]
     corrupt = len(images) - len(good)
     if corrupt or others:
@@ -142,7 +144,7 @@ def _load_rgb(path: Path, channels: int) -> Image.Image:
         return im.convert("L" if channels == 1 else "RGB")
 
 
-def _to_tensor(im: Image.Image) -> torch.Tensor:
+def to_tensor(im: Image.Image) -> torch.Tensor:
     """PIL image -> float tensor ``(C, H, W)`` in [-1, 1]."""
     arr = np.asarray(im, dtype=np.float32)
     if arr.ndim == 2:
@@ -209,7 +211,7 @@ class ImageDataset(torch.utils.data.Dataset):
             im = im.crop((p.x, p.y, p.x + t.crop_size, p.y + t.crop_size))
         if p.flip:
             im = im.transpose(Image.FLIP_LEFT_RIGHT)
-        return _to_tensor(im)
+        return to_tensor(im)
 
     @staticmethod
     def _split_key(key: int | tuple[int, int]) -> tuple[int, int]:

@@ -27,7 +27,7 @@ import numpy as np
 
 from nas_prune.errors import NasPruneError
 
-__all__ = ["make_demo_dataset", "DEMO_PHOTOS", "DEMO_TASKS"]
+__all__ = ["make_demo_dataset", "demo_photos", "DEMO_PHOTOS", "DEMO_TASKS"]
 
 DEMO_PHOTOS = (
     "astronaut",
@@ -42,7 +42,12 @@ DEMO_PHOTOS = (
 DEMO_TASKS = ("edges", "colorize")
 
 
-def _photos() -> list[np.ndarray]:
+def demo_photos() -> list[np.ndarray]:
+    """The photos of :data:`DEMO_PHOTOS` as ``(H, W, 3)`` uint8 arrays (grey ones repeated to RGB).
+
+    Raises:
+        NasPruneError: scikit-image is not installed.
+    """
     try:
         from skimage import data as skdata
     except ImportError:  # pragma: no cover - depends on the environment
@@ -124,7 +129,7 @@ def make_demo_dataset(
     from nas_prune.fileio import atomic_path
 
     out = Path(out_dir)
-    photos = _photos()
+    photos = demo_photos()
     rng = np.random.default_rng(seed)
     for split, count in (("train", n_train), ("test", n_test)):
         folder = out / split

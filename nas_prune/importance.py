@@ -19,10 +19,10 @@ CAT's layout (:mod:`nas_prune.model`). Scores feed one global threshold
     it is the default when the norms have no gamma (classic ResNet generators).
 ``activation``
     Mean ``|ReLU(norm(conv(x)))|`` per channel over calibration images (the value
-    the next layer reads), divided by the layer's mean like ``l1``. Calibration is
-    seeded uniform noise in [-1, 1] by default (what a generator's inputs span), or
-    the images of a folder (resized to the input size, scaled to [-1, 1]); real
-    images from the training domain give more meaningful scores.
+    the next layer reads), divided by the layer's mean like ``l1``. The images come
+    from :func:`nas_prune.calibration.calibration_images` (``--calib-data``; without
+    it, crops of real sample photos); images of the training domain give the most
+    meaningful scores.
 
 The scores of a depthwise branch are those of its 1x1 conv: the depthwise conv and its
 norm follow the same channels.
@@ -30,8 +30,6 @@ norm follow the same channels.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping
 
 from nas_prune.arch import Arch
@@ -42,7 +40,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 CRITERIA = ("gamma", "l1", "activation")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def producer_keys(arch: Arch, layer: PrunableLayer) -> tuple[str, str]:
@@ -110,59 +107,6 @@ def l1(arch: Arch, state_dict: Mapping[str, "torch.Tensor"], **_: object) -> dic
     return out
 
 
-def calibration_batch(
-    arch: Arch,
-    *,
-    source: str | os.PathLike | None = None,
-    n_images: int = 8,
-    input_size: tuple[int, int] = (256, 256),
-    seed: int = 0,
-) -> "torch.Tensor":
-    """Calibration images ``(N, input_nc, H, W)`` in [-1, 1].
-
-    Args:
-        source: None for seeded uniform noise, or a folder of images (the first
-            ``n_images`` files by name; converted to RGB or grey to match ``input_nc``).
-        n_images: how many images.
-        input_size: ``(H, W)`` to resize to.
-        seed: noise seed.
-
-    Raises:
-        NasPruneError: missing folder, no images in it, unreadable image.
-    """
-    import torch
-
-    H, W = input_size
-    if source is None:
-        g = torch.Generator().manual_seed(seed)
-        return torch.rand(n_images, arch.input_nc, H, W, generator=g) * 2 - 1
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
-    folder = Path(source)
-    if not folder.is_dir():
-        raise NasPruneError(f"calibration images: folder not found: {folder}")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:n_images]
-    if not files:
-        raise NasPruneError(f"calibration images: no image files ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
-    mode = "L" if arch.input_nc == 1 else "RGB"
-    if arch.input_nc not in (1, 3):
-        raise NasPruneError(
-            f"calibration images: the teacher takes {arch.input_nc} channels; images give 1 or 3"
-        )
-    batch = []
-    for path in files:
-        try:
-            with Image.open(path) as img:
-                img = img.convert(mode).resize((W, H), Image.BICUBIC)
-                arr = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
-        except (OSError, UnidentifiedImageError) as err:
-            raise NasPruneError(f"calibration images: cannot read {path}: {err}") from None
-        t = torch.from_numpy(arr.copy())
-        batch.append(t[None] if t.ndim == 2 else t.permute(2, 0, 1))
-    return torch.stack(batch)
-
-
 def activation(
     arch: Arch,
     state_dict: Mapping[str, "torch.Tensor"],
@@ -174,16 +118,17 @@ def activation(
     """Mean ``|ReLU(norm(conv(x)))|`` per channel over ``images``, scaled to layer mean 1.
 
     Args:
-        images: ``(N, input_nc, H, W)`` in [-1, 1]; default 8 noise images at 64x64
-            (:func:`calibration_batch`).
+        images: ``(N, input_nc, H, W)`` in [-1, 1]; default 8 calibration images at
+            64x64 without a folder (:func:`nas_prune.calibration.calibration_images`).
         batch_size: images per forward pass.
     """
     import torch
 
+    from nas_prune.calibration import calibration_images
     from nas_prune.model import build_generator
 
     if images is None:
-        images = calibration_batch(arch, input_size=(64, 64))
+        images, _, _ = calibration_images(arch, input_size=(64, 64))
     model = build_generator(arch)
     model.load_state_dict(dict(state_dict), strict=True)
     model.eval()

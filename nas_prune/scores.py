@@ -25,12 +25,9 @@ Score specs (:func:`parse_score`)
     a few hundred steps cannot train a discriminator). Fidelity is reported
     every ``STEPS // 4`` steps so a study can stop bad trials early (trial pruning).
 
-Calibration images (:func:`calibration_images`)
-    ``source`` any folder of images (searched recursively, sorted by path, resized
-    to the scoring size, not cropped); without one, random crops of the real photos
-    bundled with scikit-image (:data:`nas_prune.demo_data.DEMO_PHOTOS`); without
-    scikit-image (or for teachers that take neither 1 nor 3 channels), seeded uniform
-    noise in [-1, 1]. The returned description says which was used.
+Calibration images
+    :func:`nas_prune.calibration.calibration_images` (``--calib-data``; without a
+    folder, crops of scikit-image's sample photos, else noise).
 
 Latency (:func:`measure_latency`)
     Median wall time in milliseconds of ``repeats`` forward passes of one batch on
@@ -41,11 +38,9 @@ Latency (:func:`measure_latency`)
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from nas_prune.arch import Arch
@@ -60,7 +55,6 @@ __all__ = [
     "Fidelity",
     "FidelityProbe",
     "Latency",
-    "calibration_images",
     "finetune",
     "measure_latency",
     "QUALITY_METRICS",
@@ -68,7 +62,6 @@ __all__ = [
 
 SCORE_KINDS = ("zero-shot", "finetune")
 QUALITY_METRICS = ("psnr", "gcka")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
 @dataclass(frozen=True)
@@ -202,127 +195,6 @@ class FidelityProbe:
             gcka=sum(per_tap.values()) / len(per_tap),
             per_tap=per_tap,
         )
-
-
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def _load_folder(folder: Path, files: list[Path], channels: int, size: tuple[int, int]) -> "torch.Tensor":
-    import numpy as np
-    import torch
-    from PIL import Image, UnidentifiedImageError
-
-    H, W = size
-    mode = "L" if channels == 1 else "RGB"
-    batch = []
-    for path in files:
-        try:
-            with Image.open(path) as img:
-                arr = np.asarray(img.convert(mode).resize((W, H), Image.BICUBIC), dtype=np.float32)
-        except (OSError, UnidentifiedImageError) as err:
-            raise NasPruneError(f"--calib-data: cannot read {path}: {err}") from None
-        t = torch.from_numpy(arr / 127.5 - 1.0)
-        batch.append(t[None] if t.ndim == 2 else t.permute(2, 0, 1))
-    return torch.stack(batch)
-
-
-def _demo_photos(channels: int, n: int, size: tuple[int, int], seed: int) -> "torch.Tensor | None":
-    """``n`` random square crops of scikit-image's bundled photos, or None without scikit-image."""
-    try:
-        from skimage import data as skdata
-    except ImportError:
-        return None
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    from nas_prune.demo_data import DEMO_PHOTOS
-
-    H, W = size
-    rng = np.random.default_rng(seed)
-    mode = "L" if channels == 1 else "RGB"
-    photos = []
-    for name in DEMO_PHOTOS:
-        im = np.asarray(getattr(skdata, name)())
-        if im.ndim == 2:
-            im = np.repeat(im[:, :, None], 3, axis=2)
-        photos.append(np.ascontiguousarray(im[:, :, :3]).astype(np.uint8))
-    batch = []
-    for i in range(n):
-        photo = photos[int(rng.integers(len(photos)))] if i >= len(photos) else photos[i]
-        h, w = photo.shape[:2]
-        side = int(rng.integers(min(h, w) // 2, min(h, w) + 1))
-        y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-        crop = Image.fromarray(photo[y : y + side, x : x + side]).convert(mode).resize((W, H), Image.BICUBIC)
-        t = torch.from_numpy(np.asarray(crop, dtype=np.float32) / 127.5 - 1.0)
-        batch.append(t[None] if t.ndim == 2 else t.permute(2, 0, 1))
-    return torch.stack(batch)
-
-
-def calibration_images(
-    arch: Arch,
-    *,
-    source: str | os.PathLike | None = None,
-    n_images: int = 8,
-    n_train: int = 0,
-    input_size: tuple[int, int] = (64, 64),
-    seed: int = 0,
-) -> tuple["torch.Tensor", "torch.Tensor | None", str]:
-    """Images to score students on, and (for ``finetune:``) other images to train on.
-
-    Args:
-        arch: the teacher (``input_nc`` sets grey or RGB).
-        source: a folder of images (searched recursively), or None for the fallback
-            (module docstring).
-        n_images: scoring images (>= 2).
-        n_train: training images wanted (0: none). From a folder they are the files
-            after the first ``n_images``; a folder with too few files gives none.
-        input_size: ``(H, W)`` every image is resized to.
-        seed: seed of the photo crops / noise.
-
-    Returns:
-        ``(eval images (n_images, C, H, W), train images or None, description)``, all
-        values in [-1, 1]; the description names the source, e.g. ``8 images from
-        data/horses`` or ``8 crops of scikit-image photos (no --calib-data)``.
-
-    Raises:
-        NasPruneError: missing folder, too few images in it, unreadable image.
-    """
-    import torch
-
-    if n_images < 2:
-        raise NasPruneError(f"calibration images: need at least 2, got {n_images}")
-    C = arch.input_nc
-    if source is not None:
-        folder = Path(source)
-        if not folder.is_dir():
-            raise NasPruneError(f"--calib-data: folder not found: {folder}")
-        if C not in (1, 3):
-            raise NasPruneError(f"--calib-data: the teacher takes {C} channels; image files give 1 or 3")
-        files = _image_files(folder)
-        if len(files) < n_images:
-            raise NasPruneError(
-                f"--calib-data: {folder} has {len(files)} image files "
-                f"({', '.join(IMAGE_SUFFIXES)}), at least {n_images} are needed"
-            )
-        images = _load_folder(folder, files[:n_images], C, input_size)
-        rest = files[n_images : n_images + n_train]
-        train = _load_folder(folder, rest, C, input_size) if len(rest) >= 2 else None
-        return images, train, f"{n_images} images from {folder}"
-    if C in (1, 3):
-        photos = _demo_photos(C, n_images + n_train, input_size, seed)
-        if photos is not None:
-            train = photos[n_images:] if n_train >= 2 else None
-            return photos[:n_images], train, (
-                f"{n_images} crops of scikit-image's sample photos (no --calib-data given)"
-            )
-    g = torch.Generator().manual_seed(seed)
-    noise = torch.rand(n_images + n_train, C, *input_size, generator=g) * 2 - 1
-    why = "scikit-image is not installed" if C in (1, 3) else f"the teacher takes {C} channels"
-    return noise[:n_images], (noise[n_images:] if n_train >= 2 else None), (
-        f"{n_images} seeded uniform-noise images (no --calib-data given and {why})"
-    )
 
 
 def finetune(

@@ -72,6 +72,8 @@ class SearchResult:
         seconds: wall time per stage (``load``, ``importance``, ``plan``, ``slice``,
             ``verify``, ``total``).
         fill: whether the fill pass ran.
+        calibration: where the ``activation`` criterion's images came from (None
+            for other criteria).
         out: the exported folder, once written.
     """
 
@@ -92,6 +94,7 @@ class SearchResult:
     params: int
     teacher_params: int
     fill: bool = True
+    calibration: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     out: Path | None = None
 
@@ -126,6 +129,7 @@ class SearchResult:
             "gap": (self.target_macs - self.reached) / self.target_macs,
             "compression": self.compression,
             "criterion": self.criterion,
+            "calibration": self.calibration,
             "threshold": self.plan.threshold,
             "filled_channels": self.plan.filled,
             "seconds": dict(self.seconds),
@@ -143,8 +147,8 @@ def prune_to_target(
     scores: Mapping[str, "torch.Tensor"] | None = None,
     round_to: int | None = None,
     fill: bool = True,
-    calibration: str | os.PathLike | None = None,
-    calibration_images: int = 8,
+    calib_data: str | os.PathLike | None = None,
+    calib_images: int = 8,
     verify: str = "fast",
     space: str | None = None,
 ) -> SearchResult:
@@ -162,8 +166,9 @@ def prune_to_target(
             unless ``importance`` names them).
         round_to: round widths to multiples of this.
         fill: run the fill pass after thresholding (:func:`~nas_prune.plan.plan_for_target`).
-        calibration: folder of images for ``activation`` (default: seeded noise).
-        calibration_images: how many calibration images.
+        calib_data: folder of calibration images for ``activation`` (default: the
+            fallback of :func:`nas_prune.calibration.calibration_images`).
+        calib_images: how many calibration images (read at ``input_size``).
         verify: count the built student with fvcore on a real forward pass and fail if
             it differs from the analytic count: ``fast`` traces at a reduced input size
             and scales exactly (:func:`nas_prune.apply.trace_size`), ``full`` at
@@ -174,7 +179,8 @@ def prune_to_target(
         NasPruneError: bad target (above the teacher, below the floor), bad option.
     """
     from nas_prune.apply import build_student, slice_state_dict, verify_macs
-    from nas_prune.importance import calibration_batch, compute_importance
+    from nas_prune.calibration import calibration_images
+    from nas_prune.importance import compute_importance
     from nas_prune.plan import plan_for_target
 
     check_convention(convention)
@@ -186,11 +192,12 @@ def prune_to_target(
     seconds: dict[str, float] = {}
 
     start = time.perf_counter()
+    calibration = None
     if scores is None:
         options: dict[str, Any] = {}
         if (importance or "") == "activation":
-            options["images"] = calibration_batch(
-                arch, source=calibration, n_images=calibration_images, input_size=size
+            options["images"], _, calibration = calibration_images(
+                arch, source=calib_data, n_images=calib_images, input_size=size
             )
         criterion, scores = compute_importance(importance, arch, teacher.state_dict, **options)
     else:
@@ -245,6 +252,7 @@ def prune_to_target(
         params=count_params(student),
         teacher_params=count_params(arch),
         fill=fill,
+        calibration=calibration,
         seconds=seconds,
     )
 
@@ -340,8 +348,8 @@ def search(
     importance: str | None = None,
     round_to: int | None = None,
     fill: bool = True,
-    calibration: str | os.PathLike | None = None,
-    calibration_images: int = 8,
+    calib_data: str | os.PathLike | None = None,
+    calib_images: int = 8,
     out: str | os.PathLike | None = None,
     force: bool = False,
     write: bool = True,
@@ -349,7 +357,8 @@ def search(
 ) -> SearchResult:
     """Load ``teacher``, prune it to ``target_macs``, export the student folder.
 
-    Options are those of :func:`prune_to_target`, plus:
+    Options are those of :func:`prune_to_target` (``calib_data`` needs
+    ``importance="activation"``), plus:
 
     Args:
         teacher: checkpoint file (``.pth`` / ``.pt`` / ``.safetensors``, CAT or ResNet layout).
@@ -369,6 +378,13 @@ def search(
     target = parse_macs(target_macs)
     size = parse_input_size(input_size)
     _check_options(importance=importance, verify=verify, min_channels=min_channels, round_to=round_to)
+    if calib_images < 1:
+        raise NasPruneError(f"--calib-images must be >= 1, got {calib_images}")
+    if calib_data is not None and importance != "activation":
+        raise NasPruneError(
+            "--calib-data is read by --importance activation and by an Optuna study (--trials); "
+            "this search uses neither"
+        )
     space_obj = load_space(space) if space is not None else None
     out_dir = Path(out) if out is not None else default_out_dir(teacher, target, convention)
     if write:
@@ -386,8 +402,8 @@ def search(
         importance=importance,
         round_to=round_to,
         fill=fill,
-        calibration=calibration,
-        calibration_images=calibration_images,
+        calib_data=calib_data,
+        calib_images=calib_images,
         verify=verify,
         space=space_obj.name if space_obj is not None else None,
     )
@@ -441,7 +457,8 @@ def render_result(result: SearchResult, console) -> None:
     thr = result.plan.threshold
     console.print(
         f"reached {result.reached:,} <= target {result.target_macs:,} MACs ({conv}), "
-        f"{gap:.3%} under; criterion {result.criterion}, threshold "
+        f"{gap:.3%} under; criterion {result.criterion}"
+        f"{f' on {result.calibration}' if result.calibration else ''}, threshold "
         f"{'-inf (nothing pruned)' if thr is None else f'{thr:.6g}'}"
         f"{f', +{result.plan.filled} channels by fill' if result.plan.filled else ''}"
         f"{f', widths rounded to {result.plan.round_to}' if result.plan.round_to else ''}"

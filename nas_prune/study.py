@@ -116,6 +116,7 @@ __all__ = [
     "search_groups",
     "scaled_scores",
     "parse_objectives",
+    "study_requested",
     "open_storage",
     "TrialRecord",
     "StudyResult",
@@ -207,6 +208,41 @@ def parse_objectives(value: str | Sequence[str]) -> tuple[str, ...]:
     if not items or items[0] != "quality":
         raise NasPruneError("--objectives: expected quality or quality,latency")
     return tuple(items)
+
+
+def study_requested(
+    *,
+    trials: int | None,
+    score: str = "zero-shot",
+    objectives: str | Sequence[str] = ("quality",),
+    score_size: int | str | tuple[int, int] | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    pick: int | None = None,
+) -> bool:
+    """Whether ``nas-prune search`` runs an Optuna study: ``trials`` is set.
+
+    The other arguments are the options only a study reads, at their defaults unless
+    the user set them.
+
+    Raises:
+        NasPruneError: a study option is set without ``trials`` (naming the option).
+    """
+    if trials is not None:
+        return True
+    items = [v.strip() for v in (objectives.split(",") if isinstance(objectives, str) else objectives)]
+    study_only = {
+        "--score": str(score).strip() != "zero-shot",
+        "--objectives": items != ["quality"],
+        "--score-size": score_size is not None,
+        "--storage": storage is not None,
+        "--study-name": study_name is not None,
+        "--pick": pick is not None,
+    }
+    for option, used in study_only.items():
+        if used:
+            raise NasPruneError(f"{option} needs --trials N")
+    return False
 
 
 # ----------------------------------------------------------------------------- storage
@@ -831,13 +867,11 @@ def run_study(
     importance: str | None = None,
     round_to: int | None = None,
     fill: bool = True,
-    calibration: str | os.PathLike | None = None,
-    calibration_images: int = 8,
+    calib_data: str | os.PathLike | None = None,
+    calib_images: int = 8,
     score: str = "zero-shot",
     objectives: str | Sequence[str] = ("quality",),
     quality_metric: str = "psnr",
-    calib_data: str | os.PathLike | None = None,
-    calib_images: int = 8,
     score_size: int | str | tuple[int, int] | None = None,
     storage: str | None = None,
     study_name: str | None = None,
@@ -855,10 +889,11 @@ def run_study(
 ) -> StudyResult:
     """Run (or resume, or join) an Optuna study and export the picked student.
 
-    Options shared with one-step pruning (``space`` .. ``calibration_images``) mean
-    what they mean for :func:`nas_prune.search.search` (``calibration`` feeds the
-    ``activation`` importance only); the one-step solution of the same options is
-    trial 0.
+    Options shared with one-step pruning (``space`` .. ``calib_images``) mean what
+    they mean for :func:`nas_prune.search.search`; the one-step solution of the same
+    options is trial 0. The calibration images (:mod:`nas_prune.calibration`) feed
+    both the ``activation`` importance (at ``input_size``) and the scores (at
+    ``score_size``).
 
     Args:
         trials: finished trials the study must reach in total (>= 1), counting those
@@ -866,9 +901,10 @@ def run_study(
         score: ``zero-shot`` or ``finetune:STEPS`` (:mod:`nas_prune.scores`).
         objectives: ``quality`` or ``quality,latency``.
         quality_metric: ``psnr`` (dB, default) or ``gcka`` as the quality objective.
-        calib_data: folder of calibration images (any images, searched recursively);
-            None: scikit-image sample photos, else noise (the result says which).
-        calib_images: scoring images (>= 2); ``finetune:`` trains on 2x as many others.
+        calib_data: folder of calibration images (searched recursively); None:
+            scikit-image sample photos, else noise (the result says which).
+        calib_images: calibration images (>= 2: GCKA compares samples); ``finetune:``
+            trains on 2x as many others.
         score_size: ``(H, W)`` the fidelity is measured at; default ``input_size``.
             A smaller size makes scoring faster (MACs and latency keep ``input_size``).
         storage: Optuna storage URL or ``journal:PATH``; default ``sqlite:///<out>/study.db``.
@@ -896,14 +932,8 @@ def run_study(
 
     from nas_prune.load import load_generator
     from nas_prune.plan import prunable_layers
-    from nas_prune.scores import (
-        QUALITY_METRICS,
-        FidelityProbe,
-        calibration_images,
-        finetune,
-        measure_latency,
-        parse_score,
-    )
+    from nas_prune.calibration import calibration_images
+    from nas_prune.scores import QUALITY_METRICS, FidelityProbe, finetune, measure_latency, parse_score
     from nas_prune.search import DEFAULT_RUNS, default_out_dir, prune_to_target
     from nas_prune.space import load_space
 
@@ -957,7 +987,7 @@ def run_study(
     one = prune_to_target(
         loaded, target_macs=target, convention=convention, input_size=size,
         min_channels=min_channels, importance=importance, round_to=round_to, fill=fill,
-        calibration=calibration, calibration_images=calibration_images, verify="off",
+        calib_data=calib_data, calib_images=calib_images, verify="off",
     )
     criterion, base_scores = one.criterion, one.scores
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -9,9 +11,9 @@ from PIL import Image
 
 from conftest import randomize_
 from nas_prune.arch import Arch, Block
+from nas_prune.calibration import calibration_images
 from nas_prune.errors import NasPruneError
 from nas_prune.importance import (
-    calibration_batch,
     compute_importance,
     default_criterion,
     producer_keys,
@@ -96,7 +98,7 @@ def test_activation_matches_manual_forward_and_finds_dead_channels():
     sd["down_sampling.2.weight"][2] = 0.0
     sd["down_sampling.2.bias"][2] = -1.0
     model.load_state_dict(sd)
-    images = calibration_batch(GAPPY, n_images=3, input_size=(32, 32), seed=5)
+    images, _, _ = calibration_images(GAPPY, n_images=3, input_size=(32, 32), seed=5)
     _, scores = compute_importance("activation", GAPPY, sd, images=images, batch_size=2)
     with torch.no_grad():
         h = model.down_sampling[:3](images)
@@ -108,22 +110,24 @@ def test_activation_matches_manual_forward_and_finds_dead_channels():
     assert scores["blocks.0.dw.2"].shape == (5,)
 
 
-def test_calibration_noise_and_folder(tmp_path):
-    noise = calibration_batch(GAPPY, n_images=2, input_size=(16, 24), seed=0)
+def test_calibration_noise_and_folder(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "skimage", None)  # no photos: seeded noise
+    noise, _, text = calibration_images(GAPPY, n_images=2, input_size=(16, 24), seed=0)
+    assert "noise" in text and "scikit-image is not installed" in text
     assert noise.shape == (2, 3, 16, 24) and noise.min() >= -1 and noise.max() <= 1
-    assert torch.equal(noise, calibration_batch(GAPPY, n_images=2, input_size=(16, 24), seed=0))
+    assert torch.equal(noise, calibration_images(GAPPY, n_images=2, input_size=(16, 24), seed=0)[0])
     rng = np.random.default_rng(0)
     for i in range(3):
         Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
     (tmp_path / "notes.txt").write_text("not an image")
-    imgs = calibration_batch(GAPPY, source=tmp_path, n_images=8, input_size=(16, 16))
+    imgs, _, _ = calibration_images(GAPPY, source=tmp_path, n_images=3, input_size=(16, 16))
     assert imgs.shape == (3, 3, 16, 16)
     assert imgs.min() >= -1 and imgs.max() <= 1 and imgs.std() > 0.1
     (tmp_path / "empty").mkdir()
     with pytest.raises(NasPruneError, match="no image files"):
-        calibration_batch(GAPPY, source=tmp_path / "empty")
+        calibration_images(GAPPY, source=tmp_path / "empty")
     with pytest.raises(NasPruneError, match="folder not found"):
-        calibration_batch(GAPPY, source=tmp_path / "missing")
+        calibration_images(GAPPY, source=tmp_path / "missing")
 
 
 def test_unknown_criterion():

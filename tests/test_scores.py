@@ -9,6 +9,7 @@ from PIL import Image
 
 from conftest import randomize_
 from nas_prune.apply import build_student
+from nas_prune.calibration import calibration_images
 from nas_prune.errors import NasPruneError
 from nas_prune.importance import gamma
 from nas_prune.model import build_generator
@@ -17,7 +18,6 @@ from nas_prune.macs import count_macs
 from nas_prune.scores import (
     FidelityProbe,
     ScoreSpec,
-    calibration_images,
     finetune,
     measure_latency,
     parse_score,
@@ -126,7 +126,7 @@ def test_calibration_from_folder_recursive(tmp_path, tiny_arch):
     ev, train, _ = calibration_images(tiny_arch, source=tmp_path / "data", n_images=4, n_train=8,
                                       input_size=(16, 16))
     assert train is None  # only one file left over: not enough to train on
-    with pytest.raises(NasPruneError, match=r"has 5 image files .*at least 6 are needed"):
+    with pytest.raises(NasPruneError, match=r"--calib-data: .* has 5 image files, at least 6 are needed"):
         calibration_images(tiny_arch, source=tmp_path / "data", n_images=6)
     with pytest.raises(NasPruneError, match="folder not found"):
         calibration_images(tiny_arch, source=tmp_path / "missing")

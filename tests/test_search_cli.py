@@ -161,11 +161,12 @@ def test_library_search_activation_with_calibration_folder(teacher_file, tmp_pat
     monkeypatch.chdir(tmp_path)
     target = teacher_macs() // 2
     result = search(teacher=teacher_file, target_macs=target, input_size=32, min_channels=4,
-                    importance="activation", calibration=images, verify="full")
+                    importance="activation", calib_data=images, calib_images=2, verify="full")
     assert result.out == default_out_dir(teacher_file, target, "fvcore")
     assert result.out.parts[:2] == ("runs", "search") and result.out.name.startswith("tiny_G-")
     assert (tmp_path / result.out / "arch.json").is_file()
     assert result.criterion == "activation" and result.reached <= target
+    assert result.calibration == f"2 images from {images}"
     assert result.measured_fvcore == result.macs["fvcore"] and result.traced_size == (32, 32)
 
 

@@ -16,6 +16,7 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import randomize_
+from nas_prune.calibration import calibration_images
 from nas_prune.cli import app
 from nas_prune.errors import NasPruneError
 from nas_prune.export import read_student, reslice
@@ -23,7 +24,7 @@ from nas_prune.load import load_generator
 from nas_prune.macs import count_macs
 from nas_prune.model import build_generator
 from nas_prune.plan import prunable_layers
-from nas_prune.scores import FidelityProbe, calibration_images
+from nas_prune.scores import FidelityProbe
 from nas_prune.search import search
 from nas_prune.study import (
     open_storage,

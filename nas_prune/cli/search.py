@@ -23,7 +23,8 @@ def search_cli(
     importance: Optional[str] = typer.Option(None, "--importance", help="Channel importance: gamma | l1 | activation (default gamma when the norms are affine, else l1)."),
     round_to: Optional[int] = typer.Option(None, "--round-to", help="Round every width down to a multiple of N (floors up), still under the target."),
     fill: bool = typer.Option(True, "--fill/--no-fill", help="After thresholding, add the next channels by score while they fit (--no-fill: CAT's plain threshold)."),
-    calibration: Optional[Path] = typer.Option(None, "--calibration", help="Folder of images for --importance activation (default: seeded noise)."),
+    calib_data: Optional[Path] = typer.Option(None, "--calib-data", help="Folder of calibration images (searched recursively) for --importance activation and the Optuna scores (default: crops of scikit-image's sample photos, else seeded noise)."),
+    calib_images: int = typer.Option(8, "--calib-images", help="How many calibration images to use (the folder must hold at least this many)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/search/<teacher>-<target>-<convention>)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
     verify: str = typer.Option("fast", "--verify", help="fvcore check of the built student: fast (forward pass at a reduced size, scaled exactly), full (at --input-size) or off."),
@@ -31,7 +32,6 @@ def search_cli(
     trials: Optional[int] = typer.Option(None, "--trials", help="Optuna study: N finished trials in total around the one-step solution (re-running resumes it; several workers may share --storage).", rich_help_panel="Optuna search"),
     score: str = typer.Option("zero-shot", "--score", help="Candidate score: zero-shot (fidelity of the sliced student to the teacher) or finetune:STEPS (short distillation first).", rich_help_panel="Optuna search"),
     objectives: str = typer.Option("quality", "--objectives", help="quality (PSNR to the teacher) or quality,latency (NSGA-II, Pareto front).", rich_help_panel="Optuna search"),
-    calib_data: Optional[Path] = typer.Option(None, "--calib-data", help="Folder of calibration images for the scores (default: scikit-image sample photos).", rich_help_panel="Optuna search"),
     score_size: Optional[str] = typer.Option(None, "--score-size", help="N or HxW the fidelity is measured at (default --input-size; smaller is faster).", rich_help_panel="Optuna search"),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage: RDB URL (sqlite:///f.db, postgresql://...) or journal:PATH (default <out>/study.db).", rich_help_panel="Optuna search"),
     study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name (default from teacher, target, score, objectives).", rich_help_panel="Optuna search"),
@@ -39,14 +39,13 @@ def search_cli(
     seed: int = typer.Option(0, "--seed", help="Sampler seed.", rich_help_panel="Optuna search"),
 ) -> None:
     """Prune TEACHER to --target-macs with one global importance threshold; write arch.json + weights."""
-    study_only = {"--score": score != "zero-shot", "--objectives": objectives != "quality", "--calib-data": calib_data,
-                  "--score-size": score_size, "--storage": storage, "--study-name": study_name, "--pick": pick is not None}
-    if trials is not None or any(study_only.values()):
-        with user_errors():
-            from nas_prune.errors import NasPruneError
+    with user_errors():
+        from nas_prune.study import study_requested
 
-            if trials is None:
-                raise NasPruneError(f"{next(k for k, v in study_only.items() if v)} needs --trials N")
+        is_study = study_requested(trials=trials, score=score, objectives=objectives, score_size=score_size,
+                                   storage=storage, study_name=study_name, pick=pick)
+    if is_study:
+        with user_errors():
             import optuna
 
             from nas_prune.study import render_study, run_study
@@ -56,7 +55,7 @@ def search_cli(
             result = run_study(
                 teacher=teacher, target_macs=target_macs, trials=trials, space=space, convention=convention,
                 input_size=input_size, min_channels=min_channels, importance=importance, round_to=round_to,
-                fill=fill, calibration=calibration, score=score, objectives=objectives, calib_data=calib_data,
+                fill=fill, calib_data=calib_data, calib_images=calib_images, score=score, objectives=objectives,
                 score_size=score_size, storage=storage, study_name=study_name, pick=pick, seed=seed, out=out, log=log,
             )
         if as_json:
@@ -77,7 +76,8 @@ def search_cli(
             importance=importance,
             round_to=round_to,
             fill=fill,
-            calibration=calibration,
+            calib_data=calib_data,
+            calib_images=calib_images,
             out=out,
             force=force,
             verify=verify,
