@@ -10,6 +10,16 @@ import torch
 from nas_prune.arch import Arch, Block
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    """The whole suite runs torch on one thread: tiny models gain nothing from more, and a busy
+    2-core machine makes several threads per process many times slower. Restored at the end."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def random_arch(
     rng: random.Random,
     *,
@@ -62,6 +72,12 @@ def tiny_arch() -> Arch:
     """A CAT-like tiny teacher: stem 8/12/16, 3 blocks, res and dw kernels 1/3/5."""
     block = Block(res=(4, 4, 4), dw=(4, 4, 4))
     return Arch(input_nc=3, output_nc=3, stem=(8, 12, 16), blocks=(block,) * 3, head=(12, 8))
+
+
+@pytest.fixture
+def arch() -> Arch:
+    """A 2-block teacher with only the k=3 res and dw branches (width 4): stem 8/16/16, head 16/8."""
+    return Arch(input_nc=3, output_nc=3, stem=(8, 16, 16), blocks=(Block(res=(0, 4, 0), dw=(0, 4, 0)),) * 2, head=(16, 8))
 
 
 @pytest.fixture(scope="session")

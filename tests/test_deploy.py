@@ -14,15 +14,6 @@ from nas_prune.model import build_generator
 from conftest import randomize_
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (and do not spin-wait on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _student(norm: str) -> torch.nn.Module:
     arch = Arch(input_nc=3, output_nc=3, stem=(8, 12, 16),
                 blocks=(Block(res=(4, 0, 4), dw=(4, 4, 0)), Block(res=(0, 0, 0), dw=(0, 0, 0)), Block(res=(0, 6, 0), dw=(0, 0, 5))),

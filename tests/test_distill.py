@@ -28,15 +28,6 @@ FAST = dict(mode="aligned", epochs=1, epochs_decay=1, batch_size=4, load_size=36
             ndf=8, progress=False, log_every=1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convs run several times faster on one thread, and far faster on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return make_demo_dataset(tmp_path_factory.mktemp("demo"), size=32, n_train=8, n_test=4, seed=0)

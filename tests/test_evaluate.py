@@ -23,15 +23,6 @@ from nas_prune.evaluate import (
 from nas_prune.model import build_generator
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (and do not spin-wait on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _random_stats(rng, d, n):
     x = rng.normal(size=(n, d)) @ rng.normal(size=(d, d))
     return x.mean(0) + rng.normal(size=d), np.atleast_2d(np.cov(x, rowvar=False))

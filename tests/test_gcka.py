@@ -28,15 +28,6 @@ def arch(stem=(8, 16, 16), m=4, n_blocks=3, head=(16, 8)) -> Arch:
     return Arch(input_nc=3, output_nc=3, stem=stem, blocks=tuple(Block(res=(m, m, m), dw=(m, m, m)) for _ in range(n_blocks)), head=head)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is faster, and much faster on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def feats():
     g = torch.Generator().manual_seed(0)

@@ -9,15 +9,6 @@ from nas_prune.errors import NasPruneError
 from nas_prune.inception import FEATURE_DIM, InceptionFeatures, _avg3, load_inception
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (and do not spin-wait on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_layout_matches_the_fid_inception_weights():
     net = InceptionFeatures()
     shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}

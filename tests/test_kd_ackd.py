@@ -14,15 +14,6 @@ from nas_prune.kd.ackd import ACKD, CrossAttention, resize_to
 from nas_prune.model import build_generator
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors run fastest on one thread (a busy 2-core runner thrashes with more)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def archs() -> tuple[Arch, Arch]:
     teacher = Arch(

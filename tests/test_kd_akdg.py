@@ -6,25 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from nas_prune.arch import Arch, Block
+from nas_prune.arch import Block
 from nas_prune.errors import NasPruneError
 from nas_prune.kd import KDBatch, build_terms
 from nas_prune.kd.akdg import AKDG
 from nas_prune.model import build_generator
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors run fastest on one thread (a busy 2-core runner thrashes with more)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def arch() -> Arch:
-    return Arch(input_nc=3, output_nc=3, stem=(8, 16, 16), blocks=(Block(res=(0, 4, 0), dw=(0, 4, 0)),) * 2, head=(16, 8))
 
 
 def _images(n=2, size=32, seed=0) -> torch.Tensor:

@@ -22,20 +22,6 @@ from nas_prune.kd.crd import (
 from nas_prune.model import build_generator
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors run fastest on one thread (a busy 2-core runner thrashes with more)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def arch() -> Arch:
-    return Arch(input_nc=3, output_nc=3, stem=(8, 16, 16), blocks=(Block(res=(0, 4, 0), dw=(0, 4, 0)),) * 2, head=(16, 8))
-
-
 def _outputs_batch(t_out: torch.Tensor, s_out: torch.Tensor) -> KDBatch:
     return KDBatch(real_a=torch.zeros_like(t_out), real_b=None, t_out=t_out, s_out=s_out)
 

@@ -15,15 +15,6 @@ from nas_prune.train_teacher import TeacherConfig, _ImagePool, train_teacher
 TINY = dict(ngf=4, n_blocks=1, ndf=8, d_layers=2, epochs=1, epochs_decay=1, load_size=20, crop_size=16, workers=0, progress=False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (and do not spin-wait on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _images(folder, n, size, rng, pair=False):
     folder.mkdir(parents=True)
     for i in range(n):
