@@ -12,7 +12,7 @@ Fidelity (:class:`FidelityProbe`)
       This is the study's ``quality`` objective by default: it is what a user sees.
     - ``gcka``: mean over taps of the kernel alignment of teacher and student
       features (:func:`nas_prune.kd.gcka.kernel_alignment`, uncentred like the
-      distillation term, at :func:`~nas_prune.kd.gcka.default_gcka_taps`: the stem
+      distillation term, at :func:`~nas_prune.kd.base.default_feature_taps`: the stem
       and the blocks at 1/3, 2/3, 3/3 of the depth, as CAT distils). In [0, 1].
       Reported next to PSNR; ``quality_metric="gcka"`` makes it the objective.
 
@@ -119,7 +119,7 @@ class FidelityProbe:
             eval mode, never modified.
         images: calibration images ``(N, input_nc, H, W)`` in [-1, 1], N >= 2 (GCKA
             compares samples); H, W divisible by 4.
-        taps: feature taps; default :func:`~nas_prune.kd.gcka.default_gcka_taps`.
+        taps: feature taps; default :func:`~nas_prune.kd.base.default_feature_taps`.
         batch_size: images per forward pass (memory only; results do not depend on it
             for instance-norm generators).
         device: where teacher and students run; default the teacher's device.
@@ -136,7 +136,7 @@ class FidelityProbe:
     ):
         import torch
 
-        from nas_prune.kd.gcka import default_gcka_taps
+        from nas_prune.kd.base import default_feature_taps
         from nas_prune.model import check_taps
 
         if images.dim() != 4 or images.shape[0] < 2:
@@ -150,7 +150,7 @@ class FidelityProbe:
             )
         self.teacher = teacher
         self.arch: Arch = teacher.arch
-        self.taps = tuple(taps) if taps else default_gcka_taps(self.arch)
+        self.taps = tuple(taps) if taps else default_feature_taps(self.arch)
         check_taps(self.arch, self.taps)
         self.device = torch.device(device) if device is not None else next(teacher.parameters()).device
         self.batch_size = max(1, int(batch_size))

@@ -63,10 +63,9 @@ from torch import nn
 
 from nas_prune.arch import Arch
 from nas_prune.errors import NasPruneError
-from nas_prune.kd.base import DistillTerm, KDBatch, register_term
-from nas_prune.kd.gcka import default_gcka_taps
-from nas_prune.kd.mse import check_loss_option, feature_loss, tap_channels
-from nas_prune.model import check_taps, tap_names
+from nas_prune.kd.base import FeatureTerm, KDBatch, register_term, student_adapter, tap_channels
+from nas_prune.kd.mse import check_loss_option, feature_loss
+from nas_prune.model import tap_names
 
 __all__ = ["ACKD", "CrossAttention", "FusionBlock", "resize_to"]
 
@@ -148,14 +147,14 @@ def _int_option(name: str, value: object) -> int:
 
 
 @register_term("ackd")
-class ACKD(DistillTerm):
+class ACKD(FeatureTerm):
     """Accumulated shallow teacher knowledge + deep teacher feature as the deep student target.
 
     Args:
         teacher_arch / student_arch: see :class:`DistillTerm`.
         taps: at least two taps; the deepest (in forward order) is the deep stage,
             the others are accumulated. Empty means CAT's layers
-            (:func:`~nas_prune.kd.gcka.default_gcka_taps` of the teacher).
+            (:func:`~nas_prune.kd.base.default_feature_taps` of the teacher).
         mode: ``"af"`` (ACK-A and ACK-F, default), ``"a"`` or ``"f"``.
         width: query/key width of ACK-A's attention (64).
         kv_pool: pool keys/values by this factor (1: off).
@@ -166,8 +165,6 @@ class ACKD(DistillTerm):
     Attributes:
         deep: the deep-stage tap; ``shallow``: the accumulated taps.
     """
-
-    default_taps = staticmethod(default_gcka_taps)
 
     def __init__(
         self,
@@ -181,16 +178,13 @@ class ACKD(DistillTerm):
         residual: bool = True,
         loss: str = "mse",
     ):
-        taps = tuple(taps) or default_gcka_taps(teacher_arch)
-        check_taps(teacher_arch, taps)
-        check_taps(student_arch, taps)
-        order = {t: i for i, t in enumerate(tap_names(teacher_arch))}
-        taps = tuple(sorted(dict.fromkeys(taps), key=order.__getitem__))
-        if len(taps) < 2:
-            raise NasPruneError(
-                f"ACKD needs at least two feature layers (shallow stages and a deep stage), got {list(taps)}"
-            )
         super().__init__(teacher_arch=teacher_arch, student_arch=student_arch, taps=taps)
+        order = {t: i for i, t in enumerate(tap_names(teacher_arch))}
+        self.taps = tuple(sorted(dict.fromkeys(self.taps), key=order.__getitem__))
+        if len(self.taps) < 2:
+            raise NasPruneError(
+                f"ACKD needs at least two feature layers (shallow stages and a deep stage), got {list(self.taps)}"
+            )
         if mode not in MODES:
             raise NasPruneError(f"distillation option ackd.mode: {mode!r} is not one of {', '.join(MODES)}")
         if not isinstance(residual, bool):
@@ -198,14 +192,14 @@ class ACKD(DistillTerm):
         self.mode, self.residual = mode, residual
         self.width, self.kv_pool = _int_option("width", width), _int_option("kv_pool", kv_pool)
         self.loss = check_loss_option("ackd", loss)
-        self.deep, self.shallow = taps[-1], taps[:-1]
+        self.deep, self.shallow = self.taps[-1], self.taps[:-1]
         c_t = tap_channels(teacher_arch, self.deep)
         self.align = nn.ModuleDict({t: nn.Conv2d(tap_channels(teacher_arch, t), c_t, 1) for t in self.shallow})
         self.attention = (
             CrossAttention(c_t, width=self.width, kv_pool=self.kv_pool, zero_init=residual) if "a" in mode else None
         )
         self.fusion = FusionBlock(c_t, zero_init=residual) if "f" in mode else None
-        self.adapter = nn.Conv2d(tap_channels(student_arch, self.deep), c_t, 1)
+        self.adapter = student_adapter(teacher_arch, student_arch, self.deep)
 
     def accumulate(self, t_feats: dict[str, torch.Tensor]) -> torch.Tensor:
         """``A = sum_i align_i(resize(T_i))``: ``(N, C_t, h, w)`` at the deep tap's size."""

@@ -10,10 +10,15 @@ applied inside a term.
 Extra learnable parts of a method:
 
 - :meth:`DistillTerm.generator_parameters` (e.g. the 1x1 adapters of GAN
-  Compression's MSE, ACKD's fusion blocks) are trained by the student's optimiser.
+  Compression's MSE, :func:`student_adapter`; ACKD's fusion blocks) are trained by
+  the student's optimiser.
 - :meth:`DistillTerm.discriminator_parameters` (e.g. AKDG's distillation
   discriminator) get their own Adam step on :meth:`DistillTerm.discriminator_loss`
   after each generator step.
+
+Terms that compare teacher and student activations derive from :class:`FeatureTerm`:
+empty taps mean :func:`default_feature_taps` (CAT's layers), and every tap is checked
+against both architectures.
 
 Every term's ``state_dict`` and optimiser state goes into the training checkpoint,
 so a resumed run continues exactly.
@@ -41,8 +46,20 @@ from torch import nn
 
 from nas_prune.arch import Arch
 from nas_prune.errors import NasPruneError
+from nas_prune.model import check_taps
 
-__all__ = ["KDBatch", "DistillTerm", "register_term", "build_terms", "known_terms", "term_class"]
+__all__ = [
+    "KDBatch",
+    "DistillTerm",
+    "FeatureTerm",
+    "register_term",
+    "build_terms",
+    "known_terms",
+    "term_class",
+    "default_feature_taps",
+    "tap_channels",
+    "student_adapter",
+]
 
 
 @dataclass
@@ -121,6 +138,61 @@ class DistillTerm(nn.Module):
     def has_discriminator(self) -> bool:
         """True when the term trains parameters of its own in a separate step."""
         return any(True for _ in self.discriminator_parameters())
+
+
+def default_feature_taps(arch: Arch) -> tuple[str, ...]:
+    """CAT's layers, scaled to the depth: the stem and the blocks at 1/3, 2/3, 3/3.
+
+    For 9 blocks that is ``stem, block3, block6, block9`` as in CAT; for fewer
+    blocks the positions are rounded and duplicates dropped; with no block, the stem only.
+    """
+    n = arch.n_blocks
+    taps = ["stem"]
+    for k in (1, 2, 3):
+        i = max(1, round(n * k / 3))
+        if n and f"block{i}" not in taps:
+            taps.append(f"block{i}")
+    return tuple(taps)
+
+
+def tap_channels(arch: Arch, tap: str) -> int:
+    """Channel count of the activation at ``tap`` (see ``Generator.forward_with_features``).
+
+    ``stem`` and every ``blockN`` carry the residual stream (``arch.stem[2]``
+    channels, 1/4 of the input resolution); ``up1`` has ``arch.head[0]`` channels
+    at 1/2 resolution.
+    """
+    check_taps(arch, (tap,))
+    return arch.head[0] if tap == "up1" else arch.stream
+
+
+def student_adapter(teacher_arch: Arch, student_arch: Arch, tap: str) -> nn.Conv2d:
+    """A fresh 1x1 conv (with bias) mapping the student's activation at ``tap`` to the teacher's width.
+
+    ``(N, C_s, h, w) -> (N, C_t, h, w)``; GAN Compression's feature adapter (Li et al.,
+    CVPR 2020, Eq. 3), trained with the student and thrown away after training.
+    """
+    return nn.Conv2d(tap_channels(student_arch, tap), tap_channels(teacher_arch, tap), 1)
+
+
+class FeatureTerm(DistillTerm):
+    """A term that compares teacher and student activations at feature taps.
+
+    Args:
+        teacher_arch / student_arch: see :class:`DistillTerm`.
+        taps: feature layers; empty means :func:`default_feature_taps` of the teacher.
+
+    Raises:
+        NasPruneError: a tap that the teacher or the student does not have.
+    """
+
+    default_taps = staticmethod(default_feature_taps)
+
+    def __init__(self, *, teacher_arch: Arch, student_arch: Arch, taps: Sequence[str] = ()):
+        taps = tuple(taps) or default_feature_taps(teacher_arch)
+        check_taps(teacher_arch, taps)
+        check_taps(student_arch, taps)
+        super().__init__(teacher_arch=teacher_arch, student_arch=student_arch, taps=taps)
 
 
 _T = TypeVar("_T", bound=type[DistillTerm])

@@ -33,10 +33,12 @@ import torch
 
 from nas_prune.arch import Arch
 from nas_prune.errors import NasPruneError
-from nas_prune.kd.base import DistillTerm, KDBatch, register_term
-from nas_prune.model import check_taps
+from nas_prune.kd.base import FeatureTerm, KDBatch, default_feature_taps, register_term
 
 __all__ = ["GCKA", "kernel_alignment", "default_gcka_taps"]
+
+#: The layers CAT distils at (the default of every feature term, kept under this name too).
+default_gcka_taps = default_feature_taps
 
 _EPS = 1e-12
 
@@ -81,32 +83,15 @@ def _center(k: torch.Tensor) -> torch.Tensor:
     return k - k.mean(dim=0, keepdim=True) - k.mean(dim=1, keepdim=True) + k.mean()
 
 
-def default_gcka_taps(arch: Arch) -> tuple[str, ...]:
-    """CAT's layers, scaled to the depth: the stem and the blocks at 1/3, 2/3, 3/3.
-
-    For 9 blocks that is ``stem, block3, block6, block9`` as in CAT; for fewer
-    blocks the positions are rounded and duplicates dropped; with no block, the stem only.
-    """
-    n = arch.n_blocks
-    taps = ["stem"]
-    for k in (1, 2, 3):
-        i = max(1, round(n * k / 3))
-        if n and f"block{i}" not in taps:
-            taps.append(f"block{i}")
-    return tuple(taps)
-
-
 @register_term("gcka")
-class GCKA(DistillTerm):
+class GCKA(FeatureTerm):
     """``-sum_taps KA(teacher features, student features)``; no learnable parameters.
 
     Args:
-        teacher_arch / student_arch / taps: see :class:`DistillTerm`; empty taps means
-            :func:`default_gcka_taps` of the teacher.
+        teacher_arch / student_arch / taps: see :class:`~nas_prune.kd.base.FeatureTerm`
+            (empty taps: CAT's layers).
         centered: use centred Gram matrices (CKA); default False, see the module docstring.
     """
-
-    default_taps = staticmethod(default_gcka_taps)
 
     def __init__(
         self,
@@ -116,12 +101,9 @@ class GCKA(DistillTerm):
         taps: Sequence[str] = (),
         centered: bool = False,
     ):
-        taps = tuple(taps) or default_gcka_taps(teacher_arch)
         super().__init__(teacher_arch=teacher_arch, student_arch=student_arch, taps=taps)
         if not isinstance(centered, bool):
             raise NasPruneError(f"distillation option gcka.centered: expected true or false, got {centered!r}")
-        check_taps(teacher_arch, self.taps)
-        check_taps(student_arch, self.taps)
         self.centered = centered
 
     def forward(self, batch: KDBatch) -> torch.Tensor:

@@ -13,7 +13,7 @@ training. The sum over taps (not a mean) follows the paper and matches the GCKA
 term, so one ``lambda`` means the same per layer for both.
 
 Taps default to CAT's layers (stem and the blocks at 1/3, 2/3, 3/3 of the depth,
-:func:`nas_prune.kd.gcka.default_gcka_taps`). The teacher's and the student's
+:func:`nas_prune.kd.base.default_feature_taps`). The teacher's and the student's
 feature maps at one tap must have the same spatial size, which holds for any
 student of the teacher's space.
 """
@@ -28,30 +28,12 @@ from torch import nn
 
 from nas_prune.arch import Arch
 from nas_prune.errors import NasPruneError
-from nas_prune.kd.base import DistillTerm, KDBatch, register_term
-from nas_prune.kd.gcka import default_gcka_taps
-from nas_prune.model import check_taps
+from nas_prune.kd.base import FeatureTerm, KDBatch, register_term, student_adapter, tap_channels
 
 __all__ = ["MSE", "tap_channels", "feature_loss", "LOSSES"]
 
 #: Per-element losses a feature term can use, by name.
 LOSSES = ("mse", "l1", "smooth_l1")
-
-
-def tap_channels(arch: Arch, tap: str) -> int:
-    """Channel count of the activation at ``tap`` (see ``Generator.forward_with_features``).
-
-    ``stem`` and every ``blockN`` carry the residual stream (``arch.stem[2]``
-    channels, 1/4 of the input resolution); ``up1`` has ``arch.head[0]`` channels
-    at 1/2 resolution.
-    """
-    check_taps(arch, (tap,))
-    return arch.head[0] if tap == "up1" else arch.stream
-
-
-def tap_stride(tap: str) -> int:
-    """Down-sampling factor of ``tap`` relative to the input image (4, or 2 for ``up1``)."""
-    return 2 if tap == "up1" else 4
 
 
 def feature_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "mse") -> torch.Tensor:
@@ -88,19 +70,18 @@ def check_loss_option(term: str, value: object) -> str:
 
 
 @register_term("mse")
-class MSE(DistillTerm):
+class MSE(FeatureTerm):
     """``sum_taps mean((adapter_t(S_t) - T_t)^2)`` with one learned 1x1 conv per tap.
 
     Args:
-        teacher_arch / student_arch / taps: see :class:`DistillTerm`; empty taps means
-            CAT's layers (:func:`~nas_prune.kd.gcka.default_gcka_taps` of the teacher).
+        teacher_arch / student_arch / taps: see :class:`~nas_prune.kd.base.FeatureTerm`
+            (empty taps: CAT's layers).
         loss: ``"mse"`` (GAN Compression, default), ``"l1"`` or ``"smooth_l1"``.
 
     Attributes:
-        adapters: ``ModuleDict`` tap -> ``Conv2d(C_s, C_t, 1)`` (with bias).
+        adapters: ``ModuleDict`` tap -> ``Conv2d(C_s, C_t, 1)`` (with bias,
+            :func:`~nas_prune.kd.base.student_adapter`).
     """
-
-    default_taps = staticmethod(default_gcka_taps)
 
     def __init__(
         self,
@@ -110,17 +91,9 @@ class MSE(DistillTerm):
         taps: Sequence[str] = (),
         loss: str = "mse",
     ):
-        taps = tuple(taps) or default_gcka_taps(teacher_arch)
         super().__init__(teacher_arch=teacher_arch, student_arch=student_arch, taps=taps)
-        check_taps(teacher_arch, self.taps)
-        check_taps(student_arch, self.taps)
         self.loss = check_loss_option("mse", loss)
-        self.adapters = nn.ModuleDict(
-            {
-                tap: nn.Conv2d(tap_channels(student_arch, tap), tap_channels(teacher_arch, tap), 1)
-                for tap in self.taps
-            }
-        )
+        self.adapters = nn.ModuleDict({tap: student_adapter(teacher_arch, student_arch, tap) for tap in self.taps})
 
     def forward(self, batch: KDBatch) -> torch.Tensor:
         total = None
