@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 from typing import Iterator
 
 import typer
@@ -15,15 +16,24 @@ EXIT_USER_ERROR = 2
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn :class:`NasPruneError` (and Ctrl-C) into a one-line message and a non-zero exit."""
+    """Turn :class:`NasPruneError` (and Ctrl-C) into a one-line message and a non-zero exit.
+
+    Library warnings inside show as one line ``warning: ...`` (no file name or source line).
+    """
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            yield
     except NasPruneError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(EXIT_USER_ERROR) from None
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise typer.Exit(130) from None
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    typer.echo(f"warning: {message}", err=True)
 
 
 def console(stderr: bool = False):

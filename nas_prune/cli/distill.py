@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -47,10 +46,6 @@ def parse_options(items: List[str]) -> dict[str, dict[str, Any]]:
             value = raw
         out.setdefault(method.strip(), {})[option.strip()] = value
     return out
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    typer.echo(f"warning: {message}", err=True)
 
 
 @app.command("distill")
@@ -99,8 +94,7 @@ def distill_cli(
 
     Several GPUs: torchrun --nproc-per-node N "$(which nas-prune)" distill ...
     """
-    with user_errors(), warnings.catch_warnings():
-        warnings.showwarning = _show_warning
+    with user_errors():
         from nas_prune.distill import DistillConfig, distill, read_run_config
 
         given: dict[str, Any] = {
