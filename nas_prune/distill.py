@@ -477,7 +477,7 @@ class _Run:
         s_model, self.student_had_weights, self.student_doc = _resolve_student(student, self.teacher_arch)
         self.student_arch = s_model.arch
         if not self.student_had_weights and self.is_main:
-            warnings.warn("the student has no weights: training starts from a fresh initialisation", stacklevel=3)
+            warnings.warn("the student has no weights: training starts from a fresh initialisation", loop.RunWarning, stacklevel=3)
 
         # data
         use_cuda = self.device.type == "cuda"
@@ -492,7 +492,7 @@ class _Run:
                 raise
             self.test_set = None
             if self.is_main:
-                warnings.warn(f"{data}: no test split; evaluation is skipped", stacklevel=3)
+                warnings.warn(f"{data}: no test split; evaluation is skipped", loop.RunWarning, stacklevel=3)
         self.total_steps = (cfg.epochs + cfg.epochs_decay) * self.steps_per_epoch
 
         # models

@@ -24,6 +24,10 @@ from nas_prune.errors import NasPruneError
 CHECKPOINT = Path("checkpoints") / "last.pt"
 
 
+class RunWarning(UserWarning):
+    """A warning of a training run (no test split, fresh weights, interrupted); the CLI prints it on one line."""
+
+
 # ----------------------------------------------------------------------------- configs
 
 
@@ -268,4 +272,4 @@ def train_loop(
 
 def warn_interrupted(step: int, out: Path) -> None:
     """The one warning of a stopped run: where its checkpoint is (the CLI shows it on one line)."""
-    warnings.warn(f"interrupted at step {step}: checkpoint written to {out / CHECKPOINT}", stacklevel=3)
+    warnings.warn(f"interrupted at step {step}: checkpoint written to {out / CHECKPOINT}", RunWarning, stacklevel=3)

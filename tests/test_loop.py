@@ -17,10 +17,14 @@ def test_lr_schedule_constant_then_linear_to_zero():
 
 
 def test_cli_shows_library_warnings_on_one_line(capsys, tmp_path):
-    with user_errors():
-        warn_interrupted(7, tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        with user_errors():
+            warn_interrupted(7, tmp_path)
+            warnings.warn_explicit("from elsewhere", UserWarning, "/elsewhere/lib.py", 3)
     err = capsys.readouterr().err
-    assert err == f"warning: interrupted at step 7: checkpoint written to {tmp_path / 'checkpoints' / 'last.pt'}\n"
+    assert err.startswith(f"warning: interrupted at step 7: checkpoint written to {tmp_path / 'checkpoints' / 'last.pt'}\n")
+    assert "from elsewhere" not in err  # other libraries' warnings go to the usual handler
     with pytest.warns(UserWarning, match="interrupted at step 3"):  # outside the CLI: a normal warning
         warn_interrupted(3, tmp_path)
     with warnings.catch_warnings(record=True) as seen:

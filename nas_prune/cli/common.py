@@ -18,22 +18,30 @@ EXIT_USER_ERROR = 2
 def user_errors() -> Iterator[None]:
     """Turn :class:`NasPruneError` (and Ctrl-C) into a one-line message and a non-zero exit.
 
-    Library warnings inside show as one line ``warning: ...`` (no file name or source line).
+    Warnings of training runs (:class:`nas_prune.loop.RunWarning`, e.g. an interrupted run)
+    show as one line ``warning: ...`` (no file name or source line); others keep Python's format.
     """
+    from nas_prune.loop import RunWarning
+
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, RunWarning):
+            typer.echo(f"warning: {message}", err=True)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
     try:
-        with warnings.catch_warnings():
-            warnings.showwarning = _one_line_warning
-            yield
+        yield
     except NasPruneError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(EXIT_USER_ERROR) from None
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise typer.Exit(130) from None
-
-
-def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    typer.echo(f"warning: {message}", err=True)
+    finally:
+        warnings.showwarning = previous
 
 
 def console(stderr: bool = False):
