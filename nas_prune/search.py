@@ -183,11 +183,11 @@ def prune_to_target(
     from nas_prune.importance import compute_importance
     from nas_prune.plan import plan_for_target
 
-    check_convention(convention)
-    size = parse_input_size(input_size)
-    target = parse_macs(target_macs)
-    _check_options(importance=None if scores is not None else importance, verify=verify,
-                   min_channels=min_channels, round_to=round_to)
+    target, size = check_options(
+        target_macs=target_macs, convention=convention, input_size=input_size, min_channels=min_channels,
+        importance=None if scores is not None else importance, round_to=round_to, calib_images=calib_images,
+        verify=verify,
+    )
     arch = teacher.arch
     seconds: dict[str, float] = {}
 
@@ -257,10 +257,30 @@ def prune_to_target(
     )
 
 
-def _check_options(*, importance: str | None, verify: str, min_channels: int, round_to: int | None) -> None:
-    """Reject bad options before any work is done."""
+def check_options(
+    *,
+    target_macs: int | str,
+    convention: str,
+    input_size: int | str | tuple[int, int],
+    min_channels: int,
+    importance: str | None,
+    round_to: int | None,
+    calib_images: int,
+    verify: str = "fast",
+) -> tuple[int, tuple[int, int]]:
+    """Reject bad one-step pruning options before any work is done (also run by a study).
+
+    Returns:
+        ``(target MACs, (H, W))`` parsed from ``target_macs`` and ``input_size``.
+
+    Raises:
+        NasPruneError: naming the first bad option.
+    """
     from nas_prune.importance import CRITERIA
 
+    check_convention(convention)
+    target = parse_macs(target_macs)
+    size = parse_input_size(input_size)
     if importance is not None and importance not in CRITERIA:
         raise NasPruneError(f"unknown importance criterion {importance!r}: choose {', '.join(CRITERIA)}")
     if verify not in VERIFY_MODES:
@@ -269,6 +289,9 @@ def _check_options(*, importance: str | None, verify: str, min_channels: int, ro
         raise NasPruneError(f"--min-channels must be >= 1, got {min_channels}")
     if round_to is not None and round_to < 1:
         raise NasPruneError(f"--round-to must be >= 1, got {round_to}")
+    if calib_images < 1:
+        raise NasPruneError(f"--calib-images must be >= 1, got {calib_images}")
+    return target, size
 
 
 def arch_document(result: SearchResult) -> dict[str, Any]:
@@ -327,13 +350,27 @@ def default_out_dir(teacher_path: str | os.PathLike, target_macs: int, conventio
     return DEFAULT_RUNS / f"{Path(teacher_path).stem}-{text}-{convention}"
 
 
-def export_result(result: SearchResult, out: str | os.PathLike, *, force: bool = False) -> Path:
-    """Write ``arch.json``, ``student.safetensors`` and ``summary.md`` to ``out`` atomically."""
+def export_result(
+    result: SearchResult,
+    out: str | os.PathLike,
+    *,
+    force: bool = False,
+    provenance: Mapping[str, Any] | None = None,
+    summary_note: str = "",
+) -> Path:
+    """Write ``arch.json``, ``student.safetensors`` and ``summary.md`` to ``out`` atomically.
+
+    Args:
+        force: replace an existing folder.
+        provenance: extra entries for ``arch.json``'s ``provenance`` (e.g. ``study``).
+        summary_note: a paragraph appended to ``summary.md``.
+    """
     from nas_prune.export import summary_markdown, write_student
 
     doc = arch_document(result)
+    doc["provenance"].update(provenance or {})
     result.out = write_student(out, document=doc, state_dict=result.state_dict,
-                               summary=summary_markdown(doc), force=force)
+                               summary=summary_markdown(doc) + summary_note, force=force)
     return result.out
 
 
@@ -374,12 +411,10 @@ def search(
     from nas_prune.space import load_space
 
     t0 = time.perf_counter()
-    check_convention(convention)
-    target = parse_macs(target_macs)
-    size = parse_input_size(input_size)
-    _check_options(importance=importance, verify=verify, min_channels=min_channels, round_to=round_to)
-    if calib_images < 1:
-        raise NasPruneError(f"--calib-images must be >= 1, got {calib_images}")
+    target, size = check_options(
+        target_macs=target_macs, convention=convention, input_size=input_size, min_channels=min_channels,
+        importance=importance, round_to=round_to, calib_images=calib_images, verify=verify,
+    )
     if calib_data is not None and importance != "activation":
         raise NasPruneError(
             "--calib-data is read by --importance activation and by an Optuna study (--trials); "

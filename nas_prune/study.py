@@ -90,7 +90,6 @@ import io
 import json
 import math
 import os
-import re
 import socket
 import threading
 import time
@@ -102,7 +101,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from nas_prune.arch import Arch
 from nas_prune.errors import NasPruneError
-from nas_prune.macs import CONVENTIONS, check_convention, format_macs, parse_input_size, parse_macs
+from nas_prune.macs import format_macs, parse_input_size
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -851,8 +850,10 @@ def _short(value: Any) -> str:
 
 
 def _default_name(teacher: str | os.PathLike, target: int, convention: str, score: str, objectives) -> str:
-    text = re.sub(r"\.?0+(?=[KMGT]$)", "", format_macs(target))
-    return f"{Path(teacher).stem}-{text}-{convention}-{score}-{'+'.join(objectives)}"
+    """``<teacher stem>-<target>-<convention>-<score>-<objectives>``, e.g. ``G-2.6G-paper-zero-shot-quality``."""
+    from nas_prune.search import default_out_dir
+
+    return f"{default_out_dir(teacher, target, convention).name}-{score}-{'+'.join(objectives)}"
 
 
 def run_study(
@@ -869,6 +870,7 @@ def run_study(
     fill: bool = True,
     calib_data: str | os.PathLike | None = None,
     calib_images: int = 8,
+    verify: str = "fast",
     score: str = "zero-shot",
     objectives: str | Sequence[str] = ("quality",),
     quality_metric: str = "psnr",
@@ -889,9 +891,10 @@ def run_study(
 ) -> StudyResult:
     """Run (or resume, or join) an Optuna study and export the picked student.
 
-    Options shared with one-step pruning (``space`` .. ``calib_images``) mean what
-    they mean for :func:`nas_prune.search.search`; the one-step solution of the same
-    options is trial 0. The calibration images (:mod:`nas_prune.calibration`) feed
+    Options shared with one-step pruning (``space`` .. ``verify``) mean what they
+    mean for :func:`nas_prune.search.search` (``verify`` checks the exported student;
+    trials are counted analytically); the one-step solution of the same options is
+    trial 0. The calibration images (:mod:`nas_prune.calibration`) feed
     both the ``activation`` importance (at ``input_size``) and the scores (at
     ``score_size``).
 
@@ -934,14 +937,15 @@ def run_study(
     from nas_prune.plan import prunable_layers
     from nas_prune.calibration import calibration_images
     from nas_prune.scores import QUALITY_METRICS, FidelityProbe, finetune, measure_latency, parse_score
-    from nas_prune.search import DEFAULT_RUNS, default_out_dir, prune_to_target
+    from nas_prune.search import DEFAULT_RUNS, check_options, default_out_dir, prune_to_target
     from nas_prune.space import load_space
 
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise NasPruneError(f"--trials must be an integer >= 1, got {trials}")
-    check_convention(convention)
-    target = parse_macs(target_macs)
-    size = parse_input_size(input_size)
+    target, size = check_options(
+        target_macs=target_macs, convention=convention, input_size=input_size, min_channels=min_channels,
+        importance=importance, round_to=round_to, calib_images=calib_images, verify=verify,
+    )
     spec = parse_score(score)
     objs = parse_objectives(objectives)
     if quality_metric not in QUALITY_METRICS:
@@ -955,8 +959,6 @@ def run_study(
         raise NasPruneError(f"--calib-images must be >= 2, got {calib_images}")
     if latency_repeats < 1:
         raise NasPruneError(f"latency repeats must be >= 1, got {latency_repeats}")
-    if min_channels < 1:
-        raise NasPruneError(f"--min-channels must be >= 1, got {min_channels}")
     s_size = parse_input_size(score_size) if score_size is not None else size
     l_size = parse_input_size(latency_size) if latency_size is not None else size
     if out is None:
@@ -999,7 +1001,7 @@ def run_study(
     worker = _Study(
         teacher=loaded, scores=base_scores, criterion=criterion, groups=search_groups(arch),
         layers=prunable_layers(arch), target=target, convention=convention, size=size,
-        min_channels=min_channels, round_to=round_to, fill=fill, spec=spec, objectives=objs,
+        min_channels=min_channels, round_to=round_to, fill=fill, verify=verify, spec=spec, objectives=objs,
         quality_metric=quality_metric, multiplier_range=(low, high), score_size=s_size,
         calibration=calib_text if calib_data is None else str(Path(calib_data).resolve()),
         store=store, study_name=name, n_trials=trials, seed=seed, probe=probe,
@@ -1054,20 +1056,18 @@ def run_study(
 def _export(loaded, record: TrialRecord, worker: _Study, out: Path, *, space: str | None,
             front_index: int, study_size: int) -> "SearchResult":
     """Prune with the trial's multipliers through the one-step code path and write ``student/``."""
-    from nas_prune.export import summary_markdown, write_student
-    from nas_prune.search import arch_document, prune_to_target
+    from nas_prune.search import export_result, prune_to_target
 
     result = prune_to_target(
         loaded, target_macs=worker.target, convention=worker.convention, input_size=worker.size,
         min_channels=worker.min_channels, importance=worker.criterion,
         scores=scaled_scores(worker.scores, worker.groups, record.params),
-        round_to=worker.round_to, fill=worker.fill, verify="fast", space=space,
+        round_to=worker.round_to, fill=worker.fill, verify=worker.verify, space=space,
     )
     key = _widths_key(result.plan.widths, worker.layers)
     if key != record.widths:  # the same multipliers give the same plan; a failure is a bug
         raise RuntimeError(f"re-pruning trial {record.number} gave other widths than the trial")
-    doc = arch_document(result)
-    doc["provenance"]["study"] = {
+    study = {
         "name": worker.study_name,
         "storage": worker.store.url,
         "trial": record.number,
@@ -1083,14 +1083,14 @@ def _export(loaded, record: TrialRecord, worker: _Study, out: Path, *, space: st
         "calibration": worker.calibration,
         "score_size": list(worker.score_size),
     }
-    summary = summary_markdown(doc) + (
+    note = (
         f"\nStudy `{worker.study_name}`, trial {record.number}"
         f"{' (the one-step solution)' if record.one_step else ''}: score {worker.spec}, "
         f"PSNR to the teacher {record.psnr:.2f} dB, GCKA {record.gcka:.4f}"
         + (f", latency {record.latency_ms:.1f} ms" if record.latency_ms is not None else "")
         + ". Multipliers: " + ", ".join(f"{k} {v:.3f}" for k, v in record.params.items()) + ".\n"
     )
-    result.out = write_student(out, document=doc, state_dict=result.state_dict, summary=summary, force=True)
+    export_result(result, out, force=True, provenance={"study": study}, summary_note=note)
     return result
 
 

@@ -131,8 +131,9 @@ def test_cli_one_option_for_activation_and_errors(teacher_file, folder, tmp_path
 def test_study_feeds_one_folder_to_activation_and_scores(teacher_file, folder, tmp_path):
     result = run_study(teacher=teacher_file, target_macs=2_000_000, trials=1, input_size=32, min_channels=4,
                        importance="activation", calib_data=folder, calib_images=3, latency_repeats=1,
-                       device="cpu", out=tmp_path / "study", plot=False)
+                       device="cpu", out=tmp_path / "study", plot=False, verify="full")
     assert result.calibration == f"3 images from {folder}"
+    assert result.export.measured_fvcore == result.export.macs["fvcore"] and result.export.traced_size == (32, 32)
     loaded = load_generator(teacher_file)
     images, _, _ = calibration_images(loaded.arch, source=folder, n_images=3, input_size=(32, 32))
     _, expected = compute_importance("activation", loaded.arch, loaded.state_dict, images=images)
@@ -144,3 +145,13 @@ def test_study_feeds_one_folder_to_activation_and_scores(teacher_file, folder, t
                            input_size=(32, 32), min_channels=4)
     assert result.one_step is not None
     assert result.one_step.widths == ",".join(str(plan.widths[l.name]) for l in prunable_layers(loaded.arch))
+
+
+def test_study_checks_one_step_options_before_loading(tmp_path):
+    missing = tmp_path / "no_such_teacher.pth"
+    for kw, msg in ((dict(importance="bogus"), "unknown importance criterion 'bogus'"),
+                    (dict(round_to=0), "--round-to must be >= 1"), (dict(verify="some"), "unknown verify mode"),
+                    (dict(calib_images=1), "--calib-images must be >= 2")):
+        with pytest.raises(NasPruneError, match=msg):
+            run_study(teacher=missing, target_macs="2M", trials=1, out=tmp_path / "s", **kw)
+    assert not (tmp_path / "s").exists()

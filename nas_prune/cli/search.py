@@ -39,52 +39,29 @@ def search_cli(
     seed: int = typer.Option(0, "--seed", help="Sampler seed.", rich_help_panel="Optuna search"),
 ) -> None:
     """Prune TEACHER to --target-macs with one global importance threshold; write arch.json + weights."""
+    common = dict(teacher=teacher, target_macs=target_macs, space=space, convention=convention,
+                  input_size=input_size, min_channels=min_channels, importance=importance, round_to=round_to,
+                  fill=fill, calib_data=calib_data, calib_images=calib_images, verify=verify, out=out)
     with user_errors():
         from nas_prune.study import study_requested
 
-        is_study = study_requested(trials=trials, score=score, objectives=objectives, score_size=score_size,
-                                   storage=storage, study_name=study_name, pick=pick)
-    if is_study:
-        with user_errors():
+        if study_requested(trials=trials, score=score, objectives=objectives, score_size=score_size,
+                           storage=storage, study_name=study_name, pick=pick):
             import optuna
 
-            from nas_prune.study import render_study, run_study
+            from nas_prune.study import render_study as render
+            from nas_prune.study import run_study
 
             optuna.logging.set_verbosity(optuna.logging.WARNING)
-            log = None if as_json else console(stderr=True).print
-            result = run_study(
-                teacher=teacher, target_macs=target_macs, trials=trials, space=space, convention=convention,
-                input_size=input_size, min_channels=min_channels, importance=importance, round_to=round_to,
-                fill=fill, calib_data=calib_data, calib_images=calib_images, score=score, objectives=objectives,
-                score_size=score_size, storage=storage, study_name=study_name, pick=pick, seed=seed, out=out, log=log,
-            )
-        if as_json:
-            typer.echo(json.dumps(result.to_json(), indent=2))
-            return
-        render_study(result, console())
-        return
-    with user_errors():
-        from nas_prune.search import search
+            result = run_study(**common, trials=trials, score=score, objectives=objectives, score_size=score_size,
+                               storage=storage, study_name=study_name, pick=pick, seed=seed,
+                               log=None if as_json else console(stderr=True).print)
+        else:
+            from nas_prune.search import render_result as render
+            from nas_prune.search import search
 
-        result = search(
-            teacher=teacher,
-            target_macs=target_macs,
-            space=space,
-            convention=convention,
-            input_size=input_size,
-            min_channels=min_channels,
-            importance=importance,
-            round_to=round_to,
-            fill=fill,
-            calib_data=calib_data,
-            calib_images=calib_images,
-            out=out,
-            force=force,
-            verify=verify,
-        )
+            result = search(**common, force=force)
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
         return
-    from nas_prune.search import render_result
-
-    render_result(result, console())
+    render(result, console())
