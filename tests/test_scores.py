@@ -24,15 +24,6 @@ from nas_prune.scores import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One CPU thread: tiny models gain nothing from more, and a loaded machine makes 2 much slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture
 def teacher(tiny_arch):
     return randomize_(build_generator(tiny_arch), seed=3).eval()

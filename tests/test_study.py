@@ -42,14 +42,6 @@ COMMON = dict(target_macs=TARGET, input_size=32, min_channels=4, calib_images=4,
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture
 def teacher_file(tmp_path, tiny_arch) -> Path:
     path = tmp_path / "tiny.pth"
