@@ -53,6 +53,25 @@ def _trials(out: Path, name: str) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{out / 'study.db'}").get_trials()
 
 
+def _trial_states_readonly(db: Path) -> list[str]:
+    """Trial states read straight from the SQLite file, read-only.
+
+    Opening the study through optuna while the worker is still creating it would run
+    optuna's schema set-up concurrently with the worker's (a race on the version table);
+    a read-only query cannot interfere. Returns [] while the tables do not exist yet.
+    """
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            return [row[0] for row in con.execute("SELECT state FROM trials ORDER BY number")]
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return []
+
+
 # ----------------------------------------------------------------------------- search variables
 
 
@@ -283,10 +302,7 @@ def test_killed_worker_is_resumed(tmp_path, teacher_file):
         time.sleep(0.2)
         if not (out / "study.db").exists():
             continue
-        try:
-            states = [t.state.name for t in _trials(out, "k")]
-        except Exception:  # the worker may hold the database (locked, half-created): poll again
-            continue
+        states = _trial_states_readonly(out / "study.db")
         if states.count("COMPLETE") >= 1 and "RUNNING" in states:
             break
     proc.send_signal(signal.SIGKILL)
