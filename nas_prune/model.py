@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from nas_prune.arch import Arch, Block
@@ -36,21 +37,68 @@ def make_norm(arch: Arch, channels: int) -> nn.Module:
     return nn.BatchNorm2d(channels, affine=arch.affine, track_running_stats=True)
 
 
-def make_pad(arch: Arch, amount: int) -> nn.Module:
-    """Explicit padding layer of a branch conv (convs themselves use padding 0, as in CAT)."""
-    if arch.padding == "reflect":
-        return nn.ReflectionPad2d(amount)
-    if arch.padding == "replicate":
-        return nn.ReplicationPad2d(amount)
-    return nn.ZeroPad2d(amount)
+_PAD_MODES = {"reflect": "reflect", "replicate": "replicate", "zero": "constant"}
 
 
-def _conv_norm_relu(arch: Arch, cin: int, cout: int, k: int, groups: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, k, 1, 0, groups=groups, bias=arch.use_bias),
-        make_norm(arch, cout),
-        nn.ReLU(inplace=True),
-    )
+class _ConvNorm(nn.Module):
+    """Holds a conv (``0``) and its norm (``1``) under CAT's key names; run by its branch."""
+
+    def __init__(self, conv: nn.Conv2d, norm: nn.Module):
+        super().__init__()
+        self.add_module("0", conv)
+        self.add_module("1", norm)
+
+
+class _Branch(nn.Module):
+    """One branch of an inception-residual block, with CAT's state-dict keys.
+
+    ``res`` (keys ``1.0`` conv kxk, ``1.1`` norm, ``4`` conv kxk back to the stream)::
+
+        pad -> conv kxk (C -> m) -> norm -> relu -> dropout -> pad -> conv kxk (m -> C)
+
+    ``dw`` (keys ``0.0`` conv 1x1, ``0.1`` norm, ``2.0`` depthwise conv, ``2.1`` norm, ``4`` conv 1x1)::
+
+        conv 1x1 (C -> m) -> norm -> relu -> pad -> dwconv kxk -> norm -> relu -> dropout -> conv 1x1 (m -> C)
+
+    Padding, ReLU and dropout are applied functionally rather than as modules: the
+    computation and the keys are CAT's, but a traced forward pass (fvcore's check)
+    visits a third as many modules.
+    """
+
+    def __init__(self, arch: Arch, kind: str, c: int, m: int, k: int):
+        super().__init__()
+        self.kind, self.k = kind, k
+        self.pad = (k - 1) // 2
+        self.pad_mode = _PAD_MODES[arch.padding]
+        self.dropout = float(arch.dropout)
+        b = arch.use_bias
+        if kind == "res":
+            self.add_module("1", _ConvNorm(nn.Conv2d(c, m, k, 1, 0, bias=b), make_norm(arch, m)))
+        else:
+            self.add_module("0", _ConvNorm(nn.Conv2d(c, m, 1, 1, 0, bias=b), make_norm(arch, m)))
+            self.add_module("2", _ConvNorm(nn.Conv2d(m, m, k, 1, 0, groups=m, bias=b), make_norm(arch, m)))
+        self.add_module("4", nn.Conv2d(m, c, k if kind == "res" else 1, 1, 0, bias=b))
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind}, kernel_size={self.k}, dropout={self.dropout}"
+
+    def _padded(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pad == 0:
+            return x
+        return F.pad(x, (self.pad,) * 4, mode=self.pad_mode)
+
+    def _conv_norm_relu(self, key: str, x: torch.Tensor) -> torch.Tensor:
+        pair = self._modules[key]
+        return F.relu(pair._modules["1"](pair._modules["0"](x)), inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "res":
+            h = self._conv_norm_relu("1", self._padded(x))
+            h = F.dropout(h, self.dropout, self.training)
+            return self._modules["4"](self._padded(h))
+        h = self._padded(self._conv_norm_relu("0", x))
+        h = F.dropout(self._conv_norm_relu("2", h), self.dropout, self.training)
+        return self._modules["4"](h)
 
 
 class InceptionBlock(nn.Module):
@@ -64,30 +112,12 @@ class InceptionBlock(nn.Module):
     def __init__(self, arch: Arch, block: Block):
         super().__init__()
         c = arch.stream
-        self.res_ops = nn.ModuleList()
-        for k, m in zip(arch.res_kernel_sizes, block.res):
-            if m > 0:
-                self.res_ops.append(
-                    nn.Sequential(
-                        make_pad(arch, (k - 1) // 2),
-                        _conv_norm_relu(arch, c, m, k),
-                        nn.Dropout(arch.dropout),
-                        make_pad(arch, (k - 1) // 2),
-                        nn.Conv2d(m, c, k, 1, 0, bias=arch.use_bias),
-                    )
-                )
-        self.dw_ops = nn.ModuleList()
-        for k, m in zip(arch.dw_kernel_sizes, block.dw):
-            if m > 0:
-                self.dw_ops.append(
-                    nn.Sequential(
-                        _conv_norm_relu(arch, c, m, 1),
-                        make_pad(arch, (k - 1) // 2),
-                        _conv_norm_relu(arch, m, m, k, groups=m),
-                        nn.Dropout(arch.dropout),
-                        nn.Conv2d(m, c, 1, 1, 0, bias=arch.use_bias),
-                    )
-                )
+        self.res_ops = nn.ModuleList(
+            _Branch(arch, "res", c, m, k) for k, m in zip(arch.res_kernel_sizes, block.res) if m > 0
+        )
+        self.dw_ops = nn.ModuleList(
+            _Branch(arch, "dw", c, m, k) for k, m in zip(arch.dw_kernel_sizes, block.dw) if m > 0
+        )
         self.pw_bn = None if block.is_identity else make_norm(arch, c)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
