@@ -124,10 +124,13 @@ def main() -> None:
     shutil.copyfile(picked.plot, HERE / "pareto.png")
     shutil.copyfile(picked.out / "trials.csv", HERE / "trials.csv")
     n_front = len(picked.front)
+    import os
+
+    load_line = "Load average (1/5/15 min) at the end: " + " / ".join(f"{x:.2f}" for x in os.getloadavg())
     text = f"""# Optuna search vs one-step pruning: CAT 9-block ngf 64 teacher, 2.6G MACs (paper)
 
 Regenerate: `python results/optuna/run_optuna.py --work /tmp/nas-prune-optuna --trials {args.trials} --rounds {args.rounds}`
-(study {study_s / 60:.1f} min on a shared 2-core CPU; the command prints every trial).
+(study {study_s / 60:.1f} min on a 2-core CPU; the command prints every trial; reading: README.md).
 
 Setup: teacher = CAT's inception teacher architecture (`search_spaces/cat_inception.yaml`,
 {result.export.teacher_macs['paper'] / 1e9:.2f}G MACs paper convention at 256x256) with **random weights**
@@ -139,9 +142,8 @@ Fidelity = PSNR of student output vs teacher output (and mean GCKA at stem/block
 8 crops of scikit-image sample photos at 64x64. Latency = median forward time of one 256x256 image on
 CPU, torch threads fixed; during the study 3 repeats per trial (after 2 warm-up passes), for this table both students
 re-timed interleaved ({args.rounds} rounds x 3 repeats at 2 threads, median and quartiles;
-{max(3, args.rounds // 2)} rounds at 1 thread). The machine was shared with other jobs
-(load average above 4 on 2 cores), so absolute milliseconds are inflated and noisy; compare
-the two rows of one column only.
+{max(3, args.rounds // 2)} rounds at 1 thread). {load_line}; compare the two rows of one
+column (the students were timed interleaved, so background load hits both alike).
 
 | student | MACs (paper) | params | PSNR to teacher (dB) | GCKA | latency 2 thr, ms (IQR) | latency 1 thr, ms | latency in study, ms | widths |
 |---|---:|---:|---:|---:|---:|---:|---:|---|
