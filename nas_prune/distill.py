@@ -141,34 +141,24 @@ class DistillConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        from nas_prune.data import DIRECTIONS, MODES, TransformConfig
-        from nas_prune.gan import D_NORMS, GAN_MODES
+        from nas_prune.data import MODES
+        from nas_prune.gan import GAN_MODES
 
         def check(ok: bool, name: str, msg: str) -> None:
             if not ok:
                 raise NasPruneError(f"{name}: {msg}")
 
+        loop.check_loop_fields(self)
         check(self.mode in MODES, "mode", f"{self.mode!r} is not one of {', '.join(MODES)}")
-        check(self.direction in DIRECTIONS, "direction", f"{self.direction!r} is not one of {', '.join(DIRECTIONS)}")
         check(self.gan_mode in GAN_MODES, "gan_mode", f"{self.gan_mode!r} is not one of {', '.join(GAN_MODES)}")
         check(self.amp in AMP_MODES, "amp", f"{self.amp!r} is not one of {', '.join(AMP_MODES)}")
-        check(self.d_norm is None or self.d_norm in D_NORMS, "d_norm", f"{self.d_norm!r} is not one of {', '.join(D_NORMS)}")
-        check(self.epochs >= 0 and self.epochs_decay >= 0 and self.epochs + self.epochs_decay > 0,
-              "epochs", "epochs and epochs_decay must be >= 0 and not both 0")
-        check(self.max_steps is None or self.max_steps >= 1, "max_steps", "must be >= 1")
         check(self.batch_size >= 2, "batch_size", f"must be >= 2 (GCKA and BatchNorm compare samples), got {self.batch_size}")
-        check(self.lr > 0 and 0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "lr", "lr must be > 0, betas in [0, 1)")
         for name in ("lambda_gan", "lambda_recon"):
             v = getattr(self, name)
             check(v is None or (v >= 0 and math.isfinite(v)), name, f"must be a finite number >= 0, got {v}")
         check(isinstance(self.distill, Mapping), "distill", "expected a mapping {method: weight}")
         check(self.ndf >= 1 and self.d_layers >= 1, "ndf", "ndf and d_layers must be >= 1")
-        check(self.workers >= 0, "workers", "must be >= 0")
-        for name in ("eval_every", "save_every", "grid_every"):
-            check(getattr(self, name) >= 0, name, "must be >= 0")
-        check(self.log_every >= 1, "log_every", "must be >= 1")
         check(self.grid_images >= 1, "grid_images", "must be >= 1")
-        TransformConfig(load_size=self.load_size, crop_size=self.crop_size, preprocess=self.preprocess, flip=self.flip)
         # Method names, weights and options are checked here, so a recipe fails at validation.
         from nas_prune.kd import base as kd_base
 

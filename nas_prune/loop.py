@@ -52,6 +52,37 @@ def config_replace(config, changes: Mapping[str, Any], *, what: str):
 # ----------------------------------------------------------------------------- setup
 
 
+def check_loop_fields(cfg) -> None:
+    """Check the options every training config shares (distill, train-teacher).
+
+    Covers direction, d_norm, epochs / epochs_decay, max_steps, lr and betas, workers,
+    eval_every / save_every (and grid_every when the config has it), log_every and the
+    image transform; each config checks its own fields after this.
+
+    Raises:
+        NasPruneError: ``<field>: <problem>`` for the first bad field.
+    """
+    from nas_prune.data import DIRECTIONS, TransformConfig
+    from nas_prune.gan import D_NORMS
+
+    def check(ok: bool, name: str, msg: str) -> None:
+        if not ok:
+            raise NasPruneError(f"{name}: {msg}")
+
+    check(cfg.direction in DIRECTIONS, "direction", f"{cfg.direction!r} is not one of {', '.join(DIRECTIONS)}")
+    check(cfg.d_norm is None or cfg.d_norm in D_NORMS, "d_norm", f"{cfg.d_norm!r} is not one of {', '.join(D_NORMS)}")
+    check(cfg.epochs >= 0 and cfg.epochs_decay >= 0 and cfg.epochs + cfg.epochs_decay > 0,
+          "epochs", "epochs and epochs_decay must be >= 0 and not both 0")
+    check(cfg.max_steps is None or cfg.max_steps >= 1, "max_steps", "must be >= 1")
+    check(cfg.lr > 0 and 0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1, "lr", "lr must be > 0, betas in [0, 1)")
+    check(cfg.workers >= 0, "workers", "must be >= 0")
+    for name in ("eval_every", "save_every", "grid_every"):
+        if hasattr(cfg, name):
+            check(getattr(cfg, name) >= 0, name, "must be >= 0")
+    check(cfg.log_every >= 1, "log_every", "must be >= 1")
+    TransformConfig(load_size=cfg.load_size, crop_size=cfg.crop_size, preprocess=cfg.preprocess, flip=cfg.flip)
+
+
 def pick_device(want: str, *, local_rank: int = 0, world: int = 1):
     """``auto`` (CUDA if available), ``cpu``, ``cuda`` or ``cuda:N`` -> ``torch.device``.
 

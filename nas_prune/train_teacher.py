@@ -107,36 +107,25 @@ class TeacherConfig:
 
     def __post_init__(self) -> None:
         from nas_prune.arch import NORMS
-        from nas_prune.data import DIRECTIONS, TransformConfig
-        from nas_prune.gan import D_NORMS, GAN_MODES
+        from nas_prune.gan import GAN_MODES
 
         def check(ok: bool, name: str, msg: str) -> None:
             if not ok:
                 raise NasPruneError(f"{name}: {msg}")
 
         check(self.objective in OBJECTIVES, "objective", f"{self.objective!r} is not one of {', '.join(OBJECTIVES)}")
-        check(self.direction in DIRECTIONS, "direction", f"{self.direction!r} is not one of {', '.join(DIRECTIONS)}")
+        loop.check_loop_fields(self)
         check(self.norm is None or self.norm in NORMS, "norm", f"{self.norm!r} is not one of {', '.join(NORMS)}")
         check(self.gan_mode is None or self.gan_mode in GAN_MODES, "gan_mode",
               f"{self.gan_mode!r} is not one of {', '.join(GAN_MODES)}")
-        check(self.d_norm is None or self.d_norm in D_NORMS, "d_norm", f"{self.d_norm!r} is not one of {', '.join(D_NORMS)}")
         check(self.ngf is None or self.ngf >= 1, "ngf", "must be >= 1")
         check(self.n_blocks is None or self.n_blocks >= 0, "n_blocks", "must be >= 0")
-        check(self.epochs >= 0 and self.epochs_decay >= 0 and self.epochs + self.epochs_decay > 0,
-              "epochs", "epochs and epochs_decay must be >= 0 and not both 0")
-        check(self.max_steps is None or self.max_steps >= 1, "max_steps", "must be >= 1")
         low = 2 if self.objective == "pix2pix" else 1
         check(self.batch_size >= low, "batch_size", f"must be >= {low} for {self.objective}")
-        check(self.lr > 0 and 0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "lr", "lr must be > 0, betas in [0, 1)")
         for name in ("lambda_recon", "lambda_cycle", "lambda_identity"):
             v = getattr(self, name)
             check(v >= 0 and math.isfinite(v), name, f"must be a finite number >= 0, got {v}")
         check(self.pool_size >= 0, "pool_size", "must be >= 0")
-        check(self.workers >= 0, "workers", "must be >= 0")
-        for name in ("eval_every", "save_every"):
-            check(getattr(self, name) >= 0, name, "must be >= 0")
-        check(self.log_every >= 1, "log_every", "must be >= 1")
-        TransformConfig(load_size=self.load_size, crop_size=self.crop_size, preprocess=self.preprocess, flip=self.flip)
 
     @property
     def mode(self) -> str:
