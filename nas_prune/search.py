@@ -408,7 +408,7 @@ def search(
         NasPruneError: any user error, before anything is written.
     """
     from nas_prune.load import load_generator
-    from nas_prune.space import load_space
+    from nas_prune.space import load_space, shipped_space_of
 
     t0 = time.perf_counter()
     target, size = check_options(
@@ -440,7 +440,7 @@ def search(
         calib_data=calib_data,
         calib_images=calib_images,
         verify=verify,
-        space=space_obj.name if space_obj is not None else None,
+        space=space_obj.name if space_obj is not None else shipped_space_of(loaded.arch),
     )
     result.seconds = {"load": load_s, **result.seconds}
     result.seconds["total"] = time.perf_counter() - t0

@@ -185,3 +185,20 @@ def shipped_spaces_dir() -> Path:
         if candidate.is_dir():
             return candidate
     return here.parent / "search_spaces"
+
+
+def shipped_space_of(arch: Arch) -> str | None:
+    """Name of the shipped search space whose teacher is exactly ``arch``, else None.
+
+    Lets a search without ``--space`` still record which space a teacher belongs to
+    (``"space"`` in arch.json) when the teacher is one of the shipped ones.
+    """
+    folder = shipped_spaces_dir()
+    for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+        try:
+            space = load_space(path)
+        except NasPruneError:
+            continue
+        if space.teacher_arch() == arch:
+            return space.name
+    return None

@@ -107,3 +107,11 @@ def test_fits_within_reports_the_wider_layer(tiny_arch):
     wider = tiny_arch.with_widths(blocks=(Block(res=(4, 5, 4), dw=(4, 4, 4)),) * 3)
     assert fits_within(wider, tiny_arch) == "blocks[0].res[1] is 5, wider than the teacher's 4"
     assert fits_within(tiny_arch, wider) is None
+
+
+def test_shipped_space_of_names_a_shipped_teacher(tiny_arch):
+    from nas_prune.space import shipped_space_of
+
+    assert shipped_space_of(load_space("search_spaces/cat_inception.yaml").teacher_arch()) == "cat_inception"
+    assert shipped_space_of(load_space("search_spaces/resnet_9blocks.yaml").teacher_arch()) == "resnet_9blocks"
+    assert shipped_space_of(tiny_arch) is None
