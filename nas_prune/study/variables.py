@@ -1,0 +1,120 @@
+"""Search variables of a study: layer groups, their multipliers, objectives."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from nas_prune.arch import Arch
+from nas_prune.errors import NasPruneError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+OBJECTIVES = ("quality", "latency")
+DEFAULT_RANGE = (0.5, 2.0)
+
+
+def search_groups(arch: Arch) -> dict[str, tuple[str, ...]]:
+    """``{variable name: prunable layer names}`` for ``arch`` (module docstring).
+
+    Groups that would hold no layer (a kernel size no block has, an empty third)
+    are left out. Every prunable layer is in exactly one of ``stem``/``stream``/
+    ``head``/``res_kK``/``dw_kK``; branch layers are also in one depth group.
+    """
+    import numpy as np
+
+    from nas_prune.plan import prunable_layers
+
+    layers = prunable_layers(arch)
+    groups: dict[str, list[str]] = {"stem": [], "stream": [], "head": []}
+    for layer in layers:
+        if layer.kind == "stem":
+            groups["stream" if layer.index == 2 else "stem"].append(layer.name)
+        elif layer.kind == "head":
+            groups["head"].append(layer.name)
+    for kind, sizes in (("res", arch.res_kernel_sizes), ("dw", arch.dw_kernel_sizes)):
+        for j, k in enumerate(sizes):
+            groups[f"{kind}_k{k}"] = [
+                l.name for l in layers if l.kind == kind and l.index == j
+            ]
+    thirds = np.array_split(np.arange(arch.n_blocks), 3)
+    for name, blocks in zip(("early", "middle", "late"), thirds):
+        members = set(int(b) for b in blocks)
+        groups[name] = [l.name for l in layers if l.block is not None and l.block in members]
+    return {name: tuple(names) for name, names in groups.items() if names}
+
+
+def layer_multipliers(groups: Mapping[str, Sequence[str]], params: Mapping[str, float]) -> dict[str, float]:
+    """Product of the factors of the groups each layer belongs to."""
+    out: dict[str, float] = {}
+    for name, layers in groups.items():
+        factor = float(params.get(name, 1.0))
+        for layer in layers:
+            out[layer] = out.get(layer, 1.0) * factor
+    return out
+
+
+def scaled_scores(
+    scores: Mapping[str, Any], groups: Mapping[str, Sequence[str]], params: Mapping[str, float]
+) -> dict[str, "np.ndarray"]:
+    """Importance scores with each layer's multiplier applied (float64 numpy arrays)."""
+    import numpy as np
+
+    mult = layer_multipliers(groups, params)
+    out = {}
+    for name, value in scores.items():
+        arr = value.detach().cpu().double().numpy() if hasattr(value, "detach") else np.asarray(value, float)
+        out[name] = arr * mult.get(name, 1.0)
+    return out
+
+
+def parse_objectives(value: str | Sequence[str]) -> tuple[str, ...]:
+    """``"quality"`` or ``"quality,latency"`` (or a sequence) -> validated tuple.
+
+    Raises:
+        NasPruneError: unknown or repeated objective, or no ``quality``.
+    """
+    items = [v.strip() for v in (value.split(",") if isinstance(value, str) else value)]
+    for item in items:
+        if item not in OBJECTIVES:
+            raise NasPruneError(f"--objectives: unknown objective {item!r}: choose quality or quality,latency")
+    if len(set(items)) != len(items):
+        raise NasPruneError(f"--objectives: {','.join(items)} repeats an objective")
+    if not items or items[0] != "quality":
+        raise NasPruneError("--objectives: expected quality or quality,latency")
+    return tuple(items)
+
+
+def study_requested(
+    *,
+    trials: int | None,
+    score: str = "zero-shot",
+    objectives: str | Sequence[str] = ("quality",),
+    score_size: int | str | tuple[int, int] | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    pick: int | None = None,
+) -> bool:
+    """Whether ``nas-prune search`` runs an Optuna study: ``trials`` is set.
+
+    The other arguments are the options only a study reads, at their defaults unless
+    the user set them.
+
+    Raises:
+        NasPruneError: a study option is set without ``trials`` (naming the option).
+    """
+    if trials is not None:
+        return True
+    items = [v.strip() for v in (objectives.split(",") if isinstance(objectives, str) else objectives)]
+    study_only = {
+        "--score": str(score).strip() != "zero-shot",
+        "--objectives": items != ["quality"],
+        "--score-size": score_size is not None,
+        "--storage": storage is not None,
+        "--study-name": study_name is not None,
+        "--pick": pick is not None,
+    }
+    for option, used in study_only.items():
+        if used:
+            raise NasPruneError(f"{option} needs --trials N")
+    return False
