@@ -14,6 +14,11 @@ Layout (CAT, CVPR 2021)::
     head:  convT3x3/2 (-> head[0]), convT3x3/2 (-> head[1]), pad3 conv7x7 (-> out), tanh
 
 A branch of width 0 does not exist; a block without branches is the identity.
+
+``Arch.to_dict`` has no ``family`` field; :meth:`Arch.from_dict` reads documents without
+one (every ``arch.json`` written so far) as this family, accepts ``"family": "inception"``,
+and hands ``"family": "spade"`` to :class:`nas_prune.spade.arch.SpadeArch` (CAT's inception
+SPADE generator for GauGAN teachers).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any, Iterable, Mapping
 
 from nas_prune.errors import NasPruneError
 
+FAMILY = "inception"
 NORMS = ("instance", "batch")
 PADDINGS = ("reflect", "replicate", "zero")
 
@@ -76,6 +82,8 @@ class Arch:
     affine: bool = True
     padding: str = "reflect"
     dropout: float = 0.0
+
+    family = FAMILY
 
     def __post_init__(self) -> None:
         problems = list(_problems(self))
@@ -136,6 +144,14 @@ class Arch:
         """
         if not isinstance(data, Mapping):
             raise NasPruneError(f"{where}: expected an object, got {type(data).__name__}")
+        if "family" in data:  # optional: absent means this family ("inception")
+            if data["family"] == "spade":
+                from nas_prune.spade.arch import SpadeArch
+
+                return SpadeArch.from_dict(data, where=where)  # type: ignore[return-value]
+            if data["family"] != FAMILY:
+                raise NasPruneError(f"{where}.family: {data['family']!r} is not one of {FAMILY}, spade")
+            data = {k: v for k, v in data.items() if k != "family"}
         known = {
             "input_nc", "output_nc", "norm", "affine", "padding", "dropout",
             "res_kernel_sizes", "dw_kernel_sizes", "stem", "blocks", "head",
@@ -241,7 +257,14 @@ def fits_within(student: Arch, teacher: Arch) -> str | None:
 
     A student of a teacher's space has the same settings (in/out channels, kernel
     sizes, norm, padding, block count) and no width larger than the teacher's.
+    SPADE architectures are compared by :func:`nas_prune.spade.arch.spade_fits_within`.
     """
+    if student.family != teacher.family:
+        return f"a {student.family} generator, the teacher is a {teacher.family} generator"
+    if student.family == "spade":
+        from nas_prune.spade.arch import spade_fits_within
+
+        return spade_fits_within(student, teacher)  # type: ignore[arg-type]
     for name in ("input_nc", "output_nc", "res_kernel_sizes", "dw_kernel_sizes", "norm", "affine", "padding"):
         if getattr(student, name) != getattr(teacher, name):
             return f"{name} is {getattr(student, name)!r}, the teacher's is {getattr(teacher, name)!r}"

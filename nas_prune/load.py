@@ -7,6 +7,9 @@ Accepted layouts, recognised from the keys:
 
 * **cat** — CAT's inception generator (``down_sampling.*``, ``features.N.res_ops.*``,
   ``features.N.dw_ops.*``, ``features.N.pw_bn.*``, ``up_sampling.*``), taken unchanged.
+* **cat_spade** — CAT's inception SPADE generator for GauGAN teachers (``fc.*``,
+  ``fc_norm.*``, ``head_0.*`` .. ``up_3.*``, ``conv_img.*``), taken unchanged
+  (:mod:`nas_prune.spade.load`).
 * **resnet** — the classic ResNet generator of pytorch-CycleGAN-and-pix2pix
   (``model.1.weight``, ``model.10.conv_block.1.weight``, ...), mapped into the space as
   one res branch of kernel 3 and full width per block; outputs are identical. Legacy
@@ -54,7 +57,7 @@ class LoadedGenerator:
     Attributes:
         arch: the architecture inferred from the tensor shapes (and the space, if given).
         state_dict: weights in CAT's layout, matching ``build_generator(arch)`` exactly.
-        layout: ``"cat"`` or ``"resnet"`` (the layout of the file).
+        layout: ``"cat"``, ``"resnet"`` or ``"cat_spade"`` (the layout of the file).
         sha256: hex digest of the file's bytes (provenance of exported students).
         path: the file read.
         notes: what was changed on the way in (dropped keys, stripped prefixes).
@@ -153,11 +156,17 @@ def _unwrap(raw: Any, path: Path) -> dict[str, "torch.Tensor"]:
 
 
 def detect_layout(keys: list[str]) -> str | None:
-    """``"cat"``, ``"resnet"`` or None for an unknown layout."""
+    """``"cat"``, ``"resnet"``, ``"cat_spade"``, ``"gaugan"`` or None for an unknown layout."""
+    from nas_prune.spade.load import is_cat_spade, is_gaugan
+
     if any(k.startswith("down_sampling.") for k in keys) and any(k.startswith("up_sampling.") for k in keys):
         return "cat"
     if any(re.match(r"model\.\d+\.conv_block\.", k) for k in keys):
         return "resnet"
+    if is_gaugan(keys):
+        return "gaugan"
+    if is_cat_spade(keys):
+        return "cat_spade"
     return None
 
 
@@ -183,8 +192,15 @@ def load_generator(
         first = ", ".join(list(tensors)[:4])
         raise NasPruneError(
             f"{path}: unknown checkpoint layout (first keys: {first}); expected CAT "
-            "(down_sampling.*, features.*, up_sampling.*) or pytorch-CycleGAN-and-pix2pix ResNet (model.N.*)"
+            "(down_sampling.*, features.*, up_sampling.*), pytorch-CycleGAN-and-pix2pix ResNet (model.N.*) "
+            "or CAT SPADE (fc.*, head_0.*, ..., conv_img.*)"
         )
+    if layout in ("cat_spade", "gaugan"):
+        return _load_spade(tensors, path, space, layout, notes)
+    from nas_prune.space import SearchSpace
+
+    if space is not None and not isinstance(space, SearchSpace):
+        raise NasPruneError(f"{path} does not fit search space {space.name!r}: a {layout} generator in a SPADE space")
     padding = "reflect"
     if layout == "resnet":
         tensors, padding = _resnet_to_cat(tensors, path, space, notes)
@@ -194,6 +210,20 @@ def load_generator(
         why = fits_within(arch, space.teacher_arch())
         if why is not None:
             raise NasPruneError(f"{path} does not fit search space {space.name!r}: {why}")
+    return LoadedGenerator(arch=arch, state_dict=state, layout=layout, sha256=file_sha256(path), path=path, notes=notes)
+
+
+def _load_spade(tensors, path: Path, space, layout: str, notes: list[str]) -> LoadedGenerator:
+    from nas_prune.spade.load import GAUGAN_REASON, infer_spade_arch, spade_state
+    from nas_prune.spade.space import SpadeSpace
+
+    if layout == "gaugan":
+        raise NasPruneError(f"{path}: cannot load: {GAUGAN_REASON}")
+    if space is not None and not isinstance(space, SpadeSpace):
+        raise NasPruneError(f"{path} does not fit search space {space.name!r}: a CAT SPADE generator in a "
+                            "CycleGAN/pix2pix space")
+    arch = infer_spade_arch(tensors, path, space, notes)
+    state = spade_state(tensors, arch, path, notes)
     return LoadedGenerator(arch=arch, state_dict=state, layout=layout, sha256=file_sha256(path), path=path, notes=notes)
 
 
@@ -393,6 +423,17 @@ def _match_state(
             del state[k]
         if legacy:
             notes.append(f"dropped {len(legacy)} legacy InstanceNorm running-stat keys (e.g. {legacy[0]})")
+    return check_state(expected, state, path)
+
+
+def check_state(
+    expected: Mapping[str, "torch.Tensor"], state: Mapping[str, "torch.Tensor"], path: Path
+) -> dict[str, "torch.Tensor"]:
+    """``state`` in ``expected``'s key order and dtypes, or an error listing the mismatches.
+
+    Raises:
+        NasPruneError: missing keys, unexpected keys, or shape mismatches (first three of each).
+    """
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     shapes = [

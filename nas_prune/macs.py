@@ -138,6 +138,8 @@ def layer_costs(
         convention: ``"fvcore"`` or ``"paper"`` (see the module docstring).
     """
     check_convention(convention)
+    if arch.family == "spade":
+        raise NasPruneError("MACs of SPADE generators are not supported yet")
     return list(_iter_costs(arch, parse_input_size(input_size), convention))
 
 
@@ -212,6 +214,8 @@ def count_macs(
 
 def count_params(arch: Arch) -> int:
     """Learnable parameters of ``build_generator(arch)`` (buffers such as running stats excluded)."""
+    if arch.family == "spade":
+        raise NasPruneError("MACs of SPADE generators are not supported yet")
     return sum(c.params for c in _iter_costs(arch, (4, 4), "fvcore"))
 
 

@@ -205,11 +205,19 @@ class Generator(nn.Module):
 
 def tap_names(arch: Arch) -> list[str]:
     """Every valid tap of ``arch`` in forward order."""
+    if arch.family == "spade":
+        from nas_prune.spade.model import spade_tap_names
+
+        return spade_tap_names(arch)  # type: ignore[arg-type]
     return ["stem", *(f"block{i}" for i in range(1, arch.n_blocks + 1)), "up1"]
 
 
 def check_taps(arch: Arch, taps: Iterable[str]) -> None:
     """Raise NasPruneError naming the first tap that ``arch`` does not have."""
+    if arch.family == "spade":
+        from nas_prune.spade.model import check_spade_taps
+
+        return check_spade_taps(arch, taps)  # type: ignore[arg-type]
     valid = tap_names(arch)
     for t in taps:
         if t not in valid:
@@ -222,6 +230,11 @@ def build_generator(arch: Arch) -> Generator:
     """Build a freshly initialised :class:`Generator` for ``arch``.
 
     Weights use PyTorch's default init except norms (gamma 1, beta 0). The module is
-    in training mode, like any new ``nn.Module``.
+    in training mode, like any new ``nn.Module``. A SPADE architecture gives a
+    :class:`nas_prune.spade.model.SpadeGenerator` (input: the semantic map).
     """
+    if arch.family == "spade":
+        from nas_prune.spade.model import build_spade_generator
+
+        return build_spade_generator(arch)  # type: ignore[arg-type,return-value]
     return Generator(arch)

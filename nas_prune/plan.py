@@ -76,6 +76,8 @@ class PrunableLayer:
 
 def prunable_layers(arch: Arch) -> list[PrunableLayer]:
     """Every prunable layer of ``arch`` in forward order (branches of width 0 are skipped)."""
+    if arch.family == "spade":
+        raise NasPruneError("pruning SPADE generators is not supported yet")
     layers = [PrunableLayer(f"stem.{i}", "stem", w, i) for i, w in enumerate(arch.stem)]
     for n, block in enumerate(arch.blocks):
         for kind, widths in (("res", block.res), ("dw", block.dw)):

@@ -23,10 +23,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from nas_prune.arch import NORMS, PADDINGS, Arch, Block
 from nas_prune.errors import NasPruneError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nas_prune.spade.space import SpadeSpace
 
 _FIELDS: dict[str, tuple[type | tuple[type, ...], Any]] = {
     # field: (type, default or ... when required)
@@ -158,8 +161,12 @@ class SearchSpace:
         return cls(**values)
 
 
-def load_space(path: str | os.PathLike) -> SearchSpace:
+def load_space(path: str | os.PathLike) -> "SearchSpace | SpadeSpace":
     """Read and validate a search-space YAML file.
+
+    ``family: spade`` files describe CAT's inception SPADE teachers
+    (:class:`nas_prune.spade.space.SpadeSpace`); files without ``family`` the
+    CycleGAN/pix2pix generators (:class:`SearchSpace`).
 
     Raises:
         NasPruneError: missing file, YAML syntax error (with line), or a bad field.
@@ -175,6 +182,14 @@ def load_space(path: str | os.PathLike) -> SearchSpace:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise NasPruneError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+    if isinstance(data, Mapping) and "family" in data:
+        from nas_prune.spade.space import SpadeSpace
+
+        if data["family"] == "spade":
+            return SpadeSpace.from_dict(data, source=str(path))
+        if data["family"] != "inception":
+            raise NasPruneError(f"{path}: family: {data['family']!r} is not one of inception, spade")
+        data = {k: v for k, v in data.items() if k != "family"}
     return SearchSpace.from_dict(data, source=str(path))
 
 
