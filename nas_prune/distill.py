@@ -23,7 +23,9 @@ the checkpoint (weights, optimiser states, AMP scaler, step, position in the epo
 RNG states); data order and augmentation are functions of ``(seed, epoch, index)``;
 so ``resume=True`` continues exactly.
 
-The library entry point is :func:`distill`; ``nas-prune distill`` calls it.
+The library entry point is :func:`distill`; ``nas-prune distill`` calls it. The config and result types live in
+:mod:`nas_prune.distill_config`, teacher/student resolution and student folders in
+:mod:`nas_prune.distill_io`, evaluation during training in :mod:`nas_prune.distill_eval`.
 """
 
 from __future__ import annotations
@@ -33,348 +35,23 @@ import math
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import fields
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable
 
 from nas_prune import loop
-from nas_prune.arch import Arch, fits_within
+from nas_prune.distill_config import (
+    AMP_MODES,
+    CHECKPOINT_VERSION,
+    RESUMABLE_CHANGES,
+    DistillConfig,
+    DistillResult,
+    read_run_config,
+)
+from nas_prune.distill_io import Features, resolve_student, resolve_teacher, save_student
 from nas_prune.errors import NasPruneError
 
-__all__ = ["DistillConfig", "DistillResult", "distill", "read_run_config", "AMP_MODES"]
-
-AMP_MODES = ("auto", "none", "bf16", "fp16")
-CHECKPOINT_VERSION = 1
-
-# Fields that may differ between a run and its resumption (everything else must match).
-RESUMABLE_CHANGES = frozenset(
-    {"epochs", "epochs_decay", "max_steps", "eval_every", "save_every", "log_every", "grid_every",
-     "workers", "device", "compile", "progress", "inception"}
-)
-
-
-@dataclass(frozen=True)
-class DistillConfig:
-    """Every option of a distillation run (keyword-only; unknown keys are errors).
-
-    Attributes:
-        mode: ``aligned`` (pix2pix layout, paired) or ``unaligned`` (CycleGAN layout).
-        direction: ``AtoB`` or ``BtoA``.
-        epochs: epochs at the constant learning rate.
-        epochs_decay: further epochs with the rate decaying linearly to 0.
-        max_steps: stop (with a checkpoint) after this many steps in total; the
-            schedule still follows ``epochs`` / ``epochs_decay``. None: run to the end.
-        batch_size: images per step and per device (>= 2: GCKA compares samples).
-        lr / beta1 / beta2: Adam settings of the student, the discriminator and
-            the terms' own parameters.
-        gan_mode: ``lsgan`` (default), ``vanilla`` or ``hinge``.
-        lambda_gan: weight of the adversarial loss.
-        lambda_recon: weight of the L1 loss; None = 100 for aligned data (pix2pix)
-            and 5 for unaligned (CAT horse->zebra).
-        distill: ``{method: weight}``; default ``{"gcka": 1.0}`` (CAT's lambda_distill 1);
-            ``{}`` trains without distillation.
-        distill_taps: feature layers of the distillation terms; None = each term's
-            default (GCKA: stem and the blocks at 1/3, 2/3, 3/3 of the depth).
-        distill_options: ``{method: {option: value}}``, e.g. ``{"gcka": {"centered": True}}``.
-        ndf / d_layers: PatchGAN width and depth.
-        d_norm: discriminator norm; None = ``batch`` (aligned, as pix2pix) or
-            ``instance`` (unaligned, as CycleGAN).
-        teacher_discriminator: path of a teacher discriminator to start from.
-        load_size / crop_size / preprocess / flip: data transforms (see
-            :class:`nas_prune.data.TransformConfig`); eval images are resized to ``crop_size``.
-        amp: ``auto`` (bf16 on a CUDA device that supports it, else none), ``none``,
-            ``bf16`` or ``fp16`` (CUDA only, with a gradient scaler).
-        channels_last: run the networks in channels-last memory format.
-        compile: ``torch.compile`` the student and discriminator.
-        workers: data-loader worker processes (0 loads in the main process; capped
-            at the CPU count).
-        seed: seed of initialisation, data order, augmentation and dropout.
-        device: ``auto`` (CUDA if available), ``cpu``, ``cuda``, ``cuda:1``, ...
-        eval_every: evaluate on the test split every this many steps (0 = at the
-            end of every epoch); the best student is kept.
-        save_every: checkpoint every this many steps (0 = at the end of every epoch).
-        log_every: log losses every this many steps.
-        grid_every: write an image grid every this many steps (0 = with each evaluation).
-        grid_images: rows of the grid (input | teacher | student | real).
-        inception: path of the FID Inception weights (pytorch-fid's
-            ``pt_inception-2015-12-05-6726825d.pth``, read by
-            :func:`nas_prune.inception.load_inception`, as ``nas-prune evaluate --inception``)
-            to compute FID at each evaluation; None skips FID.
-        progress: show a rich progress bar.
-    """
-
-    mode: str = "aligned"
-    direction: str = "AtoB"
-    epochs: int = 100
-    epochs_decay: int = 100
-    max_steps: int | None = None
-    batch_size: int = 4
-    lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    gan_mode: str = "lsgan"
-    lambda_gan: float = 1.0
-    lambda_recon: float | None = None
-    distill: Mapping[str, float] = field(default_factory=lambda: {"gcka": 1.0})
-    distill_taps: tuple[str, ...] | None = None
-    distill_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    ndf: int = 64
-    d_layers: int = 3
-    d_norm: str | None = None
-    teacher_discriminator: str | None = None
-    load_size: int = 286
-    crop_size: int = 256
-    preprocess: str = "resize_and_crop"
-    flip: bool = True
-    amp: str = "auto"
-    channels_last: bool = False
-    compile: bool = False
-    workers: int = 4
-    seed: int = 0
-    device: str = "auto"
-    eval_every: int = 0
-    save_every: int = 0
-    log_every: int = 50
-    grid_every: int = 0
-    grid_images: int = 4
-    inception: str | None = None
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        from nas_prune.data import MODES
-        from nas_prune.gan import GAN_MODES
-
-        def check(ok: bool, name: str, msg: str) -> None:
-            if not ok:
-                raise NasPruneError(f"{name}: {msg}")
-
-        loop.check_loop_fields(self)
-        check(self.mode in MODES, "mode", f"{self.mode!r} is not one of {', '.join(MODES)}")
-        check(self.gan_mode in GAN_MODES, "gan_mode", f"{self.gan_mode!r} is not one of {', '.join(GAN_MODES)}")
-        check(self.amp in AMP_MODES, "amp", f"{self.amp!r} is not one of {', '.join(AMP_MODES)}")
-        check(self.batch_size >= 2, "batch_size", f"must be >= 2 (GCKA and BatchNorm compare samples), got {self.batch_size}")
-        for name in ("lambda_gan", "lambda_recon"):
-            v = getattr(self, name)
-            check(v is None or (v >= 0 and math.isfinite(v)), name, f"must be a finite number >= 0, got {v}")
-        check(isinstance(self.distill, Mapping), "distill", "expected a mapping {method: weight}")
-        check(self.ndf >= 1 and self.d_layers >= 1, "ndf", "ndf and d_layers must be >= 1")
-        check(self.grid_images >= 1, "grid_images", "must be >= 1")
-        # Method names, weights and options are checked here, so a recipe fails at validation.
-        from nas_prune.kd import base as kd_base
-
-        for name, weight in dict(self.distill).items():
-            cls = kd_base.term_class(name)
-            check(isinstance(weight, (int, float)) and weight >= 0, f"distill.{name}", f"weight must be a number >= 0, got {weight!r}")
-            kd_base.check_options(cls, name, dict(self.distill_options).get(name, {}))
-        for name in dict(self.distill_options):
-            check(name in self.distill, f"distill_options.{name}", f"options for a method not in distill ({', '.join(self.distill) or 'none'})")
-        if self.distill_taps is not None:
-            object.__setattr__(self, "distill_taps", tuple(self.distill_taps))
-        object.__setattr__(self, "distill", dict(self.distill))
-        object.__setattr__(self, "distill_options", {k: dict(v) for k, v in dict(self.distill_options).items()})
-
-    @property
-    def recon_weight(self) -> float:
-        """``lambda_recon`` with its mode-dependent default filled in."""
-        if self.lambda_recon is not None:
-            return float(self.lambda_recon)
-        return 100.0 if self.mode == "aligned" else 5.0
-
-    @property
-    def conditional(self) -> bool:
-        """The discriminator sees ``cat(A, B)`` (pix2pix) for aligned data."""
-        return self.mode == "aligned"
-
-    @property
-    def disc_norm(self) -> str:
-        return self.d_norm or ("batch" if self.mode == "aligned" else "instance")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (tuples become lists)."""
-        d = asdict(self)
-        if d["distill_taps"] is not None:
-            d["distill_taps"] = list(d["distill_taps"])
-        return d
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, where: str = "config") -> "DistillConfig":
-        """Build from :meth:`to_dict` output; unknown keys are errors naming the key."""
-        data = dict(data)
-        if "fid_inception" in data and "inception" not in data:
-            # runs written before the option took evaluate's name and weights format
-            if data.pop("fid_inception") is not None:
-                raise NasPruneError(f"{where}: fid_inception: replaced by inception (the FID Inception weights "
-                                    "pt_inception-2015-12-05-6726825d.pth, as for nas-prune evaluate)")
-        if data.get("distill_taps") is not None:
-            data["distill_taps"] = tuple(data["distill_taps"])
-        return loop.config_from_dict(cls, data, where=where)
-
-    def replace(self, **changes: Any) -> "DistillConfig":
-        """A copy with ``changes`` applied (unknown names are errors)."""
-        return loop.config_replace(self, changes, what="distillation")
-
-
-@dataclass
-class DistillResult:
-    """What :func:`distill` returns.
-
-    Attributes:
-        out_dir: the run folder.
-        step: steps completed in total (including those before a resume).
-        finished: the schedule ran to its end (not stopped by ``max_steps`` or Ctrl-C).
-        interrupted: stopped by Ctrl-C (a checkpoint was written).
-        metrics: last evaluation on the test split: ``psnr`` / ``ssim`` (dB / [0,1],
-            to the real target; aligned data), ``psnr_teacher`` / ``ssim_teacher``
-            (to the teacher's output), ``fid`` when an Inception extractor was given.
-        best_metrics / best_step: the kept best evaluation (highest PSNR for aligned
-            data, lowest FID when computed, else the last).
-        history: every evaluation, ``[{"step": ..., **metrics}]``.
-        images_per_second: training throughput of this invocation (all devices).
-        student: the final student (on CPU, eval mode); None on non-zero ranks.
-    """
-
-    out_dir: Path
-    step: int
-    finished: bool
-    interrupted: bool
-    metrics: dict[str, float]
-    best_metrics: dict[str, float]
-    best_step: int
-    history: list[dict[str, float]]
-    images_per_second: float
-    student: Any = None
-
-
-def read_run_config(out_dir: str | os.PathLike) -> DistillConfig:
-    """The config of the run in ``out_dir`` (from its ``config.json``), for resuming."""
-    path = Path(out_dir) / "config.json"
-    if not path.is_file():
-        raise NasPruneError(f"nothing to resume: {path} not found")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise NasPruneError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
-    return DistillConfig.from_dict(data.get("config", {}), where=str(path))
-
-
-# ----------------------------------------------------------------------------- inputs
-
-
-def _resolve_teacher(teacher: Any):
-    """(Generator in eval mode, Arch, sha256 or None) from a path, LoadedGenerator or module."""
-    from nas_prune.model import Generator
-
-    if teacher is None:
-        return None, None, None
-    if isinstance(teacher, Generator):
-        return teacher, teacher.arch, None
-    if hasattr(teacher, "build") and hasattr(teacher, "arch"):
-        return teacher.build(), teacher.arch, getattr(teacher, "sha256", None)
-    if isinstance(teacher, (str, os.PathLike)):
-        from nas_prune.load import load_generator
-
-        loaded = load_generator(teacher)
-        return loaded.build(), loaded.arch, loaded.sha256
-    raise NasPruneError(f"teacher: expected a checkpoint path or a Generator, got {type(teacher).__name__}")
-
-
-def _read_student_file(path: Path) -> tuple[Arch, dict | None, dict | None]:
-    """(arch, weights or None, arch.json document) of a student folder or bare arch.json."""
-    from nas_prune.export import read_student
-
-    arch, state, doc = read_student(path)
-    return arch, state, doc
-
-
-def _resolve_student(student: Any, teacher_arch: Arch | None):
-    """(Generator, had_weights, arch.json document or None) from a path, Arch or Generator.
-
-    The student must fit the teacher's space (:func:`nas_prune.arch.fits_within`).
-    """
-    from nas_prune.model import Generator, build_generator
-
-    state, doc = None, None
-    if isinstance(student, Generator):
-        model, arch = student, student.arch
-        state = "module"
-    elif isinstance(student, Arch):
-        arch = student
-    elif isinstance(student, (str, os.PathLike)):
-        arch, state, doc = _read_student_file(Path(student))
-    else:
-        raise NasPruneError(f"student: expected a folder, an arch.json, an Arch or a Generator, got {type(student).__name__}")
-    if teacher_arch is not None:
-        why = fits_within(arch, teacher_arch)
-        if why is not None:
-            raise NasPruneError(f"student architecture is not in the teacher's space: {why}")
-    if state == "module":
-        return model, True, None
-    model = build_generator(arch)
-    if state is not None:
-        missing, unexpected = [], []
-        expected = model.state_dict()
-        for k, v in state.items():
-            if k not in expected:
-                unexpected.append(k)
-            elif tuple(v.shape) != tuple(expected[k].shape):
-                raise NasPruneError(f"student weights: {k} has shape {tuple(v.shape)}, the architecture needs {tuple(expected[k].shape)}")
-        missing = [k for k in expected if k not in state]
-        if missing or unexpected:
-            raise NasPruneError(f"student weights do not match the architecture: {'missing ' + missing[0] if missing else 'unexpected ' + unexpected[0]}")
-        model.load_state_dict(state)
-    return model, state is not None, doc
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-class _Features:
-    """Callable module wrapper so DDP sees ``forward_with_features`` as ``forward``."""
-
-    @staticmethod
-    def make(generator, taps: Sequence[str]):
-        import torch
-
-        class WithFeatures(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.g = generator
-
-            def forward(self, x):
-                return self.g.forward_with_features(x, taps)
-
-        return WithFeatures()
-
-
-def _save_student(model, arch: Arch, folder: Path, document: Mapping[str, Any] | None) -> None:
-    """Write a student folder (``arch.json`` + ``student.safetensors``) with :func:`nas_prune.export.write_student`.
-
-    The architecture document of the input student (space, MACs, provenance) is kept:
-    fine-tuning changes the weights, not the architecture.
-    """
-    from nas_prune.export import FORMAT, VERSION, write_student
-
-    doc = dict(document) if document is not None else {"format": FORMAT, "version": VERSION, "space": None}
-    doc["arch"] = arch.to_dict()
-    write_student(folder, document=doc, state_dict=model.state_dict(), force=True)
-
-
-def _to_uint8_grid(rows: list[list], path: Path) -> None:
-    """Write rows of ``(C, H, W)`` tensors in [-1, 1] as one PNG (atomic)."""
-    import numpy as np
-    from PIL import Image
-
-    from nas_prune.fileio import atomic_path
-
-    def img(t):
-        a = ((t.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(dtype=__import__("torch").uint8)
-        a = a.numpy().transpose(1, 2, 0)
-        return np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a
-
-    grid = np.concatenate([np.concatenate([img(t) for t in row], axis=1) for row in rows], axis=0)
-    with atomic_path(path) as tmp:
-        Image.fromarray(grid).save(tmp, format="PNG")
-
+__all__ = ["DistillConfig", "DistillResult", "distill", "read_run_config", "AMP_MODES", "RESUMABLE_CHANGES"]
 
 # ----------------------------------------------------------------------------- main
 
@@ -462,9 +139,9 @@ class _Run:
 
         if teacher is None and (cfg.distill or cfg.mode == "unaligned"):
             raise NasPruneError("a teacher is needed for distillation and for unaligned data")
-        t_model, self.teacher_arch, self.teacher_sha = _resolve_teacher(teacher)
+        t_model, self.teacher_arch, self.teacher_sha = resolve_teacher(teacher)
         torch.manual_seed(cfg.seed)
-        s_model, self.student_had_weights, self.student_doc = _resolve_student(student, self.teacher_arch)
+        s_model, self.student_had_weights, self.student_doc = resolve_student(student, self.teacher_arch)
         self.student_arch = s_model.arch
         if not self.student_had_weights and self.is_main:
             warnings.warn("the student has no weights: training starts from a fresh initialisation", loop.RunWarning, stacklevel=3)
@@ -515,7 +192,7 @@ class _Run:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
         # forward callables (DDP / compile)
-        self.s_forward = _Features.make(self.student, self.taps)
+        self.s_forward = Features.make(self.student, self.taps)
         self.d_forward = self.disc
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -693,8 +370,6 @@ class _Run:
 
     # -- loop --------------------------------------------------------------------------------
     def train(self) -> DistillResult:
-        import torch
-
         cfg = self.cfg
         end = self.total_steps if cfg.max_steps is None else min(self.total_steps, cfg.max_steps)
         start_step = self.step
@@ -729,7 +404,7 @@ class _Run:
                 self.evaluate()
             self.save_checkpoint()
             if self.is_main:
-                _save_student(self.student, self.student_arch, self.out / "final", self.student_doc)
+                save_student(self.student, self.student_arch, self.out / "final", self.student_doc)
         finally:
             self.cleanup()
         elapsed = time.perf_counter() - t0
@@ -793,110 +468,24 @@ class _Run:
     def _log(self, rec: dict) -> None:
         loop.append_log(self.out, rec)
 
-    # -- evaluation --------------------------------------------------------------------------
+    # -- evaluation (nas_prune.distill_eval) -------------------------------------------------
     def evaluate(self) -> None:
         """PSNR / SSIM (and FID if configured) of the student on the test split; keep the best."""
-        if not self.is_main or self.test_set is None:
-            if self.is_main and self.test_set is None:
-                self.write_grid()
-            return
-        import torch
+        from nas_prune import distill_eval
 
-        from nas_prune.data import collate
-        from nas_prune.metrics import psnr, ssim
-
-        self.student.eval()
-        sums: dict[str, float] = {}
-        count = 0
-        feats_real, feats_fake = [], []
-        loader = torch.utils.data.DataLoader(self.test_set, batch_size=self.cfg.batch_size, shuffle=False,
-                                             num_workers=0, collate_fn=collate, generator=torch.Generator())
-        with torch.no_grad(), self._autocast():
-            for batch in loader:
-                a, b = self._prep(batch["A"]), self._prep(batch["B"])
-                s = self.student(a).float()
-                n = a.shape[0]
-                pairs = {}
-                if self.cfg.mode == "aligned":
-                    pairs[""] = b
-                if self.teacher is not None:
-                    pairs["_teacher"] = self.teacher(a).float()
-                for suffix, ref in pairs.items():
-                    sums[f"psnr{suffix}"] = sums.get(f"psnr{suffix}", 0.0) + psnr(s, ref.float()) * n
-                    if min(s.shape[-2:]) >= 11:
-                        sums[f"ssim{suffix}"] = sums.get(f"ssim{suffix}", 0.0) + ssim(s, ref.float()) * n
-                if self.fid_net is not None:  # full precision, as nas-prune evaluate
-                    with torch.autocast(device_type=self.device.type, enabled=False):
-                        feats_real.append(self.fid_net(b).double().cpu().numpy())
-                        feats_fake.append(self.fid_net(s).double().cpu().numpy())
-                count += n
-        self.student.train()
-        metrics = {k: v / count for k, v in sums.items()}
-        if feats_real:
-            import numpy as np
-
-            from nas_prune.evaluate import frechet_distance
-
-            metrics["fid"] = frechet_distance(np.concatenate(feats_real), np.concatenate(feats_fake))
-        rec = {"step": self.step, **metrics}
-        self.history.append(rec)
-        self._log({"eval": True, **rec})
-        if self.writer is not None:
-            for k, v in metrics.items():
-                self.writer.add_scalar(f"eval/{k}", v, self.step)
-        if self._is_better(metrics):
-            self.best, self.best_step = dict(rec), self.step
-            _save_student(self.student, self.student_arch, self.out / "best", self.student_doc)
-            from nas_prune.fileio import write_json
-
-            write_json(self.out / "best_metrics.json", rec)
-        self.write_grid()
-
-    def _is_better(self, metrics: dict[str, float]) -> bool:
-        if not self.best:
-            return True
-        for key, higher in (("fid", False), ("psnr", True), ("psnr_teacher", True)):
-            if key in metrics and key in self.best:
-                return metrics[key] > self.best[key] if higher else metrics[key] < self.best[key]
-        return True
+        distill_eval.evaluate(self)
 
     def write_grid(self) -> None:
         """``samples/step_XXXXXXX.png``: rows of input | teacher | student | real."""
-        if not self.is_main:
-            return
-        import torch
+        from nas_prune import distill_eval
 
-        from nas_prune.data import collate
-
-        if self.grid_batch is None:
-            source = self.test_set if self.test_set is not None else self.train_set
-            n = min(self.cfg.grid_images, len(source))
-            items = [source[i] if self.test_set is not None else source[(0, i)] for i in range(n)]
-            self.grid_batch = collate(items)
-        a = self._prep(self.grid_batch["A"])
-        self.student.eval()
-        with torch.no_grad():
-            s = self.student(a)
-            t = self.teacher(a) if self.teacher is not None else None
-        self.student.train()
-        rows = []
-        for i in range(a.shape[0]):
-            row = [a[i]]
-            if t is not None:
-                row.append(t[i])
-            row += [s[i], self.grid_batch["B"][i]]
-            rows.append([x if x.shape[0] in (1, 3) else x[:3] for x in row])
-        folder = self.out / "samples"
-        folder.mkdir(parents=True, exist_ok=True)
-        _to_uint8_grid(rows, folder / f"step_{self.step:07d}.png")
+        distill_eval.write_grid(self)
 
     # -- checkpoints -------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
         """``checkpoints/last.pt``: everything needed to continue exactly (rank 0 writes)."""
         if not self.is_main:
             return
-        import torch
-
         state = {
             "version": CHECKPOINT_VERSION,
             "step": self.step,
@@ -914,8 +503,6 @@ class _Run:
         loop.atomic_torch_save(state, self.out / loop.CHECKPOINT)
 
     def _load_checkpoint(self) -> None:
-        import torch
-
         state = loop.load_checkpoint(self.out, version=CHECKPOINT_VERSION)
         info = json.loads((self.out / "config.json").read_text(encoding="utf-8"))
         if info.get("student_arch") != self.student_arch.to_dict():
