@@ -129,6 +129,7 @@ def export_generator(
     from nas_prune.fileio import atomic_path
     from nas_prune.macs import parse_input_size
     from nas_prune.model import Generator
+    from nas_prune.outputs import check_out_files
 
     if format not in FORMATS:
         raise NasPruneError(f"format {format!r} is not one of {', '.join(FORMATS)}")
@@ -136,11 +137,12 @@ def export_generator(
         raise NasPruneError(f"batch_size must be >= 1, got {batch_size}")
     size = parse_input_size(input_size)
     t0 = time.perf_counter()
-    net = model if isinstance(model, Generator) else open_generator(model)
-    net = net.to("cpu").eval()
     out = Path(out)
     if out.is_dir() or not out.suffix:
         out = out / f"generator{_SUFFIX[format]}"
+    check_out_files([out], inputs=[] if isinstance(model, Generator) else [model])
+    net = model if isinstance(model, Generator) else open_generator(model)
+    net = net.to("cpu").eval()
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(batch_size, net.arch.input_nc, *size, generator=g) * 2 - 1
 

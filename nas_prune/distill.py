@@ -95,6 +95,12 @@ def distill(
             last good checkpoint is kept and named in the message).
     """
     out = Path(out)
+    students = [f"{d}/{f}" for d in ("best", "final") for f in ("arch.json", "student.safetensors", "summary.md")]
+    loop.check_run_dir(
+        out, resume=resume, inputs=[x for x in (teacher, student, data) if isinstance(x, (str, os.PathLike))],
+        files=["config.json", "log.jsonl", str(loop.CHECKPOINT), "best_metrics.json", *students],
+        adopt=["samples/*", "tb/*"], live=["log.jsonl", "tb/*"],
+    )
     if resume and config is None:
         config = read_run_config(out)
     config = (config or DistillConfig())
@@ -266,7 +272,13 @@ class _Run:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             return None
-        return SummaryWriter(log_dir=str(self.out / "tb"), purge_step=self.step if self.resume else None)
+        writer = SummaryWriter(log_dir=str(self.out / "tb"), purge_step=self.step if self.resume else None)
+        from nas_prune.outputs import owned, record
+
+        for path in (self.out / "tb").glob("events.out.tfevents.*"):  # the file it appends to
+            if not owned(path):
+                record(path, live=True)
+        return writer
 
     # -- one step ----------------------------------------------------------------------------
     def _autocast(self):

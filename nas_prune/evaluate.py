@@ -383,6 +383,12 @@ def evaluate(
         raise NasPruneError(f"reference {reference!r} is not one of the models: {', '.join(models)}")
     if (real_stats is not None or save_real_stats is not None) and inception is None:
         raise NasPruneError("real statistics are Inception features: pass --inception PATH as well")
+    from nas_prune.outputs import check_out_files
+
+    check_out_files(
+        [*((Path(out) / "metrics.json", Path(out) / "metrics.md") if out is not None else ()), save_real_stats],
+        inputs=[*(m for m in models.values() if isinstance(m, (str, os.PathLike))), data, inception, real_stats],
+    )
     nets = {name: _as_model(m).to(device) for name, m in models.items()}
     first = next(iter(nets.values())).arch
     for name, net in nets.items():

@@ -37,7 +37,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from nas_prune.arch import Arch, fits_within
 from nas_prune.errors import NasPruneError
@@ -373,50 +373,84 @@ def write_student(
     state_dict: Mapping[str, "torch.Tensor"] | None,
     summary: str | None = None,
     force: bool = False,
+    inputs: Sequence[str | os.PathLike | None] = (),
+    beside: bool = False,
 ) -> Path:
-    """Write a student folder atomically: all files appear together or none do.
+    """Write a student folder: ``arch.json``, ``student.safetensors``, ``summary.md``.
 
-    Files are written into a temporary sibling folder that is renamed to ``out``;
-    with ``force`` an existing ``out`` is replaced (moved aside, then deleted).
+    A new (or empty) ``out`` is built as a temporary sibling folder renamed to ``out``, so
+    all files appear together or none do. Otherwise each file is written atomically,
+    ``arch.json`` (what makes a folder a student) last. Every file is listed in the
+    folder's manifest (:mod:`nas_prune.outputs`).
+
+    Args:
+        force: ``out`` may hold an earlier result: what nas-prune wrote there is removed
+            first (:func:`nas_prune.outputs.clear`); other files stay.
+        inputs: the command's input files and folders, never written over.
+        beside: ``out`` holds other nas-prune files of the same command (a study's
+            database): only the student's own files are replaced.
 
     Raises:
-        NasPruneError: ``out`` exists and ``force`` is false, or the document is invalid.
+        NasPruneError: ``out`` exists, is not empty and neither ``force`` nor ``beside``
+            is set; an input would be written over; the document is invalid.
     """
     from safetensors.torch import save
 
+    from nas_prune.outputs import check_inputs, check_out_dir, check_replaceable, forget, record
+
     out = Path(out)
-    check_out_dir(out, force=force)
+    names = [WEIGHTS_FILE] * (state_dict is not None) + [SUMMARY_FILE] * (summary is not None) + [ARCH_FILE]
     validate_document(dict(document), source=f"{out / ARCH_FILE}")
+    if beside:
+        check_inputs([out / n for n in (WEIGHTS_FILE, SUMMARY_FILE, ARCH_FILE)], inputs)
+        for name in (WEIGHTS_FILE, SUMMARY_FILE, ARCH_FILE):
+            check_replaceable(out / name)
+    else:
+        check_out_dir(out, force=force, inputs=inputs, writes=names)
+    contents: dict[str, bytes] = {ARCH_FILE: (dumps_readable(document) + "\n").encode("utf-8")}
+    if state_dict is not None:
+        tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+        contents[WEIGHTS_FILE] = save(tensors, metadata={"format": "nas-prune-student", "arch": ARCH_FILE})
+    if summary is not None:
+        contents[SUMMARY_FILE] = summary.encode("utf-8")
+    if out.is_dir() and any(out.iterdir()):
+        from nas_prune.fileio import write_bytes
+
+        for name in (WEIGHTS_FILE, SUMMARY_FILE, ARCH_FILE):
+            if name not in contents and (out / name).exists():
+                (out / name).unlink()  # an earlier student's file (checked replaceable above)
+                forget(out / name)
+        for name in names:
+            write_bytes(out / name, contents[name])
+        return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        (tmp / ARCH_FILE).write_text(dumps_readable(document) + "\n", encoding="utf-8")
-        if state_dict is not None:
-            tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-            meta = {"format": "nas-prune-student", "arch": ARCH_FILE}
-            (tmp / WEIGHTS_FILE).write_bytes(save(tensors, metadata=meta))
-        if summary is not None:
-            (tmp / SUMMARY_FILE).write_text(summary, encoding="utf-8")
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
+        for name in names:
+            (tmp / name).write_bytes(contents[name])
+            record(tmp / name)
+        if out.is_dir():
+            out.rmdir()  # empty
         os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
+def student_files() -> list[str]:
+    """File names of a student folder, in the order they are written."""
+    return [WEIGHTS_FILE, SUMMARY_FILE, ARCH_FILE]
+
+
 def check_out_dir(out: str | os.PathLike, *, force: bool = False) -> None:
-    """Fail early when the output folder exists (unless ``force``) or is a file."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise NasPruneError(f"output path exists and is not a folder: {out}")
-    if out.exists() and not force and any(out.iterdir()):
-        raise NasPruneError(f"output folder exists and is not empty: {out} (use --force to replace it)")
+    """Fail early when the output folder exists and is not empty (unless ``force``) or is a file.
+
+    With ``force``, what nas-prune wrote there is removed (:func:`nas_prune.outputs.check_out_dir`).
+    """
+    from nas_prune.outputs import check_out_dir as check
+
+    check(out, force=force)
 
 
 def summary_markdown(document: Mapping[str, Any]) -> str:

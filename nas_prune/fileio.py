@@ -2,7 +2,9 @@
 
 Every file nas-prune produces is written to a temporary file in the target
 folder and renamed over the destination (``os.replace`` is atomic on POSIX and
-Windows when both paths are on the same file system).
+Windows when both paths are on the same file system). Each write is listed in the
+folder's manifest of nas-prune's own files (:mod:`nas_prune.outputs`) before the
+rename, and an existing file the manifest does not list is never replaced.
 """
 
 from __future__ import annotations
@@ -14,21 +16,38 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from nas_prune.errors import NasPruneError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it to ``path`` on success.
 
-    The temporary file is removed if the body raises.
+    The temporary file is removed if the body raises. The file is recorded in its
+    folder's manifest (:func:`nas_prune.outputs.record`) just before the rename.
+
+    Raises:
+        NasPruneError: ``path`` is a file nas-prune did not write (it is left alone),
+            or the folder cannot be written (disk full, permissions, a file in the way).
     """
+    from nas_prune.outputs import check_replaceable, record
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    check_replaceable(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise NasPruneError(f"cannot write {path}: {err.strerror or err}") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        check_replaceable(path)  # nothing took its place while the body ran
+        record(path, content=tmp_path)
         os.replace(tmp_path, path)
+    except OSError as err:
+        raise NasPruneError(f"cannot write {path}: {err.strerror or err}") from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -221,6 +221,30 @@ def load_checkpoint(out: Path, *, version: int) -> dict:
     return state
 
 
+def check_run_dir(out: Path, *, resume: bool, inputs: Iterable[Any], files: Iterable[str],
+                  adopt: Iterable[str] = (), live: Iterable[str] = ()) -> None:
+    """Check a training run's folder before any work (:mod:`nas_prune.outputs`).
+
+    The folder must be writable, none of the run's ``files`` (relative names) may be an
+    input or a file nas-prune did not write. With ``resume``, the files of a run folder
+    from before nas-prune kept manifests (globs ``adopt``, ``live`` of them appended to)
+    are taken as the run's own first.
+
+    Raises:
+        NasPruneError: the folder cannot be written, or a file of the run is in the way.
+    """
+    from nas_prune.outputs import adopt as adopt_files
+    from nas_prune.outputs import check_inputs, check_replaceable, check_writable
+
+    check_writable(out, what="run folder")
+    paths = [out / f for f in files]
+    check_inputs(paths, inputs)
+    if resume:
+        adopt_files(out, [*files, *adopt], live=list(live))
+    for path in paths:
+        check_replaceable(path)
+
+
 def check_fresh_run(out: Path) -> None:
     """Refuse to start over a run folder that holds a checkpoint."""
     if (out / CHECKPOINT).is_file():
@@ -228,8 +252,13 @@ def check_fresh_run(out: Path) -> None:
 
 
 def append_log(out: Path, record: Mapping[str, Any]) -> None:
-    """One JSON line in ``out/log.jsonl``."""
-    with open(out / "log.jsonl", "a", encoding="utf-8") as fh:
+    """One JSON line in ``out/log.jsonl`` (listed as a live file of nas-prune, :mod:`nas_prune.outputs`)."""
+    from nas_prune.outputs import check_replaceable, record as own
+
+    path = out / "log.jsonl"
+    check_replaceable(path)
+    own(path, live=True)
+    with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(dict(record)) + "\n")
 
 

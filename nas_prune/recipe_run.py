@@ -157,7 +157,9 @@ class _Runner:
         if not resume and folder.exists():
             if prev is not None and not same:
                 self.log(f"[{stage}] options or inputs changed: running it again from scratch")
-            shutil.rmtree(folder)
+            from nas_prune.outputs import clear
+
+            clear(folder)  # what nas-prune wrote there; other files stay (and are named)
         folder.mkdir(parents=True, exist_ok=True)
         state = {"stage": stage, "recipe": self.r.source, "options": options, "inputs": inputs,
                  "fingerprint": fingerprint, "full": full, "status": "running",
@@ -365,8 +367,11 @@ def run_recipe(
     recipe = path if isinstance(path, Recipe) else load_recipe(path, overrides=overrides)
     runner = _Runner(recipe, log=log or print, hooks=hooks)
     t0 = time.perf_counter()
-    recipe.run_dir.mkdir(parents=True, exist_ok=True)
     from nas_prune.fileio import write_json
+    from nas_prune.outputs import check_out_files
+
+    check_out_files([recipe.run_dir / "recipe.json", recipe.run_dir / "timings.json"], inputs=[recipe.source])
+    recipe.run_dir.mkdir(parents=True, exist_ok=True)
 
     write_json(recipe.run_dir / "recipe.json", {"source": recipe.source, "overrides": list(overrides),
                                                  **recipe.to_dict()})

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from nas_prune.arch import Arch
 from nas_prune.errors import NasPruneError
@@ -357,20 +357,26 @@ def export_result(
     force: bool = False,
     provenance: Mapping[str, Any] | None = None,
     summary_note: str = "",
+    inputs: Sequence[str | os.PathLike | None] = (),
+    beside: bool = False,
 ) -> Path:
     """Write ``arch.json``, ``student.safetensors`` and ``summary.md`` to ``out`` atomically.
 
     Args:
-        force: replace an existing folder.
+        force: replace what nas-prune wrote in an existing folder
+            (:func:`nas_prune.export.write_student`).
         provenance: extra entries for ``arch.json``'s ``provenance`` (e.g. ``study``).
         summary_note: a paragraph appended to ``summary.md``.
+        inputs: the command's input files, never written over.
+        beside: write next to other files of the same command (a study's database).
     """
     from nas_prune.export import summary_markdown, write_student
 
     doc = arch_document(result)
     doc["provenance"].update(provenance or {})
     result.out = write_student(out, document=doc, state_dict=result.state_dict,
-                               summary=summary_markdown(doc) + summary_note, force=force)
+                               summary=summary_markdown(doc) + summary_note, force=force,
+                               inputs=inputs, beside=beside)
     return result.out
 
 
@@ -401,7 +407,8 @@ def search(
         teacher: checkpoint file (``.pth`` / ``.pt`` / ``.safetensors``, CAT or ResNet layout).
         space: search-space YAML the teacher must belong to (its name is recorded).
         out: output folder; default :func:`default_out_dir`.
-        force: replace an existing output folder.
+        force: replace what nas-prune wrote in an existing output folder; other files stay
+            (:func:`nas_prune.outputs.clear`).
         write: export the folder (false: only compute).
 
     Raises:
@@ -423,9 +430,11 @@ def search(
     space_obj = load_space(space) if space is not None else None
     out_dir = Path(out) if out is not None else default_out_dir(teacher, target, convention)
     if write:
-        from nas_prune.export import check_out_dir
+        from nas_prune.export import student_files
+        from nas_prune.outputs import check_out_dir
 
-        check_out_dir(out_dir, force=force)
+        check_out_dir(out_dir, force=force, inputs=[teacher, space], writes=student_files(),
+                      dry_run=True)
     loaded = load_generator(teacher, space=space_obj)
     load_s = time.perf_counter() - t0
     result = prune_to_target(
@@ -445,7 +454,7 @@ def search(
     result.seconds = {"load": load_s, **result.seconds}
     result.seconds["total"] = time.perf_counter() - t0
     if write:
-        export_result(result, out_dir, force=force)
+        export_result(result, out_dir, force=force, inputs=[teacher, space])
     return result
 
 

@@ -246,6 +246,10 @@ def train_teacher(
     if options:
         config = config.replace(**options)
     out, data = Path(out), Path(data)
+    loop.check_run_dir(out, resume=resume, inputs=[data],
+                       files=["config.json", "log.jsonl", str(loop.CHECKPOINT), TEACHER_FILE, TEACHER_B_FILE],
+                       adopt=["best_metrics.json", "samples/*", "best/*", "final/*", "tb/*"],
+                       live=["log.jsonl", "tb/*"])
     arch = teacher_arch(config)
     if config.objective == "pix2pix":
         return _train_pix2pix(arch, config, data=data, out=out, resume=resume, on_step=on_step, t0=t0)

@@ -25,6 +25,7 @@ from nas_prune.load import LoadedGenerator
 from nas_prune.macs import count_macs, measure_macs
 from nas_prune.model import build_generator
 from nas_prune.plan import plan_for_target, prunable_layers
+from nas_prune.outputs import MANIFEST
 from nas_prune.search import arch_document, prune_to_target
 
 
@@ -163,7 +164,7 @@ def exported(exported_once, tmp_path):
 
 def test_export_round_trip_identical_outputs(exported):
     arch, model, result, out = exported
-    assert sorted(p.name for p in out.iterdir()) == ["arch.json", "student.safetensors", "summary.md"]
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "arch.json", "student.safetensors", "summary.md"]
     doc = json.loads((out / "arch.json").read_text())
     assert doc["format"] == "nas-prune-arch" and doc["version"] == 1
     assert doc["macs"]["fvcore"] == doc["macs"]["measured"]["macs"] == result.macs["fvcore"]
@@ -264,5 +265,5 @@ def test_write_is_atomic_and_refuses_existing_folder(exported, tmp_path):
     assert (out / "arch.json").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["student"]  # no temp folders left
     write_student(out, document=doc, state_dict=None, force=True)
-    assert sorted(p.name for p in out.iterdir()) == ["arch.json"]
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "arch.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["student"]

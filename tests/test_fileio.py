@@ -7,6 +7,7 @@ import json
 import pytest
 
 from nas_prune.fileio import atomic_path, dumps_readable, write_json
+from nas_prune.outputs import MANIFEST
 
 
 def test_readable_json_round_trips_and_keeps_number_lists_on_one_line():
@@ -27,4 +28,4 @@ def test_atomic_path_leaves_nothing_behind_on_error(tmp_path):
     assert list(tmp_path.iterdir()) == []
     write_json(target, {"a": [1]})
     assert json.loads(target.read_text()) == {"a": [1]}
-    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST, "out.json"]

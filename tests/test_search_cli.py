@@ -16,6 +16,7 @@ from nas_prune.export import load_student, read_student, reslice
 from nas_prune.load import load_generator
 from nas_prune.macs import count_macs
 from nas_prune.model import build_generator
+from nas_prune.outputs import MANIFEST
 from nas_prune.search import default_out_dir, search
 
 runner = CliRunner()
@@ -51,7 +52,7 @@ def test_search_writes_student_folder_and_prints_table(teacher_file, tmp_path):
     for text in ("block 1", "stem", "head", "target", "MACs (fvcore)", "MACs (paper)", "params", "ratio",
                  "fvcore check", "time"):
         assert text in result.output, text
-    assert sorted(p.name for p in out.iterdir()) == ["arch.json", "student.safetensors", "summary.md"]
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "arch.json", "student.safetensors", "summary.md"]
     arch, sd, doc = read_student(out)
     assert doc["macs"]["paper"] <= round(target / 100) * 100  # the parsed 4-decimal M target
     assert doc["provenance"]["criterion"] == "gamma" and doc["provenance"]["min_channels"] == 4

@@ -26,7 +26,7 @@ def search_cli(
     calib_data: Optional[Path] = typer.Option(None, "--calib-data", help="Folder of calibration images (searched recursively) for --importance activation and the Optuna scores (default: crops of scikit-image's sample photos, else seeded noise)."),
     calib_images: int = typer.Option(8, "--calib-images", help="How many calibration images to use (the folder must hold at least this many)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/search/<teacher>-<target>-<convention>)."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
+    force: bool = typer.Option(False, "--force", help="Replace another result in --out: removes only the files nas-prune wrote there (a study of the same options in --out resumes without it)."),
     verify: str = typer.Option("fast", "--verify", help="fvcore check of the built student: fast (forward pass at a reduced size, scaled exactly), full (at --input-size) or off."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON only."),
     trials: Optional[int] = typer.Option(None, "--trials", help="Optuna study: N finished trials in total around the one-step solution (re-running resumes it; several workers may share --storage).", rich_help_panel="Optuna search"),
@@ -54,7 +54,7 @@ def search_cli(
 
             optuna.logging.set_verbosity(optuna.logging.WARNING)
             result = run_study(**common, trials=trials, score=score, objectives=objectives, score_size=score_size,
-                               storage=storage, study_name=study_name, pick=pick, seed=seed,
+                               storage=storage, study_name=study_name, pick=pick, seed=seed, force=force,
                                log=None if as_json else console(stderr=True).print)
         else:
             from nas_prune.search import render_result as render

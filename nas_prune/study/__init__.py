@@ -82,9 +82,9 @@ Example::
     result.front, result.picked.number, result.out
 """
 
-from nas_prune.study.output import STUDENT_DIR, TRIALS_FILE
+from nas_prune.study.output import PLOT_FILE, STUDENT_DIR, TRIALS_FILE
 from nas_prune.study.records import StudyResult, TrialRecord, pareto_front
-from nas_prune.study.render import PLOT_FILE, plot_pareto, render_study
+from nas_prune.study.render import plot_pareto, render_study
 from nas_prune.study.run import run_study
 from nas_prune.study.storage import HEARTBEAT_S, STORAGE_FILE, StudyStorage, open_storage
 from nas_prune.study.variables import (

@@ -1,21 +1,119 @@
-"""What a study writes besides its storage: the picked student and ``trials.csv``."""
+"""A study's output folder: which result it holds, the picked student and ``trials.csv``."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from nas_prune.errors import NasPruneError
 from nas_prune.study.records import TrialRecord
+from nas_prune.study.storage import STORAGE_FILE, _file_lock
 from nas_prune.study.variables import scaled_scores
-from nas_prune.study.worker import _Study, _widths_key
+from nas_prune.study.worker import CONFIG_ATTR, _short, _Study, _widths_key
 
 if TYPE_CHECKING:  # pragma: no cover
     from nas_prune.search import SearchResult
 
 STUDENT_DIR = "student"
 TRIALS_FILE = "trials.csv"
+PLOT_FILE = "pareto.png"
+
+
+def check_out(
+    out: Path,
+    *,
+    name: str,
+    config: Mapping[str, Any],
+    storage: str | None,
+    force: bool,
+    inputs: Sequence[str | os.PathLike | None],
+) -> None:
+    """Check the output folder of a study before it opens its storage.
+
+    ``out`` may be new or empty, or hold this same study (same name and options: it is
+    resumed). Any other result there (a one-step student, a study of another target or
+    other options, other files) is replaced only with ``force``, and then only what
+    nas-prune wrote (:func:`nas_prune.outputs.check_out_dir`).
+
+    Raises:
+        NasPruneError: ``out`` cannot be written, holds another result and ``force`` is
+            false, or an input would be written over.
+    """
+    from nas_prune.export import student_files
+    from nas_prune.outputs import check_inputs, check_out_dir, check_writable
+
+    check_writable(out)
+    writes = [STORAGE_FILE] * (storage is None) + [TRIALS_FILE, PLOT_FILE]
+    writes += [f"{STUDENT_DIR}/{f}" for f in student_files()]
+    other = held_result(out, name=name, config=config, storage=storage)
+    if other is None:
+        check_inputs([out / w for w in writes], inputs)
+        return
+    if not force:
+        raise NasPruneError(f"{out} holds {other}: use --force to replace what nas-prune wrote there, "
+                            "or choose another --out")
+    check_out_dir(out, force=True, inputs=inputs, writes=writes)
+
+
+def held_result(out: Path, *, name: str, config: Mapping[str, Any], storage: str | None) -> str | None:
+    """None when ``out`` is new, empty or holds study ``name`` run with ``config``; else what it holds."""
+    from nas_prune.export import ARCH_FILE
+    from nas_prune.outputs import MANIFEST
+
+    db = out / STORAGE_FILE
+    lock = db.with_name(db.name + ".nas-prune.lock")
+    if not out.is_dir() or not any(p.name not in (MANIFEST, lock.name) for p in out.iterdir()):
+        return None
+    if db.exists():
+        if storage is not None:
+            return f"a study database ({STORAGE_FILE}) that --storage does not use"
+        with _file_lock(lock):  # workers starting together: wait until the study is set up
+            studies = _studies_in(db)
+        if studies is None:
+            return f"a {STORAGE_FILE} that is not a readable study database"
+        if name in studies:
+            stored = studies[name]
+            if stored is None:  # created by a worker killed before it recorded the options
+                return None
+            diff = next((k for k, v in config.items() if stored.get(k) != v), None)
+            if diff is None:
+                return None
+            return (f"study {name!r}, which was created with {diff} = {_short(stored.get(diff))}, "
+                    f"this run has {_short(config[diff])}")
+        return ("study " + ", ".join(repr(n) for n in studies)) if studies else None
+    for doc in (out / ARCH_FILE, out / STUDENT_DIR / ARCH_FILE):
+        if doc.is_file():
+            try:
+                prov = json.loads(doc.read_text(encoding="utf-8")).get("provenance") or {}
+            except (OSError, ValueError, AttributeError):
+                return f"a {doc.name} that cannot be read"
+            study = prov.get("study") if isinstance(prov, dict) else None
+            if not isinstance(study, dict):
+                return "a one-step student"
+            return None if study.get("name") == name and storage is not None else f"study {study.get('name')!r}"
+    return "files of another result"
+
+
+def _studies_in(db: Path) -> dict[str, Any] | None:
+    """``{study name: its nas-prune config or None}`` of a SQLite study file, read-only (None: unreadable)."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            rows = con.execute(
+                "SELECT s.study_name, a.value_json FROM studies s LEFT JOIN study_user_attributes a "
+                "ON a.study_id = s.study_id AND a.key = ?", (CONFIG_ATTR,),
+            ).fetchall()
+        finally:
+            con.close()
+        return {n: (json.loads(v) if v else None) for n, v in rows}
+    except (sqlite3.Error, ValueError):
+        return None
 
 
 def _export(loaded, record: TrialRecord, worker: _Study, out: Path, *, space: str | None,
@@ -55,7 +153,7 @@ def _export(loaded, record: TrialRecord, worker: _Study, out: Path, *, space: st
         + (f", latency {record.latency_ms:.1f} ms" if record.latency_ms is not None else "")
         + ". Multipliers: " + ", ".join(f"{k} {v:.3f}" for k, v in record.params.items()) + ".\n"
     )
-    export_result(result, out, force=True, provenance={"study": study}, summary_note=note)
+    export_result(result, out, force=True, provenance={"study": study}, summary_note=note, inputs=[loaded.path])
     return result
 
 

@@ -9,8 +9,6 @@ from typing import Sequence
 from nas_prune.macs import format_macs
 from nas_prune.study.records import StudyResult, TrialRecord
 
-PLOT_FILE = "pareto.png"
-
 
 def plot_pareto(
     records: Sequence[TrialRecord],

@@ -8,9 +8,9 @@ from typing import Callable, Sequence
 
 from nas_prune.errors import NasPruneError
 from nas_prune.macs import format_macs, parse_input_size
-from nas_prune.study.output import STUDENT_DIR, TRIALS_FILE, _export, _write_trials_csv
+from nas_prune.study.output import PLOT_FILE, STUDENT_DIR, TRIALS_FILE, _export, _write_trials_csv, check_out
 from nas_prune.study.records import StudyResult, TrialRecord, pareto_front
-from nas_prune.study.render import PLOT_FILE, plot_pareto
+from nas_prune.study.render import plot_pareto
 from nas_prune.study.storage import HEARTBEAT_S, open_storage
 from nas_prune.study.variables import DEFAULT_RANGE, parse_objectives, search_groups
 from nas_prune.study.worker import _Study
@@ -52,6 +52,7 @@ def run_study(
     latency_threads: int | None = None,
     latency_repeats: int = 10,
     out: str | os.PathLike | None = None,
+    force: bool = False,
     plot: bool = True,
     grace_s: float = 120.0,
     log: Callable[[str], None] | None = None,
@@ -89,6 +90,10 @@ def run_study(
         latency_threads: CPU threads while timing; default torch's current setting.
         latency_repeats: timed passes per trial (median reported).
         out: output folder; default ``runs/search/<teacher>-<target>-<convention>-study``.
+            It may be new or empty, or hold this same study (same name and options: it is
+            resumed); another result there is an error unless ``force``.
+        force: replace another result in ``out``: what nas-prune wrote there is removed,
+            other files stay (:func:`nas_prune.outputs.clear`).
         plot: write ``pareto.png`` with two objectives (skipped without matplotlib).
         grace_s: a running trial without heartbeat for this long is taken as dead.
         log: called with one line per event (trial finished, resumed, ...).
@@ -134,6 +139,9 @@ def run_study(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise NasPruneError(f"output path exists and is not a folder: {out}")
+    from nas_prune.outputs import check_writable
+
+    check_writable(out)
     say = log or (lambda _line: None)
 
     space_obj = load_space(space) if space is not None else None
@@ -160,8 +168,6 @@ def run_study(
     )
     criterion, base_scores = one.criterion, one.scores
 
-    out.mkdir(parents=True, exist_ok=True)
-    store = open_storage(storage, out=out)
     name = study_name or _default_name(teacher, target, convention, str(spec), objs)
     teacher_model = loaded.build(device=str(dev))
     probe = FidelityProbe(teacher_model, images, device=dev)
@@ -171,12 +177,17 @@ def run_study(
         min_channels=min_channels, round_to=round_to, fill=fill, verify=verify, spec=spec, objectives=objs,
         quality_metric=quality_metric, multiplier_range=(low, high), score_size=s_size,
         calibration=calib_text if calib_data is None else str(Path(calib_data).resolve()),
-        store=store, study_name=name, n_trials=trials, seed=seed, probe=probe,
+        store=None, study_name=name, n_trials=trials, seed=seed, probe=probe,
         train_images=train_images, finetune=finetune, measure_latency=measure_latency,
         device=dev, latency_size=l_size, latency_threads=latency_threads,
         latency_repeats=latency_repeats, grace_s=grace_s, heartbeat_s=HEARTBEAT_S, poll_s=0.5,
         evaluated=[], ran=[], say=say,
     )
+    open_storage(storage, out=out, check_only=True)
+    check_out(out, name=name, config=worker.config(), storage=storage, force=force,
+              inputs=[teacher, space, calib_data])
+    out.mkdir(parents=True, exist_ok=True)
+    store = worker.store = open_storage(storage, out=out)
     study = worker.open_study()
     worker.run(study)
 

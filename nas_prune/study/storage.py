@@ -35,8 +35,11 @@ class StudyStorage:
     lock_path: Path | None
 
 
-def open_storage(url: str | None, *, out: str | os.PathLike) -> StudyStorage:
+def open_storage(url: str | None, *, out: str | os.PathLike, check_only: bool = False) -> StudyStorage | None:
     """Open ``url`` (module docstring), default ``sqlite:///<out>/study.db``.
+
+    With ``check_only``, the URL is checked (form, folders) and nothing is opened or
+    created; returns None.
 
     Raises:
         NasPruneError: a URL that is not an RDB URL or ``journal:PATH``, a missing
@@ -45,6 +48,8 @@ def open_storage(url: str | None, *, out: str | os.PathLike) -> StudyStorage:
     import optuna
 
     if url is None or url == "":
+        if check_only:
+            return None
         path = Path(out) / STORAGE_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{path}"
@@ -56,13 +61,18 @@ def open_storage(url: str | None, *, out: str | os.PathLike) -> StudyStorage:
             raise NasPruneError(f"--storage {url}: {path} is a folder; give a journal file path")
         if not path.parent.is_dir():
             raise NasPruneError(f"--storage {url}: folder {path.parent} does not exist")
+        if check_only:
+            return None
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
+        lock = path.with_name(path.name + ".nas-prune.lock")
+        mine = _ours_before(path, lock)
         try:
             storage = JournalStorage(JournalFileBackend(str(path)))
         except OSError as err:
             raise NasPruneError(f"--storage {url}: cannot open the journal file ({err})") from None
-        return StudyStorage(storage, url, path.with_name(path.name + ".nas-prune.lock"))
+        _own(mine)
+        return StudyStorage(storage, url, lock)
 
     import sqlalchemy.exc
     from sqlalchemy.engine import make_url
@@ -85,7 +95,11 @@ def open_storage(url: str | None, *, out: str | os.PathLike) -> StudyStorage:
             raise NasPruneError(f"--storage {shown}: folder {db.parent} does not exist")
         lock = db.with_name(db.name + ".nas-prune.lock")
         kwargs = {"connect_args": {"timeout": 120}}
+        mine = _ours_before(db, lock, *(db.with_name(db.name + x) for x in ("-wal", "-shm", "-journal")))
     try:
+        if check_only:
+            parsed.get_dialect()  # an unknown database or a missing driver fails here
+            return None
         with _file_lock(lock), warnings.catch_warnings():  # workers starting together create tables once
             warnings.simplefilter("ignore")
             storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
@@ -96,7 +110,31 @@ def open_storage(url: str | None, *, out: str | os.PathLike) -> StudyStorage:
     except (sqlalchemy.exc.SQLAlchemyError, ValueError, RuntimeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise NasPruneError(f"--storage {shown}: cannot open the storage ({first})") from None
+    if lock is not None:
+        _own(mine)
     return StudyStorage(storage, shown, lock)
+
+
+def _ours_before(path: Path, *companions: Path) -> list[Path]:
+    """The files of a study file ``path`` to list as nas-prune's (live, :mod:`nas_prune.outputs`).
+
+    A database or journal file is nas-prune's when it creates it or already listed it;
+    then its lock and journal files are too. A user's existing file is never claimed
+    (only the lock file, when nas-prune creates it).
+    """
+    from nas_prune.outputs import owned
+
+    if not path.exists() or owned(path):
+        return [path, *companions]
+    lock = companions[0]
+    return [] if lock.exists() else [lock]
+
+
+def _own(paths: list[Path]) -> None:
+    from nas_prune.outputs import record
+
+    for p in paths:
+        record(p, live=True)
 
 
 def _sqlite_wal(engine) -> None:
