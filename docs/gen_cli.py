@@ -5,8 +5,12 @@ Regenerate with:  python docs/gen_cli.py > docs/cli.md
 
 from __future__ import annotations
 
-import click
 import typer.main  # noqa: E402
+
+try:
+    import click
+except ImportError:  # typer >= 0.24 vendors click
+    from typer import _click as click
 
 from nas_prune.cli import app
 

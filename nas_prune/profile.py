@@ -1,7 +1,7 @@
 """Profile a generator: params and MACs per stage (and per layer), in both conventions.
 
 ``MODEL`` may be a checkpoint (``.pth`` / ``.pt`` / ``.safetensors``), a search-space
-YAML (profiles the space's teacher) or a student's ``arch.json`` / folder.
+YAML or a shipped space's name (profiles the space's teacher) or a student's ``arch.json`` / folder.
 """
 
 from __future__ import annotations
@@ -36,9 +36,17 @@ def resolve_arch(source: str | os.PathLike, *, space_path: str | os.PathLike | N
     """
     from nas_prune.space import load_space
 
+    from nas_prune.shipped import shipped_dir, shipped_names
+
     path = Path(source)
     if not path.exists():
-        raise NasPruneError(f"model not found: {path}")
+        if str(source) in shipped_names("search_spaces"):
+            path = shipped_dir("search_spaces") / f"{source}.yaml"
+        else:
+            raise NasPruneError(
+                f"model not found: {path} (give a checkpoint, arch.json, search-space YAML or a shipped "
+                f"space name: {', '.join(shipped_names('search_spaces'))})"
+            )
     space = load_space(space_path) if space_path is not None else None
     if path.suffix in (".yaml", ".yml"):
         return load_space(path).teacher_arch(), "space", None

@@ -2,7 +2,7 @@
 
 A recipe names a run folder, the data and the teacher, and the options of each stage::
 
-    # Run: nas-prune run recipes/horse2zebra.yaml --set teacher=G_A.pth --set data=datasets/horse2zebra
+    # Run: nas-prune run horse2zebra --set teacher=G_A.pth --set data=datasets/horse2zebra
     name: horse2zebra
     run_dir: runs/horse2zebra
     data: datasets/horse2zebra          # or produced by the `dataset` stage
@@ -31,6 +31,9 @@ stage               what it does / options                                     o
 ``export``          :func:`nas_prune.deploy.export_generator` options          ``generator.onnx`` / ``.pt``
 ``report``          :func:`nas_prune.report.write_report` options              ``report.md``, ``grid.png``
 ==================  =========================================================  ==========================
+
+Recipes shipped in ``nas_prune/recipes/`` run by name from any folder
+(``nas-prune run demo``); any other recipe by its path.
 
 Allowed options are read from those functions' keyword-only parameters and config
 dataclasses, so a recipe accepts exactly what the library (and the CLI) accepts.
@@ -62,7 +65,7 @@ from nas_prune.errors import NasPruneError
 
 __all__ = [
     "STAGES", "Recipe", "load_recipe", "apply_overrides", "run_recipe", "stage_options", "RunResult",
-    "StageOutcome", "placeholders",
+    "StageOutcome", "placeholders", "resolve_recipe",
 ]
 
 STAGES = ("dataset", "train_teacher", "prune", "distill", "baseline", "evaluate", "export", "report")
@@ -175,8 +178,9 @@ class Recipe:
         name / description: free text.
         run_dir: run folder; every stage writes into ``run_dir/<stage>/``.
         data / teacher / student: external inputs (None when a stage produces them).
-        space: search-space YAML of the teacher (prune, study).
+        space: search space of the teacher (prune, study): a YAML file or a shipped name.
         stages: ``{stage: options}`` in run order, options as written (defaults not filled).
+        path: the YAML file read (a shipped recipe's file inside the package).
     """
 
     source: str
@@ -188,6 +192,7 @@ class Recipe:
     teacher: str | None = None
     student: str | None = None
     space: str | None = None
+    path: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "run_dir": str(self.run_dir),
@@ -203,8 +208,6 @@ def _suggest(key: str, known: Sequence[str]) -> str:
 def _read_yaml(path: Path) -> Any:
     import yaml
 
-    if not path.is_file():
-        raise NasPruneError(f"recipe not found: {path}")
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
@@ -427,14 +430,34 @@ def placeholders(recipe: "Recipe") -> list[tuple[str, str]]:
     return found
 
 
+def resolve_recipe(path: str | os.PathLike) -> tuple[Path, str]:
+    """The recipe file behind a path or a shipped name, and how messages name it.
+
+    A file that exists is used as it is; otherwise a bare name (``demo``,
+    ``horse2zebra.yaml``) is one of the recipes shipped in ``nas_prune/recipes/``,
+    named by its stem in messages.
+
+    Raises:
+        NasPruneError: ``recipe not found`` with the shipped names.
+    """
+    from nas_prune.shipped import resolve_shipped
+
+    found, shipped = resolve_shipped("recipes", path)
+    return found, (found.stem if shipped else str(path))
+
+
 def load_recipe(path: str | os.PathLike, *, overrides: Sequence[str] = ()) -> Recipe:
     """Read, override and validate a recipe (no file other than the recipe is opened).
+
+    Args:
+        path: a recipe YAML file, or the name of a shipped recipe (``demo``,
+            ``horse2zebra``; :func:`resolve_recipe`).
+        overrides: ``--set`` items (:func:`apply_overrides`).
 
     Raises:
         NasPruneError: ``<file>: <field>: <problem>`` for the first bad field.
     """
-    path = Path(path)
-    src = str(path)
+    path, src = resolve_recipe(path)
     raw = _read_yaml(path)
     if raw is None:
         raw = {}
@@ -463,7 +486,7 @@ def load_recipe(path: str | os.PathLike, *, overrides: Sequence[str] = ()) -> Re
             stages[name] = _check_stage(src, name, stages_raw[name])
     recipe = Recipe(source=src, name=raw["name"], description=raw.get("description") or "",
                     run_dir=Path(raw["run_dir"]), stages=stages, data=raw.get("data"),
-                    teacher=raw.get("teacher"), student=raw.get("student"), space=raw.get("space"))
+                    teacher=raw.get("teacher"), student=raw.get("student"), space=raw.get("space"), path=path)
     _check_wiring(recipe)
     return recipe
 

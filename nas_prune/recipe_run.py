@@ -242,7 +242,12 @@ class _Runner:
                 arch, macs = res.student_arch, res.macs
             return {"student": str(out), "arch": arch.summary(), "macs": dict(macs)}
 
-        self.run_stage("prune", dict(opts), {"teacher": teacher_id, "space": _external(space)}, body, ["student"])
+        space_id = None
+        if space is not None:
+            from nas_prune.shipped import resolve_shipped
+
+            space_id = _external(str(resolve_shipped("search_spaces", space)[0]))
+        self.run_stage("prune", dict(opts), {"teacher": teacher_id, "space": space_id}, body, ["student"])
 
     def _distill_stage(self, stage: str) -> None:
         opts = self.distill_options(stage)

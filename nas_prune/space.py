@@ -1,8 +1,8 @@
-"""Search spaces: the YAML files under ``search_spaces/`` describing a teacher family.
+"""Search spaces: YAML files describing a teacher family (shipped ones in ``nas_prune/search_spaces/``).
 
 A space names the teacher's settings; :meth:`SearchSpace.teacher_arch` gives the
 full-width teacher and every student of the space is an :class:`~nas_prune.arch.Arch`
-that :func:`~nas_prune.arch.fits_within` it. Example (``search_spaces/cat_inception.yaml``)::
+that :func:`~nas_prune.arch.fits_within` it. Example (``cat_inception``)::
 
     name: cat_inception
     ngf: 64
@@ -162,7 +162,10 @@ class SearchSpace:
 
 
 def load_space(path: str | os.PathLike) -> "SearchSpace | SpadeSpace":
-    """Read and validate a search-space YAML file.
+    """Read and validate a search-space YAML file, given by path or by shipped name.
+
+    ``path`` is a YAML file, or the name of a space shipped in ``nas_prune/search_spaces/``
+    (``cat_inception``, ``resnet_9blocks``...; :func:`nas_prune.shipped.resolve_shipped`).
 
     ``family: spade`` files describe CAT's inception SPADE teachers
     (:class:`nas_prune.spade.space.SpadeSpace`); files without ``family`` the
@@ -173,9 +176,9 @@ def load_space(path: str | os.PathLike) -> "SearchSpace | SpadeSpace":
     """
     import yaml
 
-    path = Path(path)
-    if not path.is_file():
-        raise NasPruneError(f"search space file not found: {path}")
+    from nas_prune.shipped import resolve_shipped
+
+    path, _ = resolve_shipped("search_spaces", path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
@@ -194,12 +197,10 @@ def load_space(path: str | os.PathLike) -> "SearchSpace | SpadeSpace":
 
 
 def shipped_spaces_dir() -> Path:
-    """Folder of the search spaces shipped with nas-prune (``search_spaces/`` in the repo)."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "search_spaces", here.parent / "search_spaces"):
-        if candidate.is_dir():
-            return candidate
-    return here.parent / "search_spaces"
+    """Folder of the search spaces shipped with nas-prune (``nas_prune/search_spaces/``)."""
+    from nas_prune.shipped import shipped_dir
+
+    return shipped_dir("search_spaces")
 
 
 def shipped_space_of(arch: Arch) -> str | None:

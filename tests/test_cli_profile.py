@@ -25,14 +25,14 @@ def invoke(*args):
     ("resnet_9blocks", "49.682G MACs (fvcore)", "56.799G MACs (paper)"),
 ])
 def test_profile_space_prints_both_conventions(space, fvcore, paper):
-    result = invoke("profile", f"search_spaces/{space}.yaml")
+    result = invoke("profile", space)
     assert result.exit_code == 0, result.output
     assert fvcore in result.output and paper in result.output
     assert "block9" in result.output
 
 
 def test_profile_json_is_machine_readable():
-    result = invoke("profile", "search_spaces/resnet_9blocks.yaml", "--json", "--per-layer", "--input-size", "128x256")
+    result = invoke("profile", "resnet_9blocks", "--json", "--per-layer", "--input-size", "128x256")
     assert result.exit_code == 0
     report = json.loads(result.output)
     assert report["input_size"] == [128, 256]
@@ -64,8 +64,8 @@ def _bad_inputs(tmp_path, tiny_arch):
         "unknown layout": ([tmp_path / "other.pth"], "unknown checkpoint layout (first keys: fc.weight)"),
         "shape mismatch": ([tmp_path / "mismatch.pth"], "shape mismatch: down_sampling.4.weight (12, 7, 3, 3)"),
         "bad yaml": ([tmp_path / "bad.yaml"], "not valid YAML at line"),
-        "input size": (["search_spaces/cat_inception.yaml", "--input-size", "250"], "divisible by 4"),
-        "convention": (["search_spaces/cat_inception.yaml", "--convention", "flops"], "unknown MACs convention"),
+        "input size": (["cat_inception", "--input-size", "250"], "divisible by 4"),
+        "convention": (["cat_inception", "--convention", "flops"], "unknown MACs convention"),
     }
 
 

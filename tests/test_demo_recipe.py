@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +11,9 @@ from typer.testing import CliRunner
 
 from nas_prune.cli import app
 from nas_prune.recipe import run_recipe
+from nas_prune.shipped import shipped_dir
 
-DEMO_CI = Path(__file__).resolve().parent.parent / "recipes" / "demo_ci.yaml"
+DEMO_CI = shipped_dir("recipes") / "demo_ci.yaml"
 
 
 @pytest.fixture(scope="module")

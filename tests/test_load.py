@@ -100,10 +100,10 @@ def test_classic_resnet_against_the_shipped_space(tmp_path):
     ref = classic_resnet(ngf=64, n_blocks=9).eval()
     path = tmp_path / "resnet.pth"
     torch.save(ref.state_dict(), path)
-    loaded = load_generator(path, space=load_space("search_spaces/resnet_9blocks.yaml"))
-    assert loaded.arch == load_space("search_spaces/resnet_9blocks.yaml").teacher_arch()
+    loaded = load_generator(path, space=load_space("resnet_9blocks"))
+    assert loaded.arch == load_space("resnet_9blocks").teacher_arch()
     with pytest.raises(NasPruneError, match="does not fit search space"):
-        load_generator(path, space=load_space("search_spaces/cat_inception.yaml"))
+        load_generator(path, space=load_space("cat_inception"))
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -128,7 +128,7 @@ def test_cat_layout_round_trip(tmp_path, seed, suffix):
 
 
 def test_cat_layout_round_trip_with_space_is_exact(tmp_path):
-    space = load_space("search_spaces/cat_inception.yaml")
+    space = load_space("cat_inception")
     arch = space.teacher_arch()
     model = randomize_(build_generator(arch)).eval()
     path = tmp_path / "teacher.pth"

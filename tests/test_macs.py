@@ -52,7 +52,7 @@ def test_identity_blocks_cost_nothing():
 @pytest.mark.parametrize("name", ["cat_inception", "resnet_9blocks", "cat_inception_pix2pix"])
 @pytest.mark.parametrize("convention", ["fvcore", "paper"])
 def test_shipped_spaces_match_the_measured_counts(name, convention):
-    arch = load_space(f"search_spaces/{name}.yaml").teacher_arch()
+    arch = load_space(name).teacher_arch()
     model = build_generator(arch)
     assert count_macs(arch, input_size=64, convention=convention) == measure_macs(
         model, input_size=64, convention=convention
@@ -61,14 +61,14 @@ def test_shipped_spaces_match_the_measured_counts(name, convention):
 
 def test_classic_resnet_matches_the_literature():
     """Papers quote 56.8G MACs for the 9-block ResNet CycleGAN generator; fvcore gives 49.7G."""
-    arch = load_space("search_spaces/resnet_9blocks.yaml").teacher_arch()
+    arch = load_space("resnet_9blocks").teacher_arch()
     assert round(count_macs(arch, input_size=256, convention="paper") / 1e9, 1) == 56.8
     assert round(count_macs(arch, input_size=256, convention="fvcore") / 1e9, 1) == 49.7
     assert count_params(arch) == 11_378_179
 
 
 def test_conventions_differ_only_in_conv_transpose_and_norms():
-    arch = load_space("search_spaces/resnet_9blocks.yaml").teacher_arch()
+    arch = load_space("resnet_9blocks").teacher_arch()
     fv = {c.name: c for c in layer_costs(arch, input_size=256, convention="fvcore")}
     pp = {c.name: c for c in layer_costs(arch, input_size=256, convention="paper")}
     for name in fv:
@@ -81,7 +81,7 @@ def test_conventions_differ_only_in_conv_transpose_and_norms():
 
 
 def test_measured_count_at_256_on_the_classic_generator():
-    arch = load_space("search_spaces/resnet_9blocks.yaml").teacher_arch()
+    arch = load_space("resnet_9blocks").teacher_arch()
     assert measure_macs(build_generator(arch), input_size=256) == count_macs(arch, input_size=256) == 49_681_530_880
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,9 +20,10 @@ from nas_prune.plan import (
     plan_for_target,
     prunable_layers,
 )
+from nas_prune.shipped import shipped_dir
 from nas_prune.space import load_space
 
-SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
+SPACES = shipped_dir("search_spaces")
 
 
 def random_scores(arch: Arch, seed: int, kind: str = "rand") -> dict[str, torch.Tensor]:

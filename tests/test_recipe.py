@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -12,8 +11,9 @@ from typer.testing import CliRunner
 from nas_prune.cli import app
 from nas_prune.errors import NasPruneError
 from nas_prune.recipe import STAGES, apply_overrides, load_recipe, run_recipe, stage_options
+from nas_prune.shipped import shipped_dir
 
-RECIPES = sorted((Path(__file__).resolve().parent.parent / "recipes").glob("*.yaml"))
+RECIPES = sorted(shipped_dir("recipes").glob("*.yaml"))
 
 
 def test_recipes_are_shipped():
@@ -24,7 +24,7 @@ def test_recipes_are_shipped():
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
 def test_shipped_recipe_validates_and_names_its_command(path):
     first = path.read_text(encoding="utf-8").splitlines()[0]
-    assert first.startswith(f"# Run: nas-prune run recipes/{path.name}")
+    assert first.startswith(f"# Run: nas-prune run {path.stem}")
     r = load_recipe(path)
     assert r.stages and list(r.stages) == [s for s in STAGES if s in r.stages]
     result = CliRunner().invoke(app, ["validate", str(path)])

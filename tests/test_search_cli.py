@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,9 +17,10 @@ from nas_prune.macs import count_macs
 from nas_prune.model import build_generator
 from nas_prune.outputs import MANIFEST
 from nas_prune.search import default_out_dir, search
+from nas_prune.shipped import shipped_dir
 
 runner = CliRunner()
-SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
+SPACES = shipped_dir("search_spaces")
 
 TEACHER = Arch(
     input_nc=3, output_nc=3, stem=(16, 16, 16), head=(16, 16),

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
 from nas_prune.arch import Arch, Block, fits_within
 from nas_prune.errors import NasPruneError
+from nas_prune.shipped import shipped_dir
 from nas_prune.space import load_space
 
-SPACES = sorted(Path("search_spaces").glob("*.yaml"))
+SPACES = sorted(shipped_dir("search_spaces").glob("*.yaml"))
 
 
 def test_every_shipped_space_loads():
@@ -23,14 +23,14 @@ def test_every_shipped_space_loads():
 
 
 def test_cat_teacher_widths():
-    t = load_space("search_spaces/cat_inception.yaml").teacher_arch()
+    t = load_space("cat_inception").teacher_arch()
     assert t.stem == (64, 128, 256) and t.head == (128, 64) and t.n_blocks == 9
     assert t.blocks[0] == Block(res=(42, 42, 42), dw=(42, 42, 42))  # 256 // 6
     assert t.norm == "instance" and t.affine and t.use_bias
 
 
 def test_classic_resnet_is_a_point_of_the_space():
-    t = load_space("search_spaces/resnet_9blocks.yaml").teacher_arch()
+    t = load_space("resnet_9blocks").teacher_arch()
     assert t.res_kernel_sizes == (3,) and t.dw_kernel_sizes == ()
     assert all(b == Block(res=(256,), dw=()) for b in t.blocks)
     assert not t.affine
@@ -112,6 +112,6 @@ def test_fits_within_reports_the_wider_layer(tiny_arch):
 def test_shipped_space_of_names_a_shipped_teacher(tiny_arch):
     from nas_prune.space import shipped_space_of
 
-    assert shipped_space_of(load_space("search_spaces/cat_inception.yaml").teacher_arch()) == "cat_inception"
-    assert shipped_space_of(load_space("search_spaces/resnet_9blocks.yaml").teacher_arch()) == "resnet_9blocks"
+    assert shipped_space_of(load_space("cat_inception").teacher_arch()) == "cat_inception"
+    assert shipped_space_of(load_space("resnet_9blocks").teacher_arch()) == "resnet_9blocks"
     assert shipped_space_of(tiny_arch) is None

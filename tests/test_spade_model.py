@@ -201,7 +201,7 @@ def test_bad_checkpoints_name_the_problem(tmp_path):
     from nas_prune.space import load_space
 
     with pytest.raises(NasPruneError, match="SPADE generator in a CycleGAN/pix2pix space"):
-        load_generator(_save(state, tmp_path), space=load_space(Path("search_spaces/cat_inception.yaml")))
+        load_generator(_save(state, tmp_path), space=load_space(Path("cat_inception")))
 
 
 def _save(state, tmp_path):

@@ -14,12 +14,12 @@ from nas_prune.cli.common import console, user_errors
 
 @app.command("profile")
 def profile_cli(
-    model: Path = typer.Argument(..., help="Checkpoint (.pth/.pt/.safetensors), search-space .yaml, or arch.json / student folder."),
+    model: Path = typer.Argument(..., help="Checkpoint (.pth/.pt/.safetensors), search-space .yaml or shipped space name (cat_inception), or arch.json / student folder."),
     input_size: str = typer.Option("256", "--input-size", help="Input size: N or HxW, divisible by 4."),
     convention: str = typer.Option("fvcore", "--convention", help="MACs convention of the per-stage rows: fvcore or paper."),
     per_layer: bool = typer.Option(False, "--per-layer", help="One row per layer."),
     measure: bool = typer.Option(False, "--measure", help="Also count on a real forward pass (fvcore, torchprofile, thop)."),
-    space: Optional[Path] = typer.Option(None, "--space", help="Search-space YAML to check a checkpoint against."),
+    space: Optional[Path] = typer.Option(None, "--space", help="Search space to check a checkpoint against: a YAML file or a shipped name (cat_inception)."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON only."),
 ) -> None:
     """Show params and MACs per stage and block, with totals in both conventions."""

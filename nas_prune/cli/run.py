@@ -18,7 +18,7 @@ _SET_HELP = ("Override a recipe value: STAGE.KEY=VALUE (distill.epochs=5, prune.
 
 @app.command("run")
 def run_cli(
-    recipe: Path = typer.Argument(..., help="Recipe YAML (see recipes/)."),
+    recipe: Path = typer.Argument(..., help="Recipe: a YAML file, or the name of a shipped recipe (demo, horse2zebra, map2aerial, cityscapes)."),
     overrides: List[str] = typer.Option([], "--set", help=_SET_HELP),
 ) -> None:
     """Run a recipe's stages in order; finished stages are skipped and interrupted ones resume."""
@@ -43,7 +43,7 @@ def run_cli(
 
 @app.command("validate")
 def validate_cli(
-    recipe: Path = typer.Argument(..., help="Recipe YAML to check."),
+    recipe: Path = typer.Argument(..., help="Recipe: a YAML file, or the name of a shipped recipe (demo, horse2zebra, ...)."),
     overrides: List[str] = typer.Option([], "--set", help=_SET_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the resolved recipe as JSON."),
 ) -> None:
@@ -57,6 +57,8 @@ def validate_cli(
         return
     out = console()
     out.print(f"{recipe}: valid recipe {r.name} -> {r.run_dir}", highlight=False, markup=False)
+    if r.path is not None and str(r.path) != str(recipe):
+        out.print(f"  file: {r.path}", highlight=False, markup=False)
     for stage, opts in r.stages.items():
         shown = ", ".join(f"{k}={v}" for k, v in opts.items()) or "defaults"
         out.print(f"  {stage}: {shown}", highlight=False, markup=False)

@@ -16,7 +16,7 @@ from nas_prune.cli.common import console, user_errors
 def search_cli(
     teacher: Path = typer.Option(..., "--teacher", help="Teacher checkpoint (.pth/.pt/.safetensors; CAT or ResNet layout)."),
     target_macs: str = typer.Option(..., "--target-macs", help="MACs budget for one image: 2.6G, 2.6B, 2600M or 2.6e9."),
-    space: Optional[Path] = typer.Option(None, "--space", help="Search-space YAML the teacher must belong to."),
+    space: Optional[Path] = typer.Option(None, "--space", help="Search space the teacher must belong to: a YAML file or a shipped name (cat_inception)."),
     convention: str = typer.Option("fvcore", "--convention", help="Convention of the target: fvcore or paper (ConvTranspose over output pixels, as CAT / GAN Compression report)."),
     input_size: str = typer.Option("256", "--input-size", help="Input size the MACs are counted at: N or HxW, divisible by 4."),
     min_channels: int = typer.Option(16, "--min-channels", help="Floor on stem and head widths (branches may reach 0)."),

@@ -17,7 +17,7 @@ def train_teacher_cli(
     data: Path = typer.Option(..., "--data", help="Dataset: pix2pix layout (train/, test/) or CycleGAN layout (trainA/, trainB/, ...)."),
     out: Path = typer.Option(..., "--out", help="Run folder; the teacher is written to OUT/teacher.safetensors."),
     objective: str = typer.Option("pix2pix", "--objective", help="pix2pix (GAN + L1, paired) or cyclegan (two generators, cycle + identity)."),
-    space: Optional[Path] = typer.Option(None, "--space", help="Search-space YAML (default: cat_inception_pix2pix / cat_inception)."),
+    space: Optional[Path] = typer.Option(None, "--space", help="Search space: a YAML file or a shipped name (default: cat_inception_pix2pix / cat_inception)."),
     ngf: Optional[int] = typer.Option(None, "--ngf", help="Base width (overrides the space's)."),
     n_blocks: Optional[int] = typer.Option(None, "--n-blocks", help="Inception-residual blocks (overrides the space's)."),
     norm: Optional[str] = typer.Option(None, "--norm", help="instance or batch (overrides the space's)."),

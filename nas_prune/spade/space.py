@@ -1,4 +1,4 @@
-"""SPADE search spaces: YAML files with ``family: spade`` (e.g. ``search_spaces/cat_spade_cityscapes.yaml``)::
+"""SPADE search spaces: YAML files with ``family: spade`` (e.g. the shipped ``cat_spade_cityscapes``)::
 
     name: cat_spade_cityscapes
     family: spade

@@ -10,7 +10,7 @@ python - <<'PY'
 import resource, time
 from nas_prune.recipe import run_recipe
 t0 = time.time()
-run_recipe("recipes/demo.yaml")
+run_recipe("demo")
 ru = resource.getrusage(resource.RUSAGE_SELF)
 print(f"wall_s={time.time() - t0:.1f} cpu_s={ru.ru_utime + ru.ru_stime:.1f}")
 PY

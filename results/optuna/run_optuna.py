@@ -7,7 +7,7 @@ Regenerate (about 15 min on 2 busy CPU cores):
 Writes results/optuna/results.md, results/optuna/trials.csv and results/optuna/pareto.png.
 
 What the teacher is: the architecture of CAT's horse->zebra teacher
-(search_spaces/cat_inception.yaml) with seeded random weights: convs keep PyTorch's
+(the shipped space cat_inception) with seeded random weights: convs keep PyTorch's
 default init, every norm's gamma is drawn from |N(0, 1)| and beta from N(0, 0.1).
 No trained CAT teacher can be downloaded here and training one on 2 CPU cores is out
 of reach, so the fidelity numbers say how much of *this* teacher's function a
@@ -34,7 +34,7 @@ def make_teacher(path: Path, seed: int = 0) -> None:
     from nas_prune.space import load_space
 
     torch.manual_seed(seed)
-    arch = load_space(HERE.parents[1] / "search_spaces" / "cat_inception.yaml").teacher_arch()
+    arch = load_space("cat_inception").teacher_arch()
     model = build_generator(arch)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -132,7 +132,7 @@ def main() -> None:
 Regenerate: `python results/optuna/run_optuna.py --work /tmp/nas-prune-optuna --trials {args.trials} --rounds {args.rounds}`
 (study {study_s / 60:.1f} min on a 2-core CPU; the command prints every trial; reading: README.md).
 
-Setup: teacher = CAT's inception teacher architecture (`search_spaces/cat_inception.yaml`,
+Setup: teacher = CAT's inception teacher architecture (the shipped space `cat_inception`,
 {result.export.teacher_macs['paper'] / 1e9:.2f}G MACs paper convention at 256x256) with **random weights**
 (default conv init, gammas |N(0,1)|, betas N(0,0.1); see the script's docstring for why).
 Target 2.6G MACs (paper convention, 256x256), importance `gamma`, fill pass on.

@@ -4,7 +4,7 @@ Regenerate the tables next to this file (about 15-25 min on a 2-core CPU)::
 
     python results/search/bench_search.py --part all
 
-Teacher: the 9-block ngf 64 CAT inception teacher (search_spaces/cat_inception.yaml) with
+Teacher: the 9-block ngf 64 CAT inception teacher (the shipped space cat_inception) with
 random weights and |gamma| ~ U(0, 1) from a fixed seed. Random gammas are fine for timing;
 they are not a trained model, so the widths chosen here say nothing about a real teacher.
 
@@ -56,7 +56,7 @@ SEED = 0
 
 
 def make_teacher() -> LoadedGenerator:
-    arch = load_space(ROOT / "search_spaces" / "cat_inception.yaml").teacher_arch()
+    arch = load_space("cat_inception").teacher_arch()
     torch.manual_seed(SEED)
     model = build_generator(arch).eval()
     g = torch.Generator().manual_seed(SEED)
