@@ -210,6 +210,10 @@ def open_generator(path: str | os.PathLike, *, space: str | os.PathLike | None =
         from nas_prune.space import load_space
 
         return load_generator(p, space=load_space(space) if space else None).build()
+    if p.is_dir():
+        from nas_prune.export import student_folder
+
+        p = student_folder(p)
     arch_path = p / "arch.json" if p.is_dir() else p
     if not arch_path.is_file():
         raise NasPruneError(f"{p}: no arch.json (expected a checkpoint file or a student folder)")

@@ -246,9 +246,19 @@ def _widths_of(student: Arch, teacher: Arch) -> dict[str, int]:
 # ----------------------------------------------------------------------------- reading
 
 
+def student_folder(path: str | os.PathLike) -> Path:
+    """The student folder a folder stands for: itself, or ``student/`` in a study folder of an
+    earlier version (which kept its student there)."""
+    path = Path(path)
+    if not (path / ARCH_FILE).exists() and (path / "student" / ARCH_FILE).is_file():
+        return path / "student"
+    return path
+
+
 def _locate(path: str | os.PathLike) -> tuple[Path, Path]:
     path = Path(path)
     if path.is_dir():
+        path = student_folder(path)
         return path / ARCH_FILE, path / WEIGHTS_FILE
     return path, path.parent / WEIGHTS_FILE
 

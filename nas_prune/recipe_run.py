@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,8 +230,8 @@ class _Runner:
 
                 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-                res = run_study(teacher=teacher, space=space, out=folder / "study", log=self.log, **opts, **study)
-                shutil.copytree(res.student_dir, out)
+                # the study folder is the student folder: arch.json + weights beside study.db
+                res = run_study(teacher=teacher, space=space, out=out, log=self.log, **opts, **study)
                 arch = res.export.student_arch
                 macs = res.export.macs
             else:

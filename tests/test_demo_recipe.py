@@ -99,7 +99,7 @@ def test_prune_with_an_optuna_study(demo_run):
     result = run_recipe(DEMO_CI, overrides=[*demo_run["overrides"], "prune.study.trials=2", *drop], log=lambda s: None)
     assert result.outcome("prune").action == "ran"
     assert result.outcome("train_teacher").action == "skipped"
-    study = run / "prune" / "study"
+    study = run / "prune" / "student"  # the study folder is the student folder
     assert (study / "study.db").is_file() and (study / "trials.csv").is_file()
     assert len((study / "trials.csv").read_text().strip().splitlines()) == 3  # header + 2 trials
     from nas_prune.export import read_student

@@ -35,6 +35,15 @@ def snapshot(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def assert_unchanged(root: Path, before: dict[str, str]) -> None:
+    """Every file of ``before`` is still there, byte for byte; a new file may only be one
+    nas-prune lists as its own (SQLite creates its journal files when it reads a study)."""
+    after = snapshot(root)
+    assert {k: after.get(k) for k in before} == before
+    for new in set(after) - set(before):
+        assert Path(new).name in read_manifest((root / new).parent), new
+
+
 def assert_one_error(result, *fragments):
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
@@ -101,7 +110,7 @@ def test_force_never_removes_inputs_or_foreign_files(teacher_file, tmp_path):
     before = snapshot(d)
     assert_one_error(invoke("search", "--teacher", d / "t.pth", "--target-macs", "2M", *SEARCH, "--out", d, "--force"),
                      "holds the input")
-    assert snapshot(d) == before
+    assert_unchanged(d, before)
     # --force replaces an earlier result, and only what nas-prune wrote
     out = tmp_path / "S"
     assert invoke("search", "--teacher", teacher_file, "--target-macs", "2M", *SEARCH, "--out", out).exit_code == 0
@@ -118,7 +127,7 @@ def test_force_never_removes_inputs_or_foreign_files(teacher_file, tmp_path):
     before = snapshot(out)
     assert_one_error(invoke("search", "--teacher", teacher_file, "--target-macs", "2M", *SEARCH, "--out", out, "--force"),
                      "arch.json", "changed since nas-prune wrote it")
-    assert snapshot(out) == before
+    assert_unchanged(out, before)
 
 
 def test_no_command_writes_over_its_input(teacher_file, tmp_path):
@@ -150,23 +159,40 @@ def test_study_refuses_to_replace_another_result(teacher_file, tmp_path):
     before = snapshot(one)
     assert_one_error(invoke("search", "--teacher", teacher_file, "--target-macs", "2M", *SEARCH, *study, "--out", one),
                      "holds a one-step student", "--force")
-    assert snapshot(one) == before
+    assert_unchanged(one, before)
     x = tmp_path / "X"
     res = invoke("search", "--teacher", teacher_file, "--target-macs", "2M", *SEARCH, *study, "--out", x)
     assert res.exit_code == 0, res.output
+    # one layout: the study folder is a student folder, the study's files beside the student's
+    assert {"arch.json", "student.safetensors", "summary.md", "study.db", "trials.csv"} <= {p.name for p in x.iterdir()}
+    assert "trial 0" in (x / "summary.md").read_text()
+    res = invoke("profile", x)
+    assert res.exit_code == 0 and "MACs" in res.output, res.output
+    res = invoke("export", x, "--out", tmp_path / "g.pt", "--format", "torchscript")
+    assert res.exit_code == 0 and (tmp_path / "g.pt").is_file(), res.output
     before = snapshot(x)
     assert_one_error(invoke("search", "--teacher", teacher_file, "--target-macs", "1.5M", *SEARCH, *study, "--out", x),
                      "holds study 'tiny_G-2M-fvcore-zero-shot-quality'")
-    assert snapshot(x) == before
+    assert_unchanged(x, before)
     assert_one_error(invoke("search", "--teacher", teacher_file, "--target-macs", "2M", *SEARCH, *study,
                             "--no-fill", "--out", x), "created with fill = true, this run has false")
-    assert snapshot(x) == before
+    assert_unchanged(x, before)
     res = invoke("search", "--teacher", teacher_file, "--target-macs", "2M", *SEARCH, *study, "--out", x)  # resumes
     assert res.exit_code == 0 and "resuming: 1 of 1" in res.output, res.output
     res = invoke("search", "--teacher", teacher_file, "--target-macs", "1.5M", *SEARCH, *study, "--out", x, "--force")
     assert res.exit_code == 0, res.output
-    arch = json.loads((x / "student" / "arch.json").read_text())
+    arch = json.loads((x / "arch.json").read_text())
     assert arch["provenance"]["study"]["name"] == "tiny_G-1.5M-fvcore-zero-shot-quality"
+
+
+def test_a_study_folder_of_the_earlier_layout_is_still_read(teacher_file, tmp_path):
+    old = tmp_path / "old_study"
+    assert invoke("search", "--teacher", teacher_file, "--target-macs", "2M", *SEARCH, "--out", old / "student").exit_code == 0
+    (old / "study.db").write_bytes(b"")
+    for args in (["profile", old], ["export", old, "--out", tmp_path / "g.pt", "--format", "torchscript"]):
+        res = invoke(*args)
+        assert res.exit_code == 0, (args, res.output)
+    assert (tmp_path / "g.pt").is_file()
 
 
 # ----------------------------------------------------------------------------- output paths

@@ -339,7 +339,7 @@ def test_cli_study_and_errors(tmp_path, teacher_file):
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
     assert data["finished"] == 2 and data["one_step"]["number"] == 0
-    assert (tmp_path / "cli" / "student" / "arch.json").is_file()
+    assert (tmp_path / "cli" / "arch.json").is_file() and (tmp_path / "cli" / "student.safetensors").is_file()
     res = runner.invoke(app, [*base, "--trials", "2"])
     assert res.exit_code == 0 and "top trials" in res.output and "one-step" in res.output
     for extra, msg in (

@@ -67,12 +67,15 @@ Inspect a study with ``optuna-dashboard sqlite:///<out>/study.db`` (a separate
 package); trial user attributes hold the widths, MACs, PSNR, GCKA, latency and the
 trial whose score a cached trial reused.
 
-Output folder: ``study.db`` (default storage), ``trials.csv`` (every trial),
-``pareto.png`` (two objectives; needs matplotlib, the ``plot`` extra) and
-``student/`` (``arch.json``, ``student.safetensors``, ``summary.md``: the picked
-trial, exported like a one-step result, with the trial's parameters and scores
-under ``provenance.study``; weights are the teacher's, sliced, also for
-``finetune:`` scores).
+Output folder: a student folder like a one-step result (``arch.json``,
+``student.safetensors``, ``summary.md``: the picked trial, exported like a one-step
+result, with the trial's parameters and scores under ``provenance.study``; weights
+are the teacher's, sliced, also for ``finetune:`` scores), so ``profile``,
+``distill --student`` and ``export`` take it as it is; beside them ``study.db``
+(default storage), ``trials.csv`` (every trial) and ``pareto.png`` (two objectives;
+needs matplotlib, the ``plot`` extra). The folder may hold only this study (same
+name and options, resumed); another result there is replaced only with ``force``.
+Studies of earlier versions, with the student in ``student/``, are still read.
 
 Example::
 

@@ -18,7 +18,7 @@ from nas_prune.study.worker import CONFIG_ATTR, _short, _Study, _widths_key
 if TYPE_CHECKING:  # pragma: no cover
     from nas_prune.search import SearchResult
 
-STUDENT_DIR = "student"
+STUDENT_DIR = "student"  # where studies of earlier versions put the student (still read)
 TRIALS_FILE = "trials.csv"
 PLOT_FILE = "pareto.png"
 
@@ -48,7 +48,7 @@ def check_out(
 
     check_writable(out)
     writes = [STORAGE_FILE] * (storage is None) + [TRIALS_FILE, PLOT_FILE]
-    writes += [f"{STUDENT_DIR}/{f}" for f in student_files()]
+    writes += student_files()
     other = held_result(out, name=name, config=config, storage=storage)
     if other is None:
         check_inputs([out / w for w in writes], inputs)
@@ -118,7 +118,11 @@ def _studies_in(db: Path) -> dict[str, Any] | None:
 
 def _export(loaded, record: TrialRecord, worker: _Study, out: Path, *, space: str | None,
             front_index: int, study_size: int) -> "SearchResult":
-    """Prune with the trial's multipliers through the one-step code path and write ``student/``."""
+    """Prune with the trial's multipliers through the one-step code path and write the student to ``out``.
+
+    ``arch.json``, ``student.safetensors`` and ``summary.md`` go next to the study's own
+    files, so the study folder is a student folder like a one-step result.
+    """
     from nas_prune.search import export_result, prune_to_target
 
     result = prune_to_target(
@@ -153,7 +157,7 @@ def _export(loaded, record: TrialRecord, worker: _Study, out: Path, *, space: st
         + (f", latency {record.latency_ms:.1f} ms" if record.latency_ms is not None else "")
         + ". Multipliers: " + ", ".join(f"{k} {v:.3f}" for k, v in record.params.items()) + ".\n"
     )
-    export_result(result, out, force=True, provenance={"study": study}, summary_note=note, inputs=[loaded.path])
+    export_result(result, out, beside=True, provenance={"study": study}, summary_note=note, inputs=[loaded.path])
     return result
 
 

@@ -108,7 +108,8 @@ class StudyResult:
         evaluated: numbers of the trials this process scored (not cached, not reused).
         ran: numbers of the trials this process ran (evaluated or cached).
         export: the exported student (a :class:`~nas_prune.search.SearchResult`).
-        out: the output folder; ``student_dir`` the exported student folder.
+        out: the output folder; ``student_dir`` the exported student folder (``out``
+            itself: ``arch.json``, ``student.safetensors``, ``summary.md`` next to the study's files).
         plot: the Pareto PNG, when written.
         latency_device: where latencies were measured (this process's setting).
         notes: remarks worth printing (fallbacks, recovered trials).

@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 
 from nas_prune.errors import NasPruneError
 from nas_prune.macs import format_macs, parse_input_size
-from nas_prune.study.output import PLOT_FILE, STUDENT_DIR, TRIALS_FILE, _export, _write_trials_csv, check_out
+from nas_prune.study.output import PLOT_FILE, TRIALS_FILE, _export, _write_trials_csv, check_out
 from nas_prune.study.records import StudyResult, TrialRecord, pareto_front
 from nas_prune.study.render import plot_pareto
 from nas_prune.study.storage import HEARTBEAT_S, open_storage
@@ -205,9 +205,9 @@ def run_study(
     one_step = next((r for r in records if r.one_step and r.state == "COMPLETE"), None)
 
     chosen = front[index]
-    student_dir = out / STUDENT_DIR
+    student_dir = out
     export = _export(
-        loaded, chosen, worker, student_dir, space=space_obj.name if space_obj is not None else None,
+        loaded, chosen, worker, out, space=space_obj.name if space_obj is not None else None,
         front_index=index, study_size=len(records),
     )
     _write_trials_csv(out / TRIALS_FILE, records, worker.groups)
