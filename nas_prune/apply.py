@@ -91,6 +91,10 @@ def slice_state_dict(
     Raises:
         NasPruneError: a tensor the plan needs is missing from the teacher's weights.
     """
+    if plan.teacher.family == "spade":
+        from nas_prune.spade.apply import spade_slice_state_dict
+
+        return spade_slice_state_dict(plan, teacher_state_dict)
     t: Arch = plan.teacher
     k = plan.kept
     sd = teacher_state_dict
@@ -174,10 +178,21 @@ def trace_size(arch: Arch, input_size: tuple[int, int], *, min_side: int = 32) -
     exactly. ``min(h, w) >= min_side`` keeps the stream resolution above every
     reflection pad.
 
+    SPADE generators: every op's cost is proportional to the pixels of a grid that is a
+    fixed fraction of the input (convs zero-padded), so any ``h, w`` that are multiples of
+    ``arch.size_multiple`` scale exactly.
+
     Returns:
         ``(h, w, s)``; ``s == 1`` when no exact smaller size exists.
     """
     H, W = input_size
+    if arch.family == "spade":
+        m = arch.size_multiple
+        best = (H, W, 1)
+        for s in range(2, min(H, W) // m + 1):
+            if H % s == 0 and W % s == 0 and (H // s) % m == 0 and (W // s) % m == 0:
+                best = (H // s, W // s, s)
+        return best
     pads = [(k - 1) // 2 for k in (*arch.res_kernel_sizes, *arch.dw_kernel_sizes)]
     side = max(min_side, 4 * (max(pads, default=0) + 1))
     best = (H, W, 1)

@@ -156,22 +156,10 @@ class Arch:
             "input_nc", "output_nc", "norm", "affine", "padding", "dropout",
             "res_kernel_sizes", "dw_kernel_sizes", "stem", "blocks", "head",
         }
-        required = known - {"dropout"}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise NasPruneError(f"{where}.{unknown[0]}: unknown field")
-        missing = sorted(required - set(data))
-        if missing:
-            raise NasPruneError(f"{where}.{missing[0]}: missing field")
+        check_fields(data, where, known, known - {"dropout"})
 
         def ints(key: str, value: Any, length: int | None = None) -> tuple[int, ...]:
-            if not isinstance(value, (list, tuple)) or not all(
-                isinstance(v, int) and not isinstance(v, bool) for v in value
-            ):
-                raise NasPruneError(f"{where}.{key}: expected a list of integers")
-            if length is not None and len(value) != length:
-                raise NasPruneError(f"{where}.{key}: expected {length} values, got {len(value)}")
-            return tuple(value)
+            return int_list(where, key, value, length)
 
         res_ks = ints("res_kernel_sizes", data["res_kernel_sizes"])
         dw_ks = ints("dw_kernel_sizes", data["dw_kernel_sizes"])
@@ -220,6 +208,25 @@ class Arch:
             f"stem {'/'.join(map(str, self.stem))} | {self.n_blocks} blocks"
             f"{f' ({n_id} identity)' if n_id else ''} | head {'/'.join(map(str, self.head))}"
         )
+
+
+def check_fields(data: Mapping[str, Any], where: str, known: set[str], required: set[str]) -> None:
+    """Raise ``<where>.<field>: unknown field`` / ``missing field`` for the first offender."""
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise NasPruneError(f"{where}.{unknown[0]}: unknown field")
+    missing = sorted(required - set(data))
+    if missing:
+        raise NasPruneError(f"{where}.{missing[0]}: missing field")
+
+
+def int_list(where: str, key: str, value: Any, length: int | None = None) -> tuple[int, ...]:
+    """``value`` as a tuple of ints (of ``length`` items), or an error naming ``<where>.<key>``."""
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise NasPruneError(f"{where}.{key}: expected a list of integers")
+    if length is not None and len(value) != length:
+        raise NasPruneError(f"{where}.{key}: expected {length} values, got {len(value)}")
+    return tuple(value)
 
 
 def _problems(arch: Arch) -> Iterable[str]:

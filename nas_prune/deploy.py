@@ -1,8 +1,10 @@
 """Export a generator for deployment: ONNX (checked with onnxruntime) or TorchScript.
 
 The exported file takes ``(N, input_nc, H, W)`` images in [-1, 1] and returns
-``(N, output_nc, H, W)`` in [-1, 1]. ONNX files have dynamic batch, height and width
-(H and W must stay multiples of 4); TorchScript files are traced, which is exact for
+``(N, output_nc, H, W)`` in [-1, 1]; a SPADE generator takes the semantic map
+``(N, label_nc, H, W)`` (one-hot labels, then the instance-edge channel; 36 channels for
+cityscapes). ONNX files have dynamic batch, height and width (H and W must stay multiples
+of 4, of ``2 ** n_upsampling`` for SPADE generators); TorchScript files are traced, which is exact for
 these generators since their forward pass has no data-dependent control flow.
 
 Every export is checked: the file is loaded back (onnxruntime on CPU for ONNX,
@@ -92,6 +94,22 @@ def _run_torchscript(path: Path):
     return run
 
 
+def _example(arch, batch: int, size: tuple[int, int], g):
+    """A seeded example input: images in [-1, 1], or for SPADE generators one-hot label maps
+    (in blocks of 8 pixels) with an edge channel, as the generator sees them."""
+    import torch
+
+    if arch.family != "spade":
+        return torch.rand(batch, arch.input_nc, *size, generator=g) * 2 - 1
+    h, w = size
+    labels = torch.randint(0, arch.label_nc - 1 if arch.label_nc > 1 else 1, (batch, 1, h // 8, w // 8), generator=g)
+    labels = labels.repeat_interleave(8, 2).repeat_interleave(8, 3)
+    seg = torch.zeros(batch, arch.label_nc, h, w).scatter_(1, labels, 1.0)
+    if arch.label_nc > 1:
+        seg[:, -1] = (torch.rand(batch, h, w, generator=g) < 0.05).float()
+    return seg
+
+
 def export_generator(
     model: Any,
     *,
@@ -140,11 +158,17 @@ def export_generator(
     out = Path(out)
     if out.is_dir() or not out.suffix:
         out = out / f"generator{_SUFFIX[format]}"
-    check_out_files([out], inputs=[] if isinstance(model, Generator) else [model])
-    net = model if isinstance(model, Generator) else open_generator(model)
+    is_module = isinstance(model, (Generator, torch.nn.Module))
+    check_out_files([out], inputs=[] if is_module else [model])
+    net = model if is_module else open_generator(model)
     net = net.to("cpu").eval()
+    spade = net.arch.family == "spade"
+    if spade:
+        from nas_prune.spade.macs import check_spade_size
+
+        size = check_spade_size(net.arch, size)
     g = torch.Generator().manual_seed(seed)
-    x = torch.rand(batch_size, net.arch.input_nc, *size, generator=g) * 2 - 1
+    x = _example(net.arch, batch_size, size, g)
 
     checked: list[tuple[int, int, int]] = []
     worst: float | None = None
@@ -159,8 +183,9 @@ def export_generator(
             run = _run_onnx(tmp) if format == "onnx" else _run_torchscript(tmp)
             inputs = [x]
             if dynamic or format == "torchscript":
-                h2, w2 = size[0] + 8, size[1] + 16
-                inputs.append(torch.rand(batch_size + 1, net.arch.input_nc, h2, w2, generator=g) * 2 - 1)
+                step = net.arch.size_multiple if spade else 4
+                h2, w2 = size[0] + 2 * step, size[1] + 4 * step
+                inputs.append(_example(net.arch, batch_size + 1, (h2, w2), g))
             worst = 0.0
             for xi in inputs:
                 with torch.no_grad():

@@ -231,6 +231,11 @@ def _widths_of(student: Arch, teacher: Arch) -> dict[str, int]:
     """Student widths keyed by the teacher's prunable-layer names."""
     from nas_prune.plan import prunable_layers
 
+    if teacher.family == "spade":
+        from nas_prune.spade.plan import spade_student_widths
+
+        return spade_student_widths(student, teacher)  # type: ignore[arg-type]
+
     out = {}
     for layer in prunable_layers(teacher):
         if layer.kind == "stem":
@@ -513,13 +518,22 @@ def summary_markdown(document: Mapping[str, Any]) -> str:
         lines.append("")
     lines.append("| layer | widths |")
     lines.append("|---|---|")
-    lines.append(f"| stem | {' / '.join(map(str, arch.stem))} |")
-    for n, b in enumerate(arch.blocks):
-        lines.append(f"| block {n + 1} | {describe_block(arch, n)} |")
-    lines.append(f"| head | {' / '.join(map(str, arch.head))} |")
+    for name, widths in layer_rows(arch):
+        lines.append(f"| {name} | {widths} |")
     lines.append("")
     lines.append("Rebuild: `nas_prune.export.load_student(\"<this folder>\")`.")
     return "\n".join(lines) + "\n"
+
+
+def layer_rows(arch: Arch) -> list[tuple[str, str]]:
+    """``[(row name, widths)]`` of ``arch`` for tables: stem, blocks, head (SPADE: fc, blocks, out)."""
+    if arch.family == "spade":
+        return ([("fc", str(arch.stream[0]))]
+                + [(name, arch.describe_block(i)) for i, name in enumerate(arch.block_names)]
+                + [("conv_img", f"{arch.stream[-1]} -> {arch.output_nc}")])
+    return ([("stem", " / ".join(map(str, arch.stem)))]
+            + [(f"block {n + 1}", describe_block(arch, n)) for n in range(arch.n_blocks)]
+            + [("head", " / ".join(map(str, arch.head)))])
 
 
 def describe_block(arch: Arch, n: int) -> str:

@@ -25,7 +25,7 @@ CAT's layout (:mod:`nas_prune.model`). Scores feed one global threshold
     meaningful scores.
 
 The scores of a depthwise branch are those of its 1x1 conv: the depthwise conv and its
-norm follow the same channels.
+norm follow the same channels. SPADE generators: :mod:`nas_prune.spade.importance`.
 """
 
 from __future__ import annotations
@@ -160,8 +160,8 @@ _CRITERIA: dict[str, Callable[..., dict]] = {"gamma": gamma, "l1": l1, "activati
 
 
 def default_criterion(arch: Arch) -> str:
-    """``gamma`` when the norms are affine (CAT teachers), else ``l1``."""
-    return "gamma" if arch.affine else "l1"
+    """``gamma`` when the norms are affine (CAT teachers, SPADE generators), else ``l1``."""
+    return "gamma" if arch.family == "spade" or arch.affine else "l1"
 
 
 def compute_importance(
@@ -181,4 +181,8 @@ def compute_importance(
     name = criterion or default_criterion(arch)
     if name not in _CRITERIA:
         raise NasPruneError(f"unknown importance criterion {name!r}: choose {', '.join(CRITERIA)}")
+    if arch.family == "spade":
+        from nas_prune.spade.importance import spade_importance
+
+        return name, spade_importance(name, arch, state_dict)  # type: ignore[arg-type]
     return name, _CRITERIA[name](arch, state_dict, **options)

@@ -41,8 +41,8 @@ class LayerCost:
 
     Attributes:
         name: module path in the built generator (``features.3.res_ops.0.1.0``).
-        stage: ``stem``, ``block1`` .. ``blockN`` or ``head``.
-        kind: ``conv``, ``dwconv``, ``convT`` or ``norm``.
+        stage: ``stem``, ``block1`` .. ``blockN`` or ``head`` (SPADE: ``fc``, the block names, ``out``).
+        kind: ``conv``, ``dwconv``, ``convT`` or ``norm`` (SPADE also ``resize``, ``mul``, ``act``).
         macs: MACs in the requested convention for one image.
         params: learnable parameters of the layer.
     """
@@ -133,13 +133,16 @@ def layer_costs(
     """Every layer's MACs (for one image) and parameters, in forward order.
 
     Args:
-        arch: the generator.
-        input_size: ``H``, ``"HxW"`` or ``(H, W)``; divisible by 4.
+        arch: the generator (SPADE generators: :mod:`nas_prune.spade.macs`).
+        input_size: ``H``, ``"HxW"`` or ``(H, W)``; divisible by 4 (by ``2 ** n_upsampling``
+            for SPADE generators).
         convention: ``"fvcore"`` or ``"paper"`` (see the module docstring).
     """
     check_convention(convention)
     if arch.family == "spade":
-        raise NasPruneError("MACs of SPADE generators are not supported yet")
+        from nas_prune.spade.macs import spade_costs
+
+        return spade_costs(arch, input_size, convention)  # type: ignore[arg-type]
     return list(_iter_costs(arch, parse_input_size(input_size), convention))
 
 
@@ -215,7 +218,9 @@ def count_macs(
 def count_params(arch: Arch) -> int:
     """Learnable parameters of ``build_generator(arch)`` (buffers such as running stats excluded)."""
     if arch.family == "spade":
-        raise NasPruneError("MACs of SPADE generators are not supported yet")
+        from nas_prune.spade.macs import spade_params
+
+        return spade_params(arch)  # type: ignore[arg-type]
     return sum(c.params for c in _iter_costs(arch, (4, 4), "fvcore"))
 
 

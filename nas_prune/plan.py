@@ -47,7 +47,7 @@ from nas_prune.macs import check_convention, format_macs, parse_input_size
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-FLOOR_KINDS = ("stem", "head")
+FLOOR_KINDS = ("stem", "head", "stream")
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,9 @@ class PrunableLayer:
         width: the teacher's width (number of channels, >= 1).
         index: stem/head position ``I``, or the kernel-size slot ``J`` for branches.
         block: block index ``N`` for branches, None for stem/head.
+        unit: the width is kept a multiple of this (SPADE ``stream.0``; 1 elsewhere).
+        follows: a layer whose width is set from this one's (SPADE ``stream.K`` follow
+            ``stream.0``) instead of by the threshold; None for thresholded layers.
     """
 
     name: str
@@ -67,6 +70,8 @@ class PrunableLayer:
     width: int
     index: int
     block: int | None = None
+    unit: int = 1
+    follows: str | None = None
 
     @property
     def has_floor(self) -> bool:
@@ -75,9 +80,14 @@ class PrunableLayer:
 
 
 def prunable_layers(arch: Arch) -> list[PrunableLayer]:
-    """Every prunable layer of ``arch`` in forward order (branches of width 0 are skipped)."""
+    """Every prunable layer of ``arch`` in forward order (branches of width 0 are skipped).
+
+    SPADE generators: :func:`nas_prune.spade.plan.spade_prunable_layers`.
+    """
     if arch.family == "spade":
-        raise NasPruneError("pruning SPADE generators is not supported yet")
+        from nas_prune.spade.plan import spade_prunable_layers
+
+        return spade_prunable_layers(arch)  # type: ignore[arg-type]
     layers = [PrunableLayer(f"stem.{i}", "stem", w, i) for i, w in enumerate(arch.stem)]
     for n, block in enumerate(arch.blocks):
         for kind, widths in (("res", block.res), ("dw", block.dw)):
@@ -93,6 +103,10 @@ def arch_from_widths(teacher: Arch, widths: Mapping[str, int]) -> Arch:
 
     Layers missing from ``widths`` keep 0 for branches; stem/head must be given.
     """
+    if teacher.family == "spade":
+        from nas_prune.spade.plan import spade_arch_from_widths
+
+        return spade_arch_from_widths(teacher, widths)  # type: ignore[arg-type,return-value]
     blocks = []
     for n, block in enumerate(teacher.blocks):
         res = tuple(widths.get(f"blocks.{n}.res.{j}", 0) for j in range(len(block.res)))
@@ -245,6 +259,40 @@ class MacsFormula:
         return total
 
 
+def macs_formula(teacher: Arch, *, input_size: int | str | tuple[int, int] = 256, convention: str = "fvcore"):
+    """The closed MACs formula of ``teacher``'s students (:class:`MacsFormula`, or
+    :class:`nas_prune.spade.plan.SpadeMacsFormula` for SPADE generators)."""
+    if teacher.family == "spade":
+        from nas_prune.spade.plan import SpadeMacsFormula
+
+        return SpadeMacsFormula(teacher, input_size=input_size, convention=convention)  # type: ignore[arg-type]
+    return MacsFormula(teacher, input_size=input_size, convention=convention)
+
+
+def complete_widths(teacher: Arch, widths: Mapping[str, int]) -> dict[str, int]:
+    """``widths`` with the layers that follow others filled in (SPADE stream segments, idle
+    modulation networks); unchanged for the CycleGAN/pix2pix generators."""
+    if teacher.family == "spade":
+        from nas_prune.spade.plan import spade_complete_widths
+
+        return spade_complete_widths(teacher, widths)  # type: ignore[arg-type]
+    return dict(widths)
+
+
+def layer_rule(layer: PrunableLayer, teacher: Arch, *, min_channels: int, round_to: int | None) -> tuple[int, int]:
+    """``(step, floor)``: a thresholded layer's width is a multiple of ``step`` and at least ``floor``.
+
+    Stem/head: ``step = round_to`` (or 1), ``floor = min(min_channels, width)`` rounded up to
+    a step; branches: no floor. SPADE: :func:`nas_prune.spade.plan.spade_layer_rule`.
+    """
+    if teacher.family == "spade":
+        from nas_prune.spade.plan import spade_layer_rule
+
+        return spade_layer_rule(layer, min_channels, round_to, teacher)  # type: ignore[arg-type]
+    step = round_to or 1
+    return step, (min(layer.width, -(-min_channels // step) * step) if layer.has_floor else 0)
+
+
 class ThresholdFamily:
     """The students of one teacher and one set of scores, indexed by threshold.
 
@@ -285,24 +333,24 @@ class ThresholdFamily:
             raise NasPruneError(f"round_to must be >= 1, got {round_to}")
         self.teacher = teacher
         self.convention = convention
-        self.macs = MacsFormula(teacher, input_size=input_size, convention=convention)
+        self.macs = macs_formula(teacher, input_size=input_size, convention=convention)
         self.min_channels = min_channels
         self.round_to = round_to if round_to and round_to > 1 else None
         self.layers = prunable_layers(teacher)
+        self.thresholded = [l for l in self.layers if l.follows is None]
         self.scores = _check_scores(scores, self.layers)
-        step = self.round_to or 1
         self._order: dict[str, np.ndarray] = {}
         self._ascending: dict[str, np.ndarray] = {}
+        self._step: dict[str, int] = {}
         self._floor: dict[str, int] = {}
         for layer in self.layers:
             s = self.scores[layer.name]
             self._order[layer.name] = np.argsort(-s, kind="stable")
             self._ascending[layer.name] = np.sort(s)
-            floor = 0
-            if layer.has_floor:
-                floor = min(layer.width, -(-min_channels // step) * step)
-            self._floor[layer.name] = floor
-        self.values = np.unique(np.concatenate([self.scores[l.name] for l in self.layers]))
+            self._step[layer.name], self._floor[layer.name] = layer_rule(
+                layer, teacher, min_channels=min_channels, round_to=self.round_to
+            )
+        self.values = np.unique(np.concatenate([self.scores[l.name] for l in self.thresholded]))
 
     @property
     def n_candidates(self) -> int:
@@ -316,12 +364,11 @@ class ThresholdFamily:
         """Width of every prunable layer for candidate ``i`` (floors and rounding applied)."""
         t = -math.inf if i == 0 else self.values[i - 1]
         out = {}
-        for layer in self.layers:
+        for layer in self.thresholded:
             above = layer.width - int(np.searchsorted(self._ascending[layer.name], t, side="right"))
-            if self.round_to:
-                above -= above % self.round_to
+            above -= above % self._step[layer.name]
             out[layer.name] = max(above, self._floor[layer.name])
-        return out
+        return complete_widths(self.teacher, out)
 
     def macs_at(self, i: int) -> int:
         """MACs of candidate ``i`` in the family's convention."""
@@ -344,7 +391,7 @@ class ThresholdFamily:
             NasPruneError: target above the teacher's MACs, or below the smallest student.
         """
         conv = self.convention
-        teacher_macs = self.macs({l.name: l.width for l in self.layers})
+        teacher_macs = self.macs(complete_widths(self.teacher, {l.name: l.width for l in self.layers}))
         if target_macs > teacher_macs:
             raise NasPruneError(
                 f"target {format_macs(target_macs, conv)} is above the teacher's "
@@ -383,9 +430,9 @@ class ThresholdFamily:
             ``(new widths, number of channels added)``.
         """
         widths = dict(widths)
-        step = self.round_to or 1
         candidates = []
-        for layer in self.layers:
+        for layer in self.thresholded:
+            step = self._step[layer.name]
             s = self.scores[layer.name][self._order[layer.name]]
             for start in range(widths[layer.name], layer.width - step + 1, step):
                 candidates.append((-float(s[start]), layer.name, start))
@@ -395,8 +442,13 @@ class ThresholdFamily:
         for _, name, start in candidates:
             if name in closed or widths[name] != start:
                 continue
+            step = self._step[name]
             widths[name] = start + step
-            if self.macs(widths) <= target_macs:
+            completed = complete_widths(self.teacher, widths)
+            if completed[name] != widths[name]:  # a layer that cannot grow yet (SPADE: idle modulation)
+                widths[name] = start
+            elif self.macs(completed) <= target_macs:
+                widths = completed
                 added += step
             else:
                 widths[name] = start

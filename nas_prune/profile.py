@@ -78,7 +78,7 @@ def profile(
     """Profile ``source`` (see the module docstring) and return a JSON-ready report.
 
     Args:
-        input_size: ``H`` or ``"HxW"``, divisible by 4.
+        input_size: ``H`` or ``"HxW"``, divisible by 4 (SPADE generators: by ``2 ** n_upsampling``).
         convention: convention of the per-stage / per-layer rows; totals are given in both.
         per_layer: include one row per layer.
         measure: also trace a real forward pass with fvcore, torchprofile and thop and
@@ -86,7 +86,8 @@ def profile(
 
     Returns:
         ``{"model", "kind", "arch", "input_size", "params", "macs": {convention: total},
-        "stages": [...], "layers": [...]?, "measured": {...}?}``.
+        "stages": [...], "layers": [...]?, "measured": {...}?, "notes": [...]?}`` (notes: what
+        loading a checkpoint assumed or dropped).
     """
     check_convention(convention)
     size = parse_input_size(input_size)
@@ -105,6 +106,8 @@ def profile(
             for stage, (macs, params) in stage_totals(costs).items()
         ],
     }
+    if loaded is not None and loaded.notes:
+        report["notes"] = list(loaded.notes)
     if per_layer:
         report["layers"] = [
             {"name": c.name, "stage": c.stage, "kind": c.kind, "macs": c.macs, "params": c.params} for c in costs

@@ -462,7 +462,7 @@ def render_result(result: SearchResult, console) -> None:
     """Print the per-layer widths table and the target / reached / params summary."""
     from rich.table import Table
 
-    from nas_prune.export import describe_block
+    from nas_prune.export import layer_rows
     from nas_prune.macs import layer_costs, stage_totals
 
     s, t = result.student_arch, result.teacher.arch
@@ -474,14 +474,12 @@ def render_result(result: SearchResult, console) -> None:
     table.add_column("teacher")
     table.add_column("student")
     table.add_column(f"MACs ({conv})", justify="right")
-    table.add_row("stem", " / ".join(map(str, t.stem)), " / ".join(map(str, s.stem)),
-                  format_macs(stages["stem"][0]))
-    for n in range(s.n_blocks):
-        stage = f"block{n + 1}"
-        table.add_row(f"block {n + 1}", describe_block(t, n), describe_block(s, n),
-                      format_macs(stages[stage][0]) if stage in stages else "0")
-    table.add_row("head", " / ".join(map(str, t.head)), " / ".join(map(str, s.head)),
-                  format_macs(stages["head"][0]))
+    if s.family == "spade":
+        stage_names = ["fc", *s.block_names, "out"]
+    else:
+        stage_names = ["stem", *(f"block{n + 1}" for n in range(s.n_blocks)), "head"]
+    for (name, t_widths), (_, s_widths), stage in zip(layer_rows(t), layer_rows(s), stage_names):
+        table.add_row(name, t_widths, s_widths, format_macs(stages[stage][0]) if stage in stages else "0")
     console.print(table)
 
     summary = Table(show_header=True)

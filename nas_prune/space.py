@@ -115,24 +115,7 @@ class SearchSpace:
         """Validate ``data`` strictly; errors read ``<source>: <field>: <problem>``."""
         if not isinstance(data, Mapping):
             raise NasPruneError(f"{source}: expected a mapping at the top level")
-        unknown = sorted(set(data) - set(_FIELDS))
-        if unknown:
-            raise NasPruneError(
-                f"{source}: {unknown[0]}: unknown key (known keys: {', '.join(_FIELDS)})"
-            )
-        values: dict[str, Any] = {}
-        for key, (typ, default) in _FIELDS.items():
-            if key not in data:
-                if default is ...:
-                    raise NasPruneError(f"{source}: {key}: missing required key")
-                values[key] = default
-                continue
-            value = data[key]
-            bad_bool = isinstance(value, bool) and typ is not bool
-            if bad_bool or not isinstance(value, typ):
-                want = typ.__name__ if isinstance(typ, type) else "number"
-                raise NasPruneError(f"{source}: {key}: expected {want}, got {value!r}")
-            values[key] = value
+        values = read_fields(data, _FIELDS, source)
         for key in ("res_kernel_sizes", "dw_kernel_sizes"):
             ks = values[key]
             if not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 and k % 2 == 1 for k in ks):
@@ -159,6 +142,36 @@ class SearchSpace:
             raise NasPruneError(f"{source}: dropout: must be in [0, 1), got {values['dropout']}")
         values["dropout"] = float(values["dropout"])
         return cls(**values)
+
+
+def read_fields(
+    data: Mapping[str, Any], fields: Mapping[str, tuple[Any, Any]], source: str
+) -> dict[str, Any]:
+    """Every field of ``fields`` (``{name: (type, default or ...)}``) read from ``data``, type-checked.
+
+    Raises:
+        NasPruneError: ``<source>: <key>: unknown key`` / ``missing required key`` / ``expected <type>``.
+    """
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise NasPruneError(f"{source}: {unknown[0]}: unknown key (known keys: {', '.join(fields)})")
+    values: dict[str, Any] = {}
+    for key, (typ, default) in fields.items():
+        if key not in data:
+            if default is ...:
+                raise NasPruneError(f"{source}: {key}: missing required key")
+            values[key] = default
+            continue
+        value = data[key]
+        bad_bool = isinstance(value, bool) and typ is not bool
+        if bad_bool or not isinstance(value, typ):
+            if isinstance(typ, type):
+                want = typ.__name__
+            else:
+                want = "list or null" if type(None) in typ else "number"
+            raise NasPruneError(f"{source}: {key}: expected {want}, got {value!r}")
+        values[key] = value
+    return values
 
 
 def load_space(path: str | os.PathLike) -> "SearchSpace | SpadeSpace":

@@ -178,6 +178,8 @@ def teacher_arch(config: TeacherConfig):
         name = "cat_inception_pix2pix.yaml" if config.objective == "pix2pix" else "cat_inception.yaml"
         path = shipped_spaces_dir() / name
     space = load_space(path)
+    if getattr(space, "family", "inception") == "spade":
+        raise NasPruneError(f"{path}: train-teacher trains CycleGAN/pix2pix generators, not SPADE generators")
     changes: dict[str, Any] = {}
     for key in ("ngf", "n_blocks", "norm"):
         if getattr(config, key) is not None:

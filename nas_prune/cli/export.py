@@ -16,7 +16,7 @@ def export_cli(
     model: Path = typer.Argument(..., help="Student folder (arch.json + student.safetensors), distill final/, or checkpoint."),
     out: Path = typer.Option(..., "--out", help="Output file (.onnx / .pt) or folder."),
     format: str = typer.Option("onnx", "--format", help="onnx or torchscript."),
-    input_size: str = typer.Option("256", "--input-size", help="Example input: N or HxW, divisible by 4."),
+    input_size: str = typer.Option("256", "--input-size", help="Example input: N or HxW, divisible by 4 (SPADE: by 2^n, e.g. 64; input is the semantic map)."),
     batch_size: int = typer.Option(1, "--batch-size", help="Batch of the example input."),
     opset: int = typer.Option(17, "--opset", help="ONNX opset."),
     dynamic: bool = typer.Option(True, "--dynamic/--static", help="ONNX with dynamic batch, height and width."),

@@ -15,7 +15,7 @@ from nas_prune.cli.common import console, user_errors
 @app.command("profile")
 def profile_cli(
     model: Path = typer.Argument(..., help="Checkpoint (.pth/.pt/.safetensors), search-space .yaml or shipped space name (cat_inception), or arch.json / student folder."),
-    input_size: str = typer.Option("256", "--input-size", help="Input size: N or HxW, divisible by 4."),
+    input_size: str = typer.Option("256", "--input-size", help="Input size: N or HxW, divisible by 4 (SPADE: by 2^n, e.g. 64)."),
     convention: str = typer.Option("fvcore", "--convention", help="MACs convention of the per-stage rows: fvcore or paper."),
     per_layer: bool = typer.Option(False, "--per-layer", help="One row per layer."),
     measure: bool = typer.Option(False, "--measure", help="Also count on a real forward pass (fvcore, torchprofile, thop)."),
@@ -61,6 +61,8 @@ def _render(report: dict) -> None:
     for c, total in report["macs"].items():
         out.print(f"total: {format_macs(total, c)} = {total:,}")
     out.print(f"params: {report['params']:,}")
+    for note in report.get("notes", []):
+        out.print(f"note: {note}", highlight=False)
     if "measured" in report:
         for name, value in report["measured"].items():
             out.print(f"measured {name}: {format_macs(value) if name != 'params' else f'{value:,}'} = {value:,}")

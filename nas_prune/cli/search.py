@@ -14,12 +14,12 @@ from nas_prune.cli.common import console, user_errors
 
 @app.command("search")
 def search_cli(
-    teacher: Path = typer.Option(..., "--teacher", help="Teacher checkpoint (.pth/.pt/.safetensors; CAT or ResNet layout)."),
+    teacher: Path = typer.Option(..., "--teacher", help="Teacher checkpoint (.pth/.pt/.safetensors; CAT, ResNet or CAT SPADE layout)."),
     target_macs: str = typer.Option(..., "--target-macs", help="MACs budget for one image: 2.6G, 2.6B, 2600M or 2.6e9."),
     space: Optional[Path] = typer.Option(None, "--space", help="Search space the teacher must belong to: a YAML file or a shipped name (cat_inception)."),
     convention: str = typer.Option("fvcore", "--convention", help="Convention of the target: fvcore or paper (ConvTranspose over output pixels, as CAT / GAN Compression report)."),
-    input_size: str = typer.Option("256", "--input-size", help="Input size the MACs are counted at: N or HxW, divisible by 4."),
-    min_channels: int = typer.Option(16, "--min-channels", help="Floor on stem and head widths (branches may reach 0)."),
+    input_size: str = typer.Option("256", "--input-size", help="Input size the MACs are counted at: N or HxW, divisible by 4 (SPADE: by 2^n, e.g. 64)."),
+    min_channels: int = typer.Option(16, "--min-channels", help="Floor on stem and head widths (branches may reach 0); SPADE: floor on ngf (fc width >= 16x this)."),
     importance: Optional[str] = typer.Option(None, "--importance", help="Channel importance: gamma | l1 | activation (default gamma when the norms are affine, else l1)."),
     round_to: Optional[int] = typer.Option(None, "--round-to", help="Round every width down to a multiple of N (floors up), still under the target."),
     fill: bool = typer.Option(True, "--fill/--no-fill", help="After thresholding, add the next channels by score while they fit (--no-fill: CAT's plain threshold)."),

@@ -198,25 +198,16 @@ class SpadeArch:
         """
         if not isinstance(data, Mapping):
             raise NasPruneError(f"{where}: expected an object, got {type(data).__name__}")
+        from nas_prune.arch import check_fields, int_list
+
         known = {"family", "label_nc", "output_nc", "num_upsampling_layers", "norm", "activation",
                  "kernel_sizes", "stream", "blocks"}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise NasPruneError(f"{where}.{unknown[0]}: unknown field")
-        missing = sorted(known - set(data))
-        if missing:
-            raise NasPruneError(f"{where}.{missing[0]}: missing field")
+        check_fields(data, where, known, known)
         if data["family"] != FAMILY:
             raise NasPruneError(f"{where}.family: expected {FAMILY!r}, got {data['family']!r}")
 
         def ints(key: str, value: Any, length: int | None = None) -> tuple[int, ...]:
-            if not isinstance(value, (list, tuple)) or not all(
-                isinstance(v, int) and not isinstance(v, bool) for v in value
-            ):
-                raise NasPruneError(f"{where}.{key}: expected a list of integers")
-            if length is not None and len(value) != length:
-                raise NasPruneError(f"{where}.{key}: expected {length} values, got {len(value)}")
-            return tuple(value)
+            return int_list(where, key, value, length)
 
         for key in ("label_nc", "output_nc"):
             if not isinstance(data[key], int) or isinstance(data[key], bool):
@@ -263,17 +254,21 @@ class SpadeArch:
         )
 
     def describe_block(self, i: int) -> str:
-        """``1024->512 res k3:24 k5:10, dw k1:6 | spade res k3:8`` or ``... no branches``."""
+        """``1024->512 res k3:24 k5:10, dw k1:6; spade res k3:8`` or ``1024->512 no branches``."""
         b = self.blocks[i]
         head = f"{self.fin(i)}->{self.fout(i)}"
         if b.is_identity:
             return f"{head} no branches"
-        parts = []
-        for kind, label in (("res", "res"), ("dw", "dw"), ("spade_res", "| spade res"), ("spade_dw", "spade dw")):
-            kept = [f"k{k}:{w}" for k, w in zip(self.kernel_sizes, b.widths(kind)) if w]
-            if kept:
-                parts.append(f"{label} {' '.join(kept)}")
-        return f"{head} " + ", ".join(parts).replace(", |", " |")
+        groups = []
+        for kinds in (("res", "dw"), ("spade_res", "spade_dw")):
+            parts = []
+            for kind in kinds:
+                kept = [f"k{k}:{w}" for k, w in zip(self.kernel_sizes, b.widths(kind)) if w]
+                if kept:
+                    parts.append(f"{kind.replace('_', ' ')} {' '.join(kept)}")
+            if parts:
+                groups.append(", ".join(parts))
+        return f"{head} " + "; ".join(groups)
 
 
 def _problems(arch: SpadeArch) -> Iterable[str]:

@@ -107,10 +107,12 @@ class SpadeModulation(nn.Module):
 
     def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
         normalized = self.param_free_norm(x)
-        seg = F.interpolate(seg, size=x.size()[2:], mode="nearest")
         if len(self.res_ops) == 0 and len(self.dw_ops) == 0:
-            gamma = beta = 0  # CAT still multiplies by (1 + 0): kept so the paper count is CAT's
+            # CAT resizes seg for nothing (a traced graph drops it) and still multiplies by
+            # (1 + 0): kept, so torchprofile counts this module as it counts CAT's.
+            gamma = beta = 0
         else:
+            seg = F.interpolate(seg, size=x.size()[2:], mode="nearest")
             tmp = _branch_sum((*self.res_ops, *self.dw_ops), len(self.res_ops), seg)
             gamma, beta = tmp[:, : self.fin], tmp[:, self.fin :]
         return normalized * (1 + gamma) + beta
@@ -178,7 +180,7 @@ class SpadeGenerator(nn.Module):
     def _run(self, seg: torch.Tensor, wanted: set[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         h, w = seg.shape[2], seg.shape[3]
         m = self.arch.size_multiple
-        if h % m or w % m:
+        if not torch.jit.is_tracing() and (h % m or w % m):
             raise NasPruneError(
                 f"SPADE generator input {h}x{w}: height and width must be multiples of {m} "
                 f"(num_upsampling_layers {self.arch.num_upsampling_layers!r})"
@@ -234,6 +236,29 @@ def check_spade_taps(arch: SpadeArch, taps: Iterable[str]) -> None:
     for t in taps:
         if t not in valid:
             raise NasPruneError(f"unknown feature layer {t!r}: choose from {', '.join(valid)}")
+
+
+def seeded_weights_(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Seeded random weights in place, for tests and benchmarks without a trained teacher.
+
+    Conv weights ~ N(0, 1 / fan-in) (activations stay O(1) through the blocks, so outputs are
+    not saturated), norm gammas 1 +- 0.3 (distinct importance scores), biases and betas
+    ~ N(0, 0.1), running means ~ N(0, 0.1), running variances in [0.5, 1.5).
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if not t.dtype.is_floating_point:
+                continue
+            if name.endswith("running_var"):
+                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+            elif t.dim() > 1:
+                t.copy_(torch.randn(t.shape, generator=g) / t[0].numel() ** 0.5)
+            elif name.endswith("weight"):
+                t.copy_(1 + 0.3 * torch.randn(t.shape, generator=g))
+            else:
+                t.copy_(0.1 * torch.randn(t.shape, generator=g))
+    return model
 
 
 def build_spade_generator(arch: SpadeArch) -> SpadeGenerator:

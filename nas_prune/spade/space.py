@@ -21,6 +21,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
 from nas_prune.errors import NasPruneError
+from nas_prune.space import read_fields
 from nas_prune.spade.arch import ACTIVATIONS, FAMILY, SPADE_NORMS, UPSAMPLING, SpadeArch, cat_teacher_arch
 
 _FIELDS: dict[str, tuple[type | tuple[type, ...], Any]] = {
@@ -79,21 +80,7 @@ class SpadeSpace:
         """Validate ``data`` strictly; errors read ``<source>: <field>: <problem>``."""
         if not isinstance(data, Mapping):
             raise NasPruneError(f"{source}: expected a mapping at the top level")
-        unknown = sorted(set(data) - set(_FIELDS))
-        if unknown:
-            raise NasPruneError(f"{source}: {unknown[0]}: unknown key (known keys: {', '.join(_FIELDS)})")
-        values: dict[str, Any] = {}
-        for key, (typ, default) in _FIELDS.items():
-            if key not in data:
-                if default is ...:
-                    raise NasPruneError(f"{source}: {key}: missing required key")
-                values[key] = default
-                continue
-            value = data[key]
-            if (isinstance(value, bool) and typ is not bool) or not isinstance(value, typ):
-                want = typ.__name__ if isinstance(typ, type) else "list or null"
-                raise NasPruneError(f"{source}: {key}: expected {want}, got {value!r}")
-            values[key] = value
+        values = read_fields(data, _FIELDS, source)
         if values["family"] != FAMILY:
             raise NasPruneError(f"{source}: family: expected {FAMILY!r}, got {values['family']!r}")
         ks = values["kernel_sizes"]

@@ -147,6 +147,11 @@ def run_study(
     space_obj = load_space(space) if space is not None else None
     loaded = load_generator(teacher, space=space_obj)
     arch = loaded.arch
+    if arch.family == "spade":
+        raise NasPruneError(
+            f"{teacher}: an Optuna study (--trials) needs calibration images, a SPADE generator needs "
+            "semantic maps: not supported; run the one-step search (without --trials)"
+        )
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     notes: list[str] = []
 
