@@ -208,3 +208,23 @@ def _save(state, tmp_path):
     path = tmp_path / "S.pth"
     torch.save(state, path)
     return path
+
+
+def test_spade_space_yaml_is_strict(tmp_path):
+    from nas_prune.space import load_space
+
+    space = load_space("cat_spade_cityscapes")
+    assert isinstance(space, SpadeSpace) and space.teacher_arch() == cat_teacher_arch(ngf=64)
+    good = (Path(__file__).parent.parent / "nas_prune" / "search_spaces" / "cat_spade_cityscapes.yaml").read_text()
+    cases = {
+        "ngf: 64": ("ngf: 64\nnblocks: 9", "nblocks: unknown key"),
+        "num_upsampling_layers: more": ("num_upsampling_layers: many", "num_upsampling_layers: 'many' is not one of"),
+        "activation: leaky_relu": ("activation: gelu", "activation: 'gelu' is not one of"),
+        "channels: null": ("channels: [12, 12]", "channels: expected one integer >= 0 per kernel size"),
+        "family: spade": ("family: stylegan", "family: 'stylegan' is not one of inception, spade"),
+    }
+    for old, (new, message) in cases.items():
+        path = tmp_path / "s.yaml"
+        path.write_text(good.replace(old, new))
+        with pytest.raises(NasPruneError, match=message):
+            load_space(path)
