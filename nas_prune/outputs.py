@@ -24,7 +24,6 @@ What this guarantees:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import stat
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from nas_prune.errors import NasPruneError
+from nas_prune.load import file_sha256
 
 MANIFEST = ".nas-prune-manifest.json"
 MANIFEST_FORMAT = "nas-prune-manifest"
@@ -51,15 +51,6 @@ __all__ = [
     "clear",
     "ClearReport",
 ]
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @contextlib.contextmanager
@@ -127,7 +118,7 @@ def record(path: str | os.PathLike, *, content: str | os.PathLike | None = None,
         entry: dict = {"live": True}
     else:
         src = Path(content) if content is not None else path
-        entry = {"size": src.stat().st_size, "sha256": sha256_file(src)}
+        entry = {"size": src.stat().st_size, "sha256": file_sha256(src)}
     with _locked(folder):
         files = read_manifest(folder)
         if files.get(path.name) == entry:
@@ -163,7 +154,7 @@ def _matches(path: Path, entry: dict) -> bool:
         return False
     if entry.get("live"):
         return True
-    return st.st_size == entry.get("size") and sha256_file(path) == entry.get("sha256")
+    return st.st_size == entry.get("size") and file_sha256(path) == entry.get("sha256")
 
 
 def check_replaceable(path: str | os.PathLike) -> None:
@@ -184,12 +175,14 @@ def check_replaceable(path: str | os.PathLike) -> None:
         )
 
 
-def adopt(folder: str | os.PathLike, patterns: Sequence[str], *, live: Sequence[str] = ()) -> list[Path]:
+def adopt(folder: str | os.PathLike, patterns: Sequence[str], *, live: Sequence[str] = (),
+          dry_run: bool = False) -> list[Path]:
     """Take the files of a run folder written before nas-prune kept manifests as its own.
 
     Only when no manifest exists anywhere in ``folder`` (a run of an earlier version being
     resumed): the existing files matching ``patterns`` (globs relative to ``folder``) are
-    recorded, those matching ``live`` as live. Returns the files recorded.
+    recorded, those matching ``live`` as live. Returns the files recorded (with
+    ``dry_run``: the files it would record, recording nothing).
     """
     folder = Path(folder)
     if not folder.is_dir() or any(folder.rglob(MANIFEST)):
@@ -198,7 +191,8 @@ def adopt(folder: str | os.PathLike, patterns: Sequence[str], *, live: Sequence[
     for pattern in patterns:
         for path in sorted(folder.glob(pattern)):
             if path.is_file() and not path.is_symlink():
-                record(path, live=any(path.match(str(folder / p)) for p in live))
+                if not dry_run:
+                    record(path, live=any(path.match(str(folder / p)) for p in live))
                 done.append(path)
     return done
 

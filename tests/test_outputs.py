@@ -242,3 +242,23 @@ def test_output_paths_that_cannot_be_written(teacher_file, tmp_path, monkeypatch
     for out in (".", work.parent):
         assert_one_error(invoke(*search, "--out", out, "--force"), "the current folder")
     assert snapshot(tmp_path) == before | {"work/notes.txt": hashlib.sha256(b"mine").hexdigest()}
+
+
+def test_a_study_resumed_from_an_earlier_version_keeps_working(teacher_file, tmp_path):
+    """A study folder written before nas-prune kept manifests: resuming it adopts its files."""
+    study = ["search", "--teacher", teacher_file, "--target-macs", "2M", *SEARCH, "--trials", "1",
+             "--calib-images", "2", "--out", tmp_path / "X"]
+    assert invoke(*study).exit_code == 0
+    x = tmp_path / "X"
+    (x / MANIFEST).unlink()
+    (x / "student").mkdir()  # the earlier layout: the student in student/
+    for name in ("arch.json", "student.safetensors", "summary.md"):
+        (x / name).rename(x / "student" / name)
+    (x / "summary.md").write_text("mine")  # a user's file where the student goes: never replaced
+    before = snapshot(tmp_path / "X")
+    assert_one_error(invoke(*study), "summary.md exists and was not written by nas-prune")
+    assert_unchanged(tmp_path / "X", before)
+    (tmp_path / "X" / "summary.md").unlink()
+    res = invoke(*study[:-2], "--trials", "2", "--out", tmp_path / "X")
+    assert res.exit_code == 0 and "resuming: 1 of 2" in res.output, res.output
+    assert {"study.db", "trials.csv", "arch.json"} <= set(read_manifest(tmp_path / "X"))

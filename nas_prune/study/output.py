@@ -44,7 +44,7 @@ def check_out(
             false, or an input would be written over.
     """
     from nas_prune.export import student_files
-    from nas_prune.outputs import check_inputs, check_out_dir, check_writable
+    from nas_prune.outputs import adopt, check_inputs, check_out_dir, check_replaceable, check_writable
 
     check_writable(out)
     writes = [STORAGE_FILE] * (storage is None) + [TRIALS_FILE, PLOT_FILE]
@@ -52,6 +52,13 @@ def check_out(
     other = held_result(out, name=name, config=config, storage=storage)
     if other is None:
         check_inputs([out / w for w in writes], inputs)
+        db = [STORAGE_FILE + x for x in ("", "-wal", "-shm", "-journal", ".nas-prune.lock")]
+        legacy = [*db, TRIALS_FILE, PLOT_FILE, f"{STUDENT_DIR}/*"]  # a study folder of an earlier version
+        earlier = adopt(out, legacy, live=db, dry_run=True)
+        for w in writes[1:] if storage is None else writes:  # the database is opened, never replaced
+            if out / w not in earlier:
+                check_replaceable(out / w)
+        adopt(out, legacy, live=db)
         return
     if not force:
         raise NasPruneError(f"{out} holds {other}: use --force to replace what nas-prune wrote there, "
