@@ -329,7 +329,7 @@ def test_cli_selects_every_method_with_weights_and_options(cli_setup, tmp_path):
     assert {k.split(".")[0] for k in mse} == {"adapters"}
     assert akdg["discriminator.model.0.weight"].shape[0] == 8  # the option reached D_kd
     assert "fusion.body.0.weight" in ackd and not any(k.startswith("attention.") for k in ackd)
-    assert set(ckpt["opt_terms"]) == {"3"}  # only AKDG trains a discriminator of its own
+    assert set(ckpt["opt_terms"]) == {"3", "4"}  # AKDG's discriminator and ACKD's accumulation modules
 
 
 def test_cli_errors_for_bad_method_options(cli_setup, tmp_path):

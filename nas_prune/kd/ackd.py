@@ -1,5 +1,6 @@
 """ACKD: accumulation knowledge distillation (Gao & Long, "Accumulation Knowledge
-Distillation for Conditional GAN Compression", Alibaba).
+Distillation for Conditional GAN Compression", ICCV 2023 workshops,
+doi:10.1109/ICCVW60793.2023.00140).
 
 A single deep teacher feature is a narrow view of what the teacher knows. ACKD
 *accumulates* the teacher's features of several shallow stages, combines the
@@ -11,8 +12,9 @@ the student's corresponding deep stage:
                                                                        query from the deep
                                                                        stage, key/value from A
     ACK-F  = fuse(A)                                                   conv block
-    target = T_deep (residual) + ACK-A and/or ACK-F
-    loss   = mse(adapter(S_deep), target)
+    K      = ACK-A and/or ACK-F                                        accumulated knowledge
+    target = T_deep (residual) + K
+    loss   = mse(adapter(S_deep), target)                              the student's term
 
 ``align_i`` is a learned 1x1 conv to the deep tap's teacher channel count
 ``C_t`` and ``resize`` is bilinear interpolation (area pooling when shrinking)
@@ -23,7 +25,32 @@ the deep feature (tokens); ``q``, ``k`` project to ``width`` channels, ``v`` and
 component whose removal the paper's ACK-F ablation shows to hurt (FID 18.47 ->
 19.63 in self-distillation, 22.10 -> 23.67 at 82.5x compression, edges->shoes).
 
-Choices made here (the paper leaves them open or ties them to its networks):
+**How the accumulation modules are trained.** No public code exists for the paper
+(searched by title, authors and the module names), and nas-prune could not confirm
+from the paper what trains ``align``, ACK-A and ACK-F. Training them on the
+student's own loss, as nas-prune did before, lets them *reshape the target* instead
+of the student learning it: optimising only the term's parameters against a random,
+fixed student feature that carries no teacher information lowered that loss from
+9.7 to 1.3 in 300 Adam steps. So the target is kept out of the student's reach:
+
+- the student's loss sees the target as a constant (stop-gradient): only the student
+  and its ``adapter`` (:meth:`generator_parameters`) learn from it;
+- the accumulation modules learn in their own optimiser step
+  (:meth:`discriminator_parameters` / :meth:`discriminator_loss`, run by the training
+  loop after each generator step) on a teacher-only objective: ``K`` must reconstruct
+  the teacher's deep stage, ``loss(K, T_deep)``. ``K`` can only draw its values from
+  the shallow accumulation (ACK-A's values and ACK-F's input are ``A``; the deep
+  feature only chooses where ACK-A reads), so it learns to express the deep stage in
+  terms of the accumulated shallow knowledge, which is the knowledge the method adds
+  to the target. Nothing the student does can move it, and it cannot shrink toward
+  the student.
+
+With the residual on, ``target = T_deep + K`` starts at ``T_deep`` (``K`` starts at 0)
+and moves toward ``T_deep`` plus its reconstruction from the shallow stages; the
+adapter absorbs the change of scale. With ``residual=False`` the target is ``K``
+alone, the deep stage as the shallow stages see it.
+
+Other choices made here (the paper leaves them open or ties them to its networks):
 
 - **Stages**: the term's taps, in forward order; the deepest is the deep stage,
   all others are accumulated. The default taps are CAT's distillation layers
@@ -36,20 +63,16 @@ Choices made here (the paper leaves them open or ties them to its networks):
   average-pools keys/values by that factor to bound the ``(hw)^2`` attention
   memory on large images (1: off, the default).
 - **Fusion block** (ACK-F): conv3x3 - ReLU - conv3x3 at ``C_t`` channels.
-- **Loss on the target**: ``loss="mse"`` (default), ``"l1"`` or ``"smooth_l1"``.
+- **Loss**: ``loss="mse"`` (default), ``"l1"`` or ``"smooth_l1"``, for both the
+  student's term and the modules' reconstruction.
 - **Initialisation**: with the residual on, the last layer of ACK-A (``out``)
   and of ACK-F start at zero, so the target starts as ``T_deep`` exactly (the
-  term begins as GAN Compression's adapter MSE on the deep stage) and the
-  accumulated knowledge is blended in as training proceeds.
+  term begins as GAN Compression's adapter MSE on the deep stage).
+- **Weight**: the paper's loss weight is not reproduced here (``--lambda-ackd``,
+  default 1).
 
-All learnable parts (``align``, attention, fusion block, student adapter) are
-:meth:`generator_parameters`, trained with the student on this term's loss; the
-teacher itself is never updated (its features are detached here, so no gradient
-reaches it even if the caller forgot ``no_grad``). Because the fusion modules and
-the student adapter minimise the same loss, the target can drift toward what the
-student already produces; the deep-stage residual anchors it. Without it
-(``residual=False``) the target is free to shrink, which is why that setting is
-only offered for ablations.
+The teacher itself is never updated (its features are detached here, so no gradient
+reaches it even if the caller forgot ``no_grad``).
 """
 
 from __future__ import annotations
@@ -150,6 +173,10 @@ def _int_option(name: str, value: object) -> int:
 class ACKD(FeatureTerm):
     """Accumulated shallow teacher knowledge + deep teacher feature as the deep student target.
 
+    The student and ``adapter`` learn from :meth:`forward` (target held constant); the
+    accumulation modules (``align``, ``attention``, ``fusion``) learn from
+    :meth:`discriminator_loss` in their own optimiser step (see the module docstring).
+
     Args:
         teacher_arch / student_arch: see :class:`DistillTerm`.
         taps: at least two taps; the deepest (in forward order) is the deep stage,
@@ -160,7 +187,7 @@ class ACKD(FeatureTerm):
         kv_pool: pool keys/values by this factor (1: off).
         residual: add the deep-stage teacher feature to the target (True).
         loss: ``"mse"`` (default), ``"l1"`` or ``"smooth_l1"`` between the adapted
-            student feature and the target.
+            student feature and the target, and between ``K`` and the deep feature.
 
     Attributes:
         deep: the deep-stage tap; ``shallow``: the accumulated taps.
@@ -206,32 +233,52 @@ class ACKD(FeatureTerm):
         size = tuple(t_feats[self.deep].shape[-2:])
         total = None
         for tap in self.shallow:
-            a = self.align[tap](resize_to(t_feats[tap].detach(), size))
+            a = self.align[tap](resize_to(_plain(t_feats[tap]), size))
             total = a if total is None else total + a
         return total
 
-    def target(self, t_feats: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The accumulated knowledge for the deep stage, ``(N, C_t, h, w)``."""
-        deep = t_feats[self.deep].detach()
+    def knowledge(self, t_feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``K``: ACK-A and/or ACK-F of the accumulation, ``(N, C_t, h, w)``."""
+        deep = _plain(t_feats[self.deep])
         acc = self.accumulate(t_feats)
-        parts = [deep] if self.residual else []
+        total = None
         if self.attention is not None:
-            parts.append(self.attention(deep, acc))
+            total = self.attention(deep, acc)
         if self.fusion is not None:
-            parts.append(self.fusion(acc))
-        total = parts[0]
-        for p in parts[1:]:
-            total = total + p
+            f = self.fusion(acc)
+            total = f if total is None else total + f
         return total
 
+    def target(self, t_feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The student's target for the deep stage, ``T_deep + K`` (``K`` alone without the residual); no gradient."""
+        with torch.no_grad():
+            k = self.knowledge(t_feats)
+            return t_feats[self.deep].detach() + k if self.residual else k
+
     def forward(self, batch: KDBatch) -> torch.Tensor:
+        """The student's loss: ``loss(adapter(S_deep), target)``, the target held constant."""
         return feature_loss(self.adapter(batch.s_feats[self.deep]), self.target(batch.t_feats), self.loss)
 
+    def discriminator_loss(self, batch: KDBatch) -> torch.Tensor:
+        """The accumulation modules' own loss: ``loss(K, T_deep)``, teacher features only."""
+        deep = _plain(batch.t_feats[self.deep])
+        return feature_loss(self.knowledge(batch.t_feats), deep, self.loss)
+
     def generator_parameters(self):
-        return iter(self.parameters())
+        return iter(self.adapter.parameters())
+
+    def discriminator_parameters(self):
+        modules = [self.align, self.attention, self.fusion]
+        return iter([p for m in modules if m is not None for p in m.parameters()])
 
     def extra_repr(self) -> str:
         return (
             f"shallow={list(self.shallow)}, deep={self.deep!r}, mode={self.mode!r}, width={self.width}, "
             f"kv_pool={self.kv_pool}, residual={self.residual}, loss={self.loss!r}"
         )
+
+
+def _plain(x: torch.Tensor) -> torch.Tensor:
+    """``x`` detached, and copied out of inference mode so that autograd may save it."""
+    x = x.detach()
+    return x.clone() if x.is_inference() else x

@@ -22,7 +22,8 @@ Protocol (everything is produced by nas-prune itself, nothing is downloaded):
    student starts every run.
 4. Fine-tuning: :func:`nas_prune.distill.distill` with the loop's defaults for paired
    data (LSGAN, lambda_gan 1, lambda_recon 100, Adam 2e-4) and one distillation
-   setting per row, each distillation weight 1, ``--steps`` steps (half constant,
+   setting per row (``METHODS``: each method's defaults at weight 1, and rows
+   ``method@setting`` at a published weight, ``PUBLISHED``), ``--steps`` steps (half constant,
    half linear decay), batch 4, PatchGAN ndf 16 (also for AKDG's D_kd), seeds 0..N-1.
    The seed changes the discriminators' initialisation, the data order and flips,
    and the initialisation of the methods' own modules; the student always starts
@@ -34,7 +35,9 @@ Protocol (everything is produced by nas-prune itself, nothing is downloaded):
 
 Each process uses one thread (``torch.set_num_threads(1)``): on a busy 2-core
 machine more threads per process made steps an order of magnitude slower.
-Finished runs are cached as JSON in ``--work``, so an interrupted ablation resumes.
+Finished runs are cached as JSON in ``--work``, so an interrupted ablation resumes; the
+cache folder carries ``METHODS_VERSION``, bumped whenever a method's defaults change, so
+runs of older method code are never mixed in.
 """
 
 from __future__ import annotations
@@ -54,15 +57,35 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-METHODS: dict[str, dict[str, float]] = {
-    "none": {},
-    "mse": {"mse": 1.0},
-    "gcka": {"gcka": 1.0},
-    "crd": {"crd": 1.0},
-    "akdg": {"akdg": 1.0},
-    "ackd": {"ackd": 1.0},
-    "gcka+crd": {"gcka": 1.0, "crd": 1.0},
+#: Row name -> (distillation weights, per-method options). Rows named ``method@setting`` use a
+#: published weight where it differs from nas-prune's default of 1 (see ``PUBLISHED``).
+METHODS: dict[str, tuple[dict[str, float], dict[str, dict]]] = {
+    "none": ({}, {}),
+    "mse": ({"mse": 1.0}, {}),
+    "gcka": ({"gcka": 1.0}, {}),
+    "gcka@cityscapes": ({"gcka": 2.0}, {}),
+    "gcka@map2aerial": ({"gcka": 5.2}, {}),
+    "crd": ({"crd": 1.0}, {}),
+    "crd@pix2pix": ({"crd": 4.0}, {}),
+    "akdg": ({"akdg": 1.0}, {"akdg": {"conditional": True}}),
+    "akdg-uncond": ({"akdg": 1.0}, {"akdg": {"conditional": False}}),
+    "ackd": ({"ackd": 1.0}, {}),
+    "gcka+crd": ({"gcka": 1.0, "crd": 1.0}, {}),
 }
+#: Where each weight comes from (written under the table).
+PUBLISHED = {
+    "mse": "1: GAN Compression's pix2pix scripts (edges2shoes, cityscapes: lambda_distill 1 with lambda_recon 100, "
+           "1 GPU), the same as the default row",
+    "gcka@cityscapes": "2.0 = 4 GPUs x CAT's lambda_distill 0.5 (pix2pix cityscapes)",
+    "gcka@map2aerial": "5.2 = 4 GPUs x CAT's lambda_distill 1.3 (pix2pix map->aerial)",
+    "crd@pix2pix": "4 = the reference code's pix2pix setting (2.5 per granularity, summed over a batch of 4) "
+                   "in nas-prune's batch-mean reduction",
+    "akdg": "1: the student adds the distillation adversarial loss to its own (no other weight is published), "
+            "the same as the default row",
+    "ackd": "no published weight is available; the default 1",
+}
+#: Bump when a distillation method's defaults or training change (cached runs are keyed by it).
+METHODS_VERSION = 2
 SIZE = 64
 BATCH = 4
 NDF = 16
@@ -168,18 +191,21 @@ def _run_one(job: tuple) -> dict:
     work, task, method, seed, steps, teacher_steps, fid = job
     _setup_torch()
     work = Path(work)
-    cache = work / f"runs_{task}_{teacher_steps}" / f"{method}_seed{seed}_{steps}.json"
+    cache = work / f"runs_{task}_{teacher_steps}_v{METHODS_VERSION}" / f"{method}_seed{seed}_{steps}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
     prep = prepare(work, task=task, teacher_steps=teacher_steps, fid=fid)
     from nas_prune.distill import distill
     from nas_prune.fileio import write_json
 
-    options = {"akdg": {"ndf": NDF}} if "akdg" in METHODS[method] else {}
+    spec, options = METHODS[method]
+    options = copy.deepcopy(options)
+    if "akdg" in spec:
+        options.setdefault("akdg", {})["ndf"] = NDF
     t0 = time.perf_counter()
     res = distill(
         teacher=prep["teacher"], student=copy.deepcopy(prep["student"]), data=prep["data"],
-        out=cache.parent / f"{method}_seed{seed}", distill=METHODS[method], distill_options=options,
+        out=cache.parent / f"{method}_seed{seed}", distill=spec, distill_options=options,
         seed=seed, eval_every=steps, **_schedule(steps), **_common(fid),
     )
     metrics = evaluate(res.student, prep["data"])
@@ -222,7 +248,8 @@ def write_tables(rows: list[dict], prep: dict, args, elapsed: float) -> None:
         f"{format_macs(prep['teacher_macs'], 'fvcore')} at {SIZE}x{SIZE}, trained {args.teacher_steps} steps. "
         f"Student: one-step pruning to 1/4 of the teacher's MACs: {prep['student_arch'].summary()}, "
         f"{format_macs(prep['student_macs'], 'fvcore')}. Fine-tuning: {args.steps} steps, batch {BATCH}, "
-        f"lambda_recon 100, lambda_gan 1, each distillation weight 1, seeds {', '.join(map(str, args.seeds))}. "
+        f"lambda_recon 100, lambda_gan 1, each method at its defaults and weight 1 except the `method@setting` rows "
+        f"(published weights, below), seeds {', '.join(map(str, args.seeds))}. "
         f"Test split: {N_TEST} pairs ({args.task} demo task, {SIZE}x{SIZE}). Fine-tuning runs took "
         f"{sum(r['seconds'] for r in rows) / 60:.1f} min of wall time summed over runs "
         f"({args.jobs} processes in parallel, 1 thread each).",
@@ -235,9 +262,9 @@ def write_tables(rows: list[dict], prep: dict, args, elapsed: float) -> None:
         "seed (same discriminator initialisation, data order and flips), mean +- std of the paired differences.",
         "s/run is wall time on a machine shared with other jobs, not a speed measurement.",
         "",
-        "| method | PSNR (dB) mean | PSNR std | SSIM mean | SSIM std |" + (" FID mean | FID std |" if has_fid else "")
+        "| method | weights | PSNR (dB) mean | PSNR std | SSIM mean | SSIM std |" + (" FID mean | FID std |" if has_fid else "")
         + " dPSNR vs none | dSSIM vs none | runs | s/run |",
-        "|---|---|---|---|---|" + ("---|---|" if has_fid else "") + "---|---|---|---|",
+        "|---|---|---|---|---|---|" + ("---|---|" if has_fid else "") + "---|---|---|---|",
     ]
     base = {r["seed"]: r for r in rows if r["method"] == "none"}
     for method in args.methods:
@@ -246,7 +273,10 @@ def write_tables(rows: list[dict], prep: dict, args, elapsed: float) -> None:
             continue
         pm, ps = _mean_std([r["psnr"] for r in rs])
         sm, ss = _mean_std([r["ssim"] for r in rs])
-        cells = [method, f"{pm:.3f}", f"{ps:.3f}", f"{sm:.4f}", f"{ss:.4f}"]
+        spec, options = METHODS[method]
+        weights = ", ".join(f"{k} {v:g}" for k, v in spec.items()) or "-"
+        opts = "; ".join(f"{k}.{o}={v}" for k, d in options.items() for o, v in d.items())
+        cells = [method, weights + (f" ({opts})" if opts else ""), f"{pm:.3f}", f"{ps:.3f}", f"{sm:.4f}", f"{ss:.4f}"]
         if has_fid:
             fm, fs = _mean_std([r["fid"] for r in rs])
             cells += [f"{fm:.2f}", f"{fs:.2f}"]
@@ -255,6 +285,8 @@ def write_tables(rows: list[dict], prep: dict, args, elapsed: float) -> None:
             cells.append(fmt.format(*_mean_std(diffs)) if method != "none" and diffs else "")
         cells += [str(len(rs)), f"{statistics.fmean(r['seconds'] for r in rs):.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Published weights (as nas-prune's weights mean them):", ""]
+    lines += [f"- `{name}`: {note}" for name, note in PUBLISHED.items()]
     if not has_fid:
         lines += ["", "FID: not computed (no local Inception weights were given; pass `--inception`)."]
     lines += ["", "Per-run numbers: `ablation_runs.csv`.", ""]
