@@ -47,8 +47,10 @@ class DistillConfig:
         lambda_gan: weight of the adversarial loss.
         lambda_recon: weight of the L1 loss; None = 100 for aligned data (pix2pix)
             and 5 for unaligned (CAT horse->zebra).
-        distill: ``{method: weight}``; default ``{"gcka": 1.0}`` (CAT's lambda_distill 1);
-            ``{}`` trains without distillation.
+        distill: ``{method: weight}``; default ``{"gcka": 1.0}``; ``{}`` trains without
+            distillation. GCKA's weight multiplies KA computed per device and averaged
+            across DDP ranks: CAT's ``lambda_distill`` on its 4 GPUs is 4x this weight
+            (see :mod:`nas_prune.kd.gcka`).
         distill_taps: feature layers of the distillation terms; None = each term's
             default (GCKA: stem and the blocks at 1/3, 2/3, 3/3 of the depth).
         distill_options: ``{method: {option: value}}``, e.g. ``{"gcka": {"centered": True}}``.

@@ -21,7 +21,8 @@ Score specs (:func:`parse_score`)
     ``finetune:STEPS``: :func:`finetune` first, a short distillation on calibration
     images *other than* the ones fidelity is measured on: Adam (lr 2e-4, betas
     0.5/0.999 as pix2pix and CAT), loss ``5 * L1(student out, teacher out) -
-    sum_taps KA`` (CAT's unpaired lambda_recon 5 and lambda_distill 1; no GAN term,
+    sum_taps KA`` (CAT's unpaired lambda_recon 5 and lambda_distill 1, the latter
+    per GPU: CAT sums four GPUs' KA, see :mod:`nas_prune.kd.gcka`; no GAN term,
     a few hundred steps cannot train a discriminator). Fidelity is reported
     every ``STEPS // 4`` steps so a study can stop bad trials early (trial pruning).
 

@@ -86,6 +86,9 @@ Where this departs from the published method and code, and why:
   before the square root, so two identical slices are ``1e-6`` apart there and 0
   here; identical slices span no angle in both (cosine 0). Here slices closer than
   ``1e-5`` of their norm count as coinciding (the Gram form cannot resolve less).
+- **Reading of the released code.** Its row and column calls hand transposed
+  (non-contiguous) images to ``RKDLoss``, whose ``.view`` PyTorch rejects; the
+  comparison above made them contiguous, the only reading that runs.
 - A granularity needs at least 3 slices (with 2 the normalised distance is constant
   and no angle exists); fewer is an error naming the option to change.
 """

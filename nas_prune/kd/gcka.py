@@ -16,9 +16,49 @@ The term's loss is ``-sum over taps of KA``, so its minimum is ``-len(taps)``.
 Default form: **uncentred**. CAT's paper names the method "global centred kernel
 alignment", but the authors' released code computes the uncentred alignment above,
 and the published students were trained with it; nas-prune follows the released
-behaviour so CAT's lambda_distill values carry over. Pass ``centered=True``
-(``--distill-option gcka.centered=true`` on the CLI) for the centred form, which is
-also invariant to adding a constant vector to every sample.
+behaviour. Pass ``centered=True`` (``--distill-option gcka.centered=true`` on the
+CLI) for the centred form, which is also invariant to adding a constant vector to
+every sample.
+
+**What the weight means.** The weight (``--lambda-distill``) multiplies
+``-sum_taps KA`` where KA is computed on each device's share of the batch and, under
+DDP, averaged across ranks, like every other loss of the training loop (batch means).
+CAT's CycleGAN and pix2pix scripts (``distillers/inception_distiller.py``) instead
+compute KA on each GPU's share under ``DataParallel``, gather the per-GPU values and
+*sum* them, while their GAN and L1 losses are batch means; so CAT's
+``lambda_distill`` weighs ``#GPUs`` alignments and equals ``#GPUs x lambda_distill``
+here. CAT's GauGAN distiller (``models/modules/spade_modules/``) computes the whole
+generator loss, KA included, per GPU and *averages* it over the GPUs
+(``losses['loss_G'].mean()``), so there CAT's ``lambda_distill`` is the weight here.
+From CAT's published training scripts (``scripts/*/train_inception_student_*.sh``):
+
+====================================  =====  ===============  ===============  ===========
+CAT script                            GPUs   batch (per GPU)  lambda_distill   weight here
+====================================  =====  ===============  ===============  ===========
+cycle_gan/horse2zebra  2.6B           4      80 (20)          1.0              4.0
+cycle_gan/zebra2horse  2.6B           4      80 (20)          0.1              0.4
+pix2pix/map2sat        4.6B           4      80 (20)          1.3              5.2
+pix2pix/cityscapes     5.6B           4      80 (20)          0.5              2.0
+gaugan/cityscapes      5.6B and 30B   2      16 (8)           0.5              0.5 (mean)
+====================================  =====  ===============  ===============  ===========
+
+(GauGAN's taps in CAT are ``head_0``, ``G_middle_1`` and ``up_1`` of the SPADE
+generator.) The shipped recipes that follow CAT use the right-hand column.
+
+Where this departs from CAT's code, and why:
+
+- **KA over the device's whole share of the batch.** CAT's KA sees 20 samples per GPU
+  (batch 80 on 4 GPUs); a recipe run on one device computes one KA over 80 samples, a
+  different (same-range) quantity. The weight conversion above keeps the strength;
+  to reproduce CAT's exact loss run 4 ranks with ``--batch-size 20`` under ``torchrun``
+  (nas-prune averages the 4 per-rank KAs, times ``4 x lambda_distill``: CAT's sum).
+- **Weight convention** (above): per-device KA averaged across ranks rather than summed
+  over GPUs, so that a weight does not change with the number of devices.
+- **Taps for other depths**: CAT distils at the stem and blocks 3, 6, 9 of its 9-block
+  generators; other depths use the blocks at 1/3, 2/3 and 3/3 of the depth
+  (:func:`~nas_prune.kd.base.default_feature_taps`).
+- **Float32**: KA is computed in float32 (float64 if an input is) with autocast off;
+  CAT trains in float32 throughout.
 
 A batch of one sample carries no relation to align (the uncentred KA is
 identically 1, the centred one undefined), so the term raises an error for N < 2;

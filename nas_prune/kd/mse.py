@@ -13,9 +13,21 @@ training. The sum over taps (not a mean) follows the paper and matches the GCKA
 term, so one ``lambda`` means the same per layer for both.
 
 Taps default to CAT's layers (stem and the blocks at 1/3, 2/3, 3/3 of the depth,
-:func:`nas_prune.kd.base.default_feature_taps`). The teacher's and the student's
-feature maps at one tap must have the same spatial size, which holds for any
-student of the teacher's space.
+:func:`nas_prune.kd.base.default_feature_taps`), which are GAN Compression's layers
+too for a 9-block ResNet generator (``model.9``, ``.12``, ``.15``, ``.18``: the stem
+and blocks 3, 6, 9). The teacher's and the student's feature maps at one tap must
+have the same spatial size, which holds for any student of the teacher's space.
+
+Weights: GAN Compression's code sums the per-GPU MSE values under ``DataParallel``
+(as CAT does for KA, see :mod:`nas_prune.kd.gcka`), but its published distillation
+scripts run on one GPU, so its ``lambda_distill`` carries over unchanged: 1 for
+pix2pix edges2shoes and cityscapes (with ``lambda_recon`` 100), 0.01 for map2sat and
+CycleGAN horse2zebra (with ``lambda_recon`` 10). Here the MSE is computed per device
+and averaged across DDP ranks.
+
+Where this departs from the source: nothing at the defaults. ``loss="l1"`` and
+``"smooth_l1"`` are extra options (the paper uses the squared error); the per-device
+mean averaged across ranks replaces the per-GPU sum (the same for one device).
 """
 
 from __future__ import annotations
