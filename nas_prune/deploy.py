@@ -58,12 +58,26 @@ class ExportResult:
 
 
 def _onnx_export(model, x, path: Path, *, opset: int, dynamic: bool) -> None:
+    """``torch.onnx.export`` without the exporter's warnings.
+
+    They are about its own internals (constant folding of Slice, instance norm exported
+    with input statistics, which is what InstanceNorm without running stats computes,
+    the TorchScript exporter's deprecation) and a user cannot act on them; whether the
+    file is right is checked by running it against PyTorch afterwards.
+    """
+    import warnings
+
     import torch
 
     axes = {"input": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch", 2: "height", 3: "width"}}
     try:
-        torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=["output"],
-                          opset_version=opset, dynamic_axes=axes if dynamic else None, dynamo=False)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"torch\.onnx")
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=["output"],
+                              opset_version=opset, dynamic_axes=axes if dynamic else None, dynamo=False)
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise NasPruneError(f"ONNX export needs the onnx extra: pip install 'nas-prune[onnx]' ({err})") from None
 
@@ -73,7 +87,12 @@ def _run_onnx(path: Path):
         import onnxruntime as ort
     except ImportError:  # pragma: no cover - depends on the environment
         raise NasPruneError("checking the ONNX file needs onnxruntime: pip install 'nas-prune[onnx]'") from None
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    import torch
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()  # the command's --threads, not every core
+    opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
 
     def run(x):

@@ -19,6 +19,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from nas_prune import threads
 from nas_prune.errors import NasPruneError
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
@@ -303,7 +304,8 @@ def train_loop(
     ``run`` has ``step`` (steps done, advanced here), ``steps_per_epoch``, ``sampler``
     (an :class:`~nas_prune.data.EpochBatchSampler`, positioned at ``run.step`` so a
     resumed run sees the same batches) and ``loader``. Per batch: ``values = step(batch)``,
-    ``run.step += 1``, ``after_step(batch, values)``, then ``on_step(run.step, values)``
+    ``run.step += 1``, ``after_step(batch, values)``, :func:`nas_prune.threads.recheck`
+    (an ``auto`` thread count follows the machine's load), then ``on_step(run.step, values)``
     (raising KeyboardInterrupt in it stops like Ctrl-C). ``end_of_epoch()`` runs when an
     epoch is complete and the loop was not interrupted.
     """
@@ -315,6 +317,7 @@ def train_loop(
                 values = step(batch)
                 run.step += 1
                 after_step(batch, values)
+                threads.recheck(run.step)
                 try:
                     if on_step is not None:
                         on_step(run.step, values)

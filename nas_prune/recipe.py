@@ -69,7 +69,7 @@ __all__ = [
 ]
 
 STAGES = ("dataset", "train_teacher", "prune", "distill", "baseline", "evaluate", "export", "report")
-TOP_KEYS = ("name", "description", "run_dir", "data", "teacher", "student", "space", "stages")
+TOP_KEYS = ("name", "description", "run_dir", "data", "teacher", "student", "space", "threads", "stages")
 STAGE_FILE = "stage.json"
 PLACEHOLDER_PREFIX = "<"
 
@@ -180,6 +180,9 @@ class Recipe:
         data / teacher / student: external inputs (None when a stage produces them).
         space: search space of the teacher (prune, study): a YAML file or a shipped name.
         stages: ``{stage: options}`` in run order, options as written (defaults not filled).
+        threads: torch CPU threads of every stage: a count, or ``auto`` (the default:
+            chosen per stage from the cores other processes leave free, see
+            :mod:`nas_prune.threads`).
         path: the YAML file read (a shipped recipe's file inside the package).
     """
 
@@ -192,12 +195,13 @@ class Recipe:
     teacher: str | None = None
     student: str | None = None
     space: str | None = None
+    threads: int | str = "auto"
     path: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "run_dir": str(self.run_dir),
                 "data": self.data, "teacher": self.teacher, "student": self.student, "space": self.space,
-                "stages": self.stages}
+                "threads": self.threads, "stages": self.stages}
 
 
 def _suggest(key: str, known: Sequence[str]) -> str:
@@ -474,6 +478,10 @@ def load_recipe(path: str | os.PathLike, *, overrides: Sequence[str] = ()) -> Re
         v = raw.get(key)
         if v is not None and not isinstance(v, str):
             raise NasPruneError(f"{src}: {key}: expected a string, got {v!r}")
+    from nas_prune.threads import parse_threads
+
+    threads = parse_threads(raw.get("threads") if raw.get("threads") is not None else "auto",
+                            where=f"{src}: threads")
     stages_raw = raw.get("stages")
     if not isinstance(stages_raw, Mapping) or not stages_raw:
         raise NasPruneError(f"{src}: stages: expected a mapping with at least one of {', '.join(STAGES)}")
@@ -486,7 +494,8 @@ def load_recipe(path: str | os.PathLike, *, overrides: Sequence[str] = ()) -> Re
             stages[name] = _check_stage(src, name, stages_raw[name])
     recipe = Recipe(source=src, name=raw["name"], description=raw.get("description") or "",
                     run_dir=Path(raw["run_dir"]), stages=stages, data=raw.get("data"),
-                    teacher=raw.get("teacher"), student=raw.get("student"), space=raw.get("space"), path=path)
+                    teacher=raw.get("teacher"), student=raw.get("student"), space=raw.get("space"),
+                    threads=threads, path=path)
     _check_wiring(recipe)
     return recipe
 

@@ -115,6 +115,22 @@ class _Runner:
             opts["distill"] = {}
         return opts
 
+    def threads(self, stage: str, options: Mapping[str, Any]):
+        """The torch thread count of a stage (:func:`nas_prune.threads.use_threads`).
+
+        ``dataset`` runs no torch; training stages count their data-loader workers
+        against the free cores.
+        """
+        from nas_prune.threads import use_threads
+
+        workers = 0
+        if stage in ("train_teacher", "distill", "baseline"):
+            from nas_prune.recipe import stage_options
+
+            workers = min(int(options.get("workers", stage_options(stage).get("workers", 0))), os.cpu_count() or 1)
+        spec = None if stage == "dataset" else self.r.threads
+        return use_threads(spec, workers=workers, log=lambda line: self.log(f"[{stage}] {line}"))
+
     # -- bookkeeping ---------------------------------------------------------------------
     def _read_state(self, stage: str) -> dict[str, Any] | None:
         path = self.folder(stage) / STAGE_FILE
@@ -169,9 +185,12 @@ class _Runner:
         self._write_state(stage, state)
         self.log(f"[{stage}] {'resuming from its checkpoint' if resume else 'running'} -> {folder}")
         t0, c0 = time.perf_counter(), time.process_time()
-        summary = body(folder, resume)
+        with self.threads(stage, options) as choice:
+            summary = body(folder, resume)
         seconds = time.perf_counter() - t0
         cpu = time.process_time() - c0
+        if choice is not None:
+            state["threads"] = choice.to_json()
         if summary.get("interrupted"):
             state.update(status="interrupted", seconds=seconds, cpu_seconds=cpu, summary=summary)
             self._write_state(stage, state)

@@ -13,11 +13,20 @@ from nas_prune.arch import Arch, Block
 @pytest.fixture(scope="session", autouse=True)
 def _one_thread():
     """The whole suite runs torch on one thread: tiny models gain nothing from more, and a busy
-    2-core machine makes several threads per process many times slower. Restored at the end."""
-    before = torch.get_num_threads()
+    2-core machine makes several threads per process many times slower. ``OMP_NUM_THREADS=1``
+    makes the ``auto`` thread rule of commands and recipes (nas_prune.threads) pick one thread
+    too. Restored at the end."""
+    import os
+
+    before, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
     torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
     yield
     torch.set_num_threads(before)
+    if env is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = env
 
 
 def random_arch(

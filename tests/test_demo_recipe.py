@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from nas_prune import threads
 from nas_prune.cli import app
 from nas_prune.recipe import run_recipe
 from nas_prune.shipped import shipped_dir
@@ -75,6 +76,11 @@ def test_outputs(demo_run):
     grid = np.asarray(Image.open(run / "report" / "grid.png"))
     # 4 rows of 32 px and 6 columns (input, 4 models, target), 2 px gaps
     assert grid.shape == (4 * 34 + 2, 6 * 34 + 2, 3)
+    for stage in ("train_teacher", "prune", "distill", "baseline", "evaluate", "export"):
+        assert json.loads((run / stage / "stage.json").read_text())["threads"] == {"threads": 1, "source": "set",
+                                                                                 "cores": threads.usable_cores()}
+    assert "threads" not in json.loads((run / "dataset" / "stage.json").read_text())
+    assert "[train_teacher] torch threads: 1 thread (as set)" in demo_run["logs"]
     timings = json.loads((run / "timings.json").read_text())
     assert set(timings["stages"]) == {"dataset", "train_teacher", "prune", "distill", "baseline", "evaluate", "export", "report"}
 

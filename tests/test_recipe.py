@@ -92,6 +92,8 @@ stages:
     (BASE + "  evaluate: {inceptoin: x}\n", r"r.yaml: stages.evaluate.inceptoin: unknown option; did you mean 'inception'\?"),
     (BASE.replace("{target_macs: 1G}", "{target_macs: 1G, study: {trails: 3}}"), r"r.yaml: stages.prune.study.trails: unknown option"),
     ("name: [", r"r.yaml: not valid YAML at line"),
+    (BASE + "threads: 0\n", r"r.yaml: threads: expected a number of threads >= 1 or auto, got 0"),
+    (BASE + "threads: many\n", r"r.yaml: threads: expected a number of threads >= 1 or auto, got 'many'"),
 ])
 def test_strict_errors_name_file_and_field(tmp_path, text, message):
     with pytest.raises(NasPruneError, match=message):

@@ -49,3 +49,22 @@ def console(stderr: bool = False):
     from rich.console import Console
 
     return Console(stderr=stderr, file=sys.stderr if stderr else sys.stdout)
+
+
+THREADS_HELP = ("CPU threads for torch: N, or auto = the cores not busy with other processes (re-checked "
+                "during training), or OMP_NUM_THREADS if set. Runs with different counts differ in the last "
+                "digits; pin N to compare runs. [auto]")
+
+
+def torch_threads(value: str, *, workers: int = 0, quiet: bool = False):
+    """Context manager: the command's torch thread count (:func:`nas_prune.threads.use_threads`).
+
+    ``value`` is ``--threads`` (``auto`` or N); the choice is said on stderr at the first
+    training step (commands that train nothing stay quiet), unless ``quiet``.
+    """
+    from nas_prune.threads import parse_threads, use_threads
+
+    spec = parse_threads(value, where="--threads")
+    err = console(stderr=True)
+    return use_threads(spec, workers=workers, announce="training",
+                       log=None if quiet else (lambda line: err.print(line, highlight=False, markup=False)))

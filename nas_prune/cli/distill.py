@@ -8,7 +8,7 @@ from typing import Any, List, Optional
 import typer
 
 from nas_prune.cli import app
-from nas_prune.cli.common import console, user_errors
+from nas_prune.cli.common import THREADS_HELP, console, torch_threads, user_errors
 from nas_prune.errors import NasPruneError
 
 _METHOD_LAMBDAS = ("mse", "crd", "akdg", "ackd")
@@ -87,6 +87,7 @@ def distill_cli(
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Evaluate every N steps (0 = every epoch)."),
     save_every: Optional[int] = typer.Option(None, "--save-every", help="Checkpoint every N steps (0 = every epoch)."),
     inception: Optional[Path] = typer.Option(None, "--inception", help="Local FID Inception weights (pt_inception-2015-12-05-6726825d.pth, as for evaluate); adds FID to each evaluation."),
+    threads: str = typer.Option("auto", "--threads", help=THREADS_HELP, show_default=False),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
 ) -> None:
@@ -130,7 +131,8 @@ def distill_cli(
             if "mode" not in overrides:
                 raise NasPruneError("--mode is required: aligned (train/, test/) or unaligned (trainA/, trainB/)")
             config = DistillConfig(**overrides)
-        result = distill(teacher=teacher, student=student, data=data, out=out, config=config, resume=resume)
+        with torch_threads(threads, workers=config.workers):
+            result = distill(teacher=teacher, student=student, data=data, out=out, config=config, resume=resume)
     c = console()
     m = result.metrics
     shown = ", ".join(f"{k} {v:.4g}" for k, v in m.items() if k != "step")

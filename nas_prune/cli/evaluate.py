@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from nas_prune.cli import app
-from nas_prune.cli.common import console, user_errors
+from nas_prune.cli.common import THREADS_HELP, console, torch_threads, user_errors
 
 
 @app.command("evaluate")
@@ -31,6 +31,7 @@ def evaluate_cli(
     seed: int = typer.Option(0, "--seed", help="Seed of the KID subsets."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for metrics.json and metrics.md."),
+    threads: str = typer.Option("auto", "--threads", help=THREADS_HELP, show_default=False),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON only."),
 ) -> None:
     """Score generators on a test split: PSNR/SSIM (paired), FID/KID (with --inception), MACs, params."""
@@ -46,10 +47,11 @@ def evaluate_cli(
             if name in named:
                 raise NasPruneError(f"model name {name!r} is given twice; use NAME=PATH")
             named[name] = path
-        res = evaluate(models=named, data=data, mode=mode, direction=direction, split=split, crop_size=crop_size,
-                       batch_size=batch_size, max_images=max_images, reference=reference, inception=inception,
-                       real_stats=real_stats, save_real_stats=save_real_stats, kid_subsets=kid_subsets,
-                       kid_subset_size=kid_subset_size, seed=seed, device=device, out=out)
+        with torch_threads(threads, quiet=as_json):
+            res = evaluate(models=named, data=data, mode=mode, direction=direction, split=split, crop_size=crop_size,
+                           batch_size=batch_size, max_images=max_images, reference=reference, inception=inception,
+                           real_stats=real_stats, save_real_stats=save_real_stats, kid_subsets=kid_subsets,
+                           kid_subset_size=kid_subset_size, seed=seed, device=device, out=out)
     if as_json:
         typer.echo(json.dumps(res.to_json(), indent=2))
         return

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from nas_prune.cli import app
-from nas_prune.cli.common import console, user_errors
+from nas_prune.cli.common import THREADS_HELP, console, torch_threads, user_errors
 
 
 @app.command("export")
@@ -22,14 +22,16 @@ def export_cli(
     dynamic: bool = typer.Option(True, "--dynamic/--static", help="ONNX with dynamic batch, height and width."),
     check: bool = typer.Option(True, "--check/--no-check", help="Run the file (onnxruntime / torch.jit) and compare with PyTorch."),
     atol: float = typer.Option(1e-4, "--atol", help="Largest accepted max abs difference (outputs in [-1, 1])."),
+    threads: str = typer.Option("auto", "--threads", help=THREADS_HELP, show_default=False),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON only."),
 ) -> None:
     """Export MODEL and report the max abs difference of the exported file's outputs to PyTorch's."""
     with user_errors():
         from nas_prune.deploy import export_generator
 
-        res = export_generator(model, out=out, format=format, input_size=input_size, batch_size=batch_size,
-                               opset=opset, dynamic=dynamic, check=check, atol=atol)
+        with torch_threads(threads, quiet=as_json):
+            res = export_generator(model, out=out, format=format, input_size=input_size, batch_size=batch_size,
+                                   opset=opset, dynamic=dynamic, check=check, atol=atol)
     if as_json:
         typer.echo(json.dumps(res.to_json(), indent=2))
         return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import typer
 
@@ -20,12 +20,16 @@ _SET_HELP = ("Override a recipe value: STAGE.KEY=VALUE (distill.epochs=5, prune.
 def run_cli(
     recipe: Path = typer.Argument(..., help="Recipe: a YAML file, or the name of a shipped recipe (demo, horse2zebra, map2aerial, cityscapes)."),
     overrides: List[str] = typer.Option([], "--set", help=_SET_HELP),
+    threads: Optional[str] = typer.Option(None, "--threads", help="CPU threads for torch in every stage: N or auto "
+                                          "(= --set threads=...; default: the recipe's threads key, else auto)."),
 ) -> None:
     """Run a recipe's stages in order; finished stages are skipped and interrupted ones resume."""
     out = console(stderr=True)
     with user_errors():
         from nas_prune.recipe import run_recipe
 
+        if threads is not None:
+            overrides = [*overrides, f"threads={threads}"]
         result = run_recipe(recipe, overrides=overrides, log=lambda line: out.print(line, highlight=False, markup=False))
     from rich.table import Table
 

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from nas_prune.cli import app
-from nas_prune.cli.common import console, user_errors
+from nas_prune.cli.common import THREADS_HELP, console, torch_threads, user_errors
 
 
 @app.command("train-teacher")
@@ -38,6 +38,7 @@ def train_teacher_cli(
     workers: int = typer.Option(4, "--workers", help="Data-loader processes."),
     seed: int = typer.Option(0, "--seed", help="Seed of init, data order and augmentation."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
+    threads: str = typer.Option("auto", "--threads", help=THREADS_HELP, show_default=False),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON only."),
 ) -> None:
@@ -45,13 +46,14 @@ def train_teacher_cli(
     with user_errors():
         from nas_prune.train_teacher import train_teacher
 
-        res = train_teacher(
-            data=data, out=out, resume=resume, objective=objective, space=str(space) if space else None, ngf=ngf,
-            n_blocks=n_blocks, norm=norm, direction=direction, epochs=epochs, epochs_decay=epochs_decay,
-            max_steps=max_steps, batch_size=batch_size, lr=lr, gan_mode=gan_mode, lambda_recon=lambda_recon,
-            lambda_cycle=lambda_cycle, lambda_identity=lambda_identity, load_size=load_size, crop_size=crop_size,
-            ndf=ndf, d_layers=d_layers, workers=workers, seed=seed, device=device, progress=not as_json,
-        )
+        with torch_threads(threads, workers=workers, quiet=as_json):
+            res = train_teacher(
+                data=data, out=out, resume=resume, objective=objective, space=str(space) if space else None, ngf=ngf,
+                n_blocks=n_blocks, norm=norm, direction=direction, epochs=epochs, epochs_decay=epochs_decay,
+                max_steps=max_steps, batch_size=batch_size, lr=lr, gan_mode=gan_mode, lambda_recon=lambda_recon,
+                lambda_cycle=lambda_cycle, lambda_identity=lambda_identity, load_size=load_size, crop_size=crop_size,
+                ndf=ndf, d_layers=d_layers, workers=workers, seed=seed, device=device, progress=not as_json,
+            )
     info = {"teacher": str(res.teacher), "step": res.step, "finished": res.finished, "interrupted": res.interrupted,
             "metrics": res.metrics, "seconds": round(res.seconds, 1)}
     if as_json:

@@ -1,0 +1,106 @@
+"""The torch thread rule: explicit counts win, then OMP_NUM_THREADS, else the cores others leave free."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from nas_prune import threads
+from nas_prune.cli import app
+from nas_prune.errors import NasPruneError
+
+
+@pytest.mark.parametrize("value, want", [("auto", "auto"), (None, None), (2, 2), ("3", 3)])
+def test_parse_threads(value, want):
+    assert threads.parse_threads(value) == want
+
+
+@pytest.mark.parametrize("value", [0, -1, "x", True, 1.5, "0"])
+def test_parse_threads_rejects(value):
+    with pytest.raises(NasPruneError, match=r"^recipe.yaml: threads: expected a number of threads >= 1 or auto"):
+        threads.parse_threads(value, where="recipe.yaml: threads")
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    """A 2-core machine whose other processes use ``state['busy']`` cores."""
+    state = {"busy": 0.0}
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads, "busy_cores", lambda **kw: state["busy"])
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    return state
+
+
+@pytest.mark.parametrize("busy, workers, want", [
+    (0.05, 0, 2),   # idle: both cores
+    (1.0, 0, 1),    # one busy loop beside the run: the core left
+    (0.3, 0, 2),
+    (0.7, 0, 1),
+    (6.0, 0, 1),    # overloaded: never fewer than one
+    (0.0, 1, 1),    # one data-loader process takes a core
+    (0.0, 4, 1),    # workers never take every core
+])
+def test_auto_counts_the_free_cores(machine, busy, workers, want):
+    machine["busy"] = busy
+    choice = threads.choose_threads("auto", workers=workers)
+    assert (choice.threads, choice.source) == (want, "auto")
+    assert "auto: 2 cores" in choice.describe()
+
+
+def test_explicit_count_and_environment_win(machine, monkeypatch):
+    machine["busy"] = 2.0
+    assert threads.choose_threads(2).threads == 2 and threads.choose_threads(2).source == "set"
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    c = threads.choose_threads("auto")
+    assert (c.threads, c.source) == (3, "OMP_NUM_THREADS")
+    assert threads.choose_threads(1).threads == 1  # an explicit count beats the environment
+
+
+def test_busy_between_subtracts_own_cpu(monkeypatch):
+    monkeypatch.setattr(threads.os, "sysconf", lambda name: 100)
+    a = threads._Sample(at=10.0, machine=1000, own=500)
+    b = threads._Sample(at=12.0, machine=1400, own=700)  # 400 jiffies in 2 s, 200 of them ours
+    assert threads._busy_between(a, b) == pytest.approx(1.0)
+    assert threads._busy_between(a, threads._Sample(at=12.0, machine=None, own=700)) is None
+
+
+def test_use_threads_restores_and_auto_follows_the_load(machine, monkeypatch):
+    before = torch.get_num_threads()
+    lines = []
+    machine["busy"] = 0.0
+    with threads.use_threads("auto", log=lines.append) as choice:
+        assert torch.get_num_threads() == choice.threads == 2
+        monkeypatch.setattr(threads, "RECHECK_SECONDS", 0.0)
+        monkeypatch.setattr(threads, "_busy_between", lambda a, b: 1.0)
+        threads.recheck(step=7)
+        assert torch.get_num_threads() == 1 and choice.changes == [(7, 1)]
+        assert choice.to_json()["changes"] == [{"step": 7, "threads": 1}]
+    assert torch.get_num_threads() == before
+    assert lines[0].startswith("torch threads: 2 threads (auto: 2 cores, 0.0 busy")
+    assert lines[1] == "threads: 2 -> 1 (other processes now use 1.0 of 2 cores)"
+    threads.recheck(step=8)  # no active policy: nothing happens
+    assert torch.get_num_threads() == before
+    with threads.use_threads(None) as none:
+        assert none is None and torch.get_num_threads() == before
+
+
+def test_real_measurement_is_sane():
+    cores = threads.usable_cores()
+    assert 1 <= cores <= (torch.get_num_threads() + 1024)
+    assert threads.busy_cores(seconds=0.05) >= 0.0
+
+
+def test_deferred_announcement_waits_for_training(machine):
+    lines = []
+    with threads.use_threads(1, log=lines.append, announce="training"):
+        assert lines == []
+        threads.recheck(step=1)
+        threads.recheck(step=2)
+    assert lines == ["torch threads: 1 thread (as set)"]
+
+
+def test_cli_threads_errors_are_one_line(tmp_path):
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "nope"), "--out", str(tmp_path / "g.onnx"), "--threads", "0"])
+    assert result.exit_code == 2
+    assert "--threads: expected a number of threads >= 1 or auto, got '0'" in result.output
