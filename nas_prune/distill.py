@@ -50,8 +50,11 @@ from nas_prune.distill_config import (
 )
 from nas_prune.distill_io import Features, resolve_student, resolve_teacher, save_student
 from nas_prune.errors import NasPruneError
+from nas_prune.progress import TrainProgress, shown_losses
 
 __all__ = ["DistillConfig", "DistillResult", "distill", "read_run_config", "AMP_MODES", "RESUMABLE_CHANGES"]
+
+_SAID_NO_TENSORBOARD = False  # the missing-TensorBoard line is said once per process
 
 # ----------------------------------------------------------------------------- main
 
@@ -65,6 +68,7 @@ def distill(
     config: DistillConfig | None = None,
     resume: bool = False,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    label: str = "distill",
     **options: Any,
 ) -> DistillResult:
     """Fine-tune ``student`` by distilling from ``teacher`` on the dataset in ``data``.
@@ -85,6 +89,7 @@ def distill(
             ``config=None`` the saved config is used (plus ``options``).
         on_step: called as ``on_step(step, losses)`` after every step (rank 0); raising
             KeyboardInterrupt in it behaves like Ctrl-C.
+        label: how the progress display names the run (:mod:`nas_prune.progress`).
 
     Returns:
         A :class:`DistillResult` with the final and best test metrics.
@@ -117,14 +122,17 @@ def distill(
                 raise NasPruneError(
                     f"resume: {f.name} is {getattr(config, f.name)!r}, the run in {out} used {getattr(saved, f.name)!r}"
                 )
-    return _Run(teacher=teacher, student=student, data=Path(data), out=out, config=config, resume=resume, on_step=on_step).train()
+    return _Run(teacher=teacher, student=student, data=Path(data), out=out, config=config, resume=resume,
+                on_step=on_step, label=label).train()
 
 
 class _Run:
     """One distillation run: ``setup``, ``train``, ``save_checkpoint``, ``cleanup``."""
 
-    def __init__(self, *, teacher, student, data: Path, out: Path, config: DistillConfig, resume: bool, on_step):
+    def __init__(self, *, teacher, student, data: Path, out: Path, config: DistillConfig, resume: bool, on_step,
+                 label: str = "distill"):
         self.cfg = config
+        self.label = label
         self.out = out
         self.resume = resume
         self.on_step = on_step
@@ -271,6 +279,11 @@ class _Run:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
+            global _SAID_NO_TENSORBOARD
+            if not _SAID_NO_TENSORBOARD:
+                _SAID_NO_TENSORBOARD = True
+                warnings.warn("TensorBoard is not installed, so no tb/ scalars are written (log.jsonl has them); "
+                              "pip install tensorboard to get them", loop.RunWarning, stacklevel=2)
             return None
         writer = SummaryWriter(log_dir=str(self.out / "tb"), purge_step=self.step if self.resume else None)
         from nas_prune.outputs import owned, record
@@ -387,7 +400,11 @@ class _Run:
         start_step = self.step
         images = 0
         t0 = time.perf_counter()
-        progress = self._progress()
+        progress = TrainProgress(
+            label=self.label, total=end, start=self.step, steps_per_epoch=self.steps_per_epoch,
+            enabled=cfg.progress and self.is_main, log_every=cfg.log_every, device_type=self.device.type,
+            batch_size=cfg.batch_size, crop_size=cfg.crop_size, warn_slow=self.is_main)
+        ka_taps = {t.name: len(t.taps) for _, t in self.terms if t.name == "gcka"}
 
         def step(batch):
             values = self.train_step(batch)
@@ -397,8 +414,10 @@ class _Run:
 
         def after_step(batch, values):
             nonlocal images
-            images += batch["A"].shape[0] * self.world
-            self._after_step(values, progress, task, images, t0)
+            n = batch["A"].shape[0] * self.world
+            images += n
+            self._after_step(values, images, t0)
+            progress.update(self.step, images=n, shown=shown_losses(values, ka_taps=ka_taps))
 
         def end_of_epoch():
             if cfg.eval_every == 0:
@@ -408,7 +427,6 @@ class _Run:
 
         try:
             with progress:
-                task = None if isinstance(progress, _NullContext) else progress.add_task("distill", total=end, completed=self.step)
                 interrupted = loop.train_loop(self, end=end, step=step, after_step=after_step, end_of_epoch=end_of_epoch,
                                               on_step=self.on_step if self.is_main else None)
             finished = self.step >= self.total_steps
@@ -434,11 +452,8 @@ class _Run:
             best_step=self.best_step, history=list(self.history), images_per_second=ips, student=student,
         )
 
-    def _after_step(self, values, progress, task, images, t0) -> None:
+    def _after_step(self, values, images, t0) -> None:
         cfg = self.cfg
-        if task is not None:
-            shown = " ".join(f"{k}={v:.3g}" for k, v in values.items() if k in ("d", "g_gan", "recon") or k.startswith("kd_"))
-            progress.update(task, completed=self.step, description=f"ep {self.step // self.steps_per_epoch} {shown}")
         if self.is_main and (self.step % cfg.log_every == 0):
             elapsed = time.perf_counter() - t0
             rec = {"step": self.step, "epoch": self.step / self.steps_per_epoch, **values, "img_per_s": images / max(elapsed, 1e-9)}
@@ -452,20 +467,6 @@ class _Run:
             self.save_checkpoint()
         if cfg.grid_every and self.step % cfg.grid_every == 0:
             self.write_grid()
-
-    def _progress(self):
-        if not (self.cfg.progress and self.is_main):
-            return _NullContext()
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        class Rate(TextColumn):
-            def render(self, task):
-                from rich.text import Text
-
-                speed = task.speed
-                return Text(f"{speed:.2f} it/s" if speed else "-- it/s")
-
-        return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(""), TimeRemainingColumn())
 
     def _nan_stop(self, values: dict[str, float]) -> None:
         bad = ", ".join(f"{k}={v}" for k, v in values.items() if k != "__bad__" and not math.isfinite(v))
@@ -550,10 +551,3 @@ class _Run:
             torch.distributed.destroy_process_group()
             self._own_pg = False
 
-
-class _NullContext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return None

@@ -278,7 +278,7 @@ class _Runner:
 
             cfg = DistillConfig.from_dict(opts)
             res = distill(teacher=teacher, student=student, data=data, out=folder, config=cfg, resume=resume,
-                          on_step=self.hooks.get(stage))
+                          on_step=self.hooks.get(stage), label=stage)
             return {"student": str(folder / "final"), "step": res.step, "interrupted": res.interrupted,
                     "finished": res.finished, "metrics": res.metrics, "images_per_second": res.images_per_second}
 

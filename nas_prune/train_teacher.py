@@ -271,7 +271,8 @@ def _train_pix2pix(arch, config: TeacherConfig, *, data: Path, out: Path, resume
     student = init_normal_(build_generator(arch), seed=config.seed)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="the student has no weights")
-        res = distill(teacher=None, student=student, data=data, out=out, config=dcfg, resume=resume, on_step=on_step)
+        res = distill(teacher=None, student=student, data=data, out=out, config=dcfg, resume=resume, on_step=on_step,
+                      label="train-teacher")
     teacher_path = out / TEACHER_FILE
     _save_generator(res.student, teacher_path)
     return TeacherResult(out_dir=out, teacher=teacher_path, step=res.step, finished=res.finished,
@@ -433,8 +434,19 @@ class _CycleRun:
             if cfg.save_every == 0:
                 self.save_checkpoint()
 
-        interrupted = loop.train_loop(self, end=end, step=self.train_step, after_step=after_step,
-                                      end_of_epoch=end_of_epoch, on_step=self.on_step)
+        from nas_prune.progress import TrainProgress, shown_losses
+
+        progress = TrainProgress(label="train-teacher", total=end, start=self.step, steps_per_epoch=self.steps_per_epoch,
+                                 enabled=cfg.progress, log_every=cfg.log_every, device_type=self.device.type,
+                                 batch_size=cfg.batch_size, crop_size=cfg.crop_size)
+
+        def after_step_shown(batch, values):
+            after_step(batch, values)
+            progress.update(self.step, images=2 * batch["A"].shape[0], shown=shown_losses(values))
+
+        with progress:
+            interrupted = loop.train_loop(self, end=end, step=self.train_step, after_step=after_step_shown,
+                                          end_of_epoch=end_of_epoch, on_step=self.on_step)
         self.save_checkpoint()
         teacher = self.out / TEACHER_FILE
         _save_generator(self.g_a, teacher)

@@ -65,6 +65,5 @@ def torch_threads(value: str, *, workers: int = 0, quiet: bool = False):
     from nas_prune.threads import parse_threads, use_threads
 
     spec = parse_threads(value, where="--threads")
-    err = console(stderr=True)
     return use_threads(spec, workers=workers, announce="training",
-                       log=None if quiet else (lambda line: err.print(line, highlight=False, markup=False)))
+                       log=None if quiet else (lambda line: typer.echo(line, err=True)))

@@ -86,10 +86,11 @@ def distill_cli(
     device: Optional[str] = typer.Option(None, "--device", help="auto (default), cpu, cuda or cuda:N."),
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Evaluate every N steps (0 = every epoch)."),
     save_every: Optional[int] = typer.Option(None, "--save-every", help="Checkpoint every N steps (0 = every epoch)."),
+    log_every: Optional[int] = typer.Option(None, "--log-every", help="Steps between log records (log.jsonl, TensorBoard) and between progress lines when stderr is not a terminal [50]."),
     inception: Optional[Path] = typer.Option(None, "--inception", help="Local FID Inception weights (pt_inception-2015-12-05-6726825d.pth, as for evaluate); adds FID to each evaluation."),
     threads: str = typer.Option("auto", "--threads", help=THREADS_HELP, show_default=False),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar or progress lines."),
 ) -> None:
     """Fine-tune a student with GAN + L1 + feature distillation (GCKA by default) from its teacher.
 
@@ -103,7 +104,7 @@ def distill_cli(
             "max_steps": max_steps, "batch_size": batch_size, "lr": lr, "gan_mode": gan_mode,
             "lambda_gan": lambda_gan, "lambda_recon": lambda_recon, "ndf": ndf, "load_size": load_size,
             "crop_size": crop_size, "preprocess": preprocess, "amp": amp, "workers": workers, "seed": seed,
-            "device": device, "eval_every": eval_every, "save_every": save_every,
+            "device": device, "eval_every": eval_every, "save_every": save_every, "log_every": log_every,
             "teacher_discriminator": str(teacher_d) if teacher_d else None,
             "inception": str(inception) if inception else None,
         }

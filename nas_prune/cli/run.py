@@ -24,13 +24,13 @@ def run_cli(
                                           "(= --set threads=...; default: the recipe's threads key, else auto)."),
 ) -> None:
     """Run a recipe's stages in order; finished stages are skipped and interrupted ones resume."""
-    out = console(stderr=True)
     with user_errors():
         from nas_prune.recipe import run_recipe
 
         if threads is not None:
             overrides = [*overrides, f"threads={threads}"]
-        result = run_recipe(recipe, overrides=overrides, log=lambda line: out.print(line, highlight=False, markup=False))
+        # typer.echo finds sys.stderr at each call, so lines go above a live progress bar
+        result = run_recipe(recipe, overrides=overrides, log=lambda line: typer.echo(line, err=True))
     from rich.table import Table
 
     table = Table(title=f"{result.run_dir}")

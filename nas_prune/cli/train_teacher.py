@@ -39,6 +39,8 @@ def train_teacher_cli(
     seed: int = typer.Option(0, "--seed", help="Seed of init, data order and augmentation."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     threads: str = typer.Option("auto", "--threads", help=THREADS_HELP, show_default=False),
+    log_every: int = typer.Option(50, "--log-every", help="Steps between log records (log.jsonl) and between progress lines when stderr is not a terminal."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar or progress lines."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON only."),
 ) -> None:
@@ -52,7 +54,8 @@ def train_teacher_cli(
                 n_blocks=n_blocks, norm=norm, direction=direction, epochs=epochs, epochs_decay=epochs_decay,
                 max_steps=max_steps, batch_size=batch_size, lr=lr, gan_mode=gan_mode, lambda_recon=lambda_recon,
                 lambda_cycle=lambda_cycle, lambda_identity=lambda_identity, load_size=load_size, crop_size=crop_size,
-                ndf=ndf, d_layers=d_layers, workers=workers, seed=seed, device=device, progress=not as_json,
+                ndf=ndf, d_layers=d_layers, workers=workers, seed=seed, device=device, log_every=log_every,
+                progress=not (as_json or no_progress),
             )
     info = {"teacher": str(res.teacher), "step": res.step, "finished": res.finished, "interrupted": res.interrupted,
             "metrics": res.metrics, "seconds": round(res.seconds, 1)}
