@@ -54,7 +54,7 @@ __all__ = [
 IMG_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 MODES = ("aligned", "unaligned")
 DIRECTIONS = ("AtoB", "BtoA")
-PREPROCESS = ("resize_and_crop", "crop", "resize", "none")
+PREPROCESS = ("resize_and_crop", "crop", "resize", "none", "scale_width")
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,10 @@ class TransformConfig:
         crop_size: side of the random (train) crop; evaluation images are resized
             to this side. Must be divisible by 4 (the generator down-samples twice).
         preprocess: ``resize_and_crop`` (pix2pix default), ``crop`` (crop only),
-            ``resize`` (to ``crop_size``, no crop) or ``none`` (keep the size,
-            trimmed to a multiple of 4).
+            ``resize`` (to ``crop_size``, no crop), ``none`` (keep the size,
+            trimmed to a multiple of 4) or ``scale_width`` (to a width of ``crop_size``
+            keeping the aspect ratio, height ``int(crop_size * h / w)``, no crop; GauGAN's
+            cityscapes setting, train and evaluation alike).
         flip: random horizontal flips in training.
     """
 
@@ -180,6 +182,8 @@ class ImageDataset(torch.utils.data.Dataset):
 
     def _resized(self, im: Image.Image) -> Image.Image:
         t = self.transform
+        if t.preprocess == "scale_width":
+            return im.resize((t.crop_size, int(t.crop_size * im.height / im.width)), Image.BICUBIC)
         if not self.train:
             if t.preprocess == "none":
                 return im.crop((0, 0, im.width // 4 * 4, im.height // 4 * 4))
@@ -419,9 +423,17 @@ def batches_per_epoch(n: int, *, batch_size: int, world: int = 1, drop_last: boo
 
 
 def collate(samples: Sequence[dict]) -> dict:
-    """Stack samples into ``{"A": (N, C, H, W), "B": (N, C, H, W), "index": (N,)}``."""
-    return {
+    """Stack samples into ``{"A": (N, C, H, W), "B": (N, C, H, W), "index": (N,)}``.
+
+    Other tensor entries of the samples (e.g. the ``instance`` maps of
+    :mod:`nas_prune.data_seg`) are stacked under their own keys.
+    """
+    out = {
         "A": torch.stack([s["A"] for s in samples]),
         "B": torch.stack([s["B"] for s in samples]),
         "index": torch.tensor([s["index"] for s in samples]),
     }
+    for key, value in samples[0].items():
+        if key not in out and isinstance(value, torch.Tensor):
+            out[key] = torch.stack([s[key] for s in samples])
+    return out

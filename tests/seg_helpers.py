@@ -32,3 +32,28 @@ def save_vgg(folder: Path, widths=VGG_TINY, *, seed: int = 0) -> Path:
     path = Path(folder) / "vgg19-dcbb9e9d.pth"
     torch.save(vgg_state(widths, seed=seed), path)
     return path
+
+
+def write_cityscapes(root: Path, *, n_train: int = 2, n_val: int = 2, size=(64, 32), seed: int = 0) -> Path:
+    """A tiny tree in the official cityscapes layout: 2x2-pixel blocks of label ids 0..34 with
+    instance ids, and photos whose red channel is ``7 * label`` (so pairing can be checked)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    for split, n in (("train", n_train), ("val", n_val)):
+        for i in range(n):
+            city = "aachen" if split == "train" else "frankfurt"
+            stem = f"{city}_{i:06d}_000019"
+            lab = np.kron(rng.integers(0, 35, size=(h // 2, w // 2)), np.ones((2, 2), dtype=np.int64)).astype(np.uint8)
+            inst = (lab.astype(np.int32) * 1000 + (np.arange(w)[None, :] >= w // 2)).astype(np.uint16)
+            photo = np.stack([lab * 7, np.full_like(lab, 50), np.full_like(lab, 200)], axis=-1).astype(np.uint8)
+            gt = root / "gtFine" / split / city
+            im = root / "leftImg8bit" / split / city
+            gt.mkdir(parents=True, exist_ok=True)
+            im.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(lab).save(gt / f"{stem}_gtFine_labelIds.png")
+            Image.fromarray(inst).save(gt / f"{stem}_gtFine_instanceIds.png")
+            Image.fromarray(photo).save(im / f"{stem}_leftImg8bit.png")
+    return root
