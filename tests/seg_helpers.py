@@ -57,3 +57,28 @@ def write_cityscapes(root: Path, *, n_train: int = 2, n_val: int = 2, size=(64, 
             Image.fromarray(inst).save(gt / f"{stem}_gtFine_instanceIds.png")
             Image.fromarray(photo).save(im / f"{stem}_leftImg8bit.png")
     return root
+
+
+def drn_state(*, classes: int = 5, seed: int = 0, layers=(1, 1, 1, 2, 1, 1, 1, 1), channels=(4, 4, 4, 4, 4, 4, 8, 8)):
+    """A random tiny DRN-D segmenter state dict in the key layout of ``drn-d-105_ms_cityscapes.pth``."""
+    from nas_prune.segmenter import DRNConfig, DRNSeg
+
+    g = torch.Generator().manual_seed(seed)
+    net = DRNSeg(DRNConfig(layers=tuple(layers), channels=tuple(channels), classes=classes))
+    state = {}
+    for k, v in net.state_dict().items():
+        if k == "up.weight" or k.endswith("num_batches_tracked"):
+            state[k] = v.clone()
+        elif k.endswith("running_var") or (k.endswith("weight") and v.dim() == 1):
+            state[k] = torch.rand(v.shape, generator=g) * 0.5 + 0.75
+        elif v.dim() == 4:
+            state[k] = torch.randn(v.shape, generator=g) * (2.0 / v[0].numel()) ** 0.5
+        else:
+            state[k] = torch.randn(v.shape, generator=g) * 0.1
+    return state
+
+
+def save_drn(folder: Path, **kw) -> Path:
+    path = Path(folder) / "drn-d-105_ms_cityscapes.pth"
+    torch.save(drn_state(**kw), path)
+    return path
