@@ -142,7 +142,6 @@ class _Run:
     def setup(self, teacher, student, data: Path) -> None:
         import torch
 
-        from nas_prune import data as dmod
         from nas_prune.gan import GANLoss, PatchDiscriminator, load_discriminator
         from nas_prune.kd import all_taps, build_terms
 
@@ -160,33 +159,30 @@ class _Run:
         if not self.student_had_weights and self.is_main:
             warnings.warn("the student has no weights: training starts from a fresh initialisation", loop.RunWarning, stacklevel=3)
 
-        # data
+        # objective: GauGAN's for SPADE students (nas_prune.gaugan.run), else pix2pix/CycleGAN's
+        from nas_prune.gaugan import run as gaugan_run
+
+        self.objective = gaugan_run.resolve_objective(cfg, self.student_arch)
+        gaugan = self.objective == "gaugan"
         use_cuda = self.device.type == "cuda"
-        nc = dict(input_nc=self.student_arch.input_nc, output_nc=self.student_arch.output_nc)
-        self.train_set, self.steps_per_epoch, self.sampler, self.loader = loop.train_data(
-            cfg, data, mode=cfg.mode, rank=self.rank, world=self.world, pin_memory=use_cuda, **nc)
-        tf = dmod.TransformConfig(load_size=cfg.load_size, crop_size=cfg.crop_size, preprocess=cfg.preprocess, flip=cfg.flip)
-        try:
-            self.test_set = dmod.open_dataset(data, mode=cfg.mode, split="test", direction=cfg.direction, transform=tf, seed=cfg.seed, **nc)
-        except NasPruneError as err:
-            if "missing" not in str(err):
-                raise
-            self.test_set = None
-            if self.is_main:
-                warnings.warn(f"{data}: no test split; evaluation is skipped", loop.RunWarning, stacklevel=3)
+        if gaugan:
+            gaugan_run.setup(self, data)
+        else:
+            self._setup_data(data, use_cuda)
         self.total_steps = (cfg.epochs + cfg.epochs_decay) * self.steps_per_epoch
 
         # models
         fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.teacher = t_model.to(self.device, memory_format=fmt).eval().requires_grad_(False) if t_model is not None else None
         self.student = s_model.to(self.device, memory_format=fmt).train()
-        in_d = (self.student_arch.input_nc if cfg.conditional else 0) + self.student_arch.output_nc
-        if cfg.teacher_discriminator:
-            self.disc = load_discriminator(cfg.teacher_discriminator, in_channels=in_d)
-        else:
-            self.disc = PatchDiscriminator(in_d, ndf=cfg.ndf, n_layers=cfg.d_layers, norm=cfg.disc_norm)
+        if not gaugan:
+            in_d = (self.student_arch.input_nc if cfg.conditional else 0) + self.student_arch.output_nc
+            if cfg.teacher_discriminator:
+                self.disc = load_discriminator(cfg.teacher_discriminator, in_channels=in_d)
+            else:
+                self.disc = PatchDiscriminator(in_d, ndf=cfg.ndf, n_layers=cfg.d_layers or 3, norm=cfg.disc_norm)
+            self.gan = GANLoss(cfg.gan_mode or "lsgan")
         self.disc = self.disc.to(self.device, memory_format=fmt).train()
-        self.gan = GANLoss(cfg.gan_mode)
         self.terms = build_terms(
             cfg.distill, teacher_arch=self.teacher_arch or self.student_arch, student_arch=self.student_arch,
             taps=cfg.distill_taps, options=cfg.distill_options,
@@ -197,8 +193,8 @@ class _Run:
 
         # optimisers
         g_params = list(self.student.parameters()) + [p for _, t in self.terms for p in t.generator_parameters()]
-        self.opt_g = loop.adam(g_params, cfg)
-        self.opt_d = loop.adam(self.disc.parameters(), cfg)
+        self.opt_g = gaugan_run.adam(self, g_params, role="g") if gaugan else loop.adam(g_params, cfg)
+        self.opt_d = gaugan_run.adam(self, self.disc.parameters(), role="d") if gaugan else loop.adam(self.disc.parameters(), cfg)
         self.opt_terms = {
             i: loop.adam(list(t.discriminator_parameters()), cfg)
             for i, (_, t) in enumerate(self.terms) if t.has_discriminator()
@@ -241,9 +237,28 @@ class _Run:
             write_json(self.out / "config.json", self._run_info())
         self.writer = self._tensorboard() if self.is_main else None
 
+    def _setup_data(self, data: Path, use_cuda: bool) -> None:
+        """Train and test splits in the pix2pix / CycleGAN layouts (``cfg.mode``)."""
+        from nas_prune import data as dmod
+
+        cfg = self.cfg
+        nc = dict(input_nc=self.student_arch.input_nc, output_nc=self.student_arch.output_nc)
+        self.train_set, self.steps_per_epoch, self.sampler, self.loader = loop.train_data(
+            cfg, data, mode=cfg.mode, rank=self.rank, world=self.world, pin_memory=use_cuda, **nc)
+        tf = dmod.TransformConfig(load_size=cfg.load_size, crop_size=cfg.crop_size, preprocess=cfg.preprocess, flip=cfg.flip)
+        try:
+            self.test_set = dmod.open_dataset(data, mode=cfg.mode, split="test", direction=cfg.direction, transform=tf, seed=cfg.seed, **nc)
+        except NasPruneError as err:
+            if "missing" not in str(err):
+                raise
+            self.test_set = None
+            if self.is_main:
+                warnings.warn(f"{data}: no test split; evaluation is skipped", loop.RunWarning, stacklevel=4)
+
     def _run_info(self) -> dict:
         return {
             "config": self.cfg.to_dict(),
+            "objective": self.objective,
             "teacher_arch": self.teacher_arch.to_dict() if self.teacher_arch else None,
             "teacher_sha256": self.teacher_sha,
             "student_arch": self.student_arch.to_dict(),
@@ -316,6 +331,10 @@ class _Run:
                 p.grad.div_(self.world)
 
     def train_step(self, batch: dict) -> dict[str, float]:
+        if self.objective == "gaugan":
+            from nas_prune.gaugan import run as gaugan_run
+
+            return gaugan_run.train_step(self, batch)
         import torch
         import torch.nn.functional as F
 

@@ -25,7 +25,7 @@ CHECKPOINT_VERSION = 1
 # Fields that may differ between a run and its resumption (everything else must match).
 RESUMABLE_CHANGES = frozenset(
     {"epochs", "epochs_decay", "max_steps", "eval_every", "save_every", "log_every", "grid_every",
-     "workers", "device", "compile", "progress", "inception"}
+     "workers", "device", "compile", "progress", "inception", "segmenter"}
 )
 
 
@@ -34,6 +34,10 @@ class DistillConfig:
     """Every option of a distillation run (keyword-only; unknown keys are errors).
 
     Attributes:
+        objective: ``auto`` (GauGAN's for SPADE generators, else pix2pix/CycleGAN's),
+            ``pix2pix`` (GAN + L1 + distillation, image folders) or ``gaugan`` (hinge GAN,
+            feature matching, VGG, distillation; semantic-map data of
+            :mod:`nas_prune.data_seg`; see :mod:`nas_prune.gaugan.run`).
         mode: ``aligned`` (pix2pix layout, paired) or ``unaligned`` (CycleGAN layout).
         direction: ``AtoB`` or ``BtoA``.
         epochs: epochs at the constant learning rate.
@@ -43,7 +47,8 @@ class DistillConfig:
         batch_size: images per step and per device (>= 2: GCKA compares samples).
         lr / beta1 / beta2: Adam settings of the student, the discriminator and
             the terms' own parameters.
-        gan_mode: ``lsgan`` (default), ``vanilla`` or ``hinge``.
+        gan_mode: ``lsgan``, ``vanilla`` or ``hinge``; None = ``lsgan`` (pix2pix/CycleGAN,
+            CAT) or ``hinge`` (GauGAN).
         lambda_gan: weight of the adversarial loss.
         lambda_recon: weight of the L1 loss; None = 100 for aligned data (pix2pix)
             and 5 for unaligned (CAT horse->zebra).
@@ -54,7 +59,17 @@ class DistillConfig:
         distill_taps: feature layers of the distillation terms; None = each term's
             default (GCKA: stem and the blocks at 1/3, 2/3, 3/3 of the depth).
         distill_options: ``{method: {option: value}}``, e.g. ``{"gcka": {"centered": True}}``.
-        ndf / d_layers: PatchGAN width and depth.
+        ndf / d_layers: PatchGAN width and depth; d_layers None = 3 (pix2pix) or 4 (GauGAN).
+        num_d: scales of GauGAN's multi-scale discriminator (2).
+        lambda_feat / lambda_vgg: GauGAN's feature-matching and VGG19 loss weights (10, 10).
+        vgg: path of torchvision's VGG19 weights (``vgg19-dcbb9e9d.pth``, read by
+            :func:`nas_prune.gaugan.vgg.load_vgg19`); needed by GauGAN's objective when
+            ``lambda_vgg > 0``.
+        ttur: GauGAN's two time-scale update rule (Adam betas (0, 0.9), generator lr
+            ``lr / 2``, discriminator ``2 lr``; ``beta1`` / ``beta2`` are then unused);
+            None = on for GauGAN's objective, off for pix2pix's.
+        segmenter: path of the DRN-D-105 segmenter weights (``drn-d-105_ms_cityscapes.pth``,
+            :func:`nas_prune.segmenter.load_segmenter`): mIoU at each evaluation of a GauGAN run.
         d_norm: discriminator norm; None = ``batch`` (aligned, as pix2pix) or
             ``instance`` (unaligned, as CycleGAN).
         teacher_discriminator: path of a teacher discriminator to start from.
@@ -81,6 +96,7 @@ class DistillConfig:
         progress: show a rich progress bar.
     """
 
+    objective: str = "auto"
     mode: str = "aligned"
     direction: str = "AtoB"
     epochs: int = 100
@@ -90,14 +106,20 @@ class DistillConfig:
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
-    gan_mode: str = "lsgan"
+    gan_mode: str | None = None
     lambda_gan: float = 1.0
     lambda_recon: float | None = None
     distill: Mapping[str, float] = field(default_factory=lambda: {"gcka": 1.0})
     distill_taps: tuple[str, ...] | None = None
     distill_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     ndf: int = 64
-    d_layers: int = 3
+    d_layers: int | None = None
+    num_d: int = 2
+    lambda_feat: float = 10.0
+    lambda_vgg: float = 10.0
+    vgg: str | None = None
+    ttur: bool | None = None
+    segmenter: str | None = None
     d_norm: str | None = None
     teacher_discriminator: str | None = None
     load_size: int = 286
@@ -128,14 +150,18 @@ class DistillConfig:
 
         loop.check_loop_fields(self)
         check(self.mode in MODES, "mode", f"{self.mode!r} is not one of {', '.join(MODES)}")
-        check(self.gan_mode in GAN_MODES, "gan_mode", f"{self.gan_mode!r} is not one of {', '.join(GAN_MODES)}")
+        from nas_prune.gaugan.run import OBJECTIVES
+
+        check(self.objective in OBJECTIVES, "objective", f"{self.objective!r} is not one of {', '.join(OBJECTIVES)}")
+        check(self.gan_mode is None or self.gan_mode in GAN_MODES, "gan_mode", f"{self.gan_mode!r} is not one of {', '.join(GAN_MODES)}")
         check(self.amp in AMP_MODES, "amp", f"{self.amp!r} is not one of {', '.join(AMP_MODES)}")
         check(self.batch_size >= 2, "batch_size", f"must be >= 2 (GCKA and BatchNorm compare samples), got {self.batch_size}")
-        for name in ("lambda_gan", "lambda_recon"):
+        for name in ("lambda_gan", "lambda_recon", "lambda_feat", "lambda_vgg"):
             v = getattr(self, name)
             check(v is None or (v >= 0 and math.isfinite(v)), name, f"must be a finite number >= 0, got {v}")
         check(isinstance(self.distill, Mapping), "distill", "expected a mapping {method: weight}")
-        check(self.ndf >= 1 and self.d_layers >= 1, "ndf", "ndf and d_layers must be >= 1")
+        check(self.ndf >= 1 and (self.d_layers is None or self.d_layers >= 1), "ndf", "ndf and d_layers must be >= 1")
+        check(self.num_d >= 1, "num_d", f"must be >= 1, got {self.num_d}")
         check(self.grid_images >= 1, "grid_images", "must be >= 1")
         # Method names, weights and options are checked here, so a recipe fails at validation.
         from nas_prune.kd import base as kd_base

@@ -8,11 +8,20 @@ from __future__ import annotations
 
 from nas_prune.distill_io import save_student, to_uint8_grid
 
-__all__ = ["evaluate", "is_better", "write_grid"]
+__all__ = ["evaluate", "is_better", "record", "write_grid"]
 
 
 def evaluate(run) -> None:
-    """PSNR / SSIM (and FID if configured) of the student on the test split; keep the best."""
+    """PSNR / SSIM (and FID if configured) of the student on the test split; keep the best.
+
+    Runs with GauGAN's objective score FID, mIoU and PSNR to the teacher instead
+    (:func:`nas_prune.gaugan.run.evaluate`).
+    """
+    if getattr(run, "objective", None) == "gaugan" and run.is_main and run.test_set is not None:
+        from nas_prune.gaugan import run as gaugan_run
+
+        record(run, gaugan_run.evaluate(run))
+        return
     if not run.is_main or run.test_set is None:
         if run.is_main and run.test_set is None:
             write_grid(run)
@@ -55,6 +64,11 @@ def evaluate(run) -> None:
         from nas_prune.evaluate import frechet_distance
 
         metrics["fid"] = frechet_distance(np.concatenate(feats_real), np.concatenate(feats_fake))
+    record(run, metrics)
+
+
+def record(run, metrics: dict[str, float]) -> None:
+    """Log one evaluation, keep the best student (``best/``, ``best_metrics.json``), write a grid."""
     rec = {"step": run.step, **metrics}
     run.history.append(rec)
     run._log({"eval": True, **rec})
@@ -71,10 +85,10 @@ def evaluate(run) -> None:
 
 
 def is_better(best: dict[str, float], metrics: dict[str, float]) -> bool:
-    """Whether ``metrics`` beat ``best``: lower FID, else higher PSNR (to the target, else to the teacher)."""
+    """Whether ``metrics`` beat ``best``: higher mIoU, else lower FID, else higher PSNR (to the target, else to the teacher)."""
     if not best:
         return True
-    for key, higher in (("fid", False), ("psnr", True), ("psnr_teacher", True)):
+    for key, higher in (("miou", True), ("fid", False), ("psnr", True), ("psnr_teacher", True)):
         if key in metrics and key in best:
             return metrics[key] > best[key] if higher else metrics[key] < best[key]
     return True
@@ -84,6 +98,10 @@ def write_grid(run) -> None:
     """``samples/step_XXXXXXX.png``: rows of input | teacher | student | real."""
     if not run.is_main:
         return
+    if getattr(run, "objective", None) == "gaugan":
+        from nas_prune.gaugan import run as gaugan_run
+
+        return gaugan_run.write_grid(run)
     import torch
 
     from nas_prune.data import collate

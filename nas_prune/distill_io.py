@@ -12,13 +12,25 @@ from nas_prune.arch import Arch, fits_within
 from nas_prune.errors import NasPruneError
 
 
+def _generators() -> tuple[type, ...]:
+    """Module classes of the generators nas-prune builds (CAT inception, CAT SPADE)."""
+    from nas_prune.model import Generator
+    from nas_prune.spade.model import SpadeGenerator
+
+    return Generator, SpadeGenerator
+
+
+def _archs() -> tuple[type, ...]:
+    from nas_prune.spade.arch import SpadeArch
+
+    return Arch, SpadeArch
+
+
 def resolve_teacher(teacher: Any):
     """(Generator in eval mode, Arch, sha256 or None) from a path, LoadedGenerator or module."""
-    from nas_prune.model import Generator
-
     if teacher is None:
         return None, None, None
-    if isinstance(teacher, Generator):
+    if isinstance(teacher, _generators()):
         return teacher, teacher.arch, None
     if hasattr(teacher, "build") and hasattr(teacher, "arch"):
         return teacher.build(), teacher.arch, getattr(teacher, "sha256", None)
@@ -43,13 +55,13 @@ def resolve_student(student: Any, teacher_arch: Arch | None):
 
     The student must fit the teacher's space (:func:`nas_prune.arch.fits_within`).
     """
-    from nas_prune.model import Generator, build_generator
+    from nas_prune.model import build_generator
 
     state, doc = None, None
-    if isinstance(student, Generator):
+    if isinstance(student, _generators()):
         model, arch = student, student.arch
         state = "module"
-    elif isinstance(student, Arch):
+    elif isinstance(student, _archs()):
         arch = student
     elif isinstance(student, (str, os.PathLike)):
         arch, state, doc = read_student_file(Path(student))

@@ -246,8 +246,9 @@ def open_generator(path: str | os.PathLike, *, space: str | os.PathLike | None =
 
 def _as_model(obj: Any):
     from nas_prune.model import Generator
+    from nas_prune.spade.model import SpadeGenerator
 
-    if isinstance(obj, Generator):
+    if isinstance(obj, (Generator, SpadeGenerator)):
         return obj.eval()
     if isinstance(obj, (str, os.PathLike)):
         return open_generator(obj)
@@ -264,8 +265,9 @@ class EvalResult:
     Attributes:
         rows: ``{model name: {metric: value}}``; metrics: ``psnr`` (dB), ``ssim``,
             ``psnr_ref`` / ``ssim_ref`` (to the reference model's output), ``fid``,
-            ``kid`` / ``kid_std`` (raw MMD^2, not x1000), ``macs_fvcore`` / ``macs_paper``
-            (per image at the evaluated size), ``params``.
+            ``kid`` / ``kid_std`` (raw MMD^2, not x1000), ``miou`` (x 100, SPADE generators
+            with a segmenter), ``macs_fvcore`` / ``macs_paper`` (per image at the evaluated
+            size), ``params``.
         n_images: test images evaluated.
         input_size: ``(H, W)`` of the evaluated images.
         reference: name of the reference model, if any.
@@ -287,11 +289,11 @@ class EvalResult:
         """A markdown table: one row per model, columns for the metrics present."""
         from nas_prune.macs import format_macs
 
-        cols = [c for c in ("macs_fvcore", "macs_paper", "params", "psnr", "ssim", "psnr_ref", "ssim_ref", "fid", "kid")
+        cols = [c for c in ("macs_fvcore", "macs_paper", "params", "psnr", "ssim", "psnr_ref", "ssim_ref", "fid", "kid", "miou")
                 if any(c in r for r in self.rows.values())]
         heads = {"macs_fvcore": "MACs (fvcore)", "macs_paper": "MACs (paper)", "params": "params",
                  "psnr": "PSNR (dB) ↑", "ssim": "SSIM ↑", "psnr_ref": f"PSNR vs {self.reference} (dB) ↑",
-                 "ssim_ref": f"SSIM vs {self.reference} ↑", "fid": "FID ↓", "kid": "KID×1000 ↓"}
+                 "ssim_ref": f"SSIM vs {self.reference} ↑", "fid": "FID ↓", "kid": "KID×1000 ↓", "miou": "mIoU ↑"}
         lines = ["| model | " + " | ".join(heads[c] for c in cols) + " |", "|---|" + "---:|" * len(cols)]
         for name, r in self.rows.items():
             cells = []
@@ -305,7 +307,7 @@ class EvalResult:
                     cells.append(f"{int(v):,}")
                 elif c == "kid":
                     cells.append(f"{1000 * v:.2f} ± {1000 * r.get('kid_std', 0.0):.2f}")
-                elif c.startswith("psnr") or c == "fid":
+                elif c.startswith("psnr") or c in ("fid", "miou"):
                     cells.append(f"{v:.2f}")
                 else:
                     cells.append(f"{v:.4f}")
@@ -350,6 +352,7 @@ def evaluate(
     inception: str | os.PathLike | None = None,
     real_stats: str | os.PathLike | None = None,
     save_real_stats: str | os.PathLike | None = None,
+    segmenter: str | os.PathLike | None = None,
     kid_subsets: int = 100,
     kid_subset_size: int = 1000,
     seed: int = 0,
@@ -360,8 +363,12 @@ def evaluate(
 
     Args:
         models: ``{name: path or Generator}``; paths as :func:`open_generator` reads.
-        data: dataset folder (pix2pix ``aligned`` or CycleGAN ``unaligned`` layout).
-        crop_size: images are resized to this side (pixels; multiple of 4).
+        data: dataset folder (pix2pix ``aligned`` or CycleGAN ``unaligned`` layout). SPADE
+            generators read semantic-map data instead (:mod:`nas_prune.data_seg`; ``mode``
+            and ``direction`` do not apply) and are scored by
+            :func:`nas_prune.gaugan.evaluate.evaluate_semantic`.
+        crop_size: images are resized to this side (pixels; multiple of 4); semantic maps
+            are scaled to this width keeping their aspect ratio.
         max_images: evaluate the first N images only (None: all).
         reference: a name in ``models`` whose outputs the others are also compared
             with (``psnr_ref`` / ``ssim_ref``).
@@ -369,6 +376,8 @@ def evaluate(
             None skips FID and KID (``real_stats`` then is an error: they are Inception features).
         real_stats: ``.npz`` of real-image statistics to use instead of computing them.
         save_real_stats: write the real-image statistics to this ``.npz``.
+        segmenter: DRN-D-105 segmenter weights (``drn-d-105_ms_cityscapes.pth``,
+            :func:`nas_prune.segmenter.load_segmenter`): mIoU of SPADE generators' outputs.
         kid_subsets / kid_subset_size: KID subsets (100 x 1000 as in the KID paper; the
             subset size is capped by the image count).
         out: folder for ``metrics.json`` and ``metrics.md`` (written atomically).
@@ -398,6 +407,22 @@ def evaluate(
     for name, net in nets.items():
         if (net.arch.input_nc, net.arch.output_nc) != (first.input_nc, first.output_nc):
             raise NasPruneError(f"model {name!r}: channels {net.arch.input_nc}->{net.arch.output_nc} differ from the others")
+    spade = [getattr(net.arch, "family", None) == "spade" for net in nets.values()]
+    if any(spade) and not all(spade):
+        raise NasPruneError("SPADE generators (semantic maps in) and image-to-image generators cannot be evaluated together")
+    if segmenter is not None and not all(spade):
+        raise NasPruneError("--segmenter: mIoU is computed for SPADE generators on semantic-map data")
+    if all(spade):
+        from nas_prune.gaugan.evaluate import evaluate_semantic
+        from nas_prune.inception import load_inception
+
+        result = evaluate_semantic(
+            nets=nets, data=data, split=split, crop_size=crop_size, batch_size=batch_size, max_images=max_images,
+            reference=reference, inception=load_inception(inception, value_range=(-1.0, 1.0), device=device) if inception else None,
+            real_stats=real_stats, save_real_stats=save_real_stats, segmenter=segmenter, kid_subsets=kid_subsets,
+            kid_subset_size=kid_subset_size, seed=seed, device=device)
+        _write_result(result, out)
+        return result
     ds, n = _open_split(data, mode=mode, direction=direction, split=split, crop_size=crop_size,
                         input_nc=first.input_nc, output_nc=first.output_nc, max_images=max_images)
     if n < 1:
@@ -475,13 +500,19 @@ def evaluate(
 
     result = EvalResult(rows=rows, n_images=n, input_size=size, reference=reference,
                         real_stats=stats_path, notes=notes)
-    if out is not None:
-        from nas_prune.fileio import write_json, write_text
-
-        out = Path(out)
-        write_json(out / "metrics.json", result.to_json())
-        write_text(out / "metrics.md", result.markdown() + "".join(f"\n{x}\n" for x in notes))
+    _write_result(result, out)
     return result
+
+
+def _write_result(result: EvalResult, out: str | os.PathLike | None) -> None:
+    """``metrics.json`` and ``metrics.md`` (with the notes) in ``out``, atomically; nothing when ``out`` is None."""
+    if out is None:
+        return
+    from nas_prune.fileio import write_json, write_text
+
+    out = Path(out)
+    write_json(out / "metrics.json", result.to_json())
+    write_text(out / "metrics.md", result.markdown() + "".join(f"\n{x}\n" for x in result.notes))
 
 
 def real_stats(

@@ -108,12 +108,14 @@ def pick_device(want: str, *, local_rank: int = 0, world: int = 1):
 
 
 def train_data(cfg, data: Path, *, mode: str, input_nc: int, output_nc: int, rank: int = 0, world: int = 1,
-               pin_memory: bool = False):
+               pin_memory: bool = False, dataset=None):
     """The train split and its loader: ``(train_set, steps_per_epoch, sampler, loader)``.
 
     ``cfg`` supplies ``load_size`` / ``crop_size`` / ``preprocess`` / ``flip`` / ``direction`` /
     ``seed`` / ``batch_size`` / ``workers`` (capped at the CPU count). The loader has its own
     ``torch.Generator`` so starting an epoch does not draw from the global RNG (dropout's).
+    ``dataset``: an already opened train split (indexable by ``(epoch, index)``) to use instead
+    of opening ``data`` in the layout of ``mode``.
 
     Raises:
         NasPruneError: the split holds fewer images than one batch (per device).
@@ -122,9 +124,11 @@ def train_data(cfg, data: Path, *, mode: str, input_nc: int, output_nc: int, ran
 
     from nas_prune import data as dmod
 
-    tf = dmod.TransformConfig(load_size=cfg.load_size, crop_size=cfg.crop_size, preprocess=cfg.preprocess, flip=cfg.flip)
-    train_set = dmod.open_dataset(data, mode=mode, split="train", direction=cfg.direction, transform=tf,
-                                  seed=cfg.seed, input_nc=input_nc, output_nc=output_nc)
+    train_set = dataset
+    if train_set is None:
+        tf = dmod.TransformConfig(load_size=cfg.load_size, crop_size=cfg.crop_size, preprocess=cfg.preprocess, flip=cfg.flip)
+        train_set = dmod.open_dataset(data, mode=mode, split="train", direction=cfg.direction, transform=tf,
+                                      seed=cfg.seed, input_nc=input_nc, output_nc=output_nc)
     steps_per_epoch = dmod.batches_per_epoch(len(train_set), batch_size=cfg.batch_size, world=world)
     if steps_per_epoch == 0:
         raise NasPruneError(
@@ -163,12 +167,16 @@ def lr_factor(step: int, *, steps_const: int, steps_decay: int) -> float:
 
 
 def set_lr(cfg, *, step: int, steps_per_epoch: int, optimizers: Iterable) -> float:
-    """Set the learning rate of step ``step`` (0-based) on every param group; returns it."""
+    """Set the learning rate of step ``step`` (0-based) on every param group; returns it.
+
+    A param group with an ``lr_scale`` entry gets that multiple of it (e.g. GauGAN's TTUR:
+    half the rate for the generator, twice for the discriminator).
+    """
     lr = cfg.lr * lr_factor(step, steps_const=cfg.epochs * steps_per_epoch,
                             steps_decay=cfg.epochs_decay * steps_per_epoch)
     for opt in optimizers:
         for group in opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
     return lr
 
 

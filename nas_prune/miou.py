@@ -34,7 +34,8 @@ import torch.nn.functional as F
 
 from nas_prune.errors import NasPruneError
 
-__all__ = ["CITYSCAPES_TRAIN_IDS", "CITYSCAPES_CLASSES", "ConfusionMatrix", "cityscapes_train_ids", "segment", "to_uint8"]
+__all__ = ["CITYSCAPES_TRAIN_IDS", "CITYSCAPES_CLASSES", "ConfusionMatrix", "cityscapes_train_ids", "predict", "segment",
+           "segment_scores", "to_uint8"]
 
 IGNORE = 255
 #: label id -> train id (19 classes; 255 = ignored), from cityscapesScripts' ``labels.py``.
@@ -89,10 +90,11 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.float() + 1) / 2 * 255).clamp(0, 255).to(torch.uint8)
 
 
-def segment(segmenter, images: torch.Tensor, *, size: tuple[int, int], mean, std) -> torch.Tensor:
-    """Predicted class ids ``(N, H, W)`` at ``size = (H, W)`` for generator outputs ``images`` in [-1, 1].
+def segment_scores(segmenter, images: torch.Tensor, *, mean, std) -> torch.Tensor:
+    """Class scores ``(N, classes, h, w)`` of generator outputs ``images`` ``(N, 3, h, w)`` in [-1, 1].
 
-    ``images`` height and width must be multiples of 8 (the segmenter's output stride).
+    The images are quantised to 8 bits (:func:`to_uint8`) and normalised with ``mean`` / ``std``
+    (of RGB in [0, 1]) first; ``h`` and ``w`` must be multiples of 8 (the segmenter's stride).
     """
     x = to_uint8(images).float() / 255.0
     m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
@@ -100,7 +102,16 @@ def segment(segmenter, images: torch.Tensor, *, size: tuple[int, int], mean, std
     h, w = x.shape[-2:]
     if h % 8 or w % 8:
         raise NasPruneError(f"mIoU: generated images of {h}x{w}; the segmenter needs sides that are multiples of 8")
-    scores = segmenter((x - m) / s)
+    return segmenter((x - m) / s)
+
+
+def predict(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Arg-max class ids ``(N, H, W)`` of ``scores`` resized bilinearly to ``size = (H, W)``."""
     if tuple(scores.shape[-2:]) != tuple(size):
-        scores = F.interpolate(scores, size=size, mode="bilinear", align_corners=False)
+        scores = F.interpolate(scores.float(), size=tuple(size), mode="bilinear", align_corners=False)
     return scores.argmax(dim=1)
+
+
+def segment(segmenter, images: torch.Tensor, *, size: tuple[int, int], mean, std) -> torch.Tensor:
+    """Predicted class ids ``(N, H, W)`` at ``size = (H, W)`` for generator outputs ``images`` in [-1, 1]."""
+    return predict(segment_scores(segmenter, images, mean=mean, std=std), size)

@@ -82,3 +82,33 @@ def save_drn(folder: Path, **kw) -> Path:
     path = Path(folder) / "drn-d-105_ms_cityscapes.pth"
     torch.save(drn_state(**kw), path)
     return path
+
+
+def write_label_folder(root: Path, *, n_train: int = 4, n_test: int = 2, size: int = 32, n_labels: int = 5,
+                       instances: bool = True, seed: int = 0) -> Path:
+    """A tiny label-map folder dataset: 8x8-pixel blocks of labels, photos coloured by label, instance
+    maps splitting each image in two."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    colours = rng.integers(0, 256, size=(n_labels, 3))
+    for split, n in (("train", n_train), ("test", n_test)):
+        for sub in ("labels", "images") + (("instances",) if instances else ()):
+            (root / split / sub).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            lab = np.kron(rng.integers(0, n_labels, size=(size // 8, size // 8)), np.ones((8, 8), dtype=np.int64))
+            Image.fromarray(lab.astype(np.uint8)).save(root / split / "labels" / f"{i:03d}.png")
+            Image.fromarray(colours[lab].astype(np.uint8)).save(root / split / "images" / f"{i:03d}.png")
+            if instances:
+                inst = (np.arange(size)[None, :] >= size // 2) * np.ones((size, 1))
+                Image.fromarray(inst.astype(np.uint8)).save(root / split / "instances" / f"{i:03d}.png")
+    return root
+
+
+def tiny_spade_arch(*, label_nc: int = 6, ngf: int = 2):
+    """A tiny CAT inception SPADE teacher (``normal`` upsampling: inputs in multiples of 32)."""
+    from nas_prune.spade import cat_teacher_arch
+
+    return cat_teacher_arch(ngf=ngf, label_nc=label_nc, num_upsampling_layers="normal", channels_reduction_factor=2,
+                            spade_hidden=4)

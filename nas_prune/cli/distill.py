@@ -52,18 +52,22 @@ def parse_options(items: List[str]) -> dict[str, dict[str, Any]]:
 def distill_cli(
     teacher: Path = typer.Option(..., "--teacher", help="Teacher checkpoint (.pth/.pt/.safetensors; CAT or ResNet layout)."),
     student: Path = typer.Option(..., "--student", help="Student folder (arch.json + student.safetensors) or an arch.json."),
-    data: Path = typer.Option(..., "--data", help="Dataset folder: train/ test/ (aligned) or trainA/ trainB/ testA/ testB/ (unaligned)."),
+    data: Path = typer.Option(..., "--data", help="Dataset folder: train/ test/ (aligned), trainA/ trainB/ testA/ testB/ (unaligned), or semantic maps for SPADE teachers (cityscapes gtFine/ + leftImg8bit/, or train/labels/ + train/images/)."),
     out: Path = typer.Option(Path("runs/distill"), "--out", help="Run folder: checkpoints, best/ and final/ students, samples, logs."),
-    mode: Optional[str] = typer.Option(None, "--mode", help="aligned (paired, pix2pix) or unaligned (CycleGAN). Required unless --resume."),
+    objective: Optional[str] = typer.Option(None, "--objective", help="auto (default: gaugan for SPADE teachers, else pix2pix), pix2pix or gaugan."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="aligned (paired, pix2pix) or unaligned (CycleGAN). Required for image folders unless --resume."),
     direction: Optional[str] = typer.Option(None, "--direction", help="AtoB (default) or BtoA."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs at constant learning rate [100]."),
     epochs_decay: Optional[int] = typer.Option(None, "--epochs-decay", help="Epochs of linear learning-rate decay to 0 [100]."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many steps in total (a checkpoint is kept)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per step and device, >= 2 [4]."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate [2e-4]."),
-    gan_mode: Optional[str] = typer.Option(None, "--gan-mode", help="lsgan (default), vanilla or hinge."),
+    gan_mode: Optional[str] = typer.Option(None, "--gan-mode", help="lsgan, vanilla or hinge [lsgan; hinge for GauGAN]."),
     lambda_gan: Optional[float] = typer.Option(None, "--lambda-gan", help="Weight of the GAN loss [1]."),
-    lambda_recon: Optional[float] = typer.Option(None, "--lambda-recon", help="Weight of the L1 loss [100 aligned, 5 unaligned]."),
+    lambda_recon: Optional[float] = typer.Option(None, "--lambda-recon", help="Weight of the L1 loss [100 aligned, 5 unaligned; none for GauGAN]."),
+    lambda_feat: Optional[float] = typer.Option(None, "--lambda-feat", help="GauGAN: weight of discriminator feature matching [10]."),
+    lambda_vgg: Optional[float] = typer.Option(None, "--lambda-vgg", help="GauGAN: weight of the VGG19 perceptual loss [10]."),
+    vgg: Optional[Path] = typer.Option(None, "--vgg", help="GauGAN: local VGG19 weights (torchvision's vgg19-dcbb9e9d.pth), needed when --lambda-vgg > 0."),
     distill_methods: Optional[str] = typer.Option(None, "--distill", help="Distillation methods, comma-separated (gcka, mse, crd, akdg, ackd) or none [gcka]."),
     lambda_distill: Optional[float] = typer.Option(None, "--lambda-distill", help="Weight of GCKA, whose KA is computed per device and averaged across DDP ranks: CAT's lambda_distill on its 4 GPUs is 4x this (horse2zebra 4, map2aerial 5.2, cityscapes 2) [1]."),
     lambda_mse: Optional[float] = typer.Option(None, "--lambda-mse", help="Weight of feature MSE [1]."),
@@ -88,6 +92,7 @@ def distill_cli(
     save_every: Optional[int] = typer.Option(None, "--save-every", help="Checkpoint every N steps (0 = every epoch)."),
     log_every: Optional[int] = typer.Option(None, "--log-every", help="Steps between log records (log.jsonl, TensorBoard) and between progress lines when stderr is not a terminal [50]."),
     inception: Optional[Path] = typer.Option(None, "--inception", help="Local FID Inception weights (pt_inception-2015-12-05-6726825d.pth, as for evaluate); adds FID to each evaluation."),
+    segmenter: Optional[Path] = typer.Option(None, "--segmenter", help="GauGAN: local DRN-D-105 weights (drn-d-105_ms_cityscapes.pth); adds mIoU to each evaluation."),
     threads: str = typer.Option("auto", "--threads", help=THREADS_HELP, show_default=False),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar or progress lines."),
@@ -107,6 +112,8 @@ def distill_cli(
             "device": device, "eval_every": eval_every, "save_every": save_every, "log_every": log_every,
             "teacher_discriminator": str(teacher_d) if teacher_d else None,
             "inception": str(inception) if inception else None,
+            "objective": objective, "lambda_feat": lambda_feat, "lambda_vgg": lambda_vgg,
+            "vgg": str(vgg) if vgg else None, "segmenter": str(segmenter) if segmenter else None,
         }
         overrides = {k: v for k, v in given.items() if v is not None}
         if no_flip:
@@ -129,7 +136,10 @@ def distill_cli(
         if resume:
             config = read_run_config(out).replace(**overrides)
         else:
-            if "mode" not in overrides:
+            from nas_prune.data_seg import detect_seg_layout
+
+            semantic = objective == "gaugan" or detect_seg_layout(data) is not None
+            if "mode" not in overrides and not semantic:
                 raise NasPruneError("--mode is required: aligned (train/, test/) or unaligned (trainA/, trainB/)")
             config = DistillConfig(**overrides)
         with torch_threads(threads, workers=config.workers):

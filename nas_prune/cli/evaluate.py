@@ -15,17 +15,18 @@ from nas_prune.cli.common import THREADS_HELP, console, torch_threads, user_erro
 @app.command("evaluate")
 def evaluate_cli(
     models: List[str] = typer.Argument(..., help="Models to compare: PATH or NAME=PATH (checkpoint, student folder, distill final/)."),
-    data: Path = typer.Option(..., "--data", help="Dataset folder (pix2pix train/test or CycleGAN trainA/testA layout)."),
+    data: Path = typer.Option(..., "--data", help="Dataset folder (pix2pix train/test or CycleGAN trainA/testA layout; semantic maps for SPADE generators)."),
     mode: str = typer.Option("aligned", "--mode", help="aligned (paired: PSNR/SSIM to the target) or unaligned."),
     direction: str = typer.Option("AtoB", "--direction", help="AtoB or BtoA."),
     split: str = typer.Option("test", "--split", help="Split to evaluate: test or train."),
-    crop_size: int = typer.Option(256, "--crop-size", help="Images are resized to this side (multiple of 4)."),
+    crop_size: int = typer.Option(256, "--crop-size", help="Images are resized to this side (multiple of 4); semantic maps to this width, keeping the aspect ratio (512 for cityscapes at 256x512)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Images per forward pass."),
     max_images: Optional[int] = typer.Option(None, "--max-images", help="Evaluate the first N images only."),
     reference: Optional[str] = typer.Option(None, "--reference", help="NAME of a model whose outputs the others are also compared with (e.g. the teacher)."),
     inception: Optional[Path] = typer.Option(None, "--inception", help="Local FID Inception weights (pt_inception-2015-12-05-6726825d.pth from pytorch-fid's releases); enables FID and KID."),
     real_stats: Optional[Path] = typer.Option(None, "--real-stats", help="Precomputed real-image statistics (.npz with mu, sigma; features for KID)."),
     save_real_stats: Optional[Path] = typer.Option(None, "--save-real-stats", help="Write the real-image statistics to this .npz."),
+    segmenter: Optional[Path] = typer.Option(None, "--segmenter", help="Local DRN-D-105 segmenter weights (drn-d-105_ms_cityscapes.pth from http://go.yf.io/drn-cityscapes-models); adds mIoU for SPADE generators."),
     kid_subsets: int = typer.Option(100, "--kid-subsets", help="KID: number of random subsets."),
     kid_subset_size: int = typer.Option(1000, "--kid-subset-size", help="KID: subset size (capped by the image count)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the KID subsets."),
@@ -34,7 +35,7 @@ def evaluate_cli(
     threads: str = typer.Option("auto", "--threads", help=THREADS_HELP, show_default=False),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON only."),
 ) -> None:
-    """Score generators on a test split: PSNR/SSIM (paired), FID/KID (with --inception), MACs, params."""
+    """Score generators on a test split: PSNR/SSIM (paired), FID/KID (with --inception), mIoU (SPADE, with --segmenter), MACs, params."""
     with user_errors():
         from nas_prune.errors import NasPruneError
         from nas_prune.evaluate import evaluate
@@ -50,7 +51,8 @@ def evaluate_cli(
         with torch_threads(threads, quiet=as_json):
             res = evaluate(models=named, data=data, mode=mode, direction=direction, split=split, crop_size=crop_size,
                            batch_size=batch_size, max_images=max_images, reference=reference, inception=inception,
-                           real_stats=real_stats, save_real_stats=save_real_stats, kid_subsets=kid_subsets,
+                           real_stats=real_stats, save_real_stats=save_real_stats, segmenter=segmenter,
+                           kid_subsets=kid_subsets,
                            kid_subset_size=kid_subset_size, seed=seed, device=device, out=out)
     if as_json:
         typer.echo(json.dumps(res.to_json(), indent=2))

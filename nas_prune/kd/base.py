@@ -145,7 +145,10 @@ def default_feature_taps(arch: Arch) -> tuple[str, ...]:
 
     For 9 blocks that is ``stem, block3, block6, block9`` as in CAT; for fewer
     blocks the positions are rounded and duplicates dropped; with no block, the stem only.
+    SPADE generators: CAT's SPADE layers ``head_0, G_middle_1, up_1``.
     """
+    if getattr(arch, "family", None) == "spade":
+        return ("head_0", "G_middle_1", "up_1")
     n = arch.n_blocks
     taps = ["stem"]
     for k in (1, 2, 3):
@@ -162,6 +165,10 @@ def tap_channels(arch: Arch, tap: str) -> int:
     channels, 1/4 of the input resolution); ``up1`` has ``arch.head[0]`` channels
     at 1/2 resolution.
     """
+    if getattr(arch, "family", None) == "spade":
+        from nas_prune.spade.model import spade_tap_channels
+
+        return spade_tap_channels(arch, tap)
     check_taps(arch, (tap,))
     return arch.head[0] if tap == "up1" else arch.stream
 
