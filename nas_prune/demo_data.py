@@ -7,6 +7,11 @@ real photo resized to ``size`` and A is derived from B:
 - ``task="edges"`` (default): a Canny edge map of B, black edges on white, like
   edges2shoes / edges2handbags;
 - ``task="colorize"``: B in grayscale.
+- ``task="segmentation"``: a label map of B, its luminance quantised into ``labels``
+  equal bins (label ``min(labels - 1, floor(gray * labels))``); written in the
+  label-map folder layout of :mod:`nas_prune.data_seg` (``train/labels/*.png`` index maps,
+  ``train/images/*.png`` photos, the same under ``test/``) for SPADE generators with
+  ``label_nc = labels`` (no instance maps).
 
 Photos: astronaut, chelsea, coffee, rocket, camera, immunohistochemistry,
 hubble_deep_field, retina (all shipped inside scikit-image; nothing is
@@ -39,7 +44,7 @@ DEMO_PHOTOS = (
     "hubble_deep_field",
     "retina",
 )
-DEMO_TASKS = ("edges", "colorize")
+DEMO_TASKS = ("edges", "colorize", "segmentation")
 
 
 def demo_photos() -> list[np.ndarray]:
@@ -98,6 +103,7 @@ def make_demo_dataset(
     seed: int = 0,
     task: str = "edges",
     train_fraction: float = 0.7,
+    labels: int = 8,
 ) -> Path:
     """Write the demo dataset to ``out_dir`` (``train/`` and ``test/``) and return it.
 
@@ -107,11 +113,14 @@ def make_demo_dataset(
         size: side of A and of B in pixels (each PNG is ``2*size`` wide); a multiple of 4.
         n_train / n_test: number of pairs per split, spread round-robin over the photos.
         seed: seed of the crop positions and sizes.
-        task: ``"edges"`` (edge map -> photo) or ``"colorize"`` (grayscale -> photo).
+        task: ``"edges"`` (edge map -> photo), ``"colorize"`` (grayscale -> photo) or
+            ``"segmentation"`` (label map -> photo).
         train_fraction: share of each photo's width reserved for training crops.
+        labels: number of labels of the segmentation task (2 .. 256).
 
     Returns:
-        ``Path(out_dir)``, usable as ``--data`` with ``--mode aligned``.
+        ``Path(out_dir)``, usable as ``--data`` with ``--mode aligned`` (segmentation: as
+        semantic-map data).
 
     Raises:
         NasPruneError: bad size, counts, task or fraction.
@@ -124,6 +133,8 @@ def make_demo_dataset(
         raise NasPruneError("demo dataset: n_train and n_test must be >= 1")
     if not 0.2 <= train_fraction <= 0.9:
         raise NasPruneError(f"demo train_fraction must be in [0.2, 0.9], got {train_fraction}")
+    if not 2 <= labels <= 256:
+        raise NasPruneError(f"demo labels must be in [2, 256], got {labels}")
     from PIL import Image
 
     from nas_prune.fileio import atomic_path
@@ -140,8 +151,21 @@ def make_demo_dataset(
             cut = int(round(photo.shape[1] * train_fraction))
             x0, x1 = (0, cut) if split == "train" else (cut, photo.shape[1])
             b = _crop(photo, x0, x1, size, rng)
-            a = _make_a(b, task)
-            pair = np.concatenate([a, b], axis=1)
-            with atomic_path(folder / f"{i:05d}_{DEMO_PHOTOS[k]}.png") as tmp:
+            name = f"{i:05d}_{DEMO_PHOTOS[k]}.png"
+            if task == "segmentation":
+                for sub, img in (("labels", _label_map(b, labels)), ("images", b)):
+                    (folder / sub).mkdir(exist_ok=True)
+                    with atomic_path(folder / sub / name) as tmp:
+                        Image.fromarray(img).save(tmp, format="PNG")
+                continue
+            pair = np.concatenate([_make_a(b, task), b], axis=1)
+            with atomic_path(folder / name) as tmp:
                 Image.fromarray(pair).save(tmp, format="PNG")
     return out
+
+
+def _label_map(b: np.ndarray, labels: int) -> np.ndarray:
+    """Luminance of ``b`` quantised into ``labels`` equal bins: ``(H, W)`` uint8 label ids."""
+    from skimage.color import rgb2gray
+
+    return np.minimum(labels - 1, np.floor(rgb2gray(b) * labels)).astype(np.uint8)

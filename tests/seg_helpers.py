@@ -112,3 +112,17 @@ def tiny_spade_arch(*, label_nc: int = 6, ngf: int = 2):
 
     return cat_teacher_arch(ngf=ngf, label_nc=label_nc, num_upsampling_layers="normal", channels_reduction_factor=2,
                             spade_hidden=4)
+
+
+class TinyFeatures(torch.nn.Module):
+    """Stand-in for the FID Inception net (tests monkeypatch ``nas_prune.inception.load_inception``):
+    6 fixed random projections of 4x4 average pools."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.proj = torch.nn.Linear(48, 6)
+        self.requires_grad_(False)
+
+    def forward(self, x):
+        return self.proj(torch.nn.functional.adaptive_avg_pool2d(x.float(), 4).flatten(1))

@@ -107,3 +107,21 @@ def test_gaugan_errors(tmp_path, files, teacher):
     with pytest.raises(NasPruneError, match="objective: 'gau' is not one of auto, pix2pix, gaugan"):
         cfg(files, objective="gau")
     assert not (tmp_path / "a").exists() and not (tmp_path / "e" / "checkpoints").exists()
+
+
+def test_cityscapes_gaugan_recipe_has_cat_settings():
+    from nas_prune.recipe import load_recipe
+    from nas_prune.shipped import shipped_dir
+
+    path = shipped_dir("recipes") / "cityscapes_gaugan.yaml"
+    r = load_recipe(path)
+    p, d = r.stages["prune"], r.stages["distill"]
+    assert (p["target_macs"], p["convention"], p["input_size"], p["min_channels"]) == ("30G", "paper", "256x512", 16)
+    assert load_recipe(path, overrides=["prune.target_macs=5.6G"]).stages["prune"]["target_macs"] == "5.6G"
+    assert "--set prune.target_macs=5.6G" in path.read_text().splitlines()[1]
+    # CAT's scripts/gaugan/cityscapes/train_inception_student_{30B,5p6B}.sh and the SPADE distiller defaults
+    c = DistillConfig.from_dict({k: (None if isinstance(v, str) and v.startswith("<") else v) for k, v in d.items()})
+    assert (c.objective, c.epochs, c.epochs_decay, c.batch_size, c.lr, c.ttur, c.gan_mode) == ("gaugan", 100, 100, 16, 2e-4, True, "hinge")
+    assert (c.lambda_gan, c.lambda_feat, c.lambda_vgg, c.distill, c.distill_taps) == (1.0, 10.0, 10.0, {"gcka": 0.5}, ("head_0", "G_middle_1", "up_1"))
+    assert (c.ndf, c.d_layers, c.num_d, c.preprocess, c.crop_size) == (64, 4, 2, "scale_width", 512)
+    assert r.space == "cat_spade_cityscapes" and r.stages["evaluate"]["crop_size"] == 512
