@@ -377,11 +377,7 @@ class _Run:
         recon = F.l1_loss(s_out.float(), target.float())
         kd = KDBatch(real_a=real_a, real_b=real_b if cfg.mode == "aligned" else None, t_out=t_out, s_out=s_out, t_feats=t_feats, s_feats=s_feats)
         losses = {"d": d_loss, "g_gan": g_gan, "recon": recon}
-        total = cfg.lambda_gan * g_gan + cfg.recon_weight * recon
-        for w, term in self.terms:
-            v = term(kd)
-            losses[f"kd_{term.name}"] = v
-            total = total + w * v
+        total = self._add_terms(kd, losses, cfg.lambda_gan * g_gan + cfg.recon_weight * recon)
         losses["g_total"] = total
         values = {k: float(v.detach()) for k, v in losses.items()}
         bad = [k for k, v in values.items() if not math.isfinite(v)]
@@ -393,24 +389,36 @@ class _Run:
         self._allreduce_grads([p for _, t in self.terms for p in t.generator_parameters()])
         self.scaler.step(self.opt_g)
 
-        # the terms' own discriminators
-        if self.opt_terms:
-            det = kd.detached()
-            for i, opt in self.opt_terms.items():
-                term = self.terms[i][1]
-                with self._autocast():
-                    tl = term.discriminator_loss(det)
-                if tl is None:
-                    continue
-                opt.zero_grad(set_to_none=True)
-                self.scaler.scale(tl).backward()
-                self._allreduce_grads(term.discriminator_parameters())
-                self.scaler.step(opt)
-                values[f"kd_{term.name}_d"] = float(tl.detach())
+        self._term_discriminator_steps(kd, values)
         self.scaler.update()
         self.disc.requires_grad_(True)
         values["lr"] = lr
         return values
+
+    def _add_terms(self, kd, losses: dict, total):
+        """``total + sum(w * term(kd))`` over the distillation terms; each term's value goes into ``losses``."""
+        for w, term in self.terms:
+            v = term(kd)
+            losses[f"kd_{term.name}"] = v
+            total = total + w * v
+        return total
+
+    def _term_discriminator_steps(self, kd, values: dict[str, float]) -> None:
+        """An Adam step on each term's own discriminator (e.g. AKDG's) on the detached batch."""
+        if not self.opt_terms:
+            return
+        det = kd.detached()
+        for i, opt in self.opt_terms.items():
+            term = self.terms[i][1]
+            with self._autocast():
+                tl = term.discriminator_loss(det)
+            if tl is None:
+                continue
+            opt.zero_grad(set_to_none=True)
+            self.scaler.scale(tl).backward()
+            self._allreduce_grads(term.discriminator_parameters())
+            self.scaler.step(opt)
+            values[f"kd_{term.name}_d"] = float(tl.detach())
 
     # -- loop --------------------------------------------------------------------------------
     def train(self) -> DistillResult:

@@ -31,6 +31,7 @@ import numpy as np
 from nas_prune.errors import NasPruneError
 
 __all__ = [
+    "add_fid_kid",
     "frechet_distance",
     "frechet_distance_from_stats",
     "feature_stats",
@@ -477,31 +478,47 @@ def evaluate(
     notes: list[str] = []
     stats_path = None
     if net_i is not None:
-        if real_given is not None:
-            mu_r, sig_r, real_feats = real_given["mu"], real_given["sigma"], real_given["features"]
-            stats_path = str(real_stats)
-            if real_feats is None:
-                notes.append(f"{real_stats} holds no features: KID skipped")
-        else:
-            real_feats = np.concatenate(real_list)
-            mu_r, sig_r = feature_stats(real_feats)
-            if save_real_stats is not None:
-                stats_path = str(save_stats(save_real_stats, real_feats, meta={
-                    "data": str(data), "split": split, "direction": direction, "crop_size": crop_size, "n": n}))
-        for name in nets:
-            fake = np.concatenate(fake_feats[name])
-            mu_f, sig_f = feature_stats(fake)
-            rows[name]["fid"] = frechet_distance_from_stats(mu_r, sig_r, mu_f, sig_f)
-            if real_feats is not None:
-                rows[name]["kid"], rows[name]["kid_std"] = kid(
-                    real_feats, fake, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed)
-        if n < 2048:
-            notes.append(f"FID on {n} images is biased upwards (2048-d covariance from few samples); compare KID")
+        stats_path = add_fid_kid(
+            rows, {name: np.concatenate(fake_feats[name]) for name in nets}, real_list=real_list,
+            real_given=real_given, real_stats=real_stats, save_real_stats=save_real_stats,
+            meta={"data": str(data), "split": split, "direction": direction, "crop_size": crop_size, "n": n},
+            kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed, notes=notes)
 
     result = EvalResult(rows=rows, n_images=n, input_size=size, reference=reference,
                         real_stats=stats_path, notes=notes)
     _write_result(result, out)
     return result
+
+
+def add_fid_kid(rows: dict[str, dict[str, float]], fake_feats: Mapping[str, np.ndarray], *, real_list: list,
+                real_given: Mapping[str, Any] | None, real_stats, save_real_stats, meta: Mapping[str, Any],
+                kid_subsets: int, kid_subset_size: int, seed: int, notes: list[str]) -> str | None:
+    """Add ``fid`` (and ``kid`` / ``kid_std``) to each model's row; returns the statistics file used or written.
+
+    Real statistics come from ``real_given`` (a :func:`load_stats` result read from ``real_stats``)
+    or from the features in ``real_list`` (then saved to ``save_real_stats`` with ``meta`` when given).
+    Notes about skipped KID and small-sample FID go into ``notes``.
+    """
+    stats_path = None
+    if real_given is not None:
+        mu_r, sig_r, real_feats = real_given["mu"], real_given["sigma"], real_given["features"]
+        stats_path = str(real_stats)
+        if real_feats is None:
+            notes.append(f"{real_stats} holds no features: KID skipped")
+    else:
+        real_feats = np.concatenate(real_list)
+        mu_r, sig_r = feature_stats(real_feats)
+        if save_real_stats is not None:
+            stats_path = str(save_stats(save_real_stats, real_feats, meta=meta))
+    for name, fake in fake_feats.items():
+        rows[name]["fid"] = frechet_distance_from_stats(mu_r, sig_r, *feature_stats(fake))
+        if real_feats is not None:
+            rows[name]["kid"], rows[name]["kid_std"] = kid(
+                real_feats, fake, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed)
+    n = int(meta.get("n", 0))
+    if n < 2048:
+        notes.append(f"FID on {n} images is biased upwards (2048-d covariance from few samples); compare KID")
+    return stats_path
 
 
 def _write_result(result: EvalResult, out: str | os.PathLike | None) -> None:

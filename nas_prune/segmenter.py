@@ -202,6 +202,7 @@ def load_segmenter(path: str | os.PathLike | None, *, device: str | torch.device
             file, another layout, missing / unexpected keys, or wrong shapes.
     """
     from nas_prune.gan import read_state_dict
+    from nas_prune.load import check_state
 
     if path is None:
         raise NasPruneError(f"mIoU needs the DRN-D-105 segmenter weights: {SEGMENTER_HINT} (--segmenter PATH)")
@@ -211,13 +212,5 @@ def load_segmenter(path: str | os.PathLike | None, *, device: str | torch.device
     state = {k: v for k, v in read_state_dict(path, what="segmenter weights").items() if not k.endswith("num_batches_tracked")}
     net = DRNSeg(config_from_state(state, str(path)))
     expected = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
-    for k, v in state.items():
-        if k not in expected:
-            raise NasPruneError(f"segmenter weights {path}: unexpected key {k!r} for a {net.config.name} DRNSeg")
-        if tuple(v.shape) != tuple(expected[k].shape):
-            raise NasPruneError(f"segmenter weights {path}: {k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}")
-    missing = sorted(set(expected) - set(state))
-    if missing:
-        raise NasPruneError(f"segmenter weights {path}: missing {missing[0]} ({len(missing)} keys missing)")
-    net.load_state_dict(state, strict=False)
+    net.load_state_dict(check_state(expected, state, path), strict=False)
     return net.eval().to(device)

@@ -115,7 +115,7 @@ def test_discriminator_checkpoint_round_trip(tmp_path):
     sd = d.state_dict()
     sd.pop("discriminator_1.model2.0.0.weight_u")
     torch.save(sd, tmp_path / "bad.pth")
-    with pytest.raises(NasPruneError, match="missing key 'discriminator_1.model2.0.0.weight_u'"):
+    with pytest.raises(NasPruneError, match="missing keys: discriminator_1.model2.0.0.weight_u"):
         load_multiscale_discriminator(tmp_path / "bad.pth")
     torch.save({"model.0.weight": torch.zeros(1, 3, 4, 4)}, tmp_path / "patch.pth")
     with pytest.raises(NasPruneError, match="not a GauGAN multi-scale discriminator"):
@@ -165,10 +165,10 @@ def test_vgg_errors(tmp_path):
     state = vgg_state()
     state.pop("features.21.bias")
     torch.save(state, tmp_path / "a.pth")
-    with pytest.raises(NasPruneError, match="missing features.21.bias"):
+    with pytest.raises(NasPruneError, match="missing keys: features.21.bias"):
         load_vgg19(tmp_path / "a.pth")
     state = vgg_state()
     state["features.7.weight"] = torch.zeros(6, 5, 3, 3)
     torch.save(state, tmp_path / "b.pth")
-    with pytest.raises(NasPruneError, match=r"features.7.weight has shape \(6, 5, 3, 3\)"):
+    with pytest.raises(NasPruneError, match=r"features.7.weight \(6, 5, 3, 3\) vs expected \(6, 6, 3, 3\)"):
         load_vgg19(tmp_path / "b.pth")

@@ -76,7 +76,7 @@ def test_segmenter_errors(tmp_path):
     state = drn_state()
     state.pop("up.weight")
     torch.save(state, tmp_path / "noup.pth")
-    with pytest.raises(NasPruneError, match="missing up.weight"):
+    with pytest.raises(NasPruneError, match="missing keys: up.weight"):
         load_segmenter(tmp_path / "noup.pth")
     path = save_drn(tmp_path, classes=3)
     assert load_segmenter(path).config.classes == 3

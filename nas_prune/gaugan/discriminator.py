@@ -25,6 +25,7 @@ biases 0) on every conv, the spectral-normalised ones included.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Mapping
 
 import torch
@@ -141,6 +142,7 @@ def load_multiscale_discriminator(path: str | os.PathLike, *, in_channels: int |
         NasPruneError: unreadable file, another layout, missing/unexpected keys or wrong shapes.
     """
     from nas_prune.gan import read_state_dict
+    from nas_prune.load import check_state
 
     state = read_state_dict(path, what="discriminator checkpoint")
     src = str(path)
@@ -149,14 +151,5 @@ def load_multiscale_discriminator(path: str | os.PathLike, *, in_channels: int |
         raise NasPruneError(f"discriminator {src} takes {cin} input channels, this run feeds it {in_channels} "
                             "(semantic map channels + image channels)")
     disc = MultiscaleDiscriminator(cin, ndf=ndf, n_layers=n_layers, num_d=num_d, init=False)
-    expected = disc.state_dict()
-    for key, value in state.items():
-        if key not in expected:
-            raise NasPruneError(f"{src}: unexpected key {key!r} for a {num_d}-scale, {n_layers}-layer GauGAN discriminator")
-        if tuple(value.shape) != tuple(expected[key].shape):
-            raise NasPruneError(f"{src}: {key} has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}")
-    missing = sorted(set(expected) - set(state))
-    if missing:
-        raise NasPruneError(f"{src}: missing key {missing[0]!r}")
-    disc.load_state_dict(state)
+    disc.load_state_dict(check_state(disc.state_dict(), state, Path(src)))
     return disc

@@ -61,7 +61,7 @@ def evaluate_semantic(
 
     from nas_prune.data import TransformConfig, collate
     from nas_prune.data_seg import open_seg_dataset, to_semantics
-    from nas_prune.evaluate import EvalResult, feature_stats, frechet_distance_from_stats, kid, load_stats, save_stats
+    from nas_prune.evaluate import EvalResult, add_fid_kid, load_stats
     from nas_prune.gaugan.scores import SemanticScores
 
     first = next(iter(nets.values())).arch
@@ -105,25 +105,11 @@ def evaluate_semantic(
     notes: list[str] = []
     stats_path = None
     if inception is not None:
-        if real_given is not None:
-            mu_r, sig_r, real_feats = real_given["mu"], real_given["sigma"], real_given["features"]
-            stats_path = str(real_stats)
-            if real_feats is None:
-                notes.append(f"{real_stats} holds no features: KID skipped")
-        else:
-            real_feats = np.concatenate(real_list)
-            mu_r, sig_r = feature_stats(real_feats)
-            if save_real_stats is not None:
-                stats_path = str(save_stats(save_real_stats, real_feats, meta={
-                    "data": str(data), "split": split, "crop_size": crop_size, "n": n, "layout": ds.layout}))
-        for name in nets:
-            fake = np.concatenate(scores[name].fake_feats)
-            rows[name]["fid"] = frechet_distance_from_stats(mu_r, sig_r, *feature_stats(fake))
-            if real_feats is not None:
-                rows[name]["kid"], rows[name]["kid_std"] = kid(real_feats, fake, subsets=kid_subsets,
-                                                               subset_size=kid_subset_size, seed=seed)
-        if n < 2048:
-            notes.append(f"FID on {n} images is biased upwards (2048-d covariance from few samples); compare KID")
+        stats_path = add_fid_kid(
+            rows, {name: np.concatenate(scores[name].fake_feats) for name in nets}, real_list=real_list,
+            real_given=real_given, real_stats=real_stats, save_real_stats=save_real_stats,
+            meta={"data": str(data), "split": split, "crop_size": crop_size, "n": n, "layout": ds.layout},
+            kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed, notes=notes)
     if seg_net is not None:
         notes.append(f"mIoU: {seg_net.config.name} segmenter, {seg_net.config.classes} classes, at the label files' "
                      f"resolution ({'cityscapes train ids' if ds.layout == 'cityscapes' else 'label values as classes'})")

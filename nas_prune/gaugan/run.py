@@ -173,10 +173,7 @@ def train_step(run, batch: dict) -> dict[str, float]:
     total = cfg.lambda_gan * losses["g_gan"] + cfg.lambda_feat * losses.get("g_feat", 0.0)
     total = total + cfg.lambda_vgg * losses.get("g_vgg", 0.0)
     kd = KDBatch(real_a=sem, real_b=real, t_out=t_out, s_out=s_out, t_feats=t_feats, s_feats=s_feats)
-    for w, term in run.terms:
-        v = term(kd)
-        losses[f"kd_{term.name}"] = v
-        total = total + w * v
+    total = run._add_terms(kd, losses, total)
     losses["g_total"] = total
     values = {k: float(v.detach()) for k, v in losses.items()}
     if not all(math.isfinite(v) for v in values.values()):
@@ -200,19 +197,7 @@ def train_step(run, batch: dict) -> dict[str, float]:
     run._allreduce_grads(run.disc.parameters())
     run.scaler.step(run.opt_d)
 
-    if run.opt_terms:
-        det = kd.detached()
-        for i, opt in run.opt_terms.items():
-            term = run.terms[i][1]
-            with run._autocast():
-                tl = term.discriminator_loss(det)
-            if tl is None:
-                continue
-            opt.zero_grad(set_to_none=True)
-            run.scaler.scale(tl).backward()
-            run._allreduce_grads(term.discriminator_parameters())
-            run.scaler.step(opt)
-            values[f"kd_{term.name}_d"] = float(tl.detach())
+    run._term_discriminator_steps(kd, values)
     run.scaler.update()
     values["lr"] = lr
     return values

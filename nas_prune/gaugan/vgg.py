@@ -125,6 +125,7 @@ def load_vgg19(path: str | os.PathLike | None, *, device: str | torch.device = "
             file, missing / unexpected keys, or wrong shapes.
     """
     from nas_prune.gan import read_state_dict
+    from nas_prune.load import check_state
 
     if path is None:
         raise NasPruneError(f"GauGAN's perceptual loss needs VGG19 weights: {VGG_WEIGHTS_HINT} (--vgg PATH)")
@@ -139,20 +140,12 @@ def load_vgg19(path: str | os.PathLike | None, *, device: str | torch.device = "
             raise NasPruneError(f"VGG19 weights {path}: missing features.{idx}.weight (expected torchvision's vgg19 layout)")
         widths.append(int(w.shape[0]))
     net = VGG19Features(widths)
-    expected = net.state_dict()
     state = {}
     for k, v in raw.items():
         parts = k.split(".")
         if parts[0] == "classifier" or (parts[0] == "features" and len(parts) > 1 and parts[1].isdigit()
                                          and int(parts[1]) >= len(net.features)):
             continue
-        if k not in expected:
-            raise NasPruneError(f"VGG19 weights {path}: unexpected key {k!r} (expected torchvision's vgg19 layout)")
-        if tuple(v.shape) != tuple(expected[k].shape):
-            raise NasPruneError(f"VGG19 weights {path}: {k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}")
         state[k] = v
-    missing = sorted(set(expected) - set(state))
-    if missing:
-        raise NasPruneError(f"VGG19 weights {path}: missing {missing[0]} ({len(missing)} keys missing)")
-    net.load_state_dict(state)
+    net.load_state_dict(check_state(net.state_dict(), state, path))
     return net.to(device)
