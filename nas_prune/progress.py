@@ -167,7 +167,7 @@ class TrainProgress:
 
 
 def shown_losses(values: Mapping[str, Any], *, ka_taps: Mapping[str, int] | None = None) -> dict[str, float]:
-    """The losses worth showing while training: GAN, reconstruction, distillation terms.
+    """The losses worth showing while training: GAN, reconstruction (GauGAN: feature matching, VGG), distillation terms.
 
     A GCKA term's value is ``-sum of KA over its taps``; it is shown as ``ka``, the mean
     kernel alignment of teacher and student features over the taps (1 = the same
@@ -175,7 +175,7 @@ def shown_losses(values: Mapping[str, Any], *, ka_taps: Mapping[str, int] | None
     """
     out: dict[str, float] = {}
     for key, value in values.items():
-        if key in ("d", "d_a", "d_b", "g_gan", "recon", "cycle", "idt"):
+        if key in ("d", "d_a", "d_b", "g_gan", "recon", "cycle", "idt", "g_feat", "g_vgg"):
             out[key] = float(value)
         elif key.startswith("kd_"):
             name = key[3:]
