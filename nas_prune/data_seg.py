@@ -31,6 +31,11 @@ keeping the aspect ratio (height ``int(crop_size * h / w)``, GauGAN's cityscapes
 2048x1024 -> 512x256); ``resize``, ``resize_and_crop``, ``crop`` and ``none`` as for image
 folders. Training samples are flipped at random (same flip for map and photo) when
 ``flip``; the randomness of sample ``i`` in epoch ``e`` is seeded by ``(seed, e, i)``.
+
+Departures from GauGAN's dataset code: a label outside ``0 .. n_labels - 1`` is an error
+naming the file, where GauGAN maps 255 to an extra "don't care" label (its
+``contain_dontcare_label`` option, off in CAT's cityscapes runs, whose label ids stop at 33);
+files are paired by name rather than by sorted position after a name check.
 """
 
 from __future__ import annotations

@@ -18,12 +18,12 @@ Ground truth: cityscapes ``*_gtFine_labelIds.png`` map to the 19 train ids
 which CAT's ``*_gtFine_trainIds.png`` files hold); in the label-map folder layout the label
 values are the class ids directly (values outside the segmenter's classes are ignored).
 
-Departure: step 3 uses ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)``
-on the scores instead of PIL's per-channel bilinear resize of the log-softmax. The arg-max of
-a bilinear resize is the same for scores and log-softmax (the log-sum-exp term is shared by
-all classes of a pixel), and both resamplers sample at pixel centres; they differ only in how
-the outermost rows and columns are extrapolated. CAT also rounds mIoU to 2 decimals; the
-value here is unrounded.
+Step 3 uses ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)`` on the
+scores where CAT resizes the log-softmax channel by channel with PIL's bilinear filter: for
+upscaling the two resamplers give the same values up to float rounding (a test checks it), and
+the arg-max of a bilinear resize is the same for scores and log-softmax (the log-sum-exp term is
+shared by all classes of a pixel). The one departure: CAT rounds mIoU to 2 decimals; the value
+here is unrounded.
 """
 
 from __future__ import annotations

@@ -105,3 +105,17 @@ def test_confusion_matrix_and_miou_by_hand():
 def test_cityscapes_train_ids():
     ids = np.array([0, 6, 7, 8, 9, 11, 24, 26, 31, 33, 34, 255, -1])
     assert cityscapes_train_ids(ids).tolist() == [255, 255, 0, 1, 255, 2, 11, 13, 16, 18, 255, 255, 255]
+
+
+def test_score_resize_equals_pils_bilinear_upscale():
+    """CAT resizes each score channel with PIL's BILINEAR; predict() uses torch's bilinear: same values."""
+    from PIL import Image
+
+    from nas_prune.miou import predict
+
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(3, 8, 16)).astype(np.float32)
+    pil = np.stack([np.asarray(Image.fromarray(c).resize((64, 32), Image.BILINEAR)) for c in scores])
+    torch_up = F.interpolate(torch.from_numpy(scores)[None], size=(32, 64), mode="bilinear", align_corners=False)[0]
+    np.testing.assert_allclose(torch_up.numpy(), pil, atol=1e-6)
+    assert torch.equal(predict(torch.from_numpy(scores)[None], (32, 64))[0], torch.from_numpy(pil.argmax(0)))
