@@ -23,6 +23,18 @@ the checkpoint (weights, optimiser states, AMP scaler, step, position in the epo
 RNG states); data order and augmentation are functions of ``(seed, epoch, index)``;
 so ``resume=True`` continues exactly.
 
+Host synchronisation: a step never reads a loss on the host. :meth:`_Run.train_step`
+returns the losses as 0-dim device tensors; a :class:`~nas_prune.device.FiniteMonitor`
+records on the device the first step with a non-finite loss, and the loop reads it (and
+converts the losses to numbers) only on log steps and before anything is written (a
+checkpoint, an evaluation's best student, a grid, the final student). So a NaN stops the
+run at most ``log_every - 1`` steps after it appeared (those steps are wasted, never
+saved) and the checkpoint on disk is always the last good one. Under ``amp="fp16"``
+PyTorch's GradScaler still reads its overflow flag on the host at every optimiser step;
+bf16 and fp32 need no scaler and have no such wait. The teacher runs under
+``torch.inference_mode`` in the step's AMP dtype; its outputs are copied once into
+ordinary tensors (constants to autograd) so every distillation term may use them.
+
 The library entry point is :func:`distill`; ``nas-prune distill`` calls it. The config and result types live in
 :mod:`nas_prune.distill_config`, teacher/student resolution and student folders in
 :mod:`nas_prune.distill_io`, evaluation during training in :mod:`nas_prune.distill_eval`.
@@ -87,8 +99,9 @@ def distill(
         resume: continue the run in ``out`` from ``checkpoints/last.pt``. The config
             must match the saved one except for fields in ``RESUMABLE_CHANGES``; with
             ``config=None`` the saved config is used (plus ``options``).
-        on_step: called as ``on_step(step, losses)`` after every step (rank 0); raising
-            KeyboardInterrupt in it behaves like Ctrl-C.
+        on_step: called as ``on_step(step, losses)`` after every step (rank 0); ``losses``
+            are 0-dim tensors on the training device (reading one, e.g. ``float(v)``, waits
+            for the device); raising KeyboardInterrupt in it behaves like Ctrl-C.
         label: how the progress display names the run (:mod:`nas_prune.progress`).
 
     Returns:
@@ -149,6 +162,9 @@ class _Run:
         self._setup_distributed()
         self.device = loop.pick_device(cfg.device, local_rank=self.local_rank, world=self.world)
         self.amp_dtype = self._pick_amp()
+        from nas_prune.device import set_determinism
+
+        self.determinism = set_determinism(cfg.deterministic, self.device)
 
         if teacher is None and (cfg.distill or cfg.mode == "unaligned"):
             raise NasPruneError("a teacher is needed for distillation and for unaligned data")
@@ -203,16 +219,16 @@ class _Run:
 
         # forward callables (DDP / compile)
         self.s_forward = Features.make(self.student, self.taps)
+        self.t_forward = Features.make(self.teacher, self.taps) if self.teacher is not None else None
         self.d_forward = self.disc
         if self.world > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            ids = [self.device.index] if use_cuda else None
-            self.s_forward = DDP(self.s_forward, device_ids=ids, broadcast_buffers=True)
-            self.d_forward = DDP(self.disc, device_ids=ids, broadcast_buffers=False)
+            self.s_forward = loop.ddp(self.s_forward, self.device, sync_buffers=True)
+            self.d_forward = loop.ddp(self.disc, self.device, sync_buffers=False)
         if cfg.compile:
             self.s_forward = torch.compile(self.s_forward)
             self.d_forward = torch.compile(self.d_forward)
+            if self.t_forward is not None:
+                self.t_forward = torch.compile(self.t_forward)
 
         # bookkeeping
         self.step = 0
@@ -229,6 +245,8 @@ class _Run:
             self.fid_net = load_inception(cfg.inception, value_range=(-1.0, 1.0), device=self.device)
         if self.resume:
             self._load_checkpoint()
+            if self.is_main:
+                loop.append_log(self.out, {"resume": self.step, "determinism": self._determinism_info()})
         elif self.is_main:
             loop.check_fresh_run(self.out)
             self.out.mkdir(parents=True, exist_ok=True)
@@ -236,6 +254,12 @@ class _Run:
 
             write_json(self.out / "config.json", self._run_info())
         self.writer = self._tensorboard() if self.is_main else None
+        from nas_prune.device import FiniteMonitor
+
+        self.monitor = FiniteMonitor(self.device, start_step=self.step)
+
+    def _determinism_info(self) -> dict:
+        return {k: v for k, v in self.determinism.items() if k != "previous"}
 
     def _setup_data(self, data: Path, use_cuda: bool) -> None:
         """Train and test splits in the pix2pix / CycleGAN layouts (``cfg.mode``)."""
@@ -264,6 +288,7 @@ class _Run:
             "student_arch": self.student_arch.to_dict(),
             "steps_per_epoch": self.steps_per_epoch,
             "world_size": self.world,
+            "determinism": self._determinism_info(),
         }
 
     def _setup_distributed(self) -> None:
@@ -275,7 +300,9 @@ class _Run:
         self.is_main = self.rank == 0
         self._own_pg = False
         if self.world > 1 and not torch.distributed.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() and self.cfg.device != "cpu" else "gloo"
+            backend = self.cfg.dist_backend
+            if backend == "auto":
+                backend = "nccl" if torch.cuda.is_available() and self.cfg.device != "cpu" else "gloo"
             torch.distributed.init_process_group(backend=backend)
             self._own_pg = True
 
@@ -330,7 +357,27 @@ class _Run:
                 dist.all_reduce(p.grad)
                 p.grad.div_(self.world)
 
-    def train_step(self, batch: dict) -> dict[str, float]:
+    def teacher_forward(self, real_a):
+        """Teacher output and features under ``torch.inference_mode`` in the step's AMP dtype.
+
+        Returns ``(t_out, t_feats)`` as ordinary tensors without grad (copied out of
+        inference mode once), so distillation terms and losses may treat them as constants
+        of autograd (inference tensors cannot be saved for backward).
+        """
+        import torch
+
+        with torch.inference_mode(), self._autocast():
+            t_out, t_feats = self.t_forward(real_a)
+        return t_out.clone(), {k: v.clone() for k, v in t_feats.items()}
+
+    def train_step(self, batch: dict) -> dict:
+        """One discriminator + generator (+ term discriminator) step.
+
+        Returns:
+            ``{loss name: 0-dim tensor}`` on the training device, detached; nothing here
+            reads a value on the host (see the module docstring). The losses also go into
+            ``self.monitor``, which the loop reads on log and save steps.
+        """
         if self.objective == "gaugan":
             from nas_prune.gaugan import run as gaugan_run
 
@@ -342,14 +389,13 @@ class _Run:
 
         cfg = self.cfg
         real_a, real_b = self._prep(batch["A"]), self._prep(batch["B"])
-        lr = loop.set_lr(cfg, step=self.step, steps_per_epoch=self.steps_per_epoch,
-                         optimizers=(self.opt_g, self.opt_d, *self.opt_terms.values()))
+        self.lr = loop.set_lr(cfg, step=self.step, steps_per_epoch=self.steps_per_epoch,
+                              optimizers=(self.opt_g, self.opt_d, *self.opt_terms.values()))
 
         need_teacher = bool(self.terms) or cfg.mode == "unaligned"
+        if need_teacher:
+            t_out, t_feats = self.teacher_forward(real_a)
         with self._autocast():
-            if need_teacher:
-                with torch.no_grad():
-                    t_out, t_feats = self.teacher.forward_with_features(real_a, self.taps)
             s_out, s_feats = self.s_forward(real_a)
         if not need_teacher:
             t_out, t_feats = s_out.detach(), {}
@@ -361,9 +407,6 @@ class _Run:
         self.disc.requires_grad_(True)
         with self._autocast():
             d_loss = self.gan.d_loss(self.d_forward(d_input(real_b)), self.d_forward(d_input(s_out.detach())))
-        d_value = float(d_loss.detach())
-        if not math.isfinite(d_value):
-            return {"__bad__": 1.0, "d": d_value}
         self.opt_d.zero_grad(set_to_none=True)
         self.scaler.scale(d_loss).backward()
         self._allreduce_grads(self.disc.parameters())
@@ -379,31 +422,29 @@ class _Run:
         losses = {"d": d_loss, "g_gan": g_gan, "recon": recon}
         total = self._add_terms(kd, losses, cfg.lambda_gan * g_gan + cfg.recon_weight * recon)
         losses["g_total"] = total
-        values = {k: float(v.detach()) for k, v in losses.items()}
-        bad = [k for k, v in values.items() if not math.isfinite(v)]
-        if bad:
-            return {"__bad__": 1.0, **values}
 
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         self._allreduce_grads([p for _, t in self.terms for p in t.generator_parameters()])
         self.scaler.step(self.opt_g)
 
-        self._term_discriminator_steps(kd, values)
+        self._term_discriminator_steps(kd, losses)
         self.scaler.update()
         self.disc.requires_grad_(True)
-        values["lr"] = lr
+        values = {k: v.detach() for k, v in losses.items()}
+        self.monitor.update(values)
         return values
 
     def _add_terms(self, kd, losses: dict, total):
         """``total + sum(w * term(kd))`` over the distillation terms; each term's value goes into ``losses``."""
         for w, term in self.terms:
-            v = term(kd)
+            with self._autocast():  # a term's own layers (adapters, fusion, D_kd) run in the step's dtype
+                v = term(kd)
             losses[f"kd_{term.name}"] = v
             total = total + w * v
         return total
 
-    def _term_discriminator_steps(self, kd, values: dict[str, float]) -> None:
+    def _term_discriminator_steps(self, kd, losses: dict) -> None:
         """An Adam step on each term's own discriminator (e.g. AKDG's) on the detached batch."""
         if not self.opt_terms:
             return
@@ -418,7 +459,22 @@ class _Run:
             self.scaler.scale(tl).backward()
             self._allreduce_grads(term.discriminator_parameters())
             self.scaler.step(opt)
-            values[f"kd_{term.name}_d"] = float(tl.detach())
+            losses[f"kd_{term.name}_d"] = tl
+
+    def host_values(self, values: dict) -> dict[str, float]:
+        """The step's losses as numbers (one wait for the device), plus the learning rate."""
+        import torch
+
+        numbers = torch.stack([v.float().reshape(()) for v in values.values()]).tolist()
+        out = dict(zip(values, numbers))
+        out["lr"] = self.lr
+        return out
+
+    def check_finite(self) -> None:
+        """Stop the run (NasPruneError) if a step since the start had a non-finite loss."""
+        bad = self.monitor.first_bad(world=self.world)
+        if bad is not None:
+            self._nan_stop(*bad)
 
     # -- loop --------------------------------------------------------------------------------
     def train(self) -> DistillResult:
@@ -433,20 +489,16 @@ class _Run:
             batch_size=cfg.batch_size, crop_size=cfg.crop_size, warn_slow=self.is_main)
         ka_taps = {t.name: len(t.taps) for _, t in self.terms if t.name == "gcka"}
 
-        def step(batch):
-            values = self.train_step(batch)
-            if "__bad__" in values:
-                self._nan_stop(values)
-            return values
-
         def after_step(batch, values):
             nonlocal images
             n = batch["A"].shape[0] * self.world
             images += n
-            self._after_step(values, images, t0)
-            progress.update(self.step, images=n, shown=shown_losses(values, ka_taps=ka_taps))
+            numbers = self._after_step(values, images, t0, show=self.is_main and self.step == start_step + 1)
+            # the losses shown are those of the last step read on the host (log steps, and the first)
+            progress.update(self.step, images=n, shown=None if numbers is None else shown_losses(numbers, ka_taps=ka_taps))
 
         def end_of_epoch():
+            self.check_finite()
             if cfg.eval_every == 0:
                 self.evaluate()
             if cfg.save_every == 0:
@@ -454,8 +506,9 @@ class _Run:
 
         try:
             with progress:
-                interrupted = loop.train_loop(self, end=end, step=step, after_step=after_step, end_of_epoch=end_of_epoch,
-                                              on_step=self.on_step if self.is_main else None)
+                interrupted = loop.train_loop(self, end=end, step=self.train_step, after_step=after_step,
+                                              end_of_epoch=end_of_epoch, on_step=self.on_step if self.is_main else None)
+            self.check_finite()
             finished = self.step >= self.total_steps
             if not self.history or self.history[-1]["step"] != self.step:
                 self.evaluate()
@@ -479,29 +532,40 @@ class _Run:
             best_step=self.best_step, history=list(self.history), images_per_second=ips, student=student,
         )
 
-    def _after_step(self, values, images, t0) -> None:
+    def _after_step(self, values, images, t0, *, show: bool = False) -> dict[str, float] | None:
+        """Checks, log, evaluation, checkpoint, grid due after this step; the losses as numbers
+        when they were read on the host (log steps, or ``show``), else None."""
         cfg = self.cfg
-        if self.is_main and (self.step % cfg.log_every == 0):
+        step = self.step
+        log = self.is_main and step % cfg.log_every == 0
+        evaluate = bool(cfg.eval_every) and step % cfg.eval_every == 0
+        save = bool(cfg.save_every) and step % cfg.save_every == 0
+        grid = bool(cfg.grid_every) and step % cfg.grid_every == 0
+        if log or evaluate or save or grid or (self.world > 1 and step % cfg.log_every == 0):
+            self.check_finite()  # every process checks at the same steps (an all-reduce under DDP)
+        numbers = self.host_values(values) if (log or show) else None
+        if log:
             elapsed = time.perf_counter() - t0
-            rec = {"step": self.step, "epoch": self.step / self.steps_per_epoch, **values, "img_per_s": images / max(elapsed, 1e-9)}
-            self._log(rec)
+            self._log({"step": step, "epoch": step / self.steps_per_epoch, **numbers, "img_per_s": images / max(elapsed, 1e-9)})
             if self.writer is not None:
-                for k, v in values.items():
-                    self.writer.add_scalar(f"train/{k}", v, self.step)
-        if cfg.eval_every and self.step % cfg.eval_every == 0:
+                for k, v in numbers.items():
+                    self.writer.add_scalar(f"train/{k}", v, step)
+        if evaluate:
             self.evaluate()
-        if cfg.save_every and self.step % cfg.save_every == 0:
+        if save:
             self.save_checkpoint()
-        if cfg.grid_every and self.step % cfg.grid_every == 0:
+        if grid:
             self.write_grid()
+        return numbers
 
-    def _nan_stop(self, values: dict[str, float]) -> None:
-        bad = ", ".join(f"{k}={v}" for k, v in values.items() if k != "__bad__" and not math.isfinite(v))
+    def _nan_stop(self, step: int, values: dict[str, float]) -> None:
+        bad = ", ".join(f"{k}={v}" for k, v in values.items() if not math.isfinite(v))
+        where = f"at step {step} ({bad})" if step > 0 else "in another process"
         last = self.out / "checkpoints" / "last.pt"
         keep = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
         self.cleanup()
         raise NasPruneError(
-            f"loss is not finite at step {self.step + 1} ({bad}); stopped, {keep}; "
+            f"loss is not finite {where}; stopped at step {self.step}, {keep}; "
             "try a lower --lr, --amp bf16 instead of fp16, or check the data"
         )
 
@@ -568,6 +632,9 @@ class _Run:
         self.best, self.best_step = best["metrics"], best["step"]
 
     def cleanup(self) -> None:
+        from nas_prune.device import restore_determinism
+
+        restore_determinism(getattr(self, "determinism", None))
         if getattr(self, "writer", None) is not None:
             self.writer.flush()
             self.writer.close()

@@ -17,15 +17,16 @@ from typing import Any, Mapping
 from nas_prune import loop
 from nas_prune.errors import NasPruneError
 
-__all__ = ["AMP_MODES", "CHECKPOINT_VERSION", "RESUMABLE_CHANGES", "DistillConfig", "DistillResult", "read_run_config"]
+__all__ = ["AMP_MODES", "DIST_BACKENDS", "CHECKPOINT_VERSION", "RESUMABLE_CHANGES", "DistillConfig", "DistillResult", "read_run_config"]
 
 AMP_MODES = ("auto", "none", "bf16", "fp16")
+DIST_BACKENDS = ("auto", "nccl", "gloo")
 CHECKPOINT_VERSION = 1
 
 # Fields that may differ between a run and its resumption (everything else must match).
 RESUMABLE_CHANGES = frozenset(
     {"epochs", "epochs_decay", "max_steps", "eval_every", "save_every", "log_every", "grid_every",
-     "workers", "device", "compile", "progress", "inception", "segmenter"}
+     "workers", "device", "compile", "progress", "inception", "segmenter", "deterministic", "dist_backend"}
 )
 
 
@@ -78,7 +79,15 @@ class DistillConfig:
         amp: ``auto`` (bf16 on a CUDA device that supports it, else none), ``none``,
             ``bf16`` or ``fp16`` (CUDA only, with a gradient scaler).
         channels_last: run the networks in channels-last memory format.
-        compile: ``torch.compile`` the student and discriminator.
+        compile: ``torch.compile`` the student, the discriminator and the teacher's forward.
+        deterministic: bit-reproducible CUDA training (an exact ``resume`` on a GPU):
+            deterministic algorithms, cuDNN autotuning off, ``CUBLAS_WORKSPACE_CONFIG``
+            (see :func:`nas_prune.device.set_determinism`; recorded in ``config.json``).
+            Slower; off by default, when cuDNN autotuning is on for CUDA runs. CPU runs
+            are deterministic either way.
+        dist_backend: process-group backend under ``torchrun``: ``auto`` (NCCL with CUDA,
+            gloo on CPU), ``nccl`` or ``gloo`` (e.g. several processes sharing one GPU,
+            which NCCL refuses).
         workers: data-loader worker processes (0 loads in the main process; capped
             at the CPU count).
         seed: seed of initialisation, data order, augmentation and dropout.
@@ -129,6 +138,8 @@ class DistillConfig:
     amp: str = "auto"
     channels_last: bool = False
     compile: bool = False
+    deterministic: bool = False
+    dist_backend: str = "auto"
     workers: int = 4
     seed: int = 0
     device: str = "auto"
@@ -155,6 +166,8 @@ class DistillConfig:
         check(self.objective in OBJECTIVES, "objective", f"{self.objective!r} is not one of {', '.join(OBJECTIVES)}")
         check(self.gan_mode is None or self.gan_mode in GAN_MODES, "gan_mode", f"{self.gan_mode!r} is not one of {', '.join(GAN_MODES)}")
         check(self.amp in AMP_MODES, "amp", f"{self.amp!r} is not one of {', '.join(AMP_MODES)}")
+        check(self.dist_backend in DIST_BACKENDS, "dist_backend",
+              f"{self.dist_backend!r} is not one of {', '.join(DIST_BACKENDS)}")
         check(self.batch_size >= 2, "batch_size", f"must be >= 2 (GCKA and BatchNorm compare samples), got {self.batch_size}")
         for name in ("lambda_gan", "lambda_recon", "lambda_feat", "lambda_vgg"):
             v = getattr(self, name)

@@ -87,7 +87,9 @@ def check_loop_fields(cfg) -> None:
 def pick_device(want: str, *, local_rank: int = 0, world: int = 1):
     """``auto`` (CUDA if available), ``cpu``, ``cuda`` or ``cuda:N`` -> ``torch.device``.
 
-    Under DDP (``world > 1``) a CUDA run uses ``cuda:<local_rank>``; the CUDA device is made current.
+    Under DDP (``world > 1``) ``auto`` / ``cuda`` mean ``cuda:<local_rank>``; an explicit
+    ``cuda:N`` puts every process on device N (several processes on one GPU need the gloo
+    backend). The CUDA device is made current.
     """
     import torch
 
@@ -97,7 +99,11 @@ def pick_device(want: str, *, local_rank: int = 0, world: int = 1):
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise NasPruneError(f"device {want!r}: CUDA is not available on this machine")
-        if world > 1:
+        if world > 1 and name == "cuda":
+            if local_rank >= torch.cuda.device_count():
+                raise NasPruneError(
+                    f"process {local_rank} of {world} has no CUDA device of its own ({torch.cuda.device_count()} "
+                    "visible); start fewer processes per node, or share one with --device cuda:0 --dist-backend gloo")
             name = f"cuda:{local_rank}"
         dev = torch.device(name)
         torch.cuda.set_device(dev)
@@ -147,6 +153,19 @@ def train_data(cfg, data: Path, *, mode: str, input_nc: int, output_nc: int, ran
         generator=torch.Generator(),
     )
     return train_set, steps_per_epoch, sampler, loader
+
+
+def ddp(module, device, *, sync_buffers: bool):
+    """``DistributedDataParallel(module)`` on ``device``; ``sync_buffers`` broadcasts rank 0's
+    buffers (BatchNorm running statistics) before every forward."""
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    ids = [device.index if device.index is not None else 0] if device.type == "cuda" else None
+    # torch >= 2.13 names the per-forward buffer sync forward_sync_buffers (broadcast_buffers is deprecated)
+    key = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters else "broadcast_buffers"
+    return DDP(module, device_ids=ids, **{key: sync_buffers})
 
 
 def adam(params: Iterable, cfg):

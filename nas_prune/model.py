@@ -40,6 +40,39 @@ def make_norm(arch: Arch, channels: int) -> nn.Module:
 _PAD_MODES = {"reflect": "reflect", "replicate": "replicate", "zero": "constant"}
 
 
+def reflect_pad_by_slices(x: torch.Tensor, p: int) -> torch.Tensor:
+    """``F.pad(x, (p, p, p, p), mode="reflect")`` built from slices, flips and concatenation.
+
+    Same values; its backward has no atomic adds, so it is deterministic on CUDA, where
+    the reflection-pad kernel's backward is not (PyTorch refuses it under
+    ``torch.use_deterministic_algorithms(True)``).
+    """
+    x = torch.cat([x[..., :, 1 : p + 1].flip(-1), x, x[..., :, -p - 1 : -1].flip(-1)], dim=-1)
+    return torch.cat([x[..., 1 : p + 1, :].flip(-2), x, x[..., -p - 1 : -1, :].flip(-2)], dim=-2)
+
+
+def pad2d(x: torch.Tensor, p: int, mode: str) -> torch.Tensor:
+    """Pad the last two dims by ``p`` (``mode`` as ``F.pad``); reflection uses
+    :func:`reflect_pad_by_slices` when a CUDA tensor needs gradients under deterministic algorithms."""
+    if mode == "reflect" and x.is_cuda and x.requires_grad and torch.are_deterministic_algorithms_enabled():
+        return reflect_pad_by_slices(x, p)
+    return F.pad(x, (p,) * 4, mode=mode)
+
+
+class ReflectPad(nn.Module):
+    """``nn.ReflectionPad2d(p)`` through :func:`pad2d` (deterministic on CUDA when asked)."""
+
+    def __init__(self, p: int):
+        super().__init__()
+        self.p = p
+
+    def extra_repr(self) -> str:
+        return str(self.p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return pad2d(x, self.p, "reflect")
+
+
 class _ConvNorm(nn.Module):
     """Holds a conv (``0``) and its norm (``1``) under CAT's key names; run by its branch."""
 
@@ -85,7 +118,7 @@ class _Branch(nn.Module):
     def _padded(self, x: torch.Tensor) -> torch.Tensor:
         if self.pad == 0:
             return x
-        return F.pad(x, (self.pad,) * 4, mode=self.pad_mode)
+        return pad2d(x, self.pad, self.pad_mode)
 
     def _conv_norm_relu(self, key: str, x: torch.Tensor) -> torch.Tensor:
         pair = self._modules[key]
@@ -147,7 +180,7 @@ class Generator(nn.Module):
         # The 7x7 convs are always reflection-padded (CAT and pytorch-CycleGAN-and-pix2pix
         # alike); `arch.padding` applies to the branch convs inside blocks.
         self.down_sampling = nn.Sequential(
-            nn.ReflectionPad2d(3),
+            ReflectPad(3),
             nn.Conv2d(arch.input_nc, s0, 7, 1, 0, bias=b),
             make_norm(arch, s0),
             nn.ReLU(inplace=True),
@@ -166,7 +199,7 @@ class Generator(nn.Module):
             nn.ConvTranspose2d(h0, h1, 3, 2, 1, output_padding=1, bias=b),
             make_norm(arch, h1),
             nn.ReLU(inplace=True),
-            nn.ReflectionPad2d(3),
+            ReflectPad(3),
             nn.Conv2d(h1, arch.output_nc, 7, 1, 0, bias=True),
             nn.Tanh(),
         )

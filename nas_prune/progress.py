@@ -88,12 +88,15 @@ class TrainProgress:
             self._print(self.final_line())
 
     # -- per step -------------------------------------------------------------------------
-    def update(self, step: int, *, images: int, shown: Mapping[str, float]) -> None:
-        """After each step: ``step`` done in total, ``images`` seen this step, losses to show."""
+    def update(self, step: int, *, images: int, shown: Mapping[str, float] | None) -> None:
+        """After each step: ``step`` done in total, ``images`` seen this step, losses to show
+        (None keeps the last ones: a GPU loop reads its losses only on log steps)."""
         now = time.perf_counter()
         seconds = now - self._t_last
         self._t_last = now
-        self.step_no, self.images, self.shown = step, self.images + images, dict(shown)
+        self.step_no, self.images = step, self.images + images
+        if shown is not None:
+            self.shown = dict(shown)
         done = step - self.start
         if done == 2 and not self._warned:
             self._check_slow(seconds)

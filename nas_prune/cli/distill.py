@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -84,7 +85,9 @@ def distill_cli(
     no_flip: bool = typer.Option(False, "--no-flip", help="No random horizontal flips."),
     amp: Optional[str] = typer.Option(None, "--amp", help="auto (bf16 on CUDA, default), bf16, fp16 or none."),
     channels_last: bool = typer.Option(False, "--channels-last", help="Channels-last memory format (faster convs on recent GPUs)."),
-    compile_: bool = typer.Option(False, "--compile", help="torch.compile the student and discriminator."),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile the student, the discriminator and the teacher's forward."),
+    deterministic: bool = typer.Option(False, "--deterministic", help="Bit-reproducible CUDA training (exact --resume on a GPU): deterministic algorithms, no cuDNN autotuning, CUBLAS_WORKSPACE_CONFIG=:4096:8. Slower."),
+    dist_backend: Optional[str] = typer.Option(None, "--dist-backend", help="Under torchrun: auto (NCCL on CUDA, gloo on CPU), nccl or gloo (several processes on one GPU)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Data-loader processes [4]."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of init, data order, augmentation [0]."),
     device: Optional[str] = typer.Option(None, "--device", help="auto (default), cpu, cuda or cuda:N."),
@@ -110,6 +113,7 @@ def distill_cli(
             "lambda_gan": lambda_gan, "lambda_recon": lambda_recon, "ndf": ndf, "load_size": load_size,
             "crop_size": crop_size, "preprocess": preprocess, "amp": amp, "workers": workers, "seed": seed,
             "device": device, "eval_every": eval_every, "save_every": save_every, "log_every": log_every,
+            "dist_backend": dist_backend,
             "teacher_discriminator": str(teacher_d) if teacher_d else None,
             "inception": str(inception) if inception else None,
             "objective": objective, "lambda_feat": lambda_feat, "lambda_vgg": lambda_vgg,
@@ -122,6 +126,8 @@ def distill_cli(
             overrides["channels_last"] = True
         if compile_:
             overrides["compile"] = True
+        if deterministic:
+            overrides["deterministic"] = True
         if no_progress:
             overrides["progress"] = False
         weights = {"gcka": lambda_distill, "mse": lambda_mse, "crd": lambda_crd, "akdg": lambda_akdg, "ackd": lambda_ackd}
@@ -144,6 +150,8 @@ def distill_cli(
             config = DistillConfig(**overrides)
         with torch_threads(threads, workers=config.workers):
             result = distill(teacher=teacher, student=student, data=data, out=out, config=config, resume=resume)
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun, process 0 reports
     c = console()
     m = result.metrics
     shown = ", ".join(f"{k} {v:.4g}" for k, v in m.items() if k != "step")

@@ -34,7 +34,6 @@ Departures from CAT's code, and why:
 
 from __future__ import annotations
 
-import math
 import warnings
 from pathlib import Path
 
@@ -142,21 +141,23 @@ def semantics(run, batch):
     return sem.contiguous(memory_format=torch.channels_last) if run.cfg.channels_last else sem
 
 
-def train_step(run, batch: dict) -> dict[str, float]:
-    """One GauGAN step: generator, then discriminator, then the terms' discriminators (module docstring)."""
-    import torch
+def train_step(run, batch: dict) -> dict:
+    """One GauGAN step: generator, then discriminator, then the terms' discriminators (module docstring).
 
+    Like the pix2pix step (:meth:`nas_prune.distill._Run.train_step`): the teacher runs under
+    ``inference_mode``, the losses stay on the device as 0-dim tensors (returned detached and
+    folded into ``run.monitor``), nothing waits for the device.
+    """
     from nas_prune.gaugan.losses import discriminate, feature_matching_loss, gan_d_loss, gan_g_loss
     from nas_prune.kd import KDBatch
 
     cfg = run.cfg
     sem, real = semantics(run, batch), run._prep(batch["B"])
-    lr = loop.set_lr(cfg, step=run.step, steps_per_epoch=run.steps_per_epoch,
-                     optimizers=(run.opt_g, run.opt_d, *run.opt_terms.values()))
+    run.lr = loop.set_lr(cfg, step=run.step, steps_per_epoch=run.steps_per_epoch,
+                         optimizers=(run.opt_g, run.opt_d, *run.opt_terms.values()))
+    if run.terms:
+        t_out, t_feats = run.teacher_forward(sem)
     with run._autocast():
-        if run.terms:
-            with torch.no_grad():
-                t_out, t_feats = run.teacher.forward_with_features(sem, run.taps)
         s_out, s_feats = run.s_forward(sem)
     if not run.terms:
         t_out, t_feats = s_out.detach(), {}
@@ -175,9 +176,6 @@ def train_step(run, batch: dict) -> dict[str, float]:
     kd = KDBatch(real_a=sem, real_b=real, t_out=t_out, s_out=s_out, t_feats=t_feats, s_feats=s_feats)
     total = run._add_terms(kd, losses, total)
     losses["g_total"] = total
-    values = {k: float(v.detach()) for k, v in losses.items()}
-    if not all(math.isfinite(v) for v in values.values()):
-        return {"__bad__": 1.0, **values}
     run.opt_g.zero_grad(set_to_none=True)
     run.scaler.scale(total).backward()
     run._allreduce_grads([p for _, t in run.terms for p in t.generator_parameters()])
@@ -189,17 +187,16 @@ def train_step(run, batch: dict) -> dict[str, float]:
         pred_fake, pred_real = discriminate(run.d_forward, sem, s_out.detach(), real)
         d_fake, d_real = gan_d_loss(pred_fake, pred_real, run.gan_mode)
         d_loss = d_fake + d_real
-    values.update(d=float(d_loss.detach()), d_fake=float(d_fake.detach()), d_real=float(d_real.detach()))
-    if not math.isfinite(values["d"]):
-        return {"__bad__": 1.0, **values}
+    losses.update(d=d_loss, d_fake=d_fake, d_real=d_real)
     run.opt_d.zero_grad(set_to_none=True)
     run.scaler.scale(d_loss).backward()
     run._allreduce_grads(run.disc.parameters())
     run.scaler.step(run.opt_d)
 
-    run._term_discriminator_steps(kd, values)
+    run._term_discriminator_steps(kd, losses)
     run.scaler.update()
-    values["lr"] = lr
+    values = {k: v.detach() for k, v in losses.items()}
+    run.monitor.update(values)
     return values
 
 

@@ -1,0 +1,124 @@
+"""Device-side helpers of the training step: determinism settings and a finite-loss monitor.
+
+A GPU runs ahead of the Python code that feeds it; anything that reads a value of a
+CUDA tensor on the host (``float(loss)``, ``loss.item()``, ``if torch.isnan(loss)``,
+boolean-mask indexing) makes the host wait until the GPU has caught up, so the
+next step cannot be queued while this one runs. The distillation step therefore
+keeps its losses on the device: :class:`FiniteMonitor` folds "was every loss of
+this step finite?" into device tensors, and the loop reads it only where it must
+(log steps, before a checkpoint, an evaluation, an image grid, and at the end).
+
+:func:`set_determinism` applies what a bit-exact run (and an exact ``--resume``)
+needs on CUDA and records it; :func:`restore_determinism` undoes it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import torch
+
+__all__ = ["FiniteMonitor", "set_determinism", "restore_determinism", "CUBLAS_WORKSPACE"]
+
+#: cuBLAS workspace setting that makes cuBLAS reproducible on CUDA >= 10.2
+#: (https://docs.nvidia.com/cuda/cublas/index.html#results-reproducibility).
+CUBLAS_WORKSPACE = ":4096:8"
+
+
+def set_determinism(deterministic: bool, device: torch.device) -> dict[str, Any]:
+    """Set torch's global determinism switches for a training run; return what was set.
+
+    ``deterministic=True`` (what an exact kill-and-resume on CUDA needs):
+    ``torch.use_deterministic_algorithms(True)``, ``cudnn.deterministic = True``,
+    ``cudnn.benchmark = False`` (autotuning may pick other kernels in the resumed process)
+    and ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` unless the environment already sets it (it
+    must be in place before the process's first cuBLAS call; set it in the shell to be sure).
+    ``deterministic=False`` on CUDA turns cuDNN autotuning on (training crops have one size).
+    On CPU nothing changes: its kernels are already deterministic.
+
+    Returns:
+        ``{"deterministic", "use_deterministic_algorithms", "cudnn_deterministic",
+        "cudnn_benchmark", "cublas_workspace_config", "previous"}``; ``previous`` holds the
+        settings before the call, for :func:`restore_determinism`.
+    """
+    previous = {
+        "use_deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+    }
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return {
+        "deterministic": bool(deterministic),
+        "use_deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+        "previous": previous,
+    }
+
+
+def restore_determinism(record: dict[str, Any] | None) -> None:
+    """Put back the switches :func:`set_determinism` found (once: ``previous`` is taken out of
+    ``record``; the environment variable stays)."""
+    prev = (record or {}).pop("previous", None) if isinstance(record, dict) else None
+    if not prev:
+        return
+    torch.use_deterministic_algorithms(prev["use_deterministic_algorithms"])
+    torch.backends.cudnn.deterministic = prev["cudnn_deterministic"]
+    torch.backends.cudnn.benchmark = prev["cudnn_benchmark"]
+
+
+class FiniteMonitor:
+    """Remembers, on the device, the first step whose losses were not all finite.
+
+    :meth:`update` runs every step and only queues device work (no host sync);
+    :meth:`first_bad` reads the record (one sync, plus one all-reduce under DDP so every
+    process stops together) and is called where the loop must know: before it logs,
+    writes a checkpoint, evaluates or saves a student.
+
+    Args:
+        device: where the losses live.
+        start_step: steps completed before this monitor was created (a resumed run).
+    """
+
+    def __init__(self, device: torch.device, *, start_step: int = 0):
+        self.start_step = start_step
+        self._seen = torch.zeros((), dtype=torch.long, device=device)
+        self._bad_at = torch.full((), -1, dtype=torch.long, device=device)
+        self._values: dict[str, torch.Tensor] = {}
+
+    def update(self, values: Mapping[str, torch.Tensor]) -> None:
+        """Fold one step's 0-dim loss tensors into the record (device work only)."""
+        stacked = torch.stack([v.detach().float().reshape(()) for v in values.values()])
+        first = (~torch.isfinite(stacked).all()) & (self._bad_at < 0)
+        self._bad_at = torch.where(first, self._seen, self._bad_at)
+        for i, k in enumerate(values):
+            old = self._values.get(k)
+            self._values[k] = torch.where(first, stacked[i], stacked.new_zeros(()) if old is None else old)
+        self._seen += 1
+
+    def first_bad(self, *, world: int = 1) -> tuple[int, dict[str, float]] | None:
+        """``(step, {loss: value})`` of the first non-finite step (1-based run step), or None.
+
+        Under DDP (``world > 1``) every process learns whether any process saw one; a process
+        whose own losses stayed finite gets ``(-1, {})``.
+        """
+        bad = (self._bad_at >= 0).to(torch.long)
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        if not bool(bad):
+            return None
+        at = int(self._bad_at)
+        if at < 0:
+            return -1, {}
+        values = {k: float(v) for k, v in self._values.items()}
+        return self.start_step + at + 1, values
