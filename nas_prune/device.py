@@ -104,14 +104,14 @@ class FiniteMonitor:
             self._values[k] = torch.where(first, stacked[i], stacked.new_zeros(()) if old is None else old)
         self._seen += 1
 
-    def first_bad(self, *, world: int = 1) -> tuple[int, dict[str, float]] | None:
+    def first_bad(self, *, distributed: bool = False) -> tuple[int, dict[str, float]] | None:
         """``(step, {loss: value})`` of the first non-finite step (1-based run step), or None.
 
-        Under DDP (``world > 1``) every process learns whether any process saw one; a process
-        whose own losses stayed finite gets ``(-1, {})``.
+        With ``distributed`` (a process group is up) every process learns whether any process
+        saw one; a process whose own losses stayed finite gets ``(-1, {})``.
         """
         bad = (self._bad_at >= 0).to(torch.long)
-        if world > 1:
+        if distributed:
             import torch.distributed as dist
 
             dist.all_reduce(bad, op=dist.ReduceOp.MAX)

@@ -64,7 +64,7 @@ from nas_prune.distill_io import Features, resolve_student, resolve_teacher, sav
 from nas_prune.errors import NasPruneError
 from nas_prune.progress import TrainProgress, shown_losses
 
-__all__ = ["DistillConfig", "DistillResult", "distill", "read_run_config", "AMP_MODES", "RESUMABLE_CHANGES"]
+__all__ = ["DistillConfig", "DistillResult", "distill", "open_run", "read_run_config", "AMP_MODES", "RESUMABLE_CHANGES"]
 
 _SAID_NO_TENSORBOARD = False  # the missing-TensorBoard line is said once per process
 
@@ -137,6 +137,22 @@ def distill(
                 )
     return _Run(teacher=teacher, student=student, data=Path(data), out=out, config=config, resume=resume,
                 on_step=on_step, label=label).train()
+
+
+def open_run(*, teacher: Any, student: Any, data: str | os.PathLike, out: str | os.PathLike,
+             config: DistillConfig | None = None, **options: Any) -> "_Run":
+    """A fresh run, set up (models, data, optimisers, ``config.json``) but not trained.
+
+    Benchmarks and tests step it themselves with ``run.train_step(batch)`` (``batch`` as the
+    data loader yields it: ``{"A", "B"}`` CPU tensors) and call ``run.cleanup()`` at the end.
+    Arguments as :func:`distill`.
+    """
+    config = (config or DistillConfig())
+    if options:
+        config = config.replace(**options)
+    out = Path(out)
+    loop.check_fresh_run(out)
+    return _Run(teacher=teacher, student=student, data=Path(data), out=out, config=config, resume=False, on_step=None)
 
 
 class _Run:
@@ -221,7 +237,7 @@ class _Run:
         self.s_forward = Features.make(self.student, self.taps)
         self.t_forward = Features.make(self.teacher, self.taps) if self.teacher is not None else None
         self.d_forward = self.disc
-        if self.world > 1:
+        if self.distributed:
             self.s_forward = loop.ddp(self.s_forward, self.device, sync_buffers=True)
             self.d_forward = loop.ddp(self.disc, self.device, sync_buffers=False)
         if cfg.compile:
@@ -298,8 +314,11 @@ class _Run:
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         self.is_main = self.rank == 0
+        # started by torchrun (it sets these): DDP even with one process, so a one-GPU
+        # machine runs the same code path (and backend) as a multi-GPU one
+        self.distributed = self.world > 1 or ("WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ)
         self._own_pg = False
-        if self.world > 1 and not torch.distributed.is_initialized():
+        if self.distributed and not torch.distributed.is_initialized():
             backend = self.cfg.dist_backend
             if backend == "auto":
                 backend = "nccl" if torch.cuda.is_available() and self.cfg.device != "cpu" else "gloo"
@@ -472,7 +491,7 @@ class _Run:
 
     def check_finite(self) -> None:
         """Stop the run (NasPruneError) if a step since the start had a non-finite loss."""
-        bad = self.monitor.first_bad(world=self.world)
+        bad = self.monitor.first_bad(distributed=self.distributed)
         if bad is not None:
             self._nan_stop(*bad)
 
@@ -541,7 +560,7 @@ class _Run:
         evaluate = bool(cfg.eval_every) and step % cfg.eval_every == 0
         save = bool(cfg.save_every) and step % cfg.save_every == 0
         grid = bool(cfg.grid_every) and step % cfg.grid_every == 0
-        if log or evaluate or save or grid or (self.world > 1 and step % cfg.log_every == 0):
+        if log or evaluate or save or grid or (self.distributed and step % cfg.log_every == 0):
             self.check_finite()  # every process checks at the same steps (an all-reduce under DDP)
         numbers = self.host_values(values) if (log or show) else None
         if log:
