@@ -512,7 +512,7 @@ class _Run:
             nonlocal images
             n = batch["A"].shape[0] * self.world
             images += n
-            numbers = self._after_step(values, images, t0, show=self.is_main and self.step == start_step + 1)
+            numbers = self._after_step(values, images, t0, show=progress.enabled and self.step == start_step + 1)
             # the losses shown are those of the last step read on the host (log steps, and the first)
             progress.update(self.step, images=n, shown=None if numbers is None else shown_losses(numbers, ka_taps=ka_taps))
 
