@@ -53,15 +53,17 @@ WEIGHTS_FILE = "student.safetensors"
 SUMMARY_FILE = "summary.md"
 FVCORE_COUNTER = "fvcore.nn.FlopCountAnalysis"
 
-_TOP = {"format", "version", "space", "arch", "macs", "params", "provenance"}
+_TOP = {"format", "version", "space", "arch", "macs", "params", "provenance", "latency"}
 _MACS = {"input_size", "fvcore", "paper", "measured"}
 _MEASURED = {"counter", "convention", "macs", "traced_input_size"}
 _PROV = {
     "teacher", "target", "criterion", "threshold", "min_channels", "round_to", "fill",
-    "filled_channels", "kept", "tool", "created", "seconds", "study",
+    "filled_channels", "kept", "tool", "created", "seconds", "study", "round_to_auto",
 }
 _TEACHER = {"file", "sha256", "layout", "arch", "macs", "params"}
-_TARGET = {"macs", "convention"}
+_TARGET = {"macs", "convention", "latency_ms"}
+_LATENCY = {"runtime", "device", "threads", "batch", "input_size", "target_ms", "predicted_ms", "measured_ms",
+            "measured", "attempts", "table"}
 _TOOL = {"name", "version"}
 
 
@@ -165,6 +167,14 @@ def validate_document(doc: Any, *, source: str = ARCH_FILE) -> tuple[Arch, Arch 
         if params != count_params(arch):
             _fail(src, "params", f"{params:,} does not match the architecture ({count_params(arch):,})")
 
+    if "latency" in doc:  # nas_prune.latency.target.LatencyReport
+        lat = doc["latency"]
+        _check_keys(src, "latency", lat, _LATENCY, {"runtime", "device", "measured_ms"})
+        _str(src, "latency.runtime", lat["runtime"])
+        _str(src, "latency.device", lat["device"])
+        _number(src, "latency.measured_ms", lat["measured_ms"])
+        for key in ("target_ms", "predicted_ms"):
+            _number(src, f"latency.{key}", lat.get(key), nullable=True)
     teacher = None
     prov = doc.get("provenance")
     if prov is not None:
@@ -192,8 +202,12 @@ def _validate_provenance(src: str, prov: Any, arch: Arch) -> Arch:
     if "params" in t:
         _int(src, "provenance.teacher.params", t["params"])
     if "target" in prov:
-        _check_keys(src, "provenance.target", prov["target"], _TARGET, _TARGET)
-        _int(src, "provenance.target.macs", prov["target"]["macs"], low=1)
+        _check_keys(src, "provenance.target", prov["target"], _TARGET, {"macs", "convention"})
+        if prov["target"]["macs"] is not None or "latency_ms" not in prov["target"]:
+            _int(src, "provenance.target.macs", prov["target"]["macs"], low=1)
+        if "latency_ms" in prov["target"] and not (_number(src, "provenance.target.latency_ms",
+                                                           prov["target"]["latency_ms"]) > 0):
+            _fail(src, "provenance.target.latency_ms", "expected a positive number")
         if prov["target"]["convention"] not in ("fvcore", "paper"):
             _fail(src, "provenance.target.convention", f"expected fvcore or paper, got {prov['target']['convention']!r}")
     _str(src, "provenance.criterion", prov.get("criterion"), nullable=True)
@@ -210,8 +224,9 @@ def _validate_provenance(src: str, prov: Any, arch: Arch) -> Arch:
         _check_keys(src, "provenance.tool", prov["tool"], _TOOL, _TOOL)
     _str(src, "provenance.created", prov.get("created"), nullable=True)
     _number(src, "provenance.seconds", prov.get("seconds"), nullable=True)
-    if "study" in prov and not isinstance(prov["study"], Mapping):  # nas_prune.study: trial, params, scores
-        _fail(src, "provenance.study", "expected an object")
+    for key in ("study", "round_to_auto"):  # nas_prune.study; nas_prune.latency.target
+        if key in prov and not isinstance(prov[key], Mapping):
+            _fail(src, f"provenance.{key}", "expected an object")
     if not isinstance(prov["kept"], Mapping):
         _fail(src, "provenance.kept", "expected an object")
     try:
@@ -503,7 +518,11 @@ def summary_markdown(document: Mapping[str, Any]) -> str:
     if prov:
         target = prov.get("target")
         if target:
-            lines.append(f"Target: {format_macs(target['macs'], target['convention'])} ({target['macs']:,}).")
+            parts = [] if target.get("macs") is None else [
+                f"{format_macs(target['macs'], target['convention'])} ({target['macs']:,})"]
+            if target.get("latency_ms") is not None:
+                parts.append(f"{target['latency_ms']:g} ms")
+            lines.append(f"Target: {', '.join(parts)}.")
         teacher = prov["teacher"]
         lines.append(
             f"Teacher: `{teacher.get('file')}` (sha256 `{(teacher.get('sha256') or '')[:16]}...`), "
@@ -514,6 +533,16 @@ def summary_markdown(document: Mapping[str, Any]) -> str:
             f"Criterion `{prov.get('criterion')}`, threshold {'-inf (nothing pruned)' if thr is None else f'{thr:.6g}'}, "
             f"min channels {prov.get('min_channels')}, round to {prov.get('round_to') or '-'}, "
             f"fill {'on' if prov.get('fill') else 'off'} ({prov.get('filled_channels', 0)} channels added)."
+        )
+        lines.append("")
+    lat = document.get("latency")
+    if lat:
+        pred = lat.get("predicted_ms")
+        lines.append(
+            f"Latency on {lat['runtime']} ({lat['device']}, batch {lat.get('batch', 1)}): "
+            f"{lat['measured_ms']:.2f} ms measured end to end"
+            + (f", {pred:.2f} ms predicted" if pred is not None else "")
+            + (f", target {lat['target_ms']:g} ms" if lat.get("target_ms") is not None else "") + "."
         )
         lines.append("")
     lines.append("| layer | widths |")

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -293,6 +293,27 @@ def layer_rule(layer: PrunableLayer, teacher: Arch, *, min_channels: int, round_
     return step, (min(layer.width, -(-min_channels // step) * step) if layer.has_floor else 0)
 
 
+@dataclass(frozen=True)
+class Budget:
+    """A limit besides MACs for the threshold search: ``cost(widths) <= limit``.
+
+    ``cost`` takes ``{prunable-layer name: width}`` (missing branches are 0) and must be
+    non-decreasing in every width, or the search is no longer exact (e.g. the predicted
+    latency of :class:`nas_prune.latency.table.LatencyModel`).
+
+    Attributes:
+        cost: the cost of a student's widths.
+        limit: the largest accepted cost.
+        label: names the limit in errors, e.g. ``--target-latency``.
+        format: renders a cost, e.g. ``lambda ms: f"{ms:.1f} ms"``.
+    """
+
+    cost: Callable[[Mapping[str, int]], float]
+    limit: float
+    label: str = "limit"
+    format: Callable[[float], str] = str
+
+
 class ThresholdFamily:
     """The students of one teacher and one set of scores, indexed by threshold.
 
@@ -384,46 +405,67 @@ class ThresholdFamily:
             self.teacher, kept, self.threshold(i), self.min_channels, self.round_to, filled
         )
 
-    def search(self, target_macs: int) -> int:
-        """Index of the lowest-threshold candidate with MACs <= ``target_macs``.
+    def search(self, target_macs: int | None, *, budgets: Sequence["Budget"] = ()) -> int:
+        """Index of the lowest-threshold candidate with MACs <= ``target_macs`` and every
+        budget's cost <= its limit (``target_macs=None``: the budgets only).
+
+        Exact for any budget whose cost is non-decreasing in every width (like MACs):
+        then every limit is met by a suffix of the candidates.
 
         Raises:
-            NasPruneError: target above the teacher's MACs, or below the smallest student.
+            NasPruneError: target above the teacher's MACs, or a limit below the smallest student.
         """
         conv = self.convention
         teacher_macs = self.macs(complete_widths(self.teacher, {l.name: l.width for l in self.layers}))
-        if target_macs > teacher_macs:
+        if target_macs is not None and target_macs > teacher_macs:
             raise NasPruneError(
                 f"target {format_macs(target_macs, conv)} is above the teacher's "
                 f"{format_macs(teacher_macs, conv)} ({teacher_macs:,}): nothing to prune"
             )
         lo, hi = 0, self.n_candidates - 1
-        floor_macs = self.macs_at(hi)
-        if floor_macs > target_macs:
+        smallest = self.widths_at(hi)
+        floor_macs = self.macs(smallest)
+        floors = (f"every branch dropped, stem/head at {self.min_channels} channels"
+                  f"{f' rounded to {self.round_to}' if self.round_to else ''}")
+        if target_macs is not None and floor_macs > target_macs:
             raise NasPruneError(
                 f"target {format_macs(target_macs, conv)} is below the smallest reachable "
-                f"student, {format_macs(floor_macs, conv)} ({floor_macs:,}; every branch "
-                f"dropped, stem/head at {self.min_channels} channels"
-                f"{f' rounded to {self.round_to}' if self.round_to else ''}): lower --min-channels "
+                f"student, {format_macs(floor_macs, conv)} ({floor_macs:,}; {floors}): lower --min-channels "
                 f"or raise the target"
             )
-        # Invariant: macs(hi) <= target and every candidate below lo exceeds it.
+        for b in budgets:
+            cost = b.cost(smallest)
+            if cost > b.limit:
+                raise NasPruneError(
+                    f"{b.label} {b.format(b.limit)} is below the smallest reachable student, "
+                    f"{b.format(cost)} ({floors}): lower --min-channels or raise the target"
+                )
+
+        def fits(i: int) -> bool:
+            widths = self.widths_at(i)
+            if target_macs is not None and self.macs(widths) > target_macs:
+                return False
+            return all(b.cost(widths) <= b.limit for b in budgets)
+
+        # Invariant: candidate hi fits and every candidate below lo does not.
         while lo < hi:
             mid = (lo + hi) // 2
-            if self.macs_at(mid) <= target_macs:
+            if fits(mid):
                 hi = mid
             else:
                 lo = mid + 1
         return hi
 
-    def fill(self, widths: Mapping[str, int], target_macs: int) -> tuple[dict[str, int], int]:
-        """Greedily grow ``widths`` while the MACs stay <= ``target_macs``.
+    def fill(self, widths: Mapping[str, int], target_macs: int | None, *,
+             budgets: Sequence["Budget"] = ()) -> tuple[dict[str, int], int]:
+        """Greedily grow ``widths`` while the MACs stay <= ``target_macs`` (None: no MACs
+        limit) and every budget's cost <= its limit.
 
         Visits the channels that ``widths`` leaves out in descending score order (in
         units of ``round_to`` channels of one layer when rounding) and adds each one
         that still fits. A layer whose next unit does not fit is closed: adding
-        channels elsewhere only raises its cost (every MACs term is non-decreasing in
-        every width) and the budget only shrinks. So the result is maximal by
+        channels elsewhere only raises its cost (every MACs term, and every budget's
+        cost, is non-decreasing in every width) and the budget only shrinks. So the result is maximal by
         inclusion: adding the next unit of any layer passes the target.
 
         Returns:
@@ -447,7 +489,9 @@ class ThresholdFamily:
             completed = complete_widths(self.teacher, widths)
             if completed[name] != widths[name]:  # a layer that cannot grow yet (SPADE: idle modulation)
                 widths[name] = start
-            elif self.macs(completed) <= target_macs:
+            elif (target_macs is None or self.macs(completed) <= target_macs) and all(
+                b.cost(completed) <= b.limit for b in budgets
+            ):
                 widths = completed
                 added += step
             else:
@@ -486,14 +530,16 @@ def plan_for_target(
     scores: Mapping[str, "torch.Tensor | np.ndarray | Sequence[float]"],
     teacher_arch: Arch,
     *,
-    target_macs: int,
+    target_macs: int | None,
     convention: str = "fvcore",
     input_size: int | str | tuple[int, int] = 256,
     min_channels: int = 16,
     round_to: int | None = None,
     fill: bool = True,
+    budgets: Sequence[Budget] = (),
 ) -> PrunePlan:
-    """The largest student of the global-threshold family with MACs <= ``target_macs``.
+    """The largest student of the global-threshold family with MACs <= ``target_macs``
+    (and within every extra :class:`Budget`, e.g. a predicted latency).
 
     Two steps, both analytic (no forward pass):
 
@@ -524,6 +570,8 @@ def plan_for_target(
         min_channels: stem/head floor.
         round_to: width multiple, or None.
         fill: run the fill pass after thresholding.
+        budgets: extra limits, each non-decreasing in every width; with
+            ``target_macs=None`` they are the only ones.
 
     Raises:
         NasPruneError: bad scores, target above the teacher or below the smallest student.
@@ -540,9 +588,11 @@ def plan_for_target(
         min_channels=min_channels,
         round_to=round_to,
     )
-    target_macs = int(target_macs)
-    i = family.search(target_macs)
+    if target_macs is None and not budgets:
+        raise NasPruneError("plan_for_target needs target_macs or at least one budget")
+    target_macs = None if target_macs is None else int(target_macs)
+    i = family.search(target_macs, budgets=budgets)
     if not fill:
         return family.plan_at(i)
-    widths, added = family.fill(family.widths_at(i), target_macs)
+    widths, added = family.fill(family.widths_at(i), target_macs, budgets=budgets)
     return family.plan_at(i, widths, added)

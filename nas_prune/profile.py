@@ -74,6 +74,11 @@ def profile(
     per_layer: bool = False,
     measure: bool = False,
     space_path: str | os.PathLike | None = None,
+    latency: bool = False,
+    runtime: str | None = None,
+    threads: int | None = None,
+    batch: int = 1,
+    repeats: int = 20,
 ) -> dict[str, Any]:
     """Profile ``source`` (see the module docstring) and return a JSON-ready report.
 
@@ -83,14 +88,29 @@ def profile(
         per_layer: include one row per layer.
         measure: also trace a real forward pass with fvcore, torchprofile and thop and
             report their counts next to the analytic ones.
+        latency: also time the model end to end on ``runtime`` (``torch-cpu`` by default;
+            ``onnxruntime``, ``cuda``) with ``threads`` CPU threads and ``batch`` images,
+            median of ``repeats`` passes after 3 warm-up passes
+            (:func:`nas_prune.latency.runtime.measure_latency`). A named ``runtime``
+            implies ``latency``.
 
     Returns:
         ``{"model", "kind", "arch", "input_size", "params", "macs": {convention: total},
-        "stages": [...], "layers": [...]?, "measured": {...}?, "notes": [...]?}`` (notes: what
-        loading a checkpoint assumed or dropped).
+        "stages": [...], "layers": [...]?, "measured": {...}?, "latency": {...}?, "notes": [...]?}``
+        (notes: what loading a checkpoint assumed or dropped).
     """
     check_convention(convention)
     size = parse_input_size(input_size)
+    latency = latency or runtime is not None
+    if not latency and (threads is not None or batch != 1):
+        raise NasPruneError("--threads and --batch describe a latency measurement: add --latency")
+    rt = None
+    if latency:
+        from nas_prune.latency.runtime import Runtime
+
+        if repeats < 1:
+            raise NasPruneError(f"latency repeats must be >= 1, got {repeats}")
+        rt = Runtime(runtime or "torch-cpu", threads=threads, batch=batch)
     arch, kind, loaded = resolve_arch(source, space_path=space_path)
     costs = layer_costs(arch, input_size=size, convention=convention)
     report: dict[str, Any] = {
@@ -122,4 +142,10 @@ def profile(
             "thop": thop_macs(model, input_size=size),
             "params": sum(p.numel() for p in model.parameters()),
         }
+    if rt is not None:
+        from nas_prune.latency.runtime import measure_latency
+        from nas_prune.model import build_generator
+
+        model = loaded.build() if loaded is not None else build_generator(arch).eval()
+        report["latency"] = measure_latency(model, input_size=size, runtime=rt, warmup=3, repeats=repeats).to_json()
     return report

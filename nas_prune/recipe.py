@@ -400,8 +400,14 @@ def _check_values(src: str, stage: str, opts: dict[str, Any]) -> None:
     elif stage == "prune":
         from nas_prune.macs import check_convention, parse_input_size, parse_macs
 
-        if not _placeholder(opts.get("target_macs")):
+        if "target_macs" not in opts and "target_latency" not in opts:  # search needs one of them
+            raise NasPruneError(f"{src}: {where}target_macs: missing required option (or target_latency)")
+        if opts.get("target_macs") is not None and not _placeholder(opts.get("target_macs")):
             wrap(lambda: parse_macs(opts["target_macs"]), where + "target_macs: ")
+        if opts.get("target_latency") is not None and not _placeholder(opts.get("target_latency")):
+            from nas_prune.latency.runtime import parse_latency
+
+            wrap(lambda: parse_latency(opts["target_latency"]), where + "target_latency: ")
         wrap(lambda: check_convention(opts.get("convention", "fvcore")), where + "convention: ")
         wrap(lambda: parse_input_size(opts.get("input_size", 256)), where + "input_size: ")
     elif stage == "export":

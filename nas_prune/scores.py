@@ -30,22 +30,23 @@ Calibration images
     :func:`nas_prune.calibration.calibration_images` (``--calib-data``; without a
     folder, crops of scikit-image's sample photos, else noise).
 
-Latency (:func:`measure_latency`)
+Latency (:func:`measure_latency`, from :mod:`nas_prune.latency.runtime`)
     Median wall time in milliseconds of ``repeats`` forward passes of one batch on
-    the device that runs the trial, after ``warmup`` passes; on CPU with a fixed
-    number of threads, on CUDA synchronised around each pass. It depends on the
+    the device that runs the trial (or on a named runtime: ``torch-cpu``,
+    ``onnxruntime``, ``cuda``), after ``warmup`` passes; on CPU with a fixed number of
+    threads, on CUDA synchronised around each pass. The same routine times students
+    for ``search --target-latency`` and ``profile --latency``. It depends on the
     machine and on its load: compare latencies measured on the same machine only.
 """
 
 from __future__ import annotations
 
-import statistics
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from nas_prune.arch import Arch
 from nas_prune.errors import NasPruneError
+from nas_prune.latency.runtime import Latency, measure_latency
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -265,73 +266,3 @@ def finetune(
                 break
     student.eval()
     return fidelity, step
-
-
-@dataclass(frozen=True)
-class Latency:
-    """Forward-pass latency.
-
-    Attributes:
-        median_ms: median over ``samples_ms``.
-        samples_ms: each timed pass, in milliseconds.
-        device: e.g. ``cpu (2 threads)`` or ``cuda:0 (NVIDIA H100 80GB HBM3)``.
-        input_shape: ``(N, C, H, W)`` of the timed batch.
-    """
-
-    median_ms: float
-    samples_ms: tuple[float, ...]
-    device: str
-    input_shape: tuple[int, int, int, int]
-
-
-def measure_latency(
-    model,
-    *,
-    input_size: tuple[int, int] = (256, 256),
-    batch_size: int = 1,
-    device: "str | torch.device | None" = None,
-    threads: int | None = None,
-    warmup: int = 2,
-    repeats: int = 10,
-) -> Latency:
-    """Median forward time of ``model`` on one batch of noise (eval mode, no grad).
-
-    Args:
-        input_size: ``(H, W)``.
-        device: default the model's device.
-        threads: CPU threads for the measurement (``torch.set_num_threads``; restored
-            afterwards); default the current setting. Ignored on CUDA.
-        warmup: untimed passes first (allocator, kernel selection).
-        repeats: timed passes (>= 1).
-    """
-    import torch
-
-    if repeats < 1:
-        raise NasPruneError(f"latency repeats must be >= 1, got {repeats}")
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
-    model = model.to(dev).eval()
-    H, W = input_size
-    x = torch.rand(batch_size, model.arch.input_nc, H, W, generator=torch.Generator().manual_seed(0))
-    x = x.mul(2).sub(1).to(dev)
-    cuda = dev.type == "cuda"
-    old_threads = torch.get_num_threads()
-    if not cuda and threads:
-        torch.set_num_threads(threads)
-    try:
-        label = (
-            f"{dev} ({torch.cuda.get_device_name(dev)})" if cuda else f"cpu ({torch.get_num_threads()} threads)"
-        )
-        samples = []
-        with torch.inference_mode():
-            for i in range(warmup + repeats):
-                if cuda:
-                    torch.cuda.synchronize(dev)
-                t0 = time.perf_counter()
-                model(x)
-                if cuda:
-                    torch.cuda.synchronize(dev)
-                if i >= warmup:
-                    samples.append((time.perf_counter() - t0) * 1000.0)
-    finally:
-        torch.set_num_threads(old_threads)
-    return Latency(statistics.median(samples), tuple(samples), label, tuple(x.shape))

@@ -42,6 +42,8 @@ from nas_prune.plan import PrunePlan
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from nas_prune.latency.runtime import Runtime
+    from nas_prune.latency.target import LatencyOptions, LatencyReport
     from nas_prune.load import LoadedGenerator
 
 DEFAULT_RUNS = Path("runs") / "search"
@@ -60,7 +62,8 @@ class SearchResult:
         plan: kept channel indices.
         student_arch: the student.
         state_dict: the student's weights, sliced from the teacher.
-        target_macs: the budget, in ``convention``, for one ``input_size`` image.
+        target_macs: the budget, in ``convention``, for one ``input_size`` image (None
+            with a latency target only).
         convention: MACs convention of the target.
         input_size: ``(H, W)``.
         macs: analytic student MACs ``{"fvcore": .., "paper": ..}``.
@@ -75,6 +78,8 @@ class SearchResult:
         calibration: where the ``activation`` criterion's images came from (None
             for other criteria).
         out: the exported folder, once written.
+        latency: measured (and predicted) latency on a runtime, when one was asked
+            for (:mod:`nas_prune.latency.target`).
     """
 
     teacher: "LoadedGenerator"
@@ -84,7 +89,7 @@ class SearchResult:
     plan: PrunePlan
     student_arch: Arch
     state_dict: dict[str, "torch.Tensor"]
-    target_macs: int
+    target_macs: int | None
     convention: str
     input_size: tuple[int, int]
     macs: dict[str, int]
@@ -97,6 +102,7 @@ class SearchResult:
     calibration: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     out: Path | None = None
+    latency: "LatencyReport | None" = None
 
     @property
     def reached(self) -> int:
@@ -112,7 +118,7 @@ class SearchResult:
         """Machine-readable summary (what ``--json`` prints)."""
         return {
             "out": str(self.out) if self.out else None,
-            "target": {"macs": self.target_macs, "convention": self.convention},
+            "target": self.target(),
             "input_size": list(self.input_size),
             "student": {
                 "arch": self.student_arch.to_dict(),
@@ -126,37 +132,48 @@ class SearchResult:
                 "macs": dict(self.teacher_macs),
                 "params": self.teacher_params,
             },
-            "gap": (self.target_macs - self.reached) / self.target_macs,
+            "gap": None if self.target_macs is None else (self.target_macs - self.reached) / self.target_macs,
             "compression": self.compression,
             "criterion": self.criterion,
             "calibration": self.calibration,
             "threshold": self.plan.threshold,
             "filled_channels": self.plan.filled,
             "seconds": dict(self.seconds),
+            "latency": None if self.latency is None else self.latency.to_json(),
+            "round_to_auto": None if self.latency is None else self.latency.round_to_auto,
         }
+
+    def target(self) -> dict[str, Any]:
+        """``{"macs", "convention"}`` plus ``"latency_ms"`` with a latency target."""
+        out: dict[str, Any] = {"macs": self.target_macs, "convention": self.convention}
+        if self.latency is not None and self.latency.target_ms is not None:
+            out["latency_ms"] = self.latency.target_ms
+        return out
 
 
 def prune_to_target(
     teacher: "LoadedGenerator",
     *,
-    target_macs: int | str,
+    target_macs: int | str | None,
     convention: str = "fvcore",
     input_size: int | str | tuple[int, int] = 256,
     min_channels: int = 16,
     importance: str | None = None,
     scores: Mapping[str, "torch.Tensor"] | None = None,
-    round_to: int | None = None,
+    round_to: int | str | None = None,
     fill: bool = True,
     calib_data: str | os.PathLike | None = None,
     calib_images: int = 8,
     verify: str = "fast",
     space: str | None = None,
+    latency: "LatencyOptions | None" = None,
 ) -> SearchResult:
-    """Prune a loaded teacher to ``target_macs`` (no files written).
+    """Prune a loaded teacher to ``target_macs`` and/or a latency target (no files written).
 
     Args:
         teacher: from :func:`nas_prune.load.load_generator`.
-        target_macs: budget for one image, e.g. ``"2.6G"`` or ``2_600_000_000``.
+        target_macs: budget for one image, e.g. ``"2.6G"`` or ``2_600_000_000``; None
+            when ``latency`` carries a target instead.
         convention: ``fvcore`` or ``paper`` (:mod:`nas_prune.macs`).
         input_size: ``H``, ``"HxW"`` or ``(H, W)``.
         min_channels: stem/head floor.
@@ -164,30 +181,39 @@ def prune_to_target(
             affine, else l1 (:mod:`nas_prune.importance`).
         scores: precomputed scores (skips ``importance``; recorded as ``custom``
             unless ``importance`` names them).
-        round_to: round widths to multiples of this.
+        round_to: round widths to multiples of this; ``"auto"`` picks the multiple with
+            the best measured speed per MAC on ``latency.runtime``.
         fill: run the fill pass after thresholding (:func:`~nas_prune.plan.plan_for_target`).
         calib_data: folder of calibration images for ``activation`` (default: the
             fallback of :func:`nas_prune.calibration.calibration_images`).
         calib_images: how many calibration images (read at ``input_size``).
         verify: count the built student with fvcore on a real forward pass and fail if
-            it differs from the analytic count: ``fast`` traces at a reduced input size
-            and scales exactly (:func:`nas_prune.apply.trace_size`), ``full`` at
-            ``input_size``, ``off`` skips the check.
+            it differs from the analytic count: ``fast`` traces each distinct layer once
+            (:func:`nas_prune.apply.fvcore_by_distinct_layers`) at a reduced input size and
+            scales exactly (:func:`nas_prune.apply.trace_size`), ``full`` traces the whole
+            student at ``input_size``, ``off`` skips the check.
         space: search-space name to record.
+        latency: from :func:`nas_prune.latency.target.latency_options`: a latency
+            target and/or the runtime to measure the student on.
 
     Raises:
         NasPruneError: bad target (above the teacher, below the floor), bad option.
     """
-    from nas_prune.apply import build_student, slice_state_dict, verify_macs
+    import torch
+
+    from nas_prune.apply import slice_state_dict, verify_macs
     from nas_prune.calibration import calibration_images
     from nas_prune.importance import compute_importance
+    from nas_prune.latency.target import parse_round_to
+    from nas_prune.model import build_generator
     from nas_prune.plan import plan_for_target
 
     target, size = check_options(
         target_macs=target_macs, convention=convention, input_size=input_size, min_channels=min_channels,
         importance=None if scores is not None else importance, round_to=round_to, calib_images=calib_images,
-        verify=verify,
+        verify=verify, latency=latency,
     )
+    round_to = parse_round_to(round_to)
     arch = teacher.arch
     seconds: dict[str, float] = {}
 
@@ -205,20 +231,19 @@ def prune_to_target(
     seconds["importance"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    plan = plan_for_target(
-        scores,
-        arch,
-        target_macs=target,
-        convention=convention,
-        input_size=size,
-        min_channels=min_channels,
-        round_to=round_to,
-        fill=fill,
-    )
+    report = None
+    if latency is None:
+        plan = plan_for_target(scores, arch, target_macs=target, convention=convention, input_size=size,
+                               min_channels=min_channels, round_to=round_to, fill=fill)
+    else:
+        from nas_prune.latency.target import plan_for_latency
+
+        plan, report = plan_for_latency(scores, teacher, latency, target_macs=target, convention=convention,
+                                        input_size=size, min_channels=min_channels, round_to=round_to, fill=fill)
     student = plan.student_arch()
     macs = {c: count_macs(student, input_size=size, convention=c) for c in CONVENTIONS}
-    seconds["plan"] = time.perf_counter() - start
-    if macs[convention] > target:  # guaranteed by the plan; a failure here is a bug
+    seconds["plan" if latency is None else "plan+latency"] = time.perf_counter() - start
+    if target is not None and macs[convention] > target:  # guaranteed by the plan; a failure is a bug
         raise RuntimeError(f"plan misses the target: {macs[convention]:,} > {target:,}")
 
     start = time.perf_counter()
@@ -228,7 +253,9 @@ def prune_to_target(
     measured = traced = None
     if verify != "off":
         start = time.perf_counter()
-        model = build_student(plan, teacher.state_dict)
+        with torch.device("meta"):  # no weight init: the sliced tensors are assigned below
+            model = build_generator(student)
+        model.load_state_dict(state, strict=True, assign=True)
         measured, traced = verify_macs(
             model, input_size=size, expected_fvcore=macs["fvcore"], full=verify == "full"
         )
@@ -254,32 +281,38 @@ def prune_to_target(
         fill=fill,
         calibration=calibration,
         seconds=seconds,
+        latency=report,
     )
 
 
 def check_options(
     *,
-    target_macs: int | str,
+    target_macs: int | str | None,
     convention: str,
     input_size: int | str | tuple[int, int],
     min_channels: int,
     importance: str | None,
-    round_to: int | None,
+    round_to: int | str | None,
     calib_images: int,
     verify: str = "fast",
-) -> tuple[int, tuple[int, int]]:
+    latency: "LatencyOptions | None" = None,
+) -> tuple[int | None, tuple[int, int]]:
     """Reject bad one-step pruning options before any work is done (also run by a study).
 
     Returns:
-        ``(target MACs, (H, W))`` parsed from ``target_macs`` and ``input_size``.
+        ``(target MACs or None, (H, W))`` parsed from ``target_macs`` and ``input_size``.
 
     Raises:
         NasPruneError: naming the first bad option.
     """
     from nas_prune.importance import CRITERIA
 
+    from nas_prune.latency.target import parse_round_to
+
     check_convention(convention)
-    target = parse_macs(target_macs)
+    if target_macs is None and (latency is None or latency.target_ms is None):
+        raise NasPruneError("give --target-macs, --target-latency or both")
+    target = None if target_macs is None else parse_macs(target_macs)
     size = parse_input_size(input_size)
     if importance is not None and importance not in CRITERIA:
         raise NasPruneError(f"unknown importance criterion {importance!r}: choose {', '.join(CRITERIA)}")
@@ -287,8 +320,8 @@ def check_options(
         raise NasPruneError(f"unknown verify mode {verify!r}: choose {', '.join(VERIFY_MODES)}")
     if min_channels < 1:
         raise NasPruneError(f"--min-channels must be >= 1, got {min_channels}")
-    if round_to is not None and round_to < 1:
-        raise NasPruneError(f"--round-to must be >= 1, got {round_to}")
+    if parse_round_to(round_to) == "auto" and latency is None:
+        raise NasPruneError("--round-to auto times students on a runtime: it is not supported with --trials")
     if calib_images < 1:
         raise NasPruneError(f"--calib-images must be >= 1, got {calib_images}")
     return target, size
@@ -328,11 +361,13 @@ def arch_document(result: SearchResult) -> dict[str, Any]:
                 "macs": dict(result.teacher_macs),
                 "params": result.teacher_params,
             },
-            "target": {"macs": result.target_macs, "convention": result.convention},
+            "target": result.target(),
             "criterion": result.criterion,
             "threshold": result.plan.threshold,
             "min_channels": result.plan.min_channels,
             "round_to": result.plan.round_to,
+            **({"round_to_auto": result.latency.round_to_auto}
+               if result.latency is not None and result.latency.round_to_auto else {}),
             "fill": result.fill,
             "filled_channels": result.plan.filled,
             "kept": result.plan.kept_lists(),
@@ -340,14 +375,21 @@ def arch_document(result: SearchResult) -> dict[str, Any]:
             "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "seconds": round(result.seconds.get("total", sum(result.seconds.values())), 4),
         },
+        **({"latency": result.latency.to_json()} if result.latency is not None else {}),
     }
 
 
-def default_out_dir(teacher_path: str | os.PathLike, target_macs: int, convention: str) -> Path:
-    """``runs/search/<teacher stem>-<target>-<convention>``, e.g. ``runs/search/G-2.6G-paper``."""
-    text = format_macs(target_macs)
-    text = re.sub(r"\.?0+(?=[KMGT]$)", "", text)  # 2.600G -> 2.6G, 1.000G -> 1G
-    return DEFAULT_RUNS / f"{Path(teacher_path).stem}-{text}-{convention}"
+def default_out_dir(teacher_path: str | os.PathLike, target_macs: int | None, convention: str,
+                    latency: "LatencyOptions | None" = None) -> Path:
+    """``runs/search/<teacher stem>-<target>-<convention>``, e.g. ``runs/search/G-2.6G-paper``;
+    a latency target adds ``-<ms>ms-<runtime>`` (``G-40ms-torch-cpu``, ``G-2.6G-paper-40ms-onnxruntime``)."""
+    parts = [Path(teacher_path).stem]
+    if target_macs is not None:
+        text = format_macs(target_macs)
+        parts += [re.sub(r"\.?0+(?=[KMGT]$)", "", text), convention]  # 2.600G -> 2.6G, 1.000G -> 1G
+    if latency is not None and latency.target_ms is not None:
+        parts += [f"{latency.target_ms:g}ms", latency.runtime.name]
+    return DEFAULT_RUNS / "-".join(parts)
 
 
 def export_result(
@@ -383,13 +425,13 @@ def export_result(
 def search(
     *,
     teacher: str | os.PathLike,
-    target_macs: int | str,
+    target_macs: int | str | None = None,
     space: str | os.PathLike | None = None,
     convention: str = "fvcore",
     input_size: int | str | tuple[int, int] = 256,
     min_channels: int = 16,
     importance: str | None = None,
-    round_to: int | None = None,
+    round_to: int | str | None = None,
     fill: bool = True,
     calib_data: str | os.PathLike | None = None,
     calib_images: int = 8,
@@ -397,11 +439,18 @@ def search(
     force: bool = False,
     write: bool = True,
     verify: str = "fast",
+    target_latency: str | None = None,
+    runtime: "str | Runtime | None" = None,
+    threads: int | None = None,
+    batch: int = 1,
+    latency_cache: str | os.PathLike | None = None,
+    refresh_latency: bool = False,
 ) -> SearchResult:
-    """Load ``teacher``, prune it to ``target_macs``, export the student folder.
+    """Load ``teacher``, prune it to ``target_macs`` and/or ``target_latency``, export the student folder.
 
     Options are those of :func:`prune_to_target` (``calib_data`` needs
-    ``importance="activation"``), plus:
+    ``importance="activation"``), plus those of
+    :func:`nas_prune.latency.target.latency_options`, and:
 
     Args:
         teacher: checkpoint file (``.pth`` / ``.pt`` / ``.safetensors``, CAT or ResNet layout).
@@ -417,10 +466,14 @@ def search(
     from nas_prune.load import load_generator
     from nas_prune.space import load_space, shipped_space_of
 
+    from nas_prune.latency.target import latency_options
+
     t0 = time.perf_counter()
+    latency = latency_options(target_latency=target_latency, runtime=runtime, threads=threads, batch=batch,
+                              round_to=round_to, cache_dir=latency_cache, refresh=refresh_latency)
     target, size = check_options(
         target_macs=target_macs, convention=convention, input_size=input_size, min_channels=min_channels,
-        importance=importance, round_to=round_to, calib_images=calib_images, verify=verify,
+        importance=importance, round_to=round_to, calib_images=calib_images, verify=verify, latency=latency,
     )
     if calib_data is not None and importance != "activation":
         raise NasPruneError(
@@ -428,7 +481,7 @@ def search(
             "this search uses neither"
         )
     space_obj = load_space(space) if space is not None else None
-    out_dir = Path(out) if out is not None else default_out_dir(teacher, target, convention)
+    out_dir = Path(out) if out is not None else default_out_dir(teacher, target, convention, latency)
     if write:
         from nas_prune.export import student_files
         from nas_prune.outputs import check_out_dir
@@ -450,6 +503,7 @@ def search(
         calib_images=calib_images,
         verify=verify,
         space=space_obj.name if space_obj is not None else shipped_space_of(loaded.arch),
+        latency=latency,
     )
     result.seconds = {"load": load_s, **result.seconds}
     result.seconds["total"] = time.perf_counter() - t0
@@ -490,16 +544,19 @@ def render_result(result: SearchResult, console) -> None:
     summary.add_column("params", justify="right")
     summary.add_row("teacher", "", *(format_macs(result.teacher_macs[c]) for c in CONVENTIONS),
                     f"{result.teacher_params:,}")
-    summary.add_row("student", format_macs(result.target_macs, conv),
+    summary.add_row("student", "" if result.target_macs is None else format_macs(result.target_macs, conv),
                     *(format_macs(result.macs[c]) for c in CONVENTIONS), f"{result.params:,}")
     summary.add_row("ratio", "", *(f"{result.teacher_macs[c] / result.macs[c]:.2f}x" for c in CONVENTIONS),
                     f"{result.teacher_params / result.params:.2f}x")
     console.print(summary)
-    gap = (result.target_macs - result.reached) / result.target_macs
     thr = result.plan.threshold
+    if result.target_macs is None:
+        reached = f"reached {result.reached:,} MACs ({conv})"
+    else:
+        gap = (result.target_macs - result.reached) / result.target_macs
+        reached = f"reached {result.reached:,} <= target {result.target_macs:,} MACs ({conv}), {gap:.3%} under"
     console.print(
-        f"reached {result.reached:,} <= target {result.target_macs:,} MACs ({conv}), "
-        f"{gap:.3%} under; criterion {result.criterion}"
+        f"{reached}; criterion {result.criterion}"
         f"{f' on {result.calibration}' if result.calibration else ''}, threshold "
         f"{'-inf (nothing pruned)' if thr is None else f'{thr:.6g}'}"
         f"{f', +{result.plan.filled} channels by fill' if result.plan.filled else ''}"
@@ -509,6 +566,10 @@ def render_result(result: SearchResult, console) -> None:
         th, tw = result.traced_size
         scaled = "" if (th, tw) == tuple(result.input_size) else f", traced at {th}x{tw} and scaled exactly"
         console.print(f"fvcore check on a real forward pass: {result.measured_fvcore:,} MACs{scaled} (matches)")
+    if result.latency is not None:
+        from nas_prune.latency.target import render_latency
+
+        render_latency(result.latency, console)
     secs = result.seconds
     console.print(
         f"time {secs.get('total', sum(secs.values())):.2f} s ("

@@ -21,13 +21,19 @@ def profile_cli(
     measure: bool = typer.Option(False, "--measure", help="Also count on a real forward pass (fvcore, torchprofile, thop)."),
     space: Optional[Path] = typer.Option(None, "--space", help="Search space to check a checkpoint against: a YAML file or a shipped name (cat_inception)."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON only."),
+    latency: bool = typer.Option(False, "--latency", help="Also time one forward pass end to end (median of --repeats after 3 warm-up passes).", rich_help_panel="Latency"),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help="Where to time it: torch-cpu (default), onnxruntime (the onnx extra) or cuda; implies --latency.", rich_help_panel="Latency"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads of the runtime (default torch's current setting).", rich_help_panel="Latency"),
+    batch: int = typer.Option(1, "--batch", help="Images per timed pass.", rich_help_panel="Latency"),
+    repeats: int = typer.Option(20, "--repeats", help="Timed passes.", rich_help_panel="Latency"),
 ) -> None:
-    """Show params and MACs per stage and block, with totals in both conventions."""
+    """Show params and MACs per stage and block, with totals in both conventions (and measured latency)."""
     with user_errors():
         from nas_prune.profile import profile
 
         report = profile(model, input_size=input_size, convention=convention, per_layer=per_layer,
-                         measure=measure, space_path=space)
+                         measure=measure, space_path=space, latency=latency, runtime=runtime, threads=threads,
+                         batch=batch, repeats=repeats)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
@@ -60,6 +66,12 @@ def _render(report: dict) -> None:
     out.print(table)
     for c, total in report["macs"].items():
         out.print(f"total: {format_macs(total, c)} = {total:,}")
+    if "latency" in report:
+        lat = report["latency"]
+        n, _, lh, lw = lat["input_shape"]
+        out.print(f"latency: {lat['median_ms']:.2f} ms measured on {lat['runtime']}, {lat['device']} "
+                  f"(batch {n}, {lh}x{lw}; median of {lat['runs']}, min {lat['min_ms']:.2f}, max {lat['max_ms']:.2f}) "
+                  f"for {format_macs(report['macs']['fvcore'], 'fvcore')}")
     out.print(f"params: {report['params']:,}")
     for note in report.get("notes", []):
         out.print(f"note: {note}", highlight=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from nas_prune.errors import NasPruneError
 from nas_prune.macs import format_macs, parse_input_size
@@ -14,6 +14,9 @@ from nas_prune.study.render import plot_pareto
 from nas_prune.study.storage import HEARTBEAT_S, open_storage
 from nas_prune.study.variables import DEFAULT_RANGE, parse_objectives, search_groups
 from nas_prune.study.worker import _Study
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nas_prune.latency.runtime import Runtime
 
 
 def _default_name(teacher: str | os.PathLike, target: int, convention: str, score: str, objectives) -> str:
@@ -51,6 +54,7 @@ def run_study(
     latency_size: int | str | tuple[int, int] | None = None,
     latency_threads: int | None = None,
     latency_repeats: int = 10,
+    latency_runtime: "str | Runtime | None" = None,
     out: str | os.PathLike | None = None,
     force: bool = False,
     plot: bool = True,
@@ -89,6 +93,9 @@ def run_study(
         latency_size: input ``(H, W)`` for latency; default ``input_size``.
         latency_threads: CPU threads while timing; default torch's current setting.
         latency_repeats: timed passes per trial (median reported).
+        latency_runtime: ``torch-cpu``, ``onnxruntime`` or ``cuda``: where the latency
+            objective is timed (:mod:`nas_prune.latency.runtime`, the code ``search
+            --target-latency`` uses); default the study's device.
         out: output folder; default ``runs/search/<teacher>-<target>-<convention>-study``.
             It may be new or empty, or hold this same study (same name and options: it is
             resumed); another result there is an error unless ``force``.
@@ -131,6 +138,16 @@ def run_study(
         raise NasPruneError(f"--calib-images must be >= 2, got {calib_images}")
     if latency_repeats < 1:
         raise NasPruneError(f"latency repeats must be >= 1, got {latency_repeats}")
+    if round_to == "auto":
+        raise NasPruneError("--round-to auto is not supported with --trials: give a multiple, e.g. --round-to 8")
+    l_runtime = None
+    if latency_runtime is not None:
+        from nas_prune.latency.runtime import Runtime
+
+        if "latency" not in objs:
+            raise NasPruneError("--runtime times the latency objective of a study: add --objectives quality,latency")
+        l_runtime = (latency_runtime if isinstance(latency_runtime, Runtime)
+                     else Runtime(latency_runtime, threads=latency_threads))
     s_size = parse_input_size(score_size) if score_size is not None else size
     l_size = parse_input_size(latency_size) if latency_size is not None else size
     if out is None:
@@ -184,7 +201,7 @@ def run_study(
         calibration=calib_text if calib_data is None else str(Path(calib_data).resolve()),
         store=None, study_name=name, n_trials=trials, seed=seed, probe=probe,
         train_images=train_images, finetune=finetune, measure_latency=measure_latency,
-        device=dev, latency_size=l_size, latency_threads=latency_threads,
+        device=dev, latency_size=l_size, latency_threads=latency_threads, latency_runtime=l_runtime,
         latency_repeats=latency_repeats, grace_s=grace_s, heartbeat_s=HEARTBEAT_S, poll_s=0.5,
         evaluated=[], ran=[], say=say,
     )

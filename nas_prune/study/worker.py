@@ -283,7 +283,7 @@ class _Study:
     def latency(self, model):
         return self.measure_latency(
             model, input_size=self.latency_size, device=self.device,
-            threads=self.latency_threads, repeats=self.latency_repeats,
+            threads=self.latency_threads, repeats=self.latency_repeats, runtime=self.latency_runtime,
         )
 
     def cached(self, study: "optuna.Study", key: str, number: int):

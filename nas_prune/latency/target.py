@@ -1,0 +1,319 @@
+"""One-step pruning to a latency target on the runtime the student will run on.
+
+``search --target-latency 40ms --runtime torch-cpu|onnxruntime|cuda`` (with or
+without ``--target-macs``):
+
+1. Predict. The latency table of the teacher on this runtime is opened or built
+   (:mod:`nas_prune.latency.table`; cached, so only the first run on a machine pays
+   for it) and calibrated into a predictor that is non-decreasing in every width.
+2. Search. The predictor is one more :class:`~nas_prune.plan.Budget` of the exact
+   threshold search and fill pass of :func:`nas_prune.plan.plan_for_target`: the
+   student is the largest of the threshold family whose predicted latency (and MACs,
+   if given) meets the target.
+3. Measure. The student, with its sliced weights, is timed end to end on the runtime
+   (median of ``repeats`` >= 20 passes after ``warmup``) and reported next to the
+   prediction. If the measurement is over the target, the latency budget is scaled
+   by ``target / measured`` (times 0.99) below the student's prediction, so the next
+   student is strictly smaller, and the new student is measured again, until one
+   measures within the target (at most ``max_shrinks`` times; then a clear error).
+
+``--round-to auto``: the students of every multiple in :data:`AUTO_ROUND` (1 = no
+rounding) that meet the targets are timed interleaved, and the one with the most
+MACs per measured millisecond wins (at a MACs target: the fastest student; at a
+latency target: the largest one within it). The candidates and their numbers are
+recorded in ``arch.json`` (``provenance.round_to_auto``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from nas_prune.errors import NasPruneError
+from nas_prune.latency.runtime import Latency, Runtime, format_ms, measure_interleaved, parse_latency
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from nas_prune.load import LoadedGenerator
+    from nas_prune.plan import PrunePlan
+
+AUTO_ROUND = (1, 2, 4, 8, 16, 32)
+SHRINK_MARGIN = 0.99
+
+
+def parse_round_to(value: "int | str | None") -> "int | str | None":
+    """``None`` / ``"auto"`` / an integer >= 1 (``"16"`` -> 16).
+
+    Raises:
+        NasPruneError: anything else.
+    """
+    if value is None or value == "auto":
+        return value
+    if isinstance(value, bool):
+        raise NasPruneError(f"--round-to {value!r}: expected an integer >= 1 or auto")
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        raise NasPruneError(f"--round-to {value!r}: expected an integer >= 1 or auto") from None
+    if n < 1:
+        raise NasPruneError(f"--round-to must be >= 1, got {n}")
+    return n
+
+
+@dataclass
+class LatencyOptions:
+    """What ``search`` was asked about latency.
+
+    Attributes:
+        target_ms: latency budget for one batch (None: only measure and report).
+        runtime: where to measure (:class:`~nas_prune.latency.runtime.Runtime`).
+        cache_dir: latency-table cache folder (default :func:`nas_prune.latency.table.cache_dir`).
+        refresh: re-measure the table even if cached.
+        repeats: timed passes of the end-to-end check (>= 20 for a stable median).
+        warmup: untimed passes before them.
+        max_shrinks: re-measure rounds allowed when the measurement is over the target.
+        log: prints progress while a latency table is built (minutes, once per key);
+            default one line at a time to stderr.
+    """
+
+    target_ms: float | None
+    runtime: Runtime
+    cache_dir: str | os.PathLike | None = None
+    refresh: bool = False
+    repeats: int = 20
+    warmup: int = 3
+    max_shrinks: int = 8
+    log: Callable[[str], None] | None = field(default=lambda text: print(text, file=sys.stderr, flush=True))
+
+
+def latency_options(
+    *,
+    target_latency: str | None = None,
+    runtime: "str | Runtime | None" = None,
+    threads: int | None = None,
+    batch: int = 1,
+    round_to: "int | str | None" = None,
+    cache_dir: str | os.PathLike | None = None,
+    refresh: bool = False,
+    repeats: int = 20,
+) -> LatencyOptions | None:
+    """Validate the latency options of ``search``; None when none of them is in play.
+
+    Latency is in play with a target, an explicit runtime, or ``round_to="auto"``
+    (which measures on ``torch-cpu`` unless a runtime is named).
+
+    Raises:
+        NasPruneError: a bad value, or a runtime that is not available here.
+    """
+    target_ms = None if target_latency is None else parse_latency(target_latency)
+    if repeats < 20:
+        raise NasPruneError(f"latency repeats must be >= 20 for the end-to-end check, got {repeats}")
+    if target_ms is None and runtime is None and round_to != "auto":
+        if threads is not None or batch != 1:
+            raise NasPruneError("--threads and --batch describe a latency measurement: "
+                                "add --target-latency, --runtime or --round-to auto")
+        return None
+    if not isinstance(runtime, Runtime):
+        runtime = Runtime(runtime or "torch-cpu", threads=threads, batch=batch)
+    return LatencyOptions(target_ms, runtime, cache_dir=cache_dir, refresh=refresh, repeats=repeats)
+
+
+@dataclass
+class LatencyReport:
+    """Latency of the chosen student, as ``arch.json``'s ``latency`` section records it.
+
+    Attributes:
+        runtime: ``Runtime.describe()`` (runtime, device, threads, batch).
+        input_size: ``(H, W)``.
+        target_ms: the budget, or None.
+        predicted_ms: the predictor's value for the student (None without a table).
+        measured: the end-to-end measurement of the student.
+        attempts: ``[{"predicted_ms", "measured_ms", "budget_ms"}]`` per measured student,
+            in order (more than one when the check had to shrink the student).
+        table: where the predictor came from (cache file, units timed now, calibration).
+        round_to_auto: the ``--round-to auto`` candidates, or None.
+    """
+
+    runtime: dict
+    input_size: tuple[int, int]
+    target_ms: float | None
+    predicted_ms: float | None
+    measured: Latency
+    attempts: list[dict] = field(default_factory=list)
+    table: dict | None = None
+    round_to_auto: dict | None = None
+
+    @property
+    def measured_ms(self) -> float:
+        return self.measured.median_ms
+
+    @property
+    def prediction_error(self) -> float | None:
+        """``predicted / measured - 1`` (None without a prediction)."""
+        return None if self.predicted_ms is None else self.predicted_ms / self.measured_ms - 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.runtime,
+            "input_size": list(self.input_size),
+            "target_ms": self.target_ms,
+            "predicted_ms": None if self.predicted_ms is None else round(self.predicted_ms, 4),
+            "measured_ms": round(self.measured_ms, 4),
+            "measured": self.measured.to_json(),
+            "attempts": self.attempts,
+            "table": self.table,
+        }
+
+    def summary(self) -> str:
+        """One line: ``measured 38.2 ms (median of 20, torch-cpu, cpu (..., 2 threads)); predicted 39.0 ms (+2.1%)``."""
+        m = self.measured
+        text = (f"latency {format_ms(m.median_ms)} measured (median of {len(m.samples_ms)}, "
+                f"min {format_ms(m.min_ms)}, max {format_ms(m.max_ms)}) on {m.runtime}, {m.device}")
+        if self.predicted_ms is not None:
+            text += f"; predicted {format_ms(self.predicted_ms)} ({self.prediction_error:+.1%})"
+        if self.target_ms is not None:
+            text += f"; target {format_ms(self.target_ms)}"
+        if len(self.attempts) > 1:
+            text += f"; shrunk {len(self.attempts) - 1}x after measuring over the target"
+        return text
+
+
+def _macs_of(plan: "PrunePlan", input_size, convention: str) -> int:
+    from nas_prune.macs import count_macs
+
+    return count_macs(plan.student_arch(), input_size=input_size, convention=convention)
+
+
+def plan_for_latency(
+    scores: Mapping[str, "torch.Tensor"],
+    teacher: "LoadedGenerator",
+    options: LatencyOptions,
+    *,
+    target_macs: int | None,
+    convention: str,
+    input_size: tuple[int, int],
+    min_channels: int,
+    round_to: "int | str | None",
+    fill: bool,
+) -> tuple["PrunePlan", LatencyReport]:
+    """The plan of the largest student meeting the targets, checked by measurement.
+
+    Returns:
+        ``(plan, report)``; ``plan.round_to`` is the multiple used (chosen when ``auto``).
+
+    Raises:
+        NasPruneError: unreachable targets, or a student still over the target after
+            ``options.max_shrinks`` re-measurements.
+    """
+    from nas_prune.apply import build_student
+    from nas_prune.latency.table import latency_model
+    from nas_prune.plan import Budget, plan_for_target
+
+    rt, arch = options.runtime, teacher.arch
+    shape = (rt.batch, arch.input_nc, *input_size)
+    model = table_info = None
+    if options.target_ms is not None:
+        model, table, cal = latency_model(arch, rt, input_size=input_size, min_channels=min_channels,
+                                          directory=options.cache_dir, refresh=options.refresh, log=options.log)
+        table_info = {"file": str(table.path), "units": len(table.units), "measured_now": table.measured_now,
+                      "seconds": round(table.seconds, 2), "fixed_ms": round(cal.fixed, 4),
+                      "scale": round(cal.scale, 6), "calibration_worst_error": round(cal.worst_error, 4)}
+        teacher_ms = model.predict(arch)
+        if target_macs is None and teacher_ms <= options.target_ms:
+            raise NasPruneError(
+                f"--target-latency {format_ms(options.target_ms)}: the teacher itself is predicted at "
+                f"{format_ms(teacher_ms)} on {rt.name}: nothing to prune"
+            )
+
+    def plan_at(r: int | None, budget_ms: float | None) -> "PrunePlan":
+        budgets = () if budget_ms is None else (
+            Budget(model, budget_ms, label="--target-latency (predicted)", format=format_ms),)
+        return plan_for_target(scores, arch, target_macs=target_macs, convention=convention,
+                               input_size=input_size, min_channels=min_channels,
+                               round_to=None if r in (None, 1) else r, fill=fill, budgets=budgets)
+
+    auto = None
+    budget = options.target_ms
+    if round_to == "auto":
+        round_to, auto = _choose_round_to(plan_at, budget, teacher, rt, shape, input_size, convention, options)
+    plan = plan_at(round_to, budget)
+    attempts: list[dict] = []
+    while True:
+        student = build_student(plan, teacher.state_dict)
+        lat = measure_interleaved({"student": student}, rt, shape, warmup=options.warmup,
+                                  repeats=options.repeats)["student"]
+        predicted = None if model is None else model(plan.widths)
+        attempts.append({"predicted_ms": None if predicted is None else round(predicted, 4),
+                         "measured_ms": round(lat.median_ms, 4),
+                         "budget_ms": None if budget is None else round(budget, 4),
+                         "macs": _macs_of(plan, input_size, convention)})
+        if options.target_ms is None or lat.median_ms <= options.target_ms:
+            break
+        if len(attempts) > options.max_shrinks:
+            raise NasPruneError(
+                f"--target-latency {format_ms(options.target_ms)}: the student still measures "
+                f"{format_ms(lat.median_ms)} on {rt.name} after {options.max_shrinks} shrinks "
+                "(a busy machine? measure again when it is quiet, or raise the target)"
+            )
+        budget = predicted * min(options.target_ms / lat.median_ms, 1.0) * SHRINK_MARGIN
+        try:
+            plan = plan_at(round_to, budget)
+        except NasPruneError:
+            raise NasPruneError(
+                f"--target-latency {format_ms(options.target_ms)}: the student measures "
+                f"{format_ms(lat.median_ms)} on {rt.name} and no smaller student of the threshold family "
+                "is left: raise the target or lower --min-channels"
+            ) from None
+    report = LatencyReport(runtime=rt.describe(), input_size=tuple(input_size), target_ms=options.target_ms,
+                           predicted_ms=None if model is None else model(plan.widths), measured=lat,
+                           attempts=attempts, table=table_info, round_to_auto=auto)
+    return plan, report
+
+
+def _choose_round_to(plan_at, budget, teacher, rt: Runtime, shape, input_size, convention, options):
+    """Time the student of every :data:`AUTO_ROUND` multiple; the most MACs per ms wins."""
+    from nas_prune.apply import build_student
+
+    plans, unreachable = {}, []
+    for r in AUTO_ROUND:
+        try:
+            plans[r] = plan_at(r, budget)
+        except NasPruneError:
+            unreachable.append(r)
+    if not plans:
+        plan_at(1, budget)  # raises the plain error
+    nets = {r: build_student(p, teacher.state_dict) for r, p in plans.items()}
+    lats = measure_interleaved(nets, rt, shape, warmup=2, repeats=max(10, options.repeats // 2))
+    rows = []
+    for r, p in plans.items():
+        macs = _macs_of(p, input_size, convention)
+        rows.append({"round_to": r, "macs": macs, "convention": convention,
+                     "measured_ms": round(lats[r].median_ms, 4),
+                     "macs_per_ms": round(macs / lats[r].median_ms, 1)})
+    best = max(rows, key=lambda row: (row["macs_per_ms"], -row["round_to"]))["round_to"]
+    return best, {**rt.describe(), "chosen": best, "candidates": rows, "unreachable": unreachable}
+
+
+def render_latency(report: LatencyReport, console) -> None:
+    """Print the latency line (and the ``--round-to auto`` candidates) of a search result."""
+    auto = report.round_to_auto
+    if auto:
+        from rich.table import Table
+
+        from nas_prune.macs import format_macs
+
+        table = Table(title=f"--round-to auto on {auto['runtime']} ({auto['device']})")
+        for col in ("round to", "MACs", "measured", "MACs per ms"):
+            table.add_column(col, justify="right")
+        for row in auto["candidates"]:
+            mark = " (chosen)" if row["round_to"] == auto["chosen"] else ""
+            table.add_row(f"{row['round_to']}{mark}", format_macs(row["macs"], row["convention"]),
+                          format_ms(row["measured_ms"]), f"{row['macs_per_ms']:,.0f}")
+        console.print(table)
+        if auto["unreachable"]:
+            console.print(f"--round-to auto: no student meets the targets with multiples of "
+                          f"{', '.join(map(str, auto['unreachable']))}")
+    console.print(report.summary())

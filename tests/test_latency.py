@@ -1,0 +1,418 @@
+"""Latency-target pruning: duration parsing, runtimes, latency tables (cache key and
+invalidation), the predictor's monotonicity, the search meeting its targets, the
+shrink-and-re-measure loop, --round-to auto. Timings come from a fake runtime whose
+clock a forward pass advances by a made-up cost, so nothing here depends on the speed
+of the machine running the tests."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import randomize_
+from nas_prune.arch import Arch, Block
+from nas_prune.cli import app
+from nas_prune.errors import NasPruneError
+from nas_prune.export import read_student
+from nas_prune.latency.runtime import Runtime, measure_latency, parse_latency
+from nas_prune.latency.table import (
+    LatencyModel,
+    LatencyTable,
+    UnitGrids,
+    arch_widths,
+    cache_dir,
+    latency_model,
+    table_key,
+    table_path,
+)
+from nas_prune.macs import count_macs
+from nas_prune.model import build_generator
+from nas_prune.plan import arch_from_widths, prunable_layers
+from nas_prune.search import search
+
+runner = CliRunner()
+TEACHER = Arch(input_nc=3, output_nc=3, stem=(16, 16, 16), head=(16, 16),
+               blocks=(Block(res=(4, 4, 4), dw=(4, 4, 4)),) * 3)
+SIZE = (32, 32)
+
+
+_FAKE_MS: dict = {}
+
+
+def fake_ms(module, x, penalty: int | None = None) -> float:
+    """Made-up cost of one pass: 0.01 ms + 0.001 ms per conv or norm call + 1 ns per MAC
+    (convs only); with ``penalty``, a conv whose output channels are not a multiple of it
+    costs 3x (as real CPU kernels are slower at odd widths). Memoised by module structure."""
+    key = (repr(module), tuple(tuple(p.shape) for p in module.parameters()), tuple(x.shape), penalty)
+    if key not in _FAKE_MS:
+        _FAKE_MS[key] = _fake_ms(module, x, penalty)
+    return _FAKE_MS[key]
+
+
+def _fake_ms(module, x, penalty):
+    total = [0.01]
+
+    def hook(mod, inputs, out):
+        if isinstance(mod, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            pixels = (inputs[0] if isinstance(mod, torch.nn.ConvTranspose2d) else out).shape[-2:].numel()
+            ms = 0.001 + mod.weight.numel() * pixels * x.shape[0] * 1e-6
+            cout = mod.out_channels
+            total[0] += ms * (3 if penalty and cout % penalty else 1)
+        elif isinstance(mod, (torch.nn.InstanceNorm2d, torch.nn.BatchNorm2d)):
+            total[0] += 0.001
+
+    handles = [m.register_forward_hook(hook) for m in module.modules()]
+    try:
+        with torch.no_grad():
+            module.eval()(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0]
+
+
+class FakeRuntime(Runtime):
+    """``torch-cpu`` with a deterministic clock (:func:`fake_ms` per pass).
+
+    ``inflate``: factors applied, one per call and in order, to the next whole
+    generators prepared (a runtime that over-reports); ``prepared`` counts them.
+    """
+
+    def __init__(self, *, threads=1, batch=1, inflate=(), penalty=None, version="fake-1"):
+        super().__init__("torch-cpu", threads=threads, batch=batch)
+        self.now, self.inflate, self.penalty, self.version = 0.0, list(inflate), penalty, version
+        self.prepared = 0
+
+    def device(self):
+        return f"fake cpu ({self.threads} threads)"
+
+    def versions(self):
+        return {"torch": self.version}
+
+    def clock(self):
+        return self.now
+
+    def prepare(self, module, example):
+        ms = fake_ms(module, example, self.penalty)
+        if hasattr(module, "arch"):
+            self.prepared += 1
+            if self.inflate:
+                ms *= self.inflate.pop(0)
+
+        def run():
+            self.now += ms / 1000.0
+
+        return run
+
+
+@pytest.fixture(scope="module")
+def teacher_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("teacher") / "tiny_G.pth"
+    torch.save(randomize_(build_generator(TEACHER), 3).state_dict(), path)
+    return path
+
+
+def fake_ms_of(arch: Arch, batch: int = 1) -> float:
+    return fake_ms(build_generator(arch), torch.zeros(batch, arch.input_nc, *SIZE))
+
+
+def run_search(teacher_file, tmp_path, rt, **kw):
+    opts = dict(teacher=teacher_file, input_size=32, min_channels=4, out=tmp_path / "out",
+                latency_cache=tmp_path / "cache", runtime=rt)
+    opts.update(kw)
+    return search(**opts)
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+# ----------------------------------------------------------------------------- parsing, runtimes
+
+
+@pytest.mark.parametrize("text, ms", [("40ms", 40.0), ("0.04s", 40.0), ("40000us", 40.0), (" 2.5 ms ", 2.5),
+                                      ("1e-2s", 10.0)])
+def test_parse_latency(text, ms):
+    assert parse_latency(text) == pytest.approx(ms)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("40", "give a unit"), (40, "give a unit"), ("40kg", "unknown unit 'kg'"), ("-5ms", "positive"),
+    ("0ms", "positive"), ("fast", "expected a duration"), ("", "expected a duration"), ("nanms", "expected"),
+])
+def test_parse_latency_errors(text, message):
+    with pytest.raises(NasPruneError, match=message):
+        parse_latency(text)
+
+
+def test_unavailable_runtimes_are_one_line_errors(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(NasPruneError, match="runtime cuda: CUDA is not available here"):
+        Runtime("cuda")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
+    with pytest.raises(NasPruneError, match=r"needs the onnx extra: pip install 'nas-prune\[onnx\]'"):
+        Runtime("onnxruntime")
+    with pytest.raises(NasPruneError, match="unknown runtime 'tpu'"):
+        Runtime("tpu")
+    with pytest.raises(NasPruneError, match="--threads must be >= 1"):
+        Runtime("torch-cpu", threads=0)
+
+
+def test_measure_latency_on_onnxruntime_and_torch():
+    net = build_generator(TEACHER).eval()
+    for name in ("torch-cpu", "onnxruntime"):
+        lat = measure_latency(net, input_size=SIZE, runtime=name, threads=1, warmup=1, repeats=3)
+        assert lat.runtime == name and lat.threads == 1 and len(lat.samples_ms) == 3
+        assert lat.median_ms > 0 and lat.input_shape == (1, 3, 32, 32)
+
+
+# ----------------------------------------------------------------------------- the table
+
+
+def test_table_key_changes_with_everything_a_latency_depends_on(tmp_path):
+    base = table_key(FakeRuntime(), SIZE)
+    variants = [table_key(FakeRuntime(threads=2), SIZE), table_key(FakeRuntime(batch=4), SIZE),
+                table_key(FakeRuntime(), (64, 64)), table_key(FakeRuntime(version="fake-2"), SIZE)]
+    paths = {table_path(k, tmp_path) for k in [base, *variants]}
+    assert len(paths) == 5  # a file per key
+    assert table_path(base, tmp_path) == table_path(table_key(FakeRuntime(), SIZE), tmp_path)
+
+
+def test_cache_dir_default_and_overrides(monkeypatch, tmp_path):
+    monkeypatch.delenv("NAS_PRUNE_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "nas-prune"
+    monkeypatch.setenv("NAS_PRUNE_CACHE_DIR", str(tmp_path / "env"))
+    assert cache_dir() == tmp_path / "env"
+    assert cache_dir(tmp_path / "opt") == tmp_path / "opt"
+
+
+def test_table_is_measured_once_then_read_from_cache(tmp_path):
+    rt = FakeRuntime()
+    model, table, cal = latency_model(TEACHER, rt, input_size=SIZE, min_channels=4, directory=tmp_path)
+    n_units = len(UnitGrids(TEACHER, input_size=SIZE, min_channels=4).units())
+    assert table.measured_now == n_units and table.path.exists()
+    assert rt.prepared == 3  # calibration generators: widths x1, x1/2, x1/4 (x1/8 hits the floors again)
+    rt2 = FakeRuntime()
+    model2, table2, _ = latency_model(TEACHER, rt2, input_size=SIZE, min_channels=4, directory=tmp_path)
+    assert table2.measured_now == 0 and rt2.prepared == 0  # nothing timed again
+    assert model2.predict(TEACHER) == pytest.approx(model.predict(TEACHER))
+    # Another thread count is another key: measured again, in another file.
+    _, table3, _ = latency_model(TEACHER, FakeRuntime(threads=2), input_size=SIZE, min_channels=4,
+                                 directory=tmp_path)
+    assert table3.measured_now == n_units and table3.path != table.path
+    # A lower floor needs a few more units only.
+    _, table4, _ = latency_model(TEACHER, FakeRuntime(), input_size=SIZE, min_channels=2, directory=tmp_path)
+    assert 0 < table4.measured_now < n_units
+
+
+def test_table_invalidation(tmp_path):
+    rt = FakeRuntime()
+    _, table, _ = latency_model(TEACHER, rt, input_size=SIZE, min_channels=4, directory=tmp_path)
+    doc = json.loads(table.path.read_text())
+    doc["key"]["threads"] = 99  # a file that claims another key is not trusted
+    table.path.write_text(json.dumps(doc))
+    assert LatencyTable.open(rt, SIZE, directory=tmp_path).units == {}
+    table.path.write_text("{not json")  # a damaged file is rebuilt, not an error
+    _, again, _ = latency_model(TEACHER, FakeRuntime(), input_size=SIZE, min_channels=4, directory=tmp_path)
+    assert again.measured_now == len(again.units) > 0
+    assert json.loads(again.path.read_text())["key"] == table_key(rt, SIZE)
+    _, refreshed, _ = latency_model(TEACHER, FakeRuntime(), input_size=SIZE, min_channels=4,
+                                    directory=tmp_path, refresh=True)
+    assert refreshed.measured_now == len(refreshed.units)
+
+
+def test_predictor_is_calibrated_to_end_to_end_times(tmp_path):
+    model, _, cal = latency_model(TEACHER, FakeRuntime(), input_size=SIZE, min_channels=4, directory=tmp_path)
+    assert cal.scale > 0 and cal.worst_error < 0.01
+    rng = random.Random(0)
+    for _ in range(5):  # students between grid points too
+        widths = {l.name: rng.randint(1 if l.kind in ("stem", "head") else 0, l.width)
+                  for l in prunable_layers(TEACHER)}
+        widths.update({f"stem.{i}": max(4, widths[f"stem.{i}"]) for i in range(3)})
+        widths.update({f"head.{i}": max(4, widths[f"head.{i}"]) for i in range(2)})
+        student = arch_from_widths(TEACHER, widths)
+        assert model(widths) == pytest.approx(fake_ms_of(student), rel=0.05)
+
+
+def test_predictor_is_monotone_in_every_width_even_from_noisy_tables():
+    teacher = Arch(input_nc=3, output_nc=3, stem=(8, 16, 24), head=(16, 8),
+                   blocks=(Block(res=(0, 6, 3), dw=(5, 0, 6)),) * 2)
+    grids = UnitGrids(teacher, input_size=SIZE, min_channels=2)
+    rng = np.random.default_rng(0)
+    costs = {u.signature: float(rng.uniform(0, 1)) for u in grids.units()}  # not monotone at all
+    model = LatencyModel(grids, costs, fixed=0.3, scale=1.7)
+    layers = prunable_layers(teacher)
+    r = random.Random(1)
+    for _ in range(200):
+        widths = {l.name: r.randint(2 if l.has_floor else 0, l.width) for l in layers}
+        layer = r.choice(layers)
+        if widths[layer.name] == layer.width:
+            continue
+        bigger = dict(widths, **{layer.name: widths[layer.name] + 1})
+        assert model(bigger) >= model(widths)
+    # On grid points of a table that is already monotone, the model is the plain sum of units.
+    mono = {u.signature: float(sum(u.widths)) for u in grids.units()}
+    exact = LatencyModel(grids, mono)
+    w = arch_widths(teacher)
+    expected = (8 + 8 + 16 + 16 + 24 + 24 + 16 + 16 + 8 + 8
+                + 2 * sum(24 + m for m in (6, 3, 5, 6)) + 2 * (24 + 3 * 24))
+    assert exact(w) == pytest.approx(expected)
+
+
+# ----------------------------------------------------------------------------- the search
+
+
+def test_search_meets_a_latency_target(teacher_file, tmp_path):
+    teacher_ms = fake_ms_of(TEACHER)
+    target = teacher_ms * 0.5
+    result = run_search(teacher_file, tmp_path, FakeRuntime(), target_latency=f"{target:.6f}ms")
+    rep = result.latency
+    assert rep.measured_ms <= target
+    assert rep.measured_ms == pytest.approx(fake_ms_of(result.student_arch))
+    assert rep.predicted_ms == pytest.approx(rep.measured_ms, rel=0.02)
+    assert len(rep.measured.samples_ms) == 20 and len(rep.attempts) == 1
+    assert rep.measured_ms > target * 0.8  # the largest student under the target, not any small one
+    assert result.target_macs is None
+    _, _, doc = read_student(tmp_path / "out")
+    lat = doc["latency"]
+    assert lat["runtime"] == "torch-cpu" and lat["device"] == "fake cpu (1 threads)" and lat["threads"] == 1
+    assert lat["measured_ms"] == pytest.approx(rep.measured_ms, abs=1e-3)
+    assert lat["predicted_ms"] == pytest.approx(rep.predicted_ms, abs=1e-3)
+    assert doc["provenance"]["target"] == {"macs": None, "convention": "fvcore", "latency_ms": pytest.approx(target)}
+
+
+def test_search_meets_both_targets(teacher_file, tmp_path):
+    teacher_ms, teacher_macs = fake_ms_of(TEACHER), count_macs(TEACHER, input_size=32)
+    # Latency is the binding limit here, then MACs.
+    for macs_frac, ms_frac in ((0.8, 0.4), (0.3, 0.9)):
+        target_macs, target_ms = int(teacher_macs * macs_frac), teacher_ms * ms_frac
+        result = run_search(teacher_file, tmp_path, FakeRuntime(), target_macs=target_macs,
+                            target_latency=f"{target_ms:.6f}ms", force=True)
+        assert result.macs["fvcore"] <= target_macs
+        assert result.latency.measured_ms <= target_ms
+        only_macs = run_search(teacher_file, tmp_path, FakeRuntime(), target_macs=target_macs, write=False)
+        if ms_frac < 0.5:
+            assert result.macs["fvcore"] < only_macs.macs["fvcore"]  # latency cut deeper
+        else:
+            assert result.student_arch == only_macs.student_arch  # MACs alone decided
+    assert result.to_json()["target"] == {"macs": target_macs, "convention": "fvcore",
+                                          "latency_ms": pytest.approx(target_ms)}
+
+
+def test_student_measured_over_the_target_is_shrunk_and_measured_again(teacher_file, tmp_path):
+    target = fake_ms_of(TEACHER) * 0.5
+    run_search(teacher_file, tmp_path, FakeRuntime(), target_latency=f"{target:.6f}ms", write=False)  # table
+    rt = FakeRuntime(inflate=[1.3])  # the first end-to-end measurement over-reports by 30%
+    result = run_search(teacher_file, tmp_path, rt, target_latency=f"{target:.6f}ms", write=False)
+    first, last = result.latency.attempts
+    assert first["measured_ms"] > target >= last["measured_ms"]
+    assert last["budget_ms"] < first["predicted_ms"]
+    assert last["macs"] < first["macs"]
+    assert "shrunk 1x" in result.latency.summary()
+    # A runtime that always over-reports ends in a clear error after max_shrinks.
+    with pytest.raises(NasPruneError, match="still measures .* after 8 shrinks|no smaller student"):
+        run_search(teacher_file, tmp_path, FakeRuntime(inflate=[3.0] * 20),
+                   target_latency=f"{target:.6f}ms", write=False)
+
+
+def test_unreachable_latency_targets(teacher_file, tmp_path):
+    rt = FakeRuntime()
+    with pytest.raises(NasPruneError, match="below the smallest reachable student"):
+        run_search(teacher_file, tmp_path, rt, target_latency="1us", write=False)
+    with pytest.raises(NasPruneError, match="the teacher itself is predicted at .* nothing to prune"):
+        run_search(teacher_file, tmp_path, rt, target_latency="10s", write=False)
+
+
+def test_round_to_auto_picks_the_best_speed_per_mac(teacher_file, tmp_path):
+    rt = FakeRuntime(penalty=4)  # convs with widths off multiples of 4 run 3x slower
+    macs = count_macs(TEACHER, input_size=32) // 2
+    result = run_search(teacher_file, tmp_path, rt, target_macs=macs, round_to="auto")
+    auto = result.latency.round_to_auto
+    rows = {row["round_to"]: row for row in auto["candidates"]}
+    assert auto["chosen"] in (4, 8, 16) and result.plan.round_to == auto["chosen"]
+    assert rows[auto["chosen"]]["macs_per_ms"] > rows[1]["macs_per_ms"]
+    assert all(w % auto["chosen"] == 0 for w in result.student_arch.stem[1:])
+    _, _, doc = read_student(tmp_path / "out")
+    assert doc["provenance"]["round_to"] == auto["chosen"]
+    assert doc["provenance"]["round_to_auto"]["chosen"] == auto["chosen"]
+    assert doc["latency"]["target_ms"] is None  # measured and reported, no latency target
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--target-latency", "40"], "give a unit, e.g. 40ms"),
+    (["--target-latency", "40 parsecs"], "unknown unit"),
+    (["--target-latency", "0ms"], "positive"),
+    (["--target-latency", "40ms", "--runtime", "tpu"], "unknown runtime 'tpu'"),
+    (["--target-latency", "40ms", "--batch", "0"], "--batch must be >= 1"),
+    (["--target-macs", "1M", "--threads", "2"], "--threads and --batch describe a latency measurement"),
+    (["--round-to", "many", "--target-macs", "1M"], "--round-to 'many'"),
+    ([], "give --target-macs, --target-latency or both"),
+])
+def test_cli_bad_latency_options(teacher_file, tmp_path, args, message):
+    out = tmp_path / "never"
+    result = invoke("search", "--teacher", teacher_file, "--input-size", "32", "--out", out, *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_cli_cuda_unavailable_is_one_line(teacher_file, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = invoke("search", "--teacher", teacher_file, "--target-latency", "40ms", "--runtime", "cuda",
+                    "--out", tmp_path / "x")
+    assert result.exit_code == 2 and "runtime cuda: CUDA is not available" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_cli_latency_search_on_torch_cpu(teacher_file, tmp_path):
+    """The real runtime end to end on a tiny teacher: a loose target (tiny generators are
+    all per-call overhead), the table cached in --latency-cache, both numbers printed."""
+    cache = tmp_path / "cache"
+    teacher_ms = measure_latency(build_generator(TEACHER), input_size=SIZE, threads=1, repeats=20).median_ms
+    result = invoke("search", "--teacher", teacher_file, "--input-size", "32", "--min-channels", "4",
+                    "--target-macs", str(count_macs(TEACHER, input_size=32) // 2),
+                    "--target-latency", f"{teacher_ms * 3:.3f}ms", "--runtime", "torch-cpu", "--threads", "1",
+                    "--latency-cache", cache, "--out", tmp_path / "s")
+    assert result.exit_code == 0, result.output
+    assert "measured (median of 20" in result.output and "predicted" in result.output
+    assert list((cache / "latency").glob("torch-cpu-*.json"))
+    _, _, doc = read_student(tmp_path / "s")
+    assert doc["latency"]["threads"] == 1 and doc["latency"]["predicted_ms"] > 0
+
+
+def test_study_latency_objective_uses_the_same_measurement(teacher_file, tmp_path):
+    from nas_prune.study import run_study
+
+    macs = count_macs(TEACHER, input_size=32) // 2
+    common = dict(teacher=teacher_file, target_macs=macs, input_size=32, min_channels=4, calib_images=4,
+                  device="cpu", out=tmp_path / "study")
+    result = run_study(trials=2, objectives="quality,latency", latency_runtime=FakeRuntime(), **common)
+    names = [layer.name for layer in prunable_layers(TEACHER)]
+    for record in result.trials:
+        widths = dict(zip(names, map(int, record.widths.split(","))))
+        assert record.latency_ms == pytest.approx(fake_ms_of(arch_from_widths(TEACHER, widths)))
+    with pytest.raises(NasPruneError, match="add --objectives quality,latency"):
+        run_study(trials=2, latency_runtime="torch-cpu", **common)
+
+
+def test_profile_prints_measured_latency_beside_macs(teacher_file):
+    result = invoke("profile", teacher_file, "--input-size", "32", "--latency", "--runtime", "onnxruntime",
+                    "--threads", "1", "--repeats", "3")
+    assert result.exit_code == 0, result.output
+    assert "latency:" in result.output and "onnxruntime" in result.output and "MACs (fvcore)" in result.output
+    report = json.loads(invoke("profile", teacher_file, "--input-size", "32", "--runtime", "torch-cpu",
+                               "--threads", "1", "--repeats", "3", "--json").stdout)
+    assert report["latency"]["runtime"] == "torch-cpu" and report["latency"]["runs"] == 3
+    bad = invoke("profile", teacher_file, "--threads", "2")
+    assert bad.exit_code == 2 and "add --latency" in bad.output
