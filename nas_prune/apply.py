@@ -36,21 +36,25 @@ if TYPE_CHECKING:  # pragma: no cover
 NORM_VECTORS = ("weight", "bias", "running_mean", "running_var")
 
 
+def _by_module(sd: Mapping) -> dict[str, list]:
+    """``{module path: [(leaf name, tensor), ...]}`` of a state dict (``a.b.weight`` -> ``a.b``)."""
+    out: dict[str, list] = {}
+    for key, value in sd.items():
+        module, _, leaf = key.rpartition(".")
+        out.setdefault(module, []).append((leaf, value))
+    return out
+
+
 def _map(out: dict, sd: Mapping, src: str, dst: str, rows=None, cols=None, required=True) -> None:
     """Copy every ``src.*`` tensor to ``dst.*``: dim 0 by ``rows``, dim 1 of weights by ``cols``.
 
-    ``required=False`` for norms that hold no tensors (affine-free instance norm).
+    ``sd`` is :func:`_by_module` of the teacher's state dict. ``required=False`` for norms
+    that hold no tensors (affine-free instance norm).
     """
     import torch
 
     found = False
-    prefix = src + "."
-    for key, value in sd.items():
-        if not key.startswith(prefix):
-            continue
-        leaf = key[len(prefix):]
-        if "." in leaf:
-            continue
+    for leaf, value in sd.get(src, ()):
         found = True
         t = value
         if leaf == "num_batches_tracked":
@@ -60,7 +64,7 @@ def _map(out: dict, sd: Mapping, src: str, dst: str, rows=None, cols=None, requi
             t = t.index_select(0, torch.as_tensor(rows, dtype=torch.long))
         if cols is not None and leaf == "weight" and t.ndim >= 2:
             t = t.index_select(1, torch.as_tensor(cols, dtype=torch.long))
-        out[f"{dst}.{leaf}"] = t.clone().contiguous()
+        out[f"{dst}.{leaf}"] = t.clone().contiguous() if t is value else t.contiguous()  # never shared
     if not found and required:
         raise NasPruneError(f"teacher weights: no tensors under {src}")
 
@@ -97,7 +101,7 @@ def slice_state_dict(
         return spade_slice_state_dict(plan, teacher_state_dict)
     t: Arch = plan.teacher
     k = plan.kept
-    sd = teacher_state_dict
+    sd = _by_module(teacher_state_dict)
     out: dict[str, torch.Tensor] = {}
     norms = t.affine or t.norm == "batch"  # do the norms hold tensors?
 
@@ -130,9 +134,9 @@ def slice_state_dict(
 
     h0, h1 = k["head.0"], k["head.1"]
     # ConvTranspose2d weights are [in, out, k, k]: rows are inputs, cols outputs.
-    _map_convt(out, sd, "up_sampling.0", rows=c, cols=h0)
+    _map_convt(out, teacher_state_dict, "up_sampling.0", rows=c, cols=h0)
     _map(out, sd, "up_sampling.1", "up_sampling.1", rows=h0, required=norms)
-    _map_convt(out, sd, "up_sampling.3", rows=h0, cols=h1)
+    _map_convt(out, teacher_state_dict, "up_sampling.3", rows=h0, cols=h1)
     _map(out, sd, "up_sampling.4", "up_sampling.4", rows=h1, required=norms)
     _map(out, sd, "up_sampling.7", "up_sampling.7", cols=h1)
     return out
@@ -204,12 +208,82 @@ def trace_size(arch: Arch, input_size: tuple[int, int], *, min_side: int = 32) -
     return best
 
 
+def fvcore_by_distinct_layers(model, *, input_size: tuple[int, int]) -> tuple[int, int]:
+    """fvcore's count of ``model`` on one ``input_size`` image, tracing each distinct layer once.
+
+    fvcore counts ops (convolutions and norms here; pads, activations and adds are free),
+    and in this space every op it counts runs inside a leaf module of the generator, with
+    a count that depends only on the module's configuration and its input shape. So one
+    eager forward pass records the input shape of every leaf module call; calls with the
+    same configuration (``repr``, training flag) and input shape form a group; fvcore
+    traces one small graph that runs the first module of each group once, on zeros of its
+    recorded shape; the total is the sum over groups of its count times the group's size.
+    The modules traced are the model's own; only repeats are skipped (a student has about
+    2.5x as many leaf calls as distinct ones unrounded, 5x or more with ``--round-to``), as are
+    the free functional ops between them. Equal to ``FlopCountAnalysis(model, x).total()``
+    (a test checks it on random architectures of the space).
+
+    Returns:
+        ``(fvcore MACs, number of layers traced)``.
+    """
+    import torch
+    from fvcore.nn import FlopCountAnalysis
+    from torch import nn
+
+    class Layers(nn.Module):
+        """Runs each of its modules once, on its own input."""
+
+        def __init__(self, mods):
+            super().__init__()
+            self.layers = nn.ModuleList(mods)
+
+        def forward(self, *xs):
+            return tuple(m(x) for m, x in zip(self.layers, xs))
+
+    groups: dict[tuple, list] = {}
+
+    def record(module, inputs):
+        shape = tuple(inputs[0].shape)
+        key = (repr(module), module.training, shape)
+        group = groups.setdefault(key, [module, shape, 0])
+        group[2] += 1
+
+    leaves = [m for m in model.modules() if next(m.children(), None) is None and m is not model]
+    handles = [m.register_forward_pre_hook(record) for m in leaves]
+    was_training = model.training
+    model.eval()
+    try:
+        first = next(model.parameters())
+        with torch.no_grad():
+            model(torch.zeros(1, model.arch.input_nc, *input_size, dtype=first.dtype, device=first.device))
+        for h in handles:
+            h.remove()
+        handles = []
+        layers = list(groups.values())
+        light = Layers([g[0] for g in layers]).eval()
+        xs = tuple(torch.zeros(g[1], dtype=first.dtype, device=first.device) for g in layers)
+        with torch.no_grad():
+            analysis = FlopCountAnalysis(light, xs)
+            analysis.unsupported_ops_warnings(False)
+            analysis.uncalled_modules_warnings(False)
+            analysis.tracer_warnings("none")
+            per_module = analysis.by_module()
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    total = sum(per_module.get(f"layers.{i}", 0) * g[2] for i, g in enumerate(layers))
+    return int(total), len(layers)
+
+
 def verify_macs(model, *, input_size, expected_fvcore: int, full: bool = False) -> tuple[int, tuple[int, int]]:
     """Count ``model``'s MACs with fvcore on a real forward pass and compare.
 
     By default the forward pass runs at the reduced size of :func:`trace_size` and the
-    count is scaled by ``s**2`` (exact, and ``s**2`` times cheaper: 64x at 256x256);
-    ``full=True`` traces at ``input_size`` itself.
+    count is scaled by ``s**2`` (exact, and ``s**2`` times cheaper in compute: 64x at
+    256x256), and fvcore traces each distinct layer once
+    (:func:`fvcore_by_distinct_layers`); ``full=True`` traces the whole model at
+    ``input_size`` itself.
 
     Returns:
         ``(measured fvcore MACs at input_size, traced input size)``.
@@ -224,10 +298,13 @@ def verify_macs(model, *, input_size, expected_fvcore: int, full: bool = False) 
     size = parse_input_size(input_size)
     h, w, s = (size[0], size[1], 1) if full else trace_size(model.arch, size)
     threads = torch.get_num_threads()
-    if s > 1:  # a small trace is per-op overhead: extra threads only add synchronisation
+    if not full:  # a small trace is per-op overhead: extra threads only add synchronisation
         torch.set_num_threads(1)
     try:
-        measured = measure_macs(model, input_size=(h, w), convention="fvcore") * s * s
+        if full:
+            measured = measure_macs(model, input_size=(h, w), convention="fvcore")
+        else:
+            measured = fvcore_by_distinct_layers(model, input_size=(h, w))[0] * s * s
     finally:
         torch.set_num_threads(threads)
     if measured != expected_fvcore:

@@ -406,9 +406,12 @@ def _match_state(
     tensors: dict[str, "torch.Tensor"], arch: Arch, path: Path, notes: list[str]
 ) -> dict[str, "torch.Tensor"]:
     """Check ``tensors`` against ``build_generator(arch)`` key by key and shape by shape."""
+    import torch
+
     from nas_prune.model import build_generator
 
-    expected = build_generator(arch).state_dict()
+    with torch.device("meta"):  # keys, shapes and dtypes only: no memory, no weight init
+        expected = build_generator(arch).state_dict()
     state = dict(tensors)
     # CAT keeps a pw_bn in blocks without branches; it never runs, so it is dropped.
     dead = [k for k in state if re.match(r"features\.(\d+)\.pw_bn\.", k)

@@ -144,6 +144,32 @@ def test_fvcore_check_reduced_size_is_exact():
         verify_macs(model, input_size=(128, 64), expected_fvcore=full + 1)
 
 
+def test_fvcore_by_distinct_layers_equals_the_full_trace():
+    """The fast check traces each distinct layer once; on random architectures of the space
+    (identity blocks, repeated and zero-width branches, both norms, with and without affine,
+    every padding) and on a pruned, rounded student, its count equals fvcore's whole-model trace."""
+    from conftest import random_arch
+    from nas_prune.apply import fvcore_by_distinct_layers
+
+    rng = random.Random(7)
+    cases = [random_arch(rng, max_blocks=3) for _ in range(6)]
+    arch, model = make_teacher()
+    plan = plan_for_target(scores_for(arch), arch, target_macs=count_macs(arch, input_size=32) // 2,
+                           input_size=32, min_channels=4, round_to=2)
+    cases.append(plan.student_arch())
+    repeated = Arch(input_nc=3, output_nc=3, stem=(8, 8, 8), head=(8, 8), blocks=(Block(res=(2, 2, 2), dw=(2, 2, 2)),) * 4)
+    cases.append(repeated)
+    for case in cases:
+        net = randomize_(build_generator(case)).eval()
+        got, traced = fvcore_by_distinct_layers(net, input_size=(32, 32))
+        assert got == measure_macs(net, input_size=32) == count_macs(case, input_size=32), case
+        leaves = [m for m in net.modules() if next(m.children(), None) is None and m is not net]
+        assert traced <= len(leaves)
+    net = build_generator(repeated).eval()
+    _, traced = fvcore_by_distinct_layers(net, input_size=(32, 32))
+    assert traced < len([m for m in net.modules() if next(m.children(), None) is None]) / 2  # 4 equal blocks
+
+
 @pytest.fixture(scope="module")
 def exported_once(tmp_path_factory):
     from nas_prune.search import export_result
