@@ -36,25 +36,31 @@ if TYPE_CHECKING:  # pragma: no cover
 NORM_VECTORS = ("weight", "bias", "running_mean", "running_var")
 
 
-def _by_module(sd: Mapping) -> dict[str, list]:
+class _ByModule(dict):
     """``{module path: [(leaf name, tensor), ...]}`` of a state dict (``a.b.weight`` -> ``a.b``)."""
-    out: dict[str, list] = {}
-    for key, value in sd.items():
-        module, _, leaf = key.rpartition(".")
-        out.setdefault(module, []).append((leaf, value))
-    return out
+
+    def __init__(self, sd: Mapping):
+        super().__init__()
+        for key, value in sd.items():
+            module, _, leaf = key.rpartition(".")
+            self.setdefault(module, []).append((leaf, value))
 
 
 def _map(out: dict, sd: Mapping, src: str, dst: str, rows=None, cols=None, required=True) -> None:
     """Copy every ``src.*`` tensor to ``dst.*``: dim 0 by ``rows``, dim 1 of weights by ``cols``.
 
-    ``sd`` is :func:`_by_module` of the teacher's state dict. ``required=False`` for norms
-    that hold no tensors (affine-free instance norm).
+    ``sd`` is the teacher's state dict, or its :class:`_ByModule` index (no scan of every
+    key per call). ``required=False`` for norms that hold no tensors (affine-free instance norm).
     """
     import torch
 
     found = False
-    for leaf, value in sd.get(src, ()):
+    if isinstance(sd, _ByModule):
+        tensors = sd.get(src, ())
+    else:
+        n = len(src) + 1
+        tensors = [(k[n:], v) for k, v in sd.items() if k.startswith(src + ".") and "." not in k[n:]]
+    for leaf, value in tensors:
         found = True
         t = value
         if leaf == "num_batches_tracked":
@@ -101,7 +107,7 @@ def slice_state_dict(
         return spade_slice_state_dict(plan, teacher_state_dict)
     t: Arch = plan.teacher
     k = plan.kept
-    sd = _by_module(teacher_state_dict)
+    sd = _ByModule(teacher_state_dict)
     out: dict[str, torch.Tensor] = {}
     norms = t.affine or t.norm == "batch"  # do the norms hold tensors?
 
@@ -282,8 +288,9 @@ def verify_macs(model, *, input_size, expected_fvcore: int, full: bool = False) 
     By default the forward pass runs at the reduced size of :func:`trace_size` and the
     count is scaled by ``s**2`` (exact, and ``s**2`` times cheaper in compute: 64x at
     256x256), and fvcore traces each distinct layer once
-    (:func:`fvcore_by_distinct_layers`); ``full=True`` traces the whole model at
-    ``input_size`` itself.
+    (:func:`fvcore_by_distinct_layers`; SPADE generators: the whole model, since they
+    resize the semantic map functionally, an op fvcore counts outside any layer);
+    ``full=True`` traces the whole model at ``input_size`` itself.
 
     Returns:
         ``(measured fvcore MACs at input_size, traced input size)``.
@@ -301,8 +308,8 @@ def verify_macs(model, *, input_size, expected_fvcore: int, full: bool = False) 
     if not full:  # a small trace is per-op overhead: extra threads only add synchronisation
         torch.set_num_threads(1)
     try:
-        if full:
-            measured = measure_macs(model, input_size=(h, w), convention="fvcore")
+        if full or model.arch.family == "spade":
+            measured = measure_macs(model, input_size=(h, w), convention="fvcore") * s * s
         else:
             measured = fvcore_by_distinct_layers(model, input_size=(h, w))[0] * s * s
     finally:

@@ -253,9 +253,13 @@ def prune_to_target(
     measured = traced = None
     if verify != "off":
         start = time.perf_counter()
-        with torch.device("meta"):  # no weight init: the sliced tensors are assigned below
+        if student.family == "spade":
             model = build_generator(student)
-        model.load_state_dict(state, strict=True, assign=True)
+            model.load_state_dict(state, strict=True)
+        else:
+            with torch.device("meta"):  # no weight init: the sliced tensors are assigned below
+                model = build_generator(student)
+            model.load_state_dict(state, strict=True, assign=True)
         measured, traced = verify_macs(
             model, input_size=size, expected_fvcore=macs["fvcore"], full=verify == "full"
         )

@@ -213,6 +213,8 @@ def plan_for_latency(
     from nas_prune.plan import Budget, plan_for_target
 
     rt, arch = options.runtime, teacher.arch
+    if arch.family == "spade":
+        raise NasPruneError("--target-latency, --runtime and --round-to auto are not available for SPADE generators")
     shape = (rt.batch, arch.input_nc, *input_size)
     model = table_info = None
     if options.target_ms is not None:
