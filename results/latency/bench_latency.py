@@ -33,10 +33,7 @@ slice keeps, not image quality.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -49,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "results" / "search"))
 
-from bench_search import make_teacher  # noqa: E402
+from bench_search import make_teacher, write_csv  # noqa: E402
 
 from nas_prune.apply import build_student  # noqa: E402
 from nas_prune.calibration import calibration_images  # noqa: E402
@@ -167,14 +164,6 @@ def main() -> None:
                 print(rows[-1], flush=True)
     write_csv(args.out / "latency.csv", rows)
     write_md(args, rows, calib, load_start)
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    path.write_text(buf.getvalue())
 
 
 def write_md(args, rows: list[dict], calib: str, load_start) -> None:
