@@ -11,12 +11,10 @@ import torch
 from PIL import Image
 
 from nas_prune.demo_data import make_demo_dataset
-from nas_prune.deploy import export_generator
-from nas_prune.distill import DistillConfig, distill
-from nas_prune.evaluate import evaluate
 from nas_prune.macs import count_macs
 from nas_prune.model import build_generator
-from nas_prune.search import search
+from nas_prune.recipe import load_recipe, run_recipe
+from nas_prune.shipped import shipped_dir
 from nas_prune.spade import cat_teacher_arch
 from nas_prune.spade.model import seeded_weights_
 from seg_helpers import TinyFeatures, save_drn, save_vgg
@@ -36,39 +34,45 @@ def test_photo_segmentation_dataset(tmp_path):
     assert np.mean(np.minimum(LABELS - 1, np.floor(gray * LABELS)) == lab) > 0.99
 
 
-def test_gaugan_chain(tmp_path, monkeypatch):
-    """make data -> tiny SPADE teacher -> one-step pruning -> GauGAN + GCKA distillation -> FID, mIoU -> ONNX."""
+def test_gaugan_chain_with_the_shipped_recipe(tmp_path, monkeypatch):
+    """The cityscapes_gaugan recipe, scaled down by --set overrides: a tiny SPADE teacher pruned in one step,
+    GauGAN + GCKA distillation, FID + mIoU of teacher / pruned / distilled, ONNX export."""
     import nas_prune.inception as inc
 
     features = TinyFeatures().eval()
     monkeypatch.setattr(inc, "load_inception", lambda path, **kw: features)  # FID's Inception, tiny
     data = make_demo_dataset(tmp_path / "data", task="segmentation", size=64, n_train=4, n_test=2, labels=LABELS)
     t_arch = cat_teacher_arch(ngf=2, label_nc=LABELS, num_upsampling_layers="more", channels_reduction_factor=2, spade_hidden=4)
-    teacher_path = tmp_path / "best_net_G.pth"
-    torch.save(seeded_weights_(build_generator(t_arch), 0).state_dict(), teacher_path)  # as CAT saves it
-
+    teacher = tmp_path / "best_net_G.pth"
+    torch.save(seeded_weights_(build_generator(t_arch), 0).state_dict(), teacher)  # as CAT saves it
     target = int(0.5 * count_macs(t_arch, input_size=64, convention="paper"))
-    pruned = search(teacher=teacher_path, target_macs=target, convention="paper", input_size=64, min_channels=1,
-                    out=tmp_path / "student")
-    assert target * 0.9 <= pruned.reached <= target
+    seg, vgg = save_drn(tmp_path, classes=LABELS), save_vgg(tmp_path)
+    overrides = [
+        f"teacher={teacher}", f"data={data}", "space=null", f"run_dir={tmp_path / 'run'}",
+        f"prune.target_macs={target}", "prune.input_size=64", "prune.min_channels=1",
+        "distill.epochs=1", "distill.epochs_decay=1", "distill.batch_size=2", "distill.crop_size=64", "distill.load_size=64",
+        "distill.ndf=4", "distill.workers=0", "distill.progress=false", "distill.log_every=1",
+        f"distill.vgg={vgg}", f"distill.segmenter={seg}", "distill.inception=inception.pth",
+        "evaluate.crop_size=64", "evaluate.inception=inception.pth", f"evaluate.segmenter={seg}",
+        "export.input_size=64", "export.dynamic=false",
+    ]
+    res = run_recipe(load_recipe(shipped_dir("recipes") / "cityscapes_gaugan.yaml", overrides=overrides), log=lambda s: None)
+    assert [o.stage for o in res.stages] == ["prune", "distill", "evaluate", "export"]
+    run = tmp_path / "run"
 
-    seg = save_drn(tmp_path, classes=LABELS)
-    config = DistillConfig(epochs=1, epochs_decay=1, batch_size=2, crop_size=64, preprocess="resize", workers=0, ndf=4,
-                           vgg=str(save_vgg(tmp_path)), segmenter=str(seg), distill={"gcka": 0.5}, progress=False,
-                           log_every=1, inception="inception.pth")
-    res = distill(teacher=teacher_path, student=tmp_path / "student", data=data, out=tmp_path / "run", config=config)
-    assert res.finished and res.step == 4 and 0 <= res.metrics["miou"] <= 100 and np.isfinite(res.metrics["fid"])
-    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
-    assert all(-3 <= r["kd_gcka"] < 0 and r["g_vgg"] > 0 for r in log if "g_total" in r)
+    arch = json.loads((run / "prune" / "student" / "arch.json").read_text())
+    assert arch["arch"]["family"] == "spade" and target * 0.9 <= arch["macs"]["paper"] <= target
+    log = [json.loads(x) for x in (run / "distill" / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in log if "g_total" in r]
+    assert len(steps) == 4 and all(-3 <= r["kd_gcka"] < 0 and r["g_vgg"] > 0 and r["g_feat"] > 0 for r in steps)
+    last_eval = [r for r in log if r.get("eval")][-1]
 
-    ev = evaluate(models={"teacher": teacher_path, "student": tmp_path / "run" / "final"}, data=data, crop_size=64,
-                  inception="inception.pth", segmenter=seg, reference="teacher", out=tmp_path / "eval")
-    row = ev.rows["student"]
-    assert row["fid"] == pytest.approx(res.metrics["fid"]) and row["miou"] == pytest.approx(res.metrics["miou"])
-    assert row["psnr_ref"] == pytest.approx(res.metrics["psnr_teacher"]) and np.isfinite(row["kid"])
-    assert row["macs_paper"] == pruned.reached and ev.rows["teacher"]["macs_paper"] > row["macs_paper"]
-    assert "mIoU" in (tmp_path / "eval" / "metrics.md").read_text()
-
-    exp = export_generator(tmp_path / "run" / "final", out=tmp_path / "student.onnx", format="onnx", input_size=64,
-                           dynamic=False)
-    assert exp.path.is_file() and exp.max_abs_diff < 1e-4
+    metrics = json.loads((run / "evaluate" / "metrics.json").read_text())["models"]
+    assert set(metrics) == {"teacher", "pruned (no fine-tuning)", "student, distilled"}
+    row = metrics["student, distilled"]
+    # the recipe's evaluation scores the final student as distillation's last evaluation did
+    assert row["fid"] == pytest.approx(last_eval["fid"]) and row["miou"] == pytest.approx(last_eval["miou"])
+    assert row["psnr_ref"] == pytest.approx(last_eval["psnr_teacher"]) and np.isfinite(row["kid"])
+    assert row["macs_paper"] == arch["macs"]["paper"] < metrics["teacher"]["macs_paper"]
+    assert "mIoU" in (run / "evaluate" / "metrics.md").read_text()
+    assert (run / "export" / "generator.onnx").is_file()
