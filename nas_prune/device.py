@@ -19,11 +19,44 @@ from typing import Any, Mapping
 
 import torch
 
-__all__ = ["FiniteMonitor", "set_determinism", "restore_determinism", "CUBLAS_WORKSPACE"]
+__all__ = ["FiniteMonitor", "set_determinism", "restore_determinism", "setup_distributed", "amp_dtype", "CUBLAS_WORKSPACE"]
 
 #: cuBLAS workspace setting that makes cuBLAS reproducible on CUDA >= 10.2
 #: (https://docs.nvidia.com/cuda/cublas/index.html#results-reproducibility).
 CUBLAS_WORKSPACE = ":4096:8"
+
+
+def setup_distributed(backend: str, *, device: str) -> tuple[int, int, int, bool, bool]:
+    """``(world, rank, local_rank, distributed, created)`` from torchrun's environment.
+
+    A process started by ``torchrun`` (``WORLD_SIZE`` and ``MASTER_ADDR`` set) joins a process
+    group even when it is alone, so a one-GPU machine runs the code path (DDP, backend) of a
+    multi-GPU one. ``backend`` ``auto`` is NCCL when CUDA is used, gloo otherwise; ``created``
+    says this call initialised the group (the caller destroys it at the end).
+    """
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    distributed = world > 1 or ("WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ)
+    created = False
+    if distributed and not torch.distributed.is_initialized():
+        if backend == "auto":
+            backend = "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
+        torch.distributed.init_process_group(backend=backend)
+        created = True
+    return world, rank, local_rank, distributed, created
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``amp`` (``auto``: bf16 on a CUDA device that has it, else none)."""
+    from nas_prune.errors import NasPruneError
+
+    cuda = device.type == "cuda"
+    if amp == "auto":
+        amp = "bf16" if cuda and torch.cuda.is_bf16_supported() else "none"
+    if amp == "fp16" and not cuda:
+        raise NasPruneError("amp fp16 needs a CUDA device; use --amp bf16 or none on CPU")
+    return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
 def set_determinism(deterministic: bool, device: torch.device) -> dict[str, Any]:
@@ -92,16 +125,21 @@ class FiniteMonitor:
         self.start_step = start_step
         self._seen = torch.zeros((), dtype=torch.long, device=device)
         self._bad_at = torch.full((), -1, dtype=torch.long, device=device)
-        self._values: dict[str, torch.Tensor] = {}
+        self._names: tuple[str, ...] = ()
+        self._values: torch.Tensor | None = None  # the losses of the first bad step, in ``_names`` order
 
     def update(self, values: Mapping[str, torch.Tensor]) -> None:
-        """Fold one step's 0-dim loss tensors into the record (device work only)."""
+        """Fold one step's 0-dim loss tensors into the record (a few device ops, no host sync)."""
+        names = tuple(values)
         stacked = torch.stack([v.detach().float().reshape(()) for v in values.values()])
         first = (~torch.isfinite(stacked).all()) & (self._bad_at < 0)
         self._bad_at = torch.where(first, self._seen, self._bad_at)
-        for i, k in enumerate(values):
-            old = self._values.get(k)
-            self._values[k] = torch.where(first, stacked[i], stacked.new_zeros(()) if old is None else old)
+        if names != self._names:  # another set of losses (the first step): start the record over
+            kept = self._values if self._values is not None else stacked.new_zeros(len(self._names))
+            old = dict(zip(self._names, kept.unbind())) if self._names else {}
+            self._values = torch.stack([old.get(k, stacked.new_zeros(())) for k in names])
+            self._names = names
+        self._values = torch.where(first, stacked, self._values)
         self._seen += 1
 
     def first_bad(self, *, distributed: bool = False) -> tuple[int, dict[str, float]] | None:
@@ -120,5 +158,4 @@ class FiniteMonitor:
         at = int(self._bad_at)
         if at < 0:
             return -1, {}
-        values = {k: float(v) for k, v in self._values.items()}
-        return self.start_step + at + 1, values
+        return self.start_step + at + 1, dict(zip(self._names, self._values.tolist()))

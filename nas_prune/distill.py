@@ -37,12 +37,13 @@ ordinary tensors (constants to autograd) so every distillation term may use them
 
 The library entry point is :func:`distill`; ``nas-prune distill`` calls it. The config and result types live in
 :mod:`nas_prune.distill_config`, teacher/student resolution and student folders in
-:mod:`nas_prune.distill_io`, evaluation during training in :mod:`nas_prune.distill_eval`.
+:mod:`nas_prune.distill_io`, evaluation during training in :mod:`nas_prune.distill_eval`, checkpoints in
+:mod:`nas_prune.distill_checkpoint`, AMP, DDP set-up, determinism and the finite-loss monitor in
+:mod:`nas_prune.device`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -308,33 +309,16 @@ class _Run:
         }
 
     def _setup_distributed(self) -> None:
-        import torch
+        from nas_prune.device import setup_distributed
 
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.world, self.rank, self.local_rank, self.distributed, self._own_pg = setup_distributed(
+            self.cfg.dist_backend, device=self.cfg.device)
         self.is_main = self.rank == 0
-        # started by torchrun (it sets these): DDP even with one process, so a one-GPU
-        # machine runs the same code path (and backend) as a multi-GPU one
-        self.distributed = self.world > 1 or ("WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ)
-        self._own_pg = False
-        if self.distributed and not torch.distributed.is_initialized():
-            backend = self.cfg.dist_backend
-            if backend == "auto":
-                backend = "nccl" if torch.cuda.is_available() and self.cfg.device != "cpu" else "gloo"
-            torch.distributed.init_process_group(backend=backend)
-            self._own_pg = True
 
     def _pick_amp(self):
-        import torch
+        from nas_prune.device import amp_dtype
 
-        amp = self.cfg.amp
-        cuda = self.device.type == "cuda"
-        if amp == "auto":
-            amp = "bf16" if cuda and torch.cuda.is_bf16_supported() else "none"
-        if amp == "fp16" and not cuda:
-            raise NasPruneError("amp fp16 needs a CUDA device; use --amp bf16 or none on CPU")
-        return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+        return amp_dtype(self.cfg.amp, self.device)
 
     def _tensorboard(self):
         try:
@@ -607,48 +591,14 @@ class _Run:
     # -- checkpoints -------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
         """``checkpoints/last.pt``: everything needed to continue exactly (rank 0 writes)."""
-        if not self.is_main:
-            return
-        state = {
-            "version": CHECKPOINT_VERSION,
-            "step": self.step,
-            "student": self.student.state_dict(),
-            "discriminator": self.disc.state_dict(),
-            "terms": [t.state_dict() for _, t in self.terms],
-            "opt_g": self.opt_g.state_dict(),
-            "opt_d": self.opt_d.state_dict(),
-            "opt_terms": {str(i): o.state_dict() for i, o in self.opt_terms.items()},
-            "scaler": self.scaler.state_dict(),
-            **loop.rng_state(),
-            "history": json.dumps(self.history),
-            "best": json.dumps({"metrics": self.best, "step": self.best_step}),
-        }
-        loop.atomic_torch_save(state, self.out / loop.CHECKPOINT)
+        from nas_prune import distill_checkpoint
+
+        distill_checkpoint.save(self)
 
     def _load_checkpoint(self) -> None:
-        state = loop.load_checkpoint(self.out, version=CHECKPOINT_VERSION)
-        info = json.loads((self.out / "config.json").read_text(encoding="utf-8"))
-        if info.get("student_arch") != self.student_arch.to_dict():
-            raise NasPruneError(f"resume: the student architecture differs from the one of the run in {self.out}")
-        if info.get("world_size", 1) != self.world:
-            raise NasPruneError(f"resume: the run used {info.get('world_size')} processes, now {self.world}; data order would change")
-        self.student.load_state_dict(state["student"])
-        self.disc.load_state_dict(state["discriminator"])
-        if len(state["terms"]) != len(self.terms):
-            raise NasPruneError("resume: the distillation methods differ from the saved run")
-        for sd, (_, t) in zip(state["terms"], self.terms):
-            t.load_state_dict(sd)
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
-        for i, o in self.opt_terms.items():
-            o.load_state_dict(state["opt_terms"][str(i)])
-        if state["scaler"]:
-            self.scaler.load_state_dict(state["scaler"])
-        loop.set_rng_state(state)
-        self.step = int(state["step"])
-        self.history = json.loads(state["history"])
-        best = json.loads(state["best"])
-        self.best, self.best_step = best["metrics"], best["step"]
+        from nas_prune import distill_checkpoint
+
+        distill_checkpoint.load(self)
 
     def cleanup(self) -> None:
         from nas_prune.device import restore_determinism

@@ -91,6 +91,11 @@ def steps(run, n: int) -> list[dict]:
     return out
 
 
+def images(device: str) -> torch.Tensor:
+    """Four seeded 32x32 RGB inputs in [-1, 1] on ``device``."""
+    return torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)).to(device) * 2 - 1
+
+
 def make_run(tmp_path, data, device, **kw):
     return open_run(teacher=teacher(), student=student(), data=data, out=tmp_path / "run",
                     config=DistillConfig(**{**FAST, "device": device, **kw}))
@@ -125,7 +130,7 @@ def test_one_step_per_amp_mode_has_finite_losses(tmp_path, data, device, amp):
 @pytest.mark.parametrize("device", DEVICES)
 def test_bf16_student_outputs_close_to_fp32(tmp_path, data, device, no_tf32):
     """Same weights, autocast bf16 vs fp32; and one training step in each mode from the same start."""
-    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)).to(device) * 2 - 1
+    x = images(device)
     s = student().to(device).eval()
     with torch.no_grad():
         y32 = s(x)
@@ -151,7 +156,7 @@ def test_bf16_student_outputs_close_to_fp32(tmp_path, data, device, no_tf32):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_channels_last_matches_contiguous(tmp_path, data, device, no_tf32):
-    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)).to(device) * 2 - 1
+    x = images(device)
     s = student().to(device).eval()
     with torch.no_grad():
         y = s(x)
@@ -175,7 +180,7 @@ def test_channels_last_matches_contiguous(tmp_path, data, device, no_tf32):
 @pytest.mark.parametrize("device", [pytest.param("cpu", marks=pytest.mark.slow), CUDA])
 def test_compiled_student_matches_eager(tmp_path, data, device, no_tf32):
     """Inductor on CPU compiles C++ for about a minute on 2 cores: the CPU twin is a slow test."""
-    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)).to(device) * 2 - 1
+    x = images(device)
     s = student().to(device).eval()
     compiled = torch.compile(s)
     with torch.no_grad():
@@ -377,6 +382,20 @@ def test_step_returns_tensors_and_only_logging_converts(tmp_path, data, monkeypa
     assert seen == [True] * 4
     logs = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logs if "g_total" in r] == [3]
+
+
+def test_finite_monitor_remembers_the_first_bad_step():
+    from nas_prune.device import FiniteMonitor
+
+    m = FiniteMonitor(torch.device("cpu"), start_step=10)
+    t = torch.tensor
+    m.update({"d": t(0.5), "g": t(1.0)})
+    assert m.first_bad() is None
+    m.update({"d": t(0.4), "g": t(float("inf"))})  # step 12
+    m.update({"d": t(float("nan")), "g": t(2.0)})  # later bad steps do not replace the first
+    m.update({"d": t(0.3), "g": t(1.0), "kd_x_d": t(0.1)})  # another set of losses keeps the record
+    step, values = m.first_bad()
+    assert step == 12 and values["d"] == pytest.approx(0.4) and values["g"] == float("inf") and values["kd_x_d"] == 0
 
 
 def test_nan_stops_at_the_next_check_and_keeps_the_last_good_checkpoint(tmp_path, data):
