@@ -372,9 +372,12 @@ def evaluate(
             are scaled to this width keeping their aspect ratio.
         max_images: evaluate the first N images only (None: all).
         reference: a name in ``models`` whose outputs the others are also compared
-            with (``psnr_ref`` / ``ssim_ref``).
+            with (``psnr_ref`` / ``ssim_ref``). On unpaired data without ``inception``
+            it defaults to the model named ``teacher`` (else the first of several), so
+            there is still a quality number: fidelity to the teacher.
         inception: path of the FID Inception weights (:func:`nas_prune.inception.load_inception`);
-            None skips FID and KID (``real_stats`` then is an error: they are Inception features).
+            None skips FID and KID, with a note saying so (``real_stats`` then is an
+            error: they are Inception features).
         real_stats: ``.npz`` of real-image statistics to use instead of computing them.
         save_real_stats: write the real-image statistics to this ``.npz``.
         segmenter: DRN-D-105 segmenter weights (``drn-d-105_ms_cityscapes.pth``,
@@ -395,6 +398,19 @@ def evaluate(
         raise NasPruneError("evaluate: no model given")
     if reference is not None and reference not in models:
         raise NasPruneError(f"reference {reference!r} is not one of the models: {', '.join(models)}")
+    notes: list[str] = []
+    if inception is None:
+        notes.append("FID / KID skipped: they need the FID Inception weights, a local file nas-prune does not "
+                     "download (--inception PATH, in a recipe evaluate.inception: "
+                     "PATH/pt_inception-2015-12-05-6726825d.pth)")
+        if mode == "unaligned":
+            if reference is None and len(models) > 1:
+                reference = "teacher" if "teacher" in models else next(iter(models))
+            if reference is not None:
+                notes.append(f"unpaired data has no target per image: PSNR / SSIM are to {reference}'s outputs")
+            else:
+                notes.append("unpaired data has no target per image and one model gives nothing to compare: "
+                             "add the teacher (teacher=PATH) for PSNR / SSIM to its outputs")
     if (real_stats is not None or save_real_stats is not None) and inception is None:
         raise NasPruneError("real statistics are Inception features: pass --inception PATH as well")
     from nas_prune.outputs import check_out_files
@@ -475,7 +491,6 @@ def evaluate(
             **{key: total / n for key, total in sums[name].items()},
         }
 
-    notes: list[str] = []
     stats_path = None
     if net_i is not None:
         stats_path = add_fid_kid(

@@ -92,9 +92,6 @@ def write_report(
                          input_size=tuple(metrics["input_size"]), reference=metrics.get("reference"))
         lines += ["## Results", "", res.markdown().rstrip(), ""]
         notes = list(metrics.get("notes", []))
-        if not any("fid" in r for r in metrics["models"].values()):
-            notes.append("FID / KID not computed: no Inception weights were given "
-                         "(--set evaluate.inception=PATH/pt_inception-2015-12-05-6726825d.pth)")
         lines += [f"- {note}" for note in notes]
         if notes:
             lines.append("")

@@ -518,20 +518,19 @@ def search(
 
 def render_result(result: SearchResult, console) -> None:
     """Print the per-layer widths table and the target / reached / params summary."""
-    from rich.table import Table
-
     from nas_prune.export import layer_rows
     from nas_prune.macs import layer_costs, stage_totals
+    from nas_prune.tables import new_table, num_column, text_column
 
     s, t = result.student_arch, result.teacher.arch
     conv = result.convention
     h, w = result.input_size
     stages = stage_totals(layer_costs(s, input_size=result.input_size, convention=conv))
-    table = Table(title=f"student of {Path(result.teacher.path).name} ({h}x{w}, MACs {conv})")
-    table.add_column("layer")
-    table.add_column("teacher")
-    table.add_column("student")
-    table.add_column(f"MACs ({conv})", justify="right")
+    table = new_table(title=f"student of {Path(result.teacher.path).name} ({h}x{w}, MACs {conv})")
+    text_column(table, "layer")
+    text_column(table, "teacher")
+    text_column(table, "student")
+    num_column(table, "MACs")
     if s.family == "spade":
         stage_names = ["fc", *s.block_names, "out"]
     else:
@@ -540,12 +539,12 @@ def render_result(result: SearchResult, console) -> None:
         table.add_row(name, t_widths, s_widths, format_macs(stages[stage][0]) if stage in stages else "0")
     console.print(table)
 
-    summary = Table(show_header=True)
-    summary.add_column("")
-    summary.add_column("target", justify="right")
+    summary = new_table()
+    text_column(summary, "")
+    num_column(summary, "target")
     for c in CONVENTIONS:
-        summary.add_column(f"MACs ({c})", justify="right")
-    summary.add_column("params", justify="right")
+        num_column(summary, f"MACs ({c})")
+    num_column(summary, "params")
     summary.add_row("teacher", "", *(format_macs(result.teacher_macs[c]) for c in CONVENTIONS),
                     f"{result.teacher_params:,}")
     summary.add_row("student", "" if result.target_macs is None else format_macs(result.target_macs, conv),

@@ -232,3 +232,40 @@ def test_evaluate_cli(tmp_path):
                                       "--inception", str(tmp_path / "missing.pth")])
     assert result.exit_code == 2
     assert "Inception weights not found" in result.output and "pytorch-fid/releases" in result.output
+
+
+def _unaligned_data(root, size=32, seed=0):
+    rng = np.random.default_rng(seed)
+    for split, n in (("trainA", 2), ("trainB", 2), ("testA", 3), ("testB", 3)):
+        (root / split).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / split / f"{i}.png")
+    return root
+
+
+def test_unpaired_without_inception_still_scores_against_the_teacher(tmp_path):
+    from typer.testing import CliRunner
+
+    from nas_prune.cli import app
+
+    data = _unaligned_data(tmp_path / "data")
+    t, s = _tiny(0), _tiny(1)
+    res = evaluate(models={"student": s, "teacher": t}, data=data, mode="unaligned", crop_size=32)
+    assert res.reference == "teacher"
+    assert {"psnr_ref", "ssim_ref"} <= set(res.rows["student"]) and "psnr" not in res.rows["student"]
+    assert 0 < res.rows["student"]["psnr_ref"] < 100
+    assert res.notes[0].startswith("FID / KID skipped: they need the FID Inception weights")
+    assert res.notes[1] == "unpaired data has no target per image: PSNR / SSIM are to teacher's outputs"
+    # without a model named teacher, the first model is the reference; alone, the note says what to add
+    assert evaluate(models={"a": t, "b": s}, data=data, mode="unaligned", crop_size=32).reference == "a"
+    alone = evaluate(models={"a": t}, data=data, mode="unaligned", crop_size=32)
+    assert alone.reference is None and "add the teacher" in alone.notes[1]
+    torch.save(t.state_dict(), tmp_path / "t.pth")
+    torch.save(s.state_dict(), tmp_path / "s.pth")
+    result = CliRunner().invoke(app, ["evaluate", f"teacher={tmp_path / 't.pth'}", f"student={tmp_path / 's.pth'}",
+                                      "--data", str(data), "--mode", "unaligned", "--crop-size", "32"],
+                                env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert "PSNR vs teacher (dB)" in result.output and "note: FID / KID skipped" in result.output
+    row = next(line for line in result.output.splitlines() if line.startswith("| student |"))
+    assert row.endswith("|")  # a markdown row is not broken at 80 columns

@@ -17,3 +17,74 @@ def test_onnx_export_prints_no_torch_warnings(tmp_path):
         res = export_generator(build_generator(arch), out=tmp_path, format="onnx", input_size=16)
     assert res.max_abs_diff is not None and res.max_abs_diff < 1e-4
     assert [str(w.message) for w in caught] == []
+
+
+def _help(*args):
+    from typer.testing import CliRunner
+
+    from nas_prune.cli import app
+
+    result = CliRunner().invoke(app, [*args, "--help"], terminal_width=80, env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_help_keeps_bracketed_defaults_and_no_bool_labels():
+    text = _help("distill")
+    flat = " ".join(text.split())
+    assert "or none [gcka]." in flat
+    assert "[stem + blocks at 1/3, 2/3, 3/3]" in flat
+    assert "--log-every" in text and "--threads" in text
+    assert "<bool>" not in text
+    assert "--no-flip " in text and "No random horizontal flips." in text
+    assert "[default: runs/distill]" in flat
+    for command in ("profile", "search", "run", "validate", "evaluate", "export", "train-teacher"):
+        assert "<bool>" not in _help(command), command
+
+
+def test_usage_lines_name_the_arguments():
+    assert _help("run").splitlines()[0] == "Usage: nas-prune run [OPTIONS] RECIPE"
+    assert _help("validate").splitlines()[0] == "Usage: nas-prune validate [OPTIONS] RECIPE"
+    assert _help("evaluate").splitlines()[0] == "Usage: nas-prune evaluate [OPTIONS] MODEL..."
+    top = _help()
+    assert all(len(line) <= 80 for line in top.splitlines())
+    assert "..." not in top.split("Commands:")[1]  # no command summary cut short
+
+
+def _console(width=80):
+    import io
+
+    from rich.console import Console
+
+    buf = io.StringIO()
+    return Console(file=buf, width=width, force_terminal=False), buf
+
+
+def test_study_table_fits_80_columns_without_cut_cells():
+    from types import SimpleNamespace as NS
+
+    from nas_prune.study import render_study
+
+    def rec(number, psnr, ms, one_step=False):
+        return NS(number=number, psnr=psnr, gcka=0.9961, latency_ms=ms, macs=2_599_123_456, params_count=1_234_567,
+                  summary="stem 16/64/144 | 9 blocks | head 112/16", one_step=one_step, state="COMPLETE")
+
+    front = [rec(12, 24.31, 31.4), rec(0, 24.55, 54.8, one_step=True)]
+    result = NS(convention="paper", objectives=("quality", "latency"), study_name="latest_net_G_A-2.6G-paper",
+                trials=front, front=front, one_step=front[1], pick=0, notes=[], picked=front[0],
+                storage="sqlite:///runs/x/study.db", student_dir="runs/x", plot=None)
+    con, buf = _console()
+    render_study(result, con)
+    text = buf.getvalue()
+    assert "…" not in text and all(len(line) <= 80 for line in text.splitlines())
+    for cell in ("24.31", "0.9961", "31.4", "2.599G", "1,234,567", "one-step", "exported", "MACs: paper"):
+        assert cell in text, cell
+
+
+def test_search_and_profile_tables_fit_80_columns(tmp_path):
+    from nas_prune.cli import app
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, ["profile", "cat_inception", "--per-layer"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output and "features.0.res_ops.0.1.0" in result.output

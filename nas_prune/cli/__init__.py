@@ -15,6 +15,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: rich markup would eat "[default]" brackets in option help and add <bool> to flags.
+    rich_markup_mode=None,
 )
 
 
@@ -42,6 +44,23 @@ from nas_prune.cli import run as _run  # noqa: E402,F401
 from nas_prune.cli import evaluate as _evaluate  # noqa: E402,F401
 from nas_prune.cli import export as _export  # noqa: E402,F401
 from nas_prune.cli import train_teacher as _train_teacher  # noqa: E402,F401
+
+
+def _plain_usage() -> None:
+    """Usage lines as click writes them: ``nas-prune run [OPTIONS] RECIPE``, not ``{recipe}``."""
+    from typer.core import TyperCommand
+
+    class Command(TyperCommand):
+        def collect_usage_pieces(self, ctx):
+            pieces = super().collect_usage_pieces(ctx)
+            return [p[1:].replace("}", "", 1) if p.startswith("{") else p for p in pieces]
+
+    for info in app.registered_commands:
+        if info.cls in (None, TyperCommand):
+            info.cls = Command
+
+
+_plain_usage()
 
 
 def main() -> None:

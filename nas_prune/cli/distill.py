@@ -49,7 +49,7 @@ def parse_options(items: List[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
-@app.command("distill")
+@app.command("distill", short_help="Fine-tune a student by distilling from its teacher.")
 def distill_cli(
     teacher: Path = typer.Option(..., "--teacher", help="Teacher checkpoint (.pth/.pt/.safetensors; CAT or ResNet layout)."),
     student: Path = typer.Option(..., "--student", help="Student folder (arch.json + student.safetensors) or an arch.json."),
@@ -76,7 +76,7 @@ def distill_cli(
     lambda_akdg: Optional[float] = typer.Option(None, "--lambda-akdg", help="Weight of AKDG [1]."),
     lambda_ackd: Optional[float] = typer.Option(None, "--lambda-ackd", help="Weight of ACKD [1]."),
     distill_layers: Optional[str] = typer.Option(None, "--distill-layers", help="Feature layers, e.g. stem,block3,block6,block9 [stem + blocks at 1/3, 2/3, 3/3]."),
-    distill_option: Optional[List[str]] = typer.Option(None, "--distill-option", help="METHOD.OPTION=VALUE, repeatable, e.g. gcka.centered=true."),
+    distill_option: Optional[List[str]] = typer.Option(None, "--distill-option", metavar="METHOD.OPTION=VALUE", help="METHOD.OPTION=VALUE, repeatable, e.g. gcka.centered=true."),
     teacher_d: Optional[Path] = typer.Option(None, "--teacher-discriminator", help="Start the discriminator from this checkpoint."),
     ndf: Optional[int] = typer.Option(None, "--ndf", help="Discriminator width [64]."),
     load_size: Optional[int] = typer.Option(None, "--load-size", help="Resize side before cropping [286]."),

@@ -12,9 +12,9 @@ from nas_prune.cli import app
 from nas_prune.cli.common import THREADS_HELP, console, torch_threads, user_errors
 
 
-@app.command("evaluate")
+@app.command("evaluate", short_help="Score generators: PSNR/SSIM, FID/KID, MACs, params.")
 def evaluate_cli(
-    models: List[str] = typer.Argument(..., help="Models to compare: PATH or NAME=PATH (checkpoint, student folder, distill final/)."),
+    models: List[str] = typer.Argument(..., metavar="MODEL", help="Models to compare: PATH or NAME=PATH (checkpoint, student folder, distill final/)."),
     data: Path = typer.Option(..., "--data", help="Dataset folder (pix2pix train/test or CycleGAN trainA/testA layout; semantic maps for SPADE generators)."),
     mode: str = typer.Option("aligned", "--mode", help="aligned (paired: PSNR/SSIM to the target) or unaligned."),
     direction: str = typer.Option("AtoB", "--direction", help="AtoB or BtoA."),
@@ -22,7 +22,7 @@ def evaluate_cli(
     crop_size: int = typer.Option(256, "--crop-size", help="Images are resized to this side (multiple of 4); semantic maps to this width, keeping the aspect ratio (512 for cityscapes at 256x512)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Images per forward pass."),
     max_images: Optional[int] = typer.Option(None, "--max-images", help="Evaluate the first N images only."),
-    reference: Optional[str] = typer.Option(None, "--reference", help="NAME of a model whose outputs the others are also compared with (e.g. the teacher)."),
+    reference: Optional[str] = typer.Option(None, "--reference", help="NAME of a model whose outputs the others are also compared with (e.g. the teacher; default on unpaired data without --inception: the model named teacher, else the first)."),
     inception: Optional[Path] = typer.Option(None, "--inception", help="Local FID Inception weights (pt_inception-2015-12-05-6726825d.pth from pytorch-fid's releases); enables FID and KID."),
     real_stats: Optional[Path] = typer.Option(None, "--real-stats", help="Precomputed real-image statistics (.npz with mu, sigma; features for KID)."),
     save_real_stats: Optional[Path] = typer.Option(None, "--save-real-stats", help="Write the real-image statistics to this .npz."),
@@ -58,6 +58,6 @@ def evaluate_cli(
         typer.echo(json.dumps(res.to_json(), indent=2))
         return
     c = console()
-    c.print(res.markdown(), highlight=False)
+    c.print(res.markdown(), highlight=False, markup=False, soft_wrap=True)
     for note in res.notes:
-        c.print(f"note: {note}", highlight=False)
+        c.print(f"note: {note}", highlight=False, markup=False)

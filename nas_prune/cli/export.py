@@ -11,9 +11,9 @@ from nas_prune.cli import app
 from nas_prune.cli.common import THREADS_HELP, console, torch_threads, user_errors
 
 
-@app.command("export")
+@app.command("export", short_help="Export a generator to ONNX or TorchScript, checked.")
 def export_cli(
-    model: Path = typer.Argument(..., help="Student folder (arch.json + student.safetensors), distill final/, or checkpoint."),
+    model: Path = typer.Argument(..., metavar="MODEL", help="Student folder (arch.json + student.safetensors), distill final/, or checkpoint."),
     out: Path = typer.Option(..., "--out", help="Output file (.onnx / .pt) or folder."),
     format: str = typer.Option("onnx", "--format", help="onnx or torchscript."),
     input_size: str = typer.Option("256", "--input-size", help="Example input: N or HxW, divisible by 4 (SPADE: by 2^n, e.g. 64; input is the semantic map)."),

@@ -12,9 +12,9 @@ from nas_prune.cli import app
 from nas_prune.cli.common import console, user_errors
 
 
-@app.command("profile")
+@app.command("profile", short_help="Params and MACs per stage, in both conventions.")
 def profile_cli(
-    model: Path = typer.Argument(..., help="Checkpoint (.pth/.pt/.safetensors), search-space .yaml or shipped space name (cat_inception), or arch.json / student folder."),
+    model: Path = typer.Argument(..., metavar="MODEL", help="Checkpoint (.pth/.pt/.safetensors), search-space .yaml or shipped space name (cat_inception), or arch.json / student folder."),
     input_size: str = typer.Option("256", "--input-size", help="Input size: N or HxW, divisible by 4 (SPADE: by 2^n, e.g. 64)."),
     convention: str = typer.Option("fvcore", "--convention", help="MACs convention of the per-stage rows: fvcore or paper."),
     per_layer: bool = typer.Option(False, "--per-layer", help="One row per layer."),
@@ -41,22 +41,20 @@ def profile_cli(
 
 
 def _render(report: dict) -> None:
-    from rich.table import Table
-
     from nas_prune.macs import format_macs
+    from nas_prune.tables import new_table, num_column, text_column
 
     out = console()
     h, w = report["input_size"]
     conv = report["stage_convention"]
-    out.print(f"[bold]{report['model']}[/bold] ({report['kind']}): {report['arch']}, input {h}x{w}")
+    out.print(f"{report['model']} ({report['kind']}): {report['arch']}, input {h}x{w}", highlight=False, markup=False)
     rows = report.get("layers") or report["stages"]
-    table = Table(show_footer=True)
-    first = "layer" if "layers" in report else "stage"
-    table.add_column(first, footer="total")
+    table = new_table(footer=True)
+    text_column(table, "layer" if "layers" in report else "stage", footer="total")
     if "layers" in report:
-        table.add_column("kind")
-    table.add_column(f"MACs ({conv})", justify="right", footer=format_macs(report["macs"][conv]))
-    table.add_column("params", justify="right", footer=f"{report['params']:,}")
+        text_column(table, "kind")
+    num_column(table, f"MACs ({conv})", footer=format_macs(report["macs"][conv]))
+    num_column(table, "params", footer=f"{report['params']:,}")
     for row in rows:
         cells = [row.get("name", row["stage"])]
         if "layers" in report:

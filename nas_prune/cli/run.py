@@ -16,10 +16,10 @@ _SET_HELP = ("Override a recipe value: STAGE.KEY=VALUE (distill.epochs=5, prune.
              "VALUE is YAML; STAGE=null drops a stage. Repeatable.")
 
 
-@app.command("run")
+@app.command("run", short_help="Run a recipe (a shipped name or a YAML file); resumable.")
 def run_cli(
-    recipe: Path = typer.Argument(..., help="Recipe: a YAML file, or the name of a shipped recipe (demo, horse2zebra, map2aerial, cityscapes)."),
-    overrides: List[str] = typer.Option([], "--set", help=_SET_HELP),
+    recipe: Path = typer.Argument(..., metavar="RECIPE", show_default=False, help="Recipe: a YAML file, or the name of a shipped recipe (demo, horse2zebra, map2aerial, cityscapes)."),
+    overrides: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help=_SET_HELP),
     threads: Optional[str] = typer.Option(None, "--threads", help="CPU threads for torch in every stage: N or auto "
                                           "(= --set threads=...; default: the recipe's threads key, else auto)."),
 ) -> None:
@@ -31,12 +31,12 @@ def run_cli(
             overrides = [*overrides, f"threads={threads}"]
         # typer.echo finds sys.stderr at each call, so lines go above a live progress bar
         result = run_recipe(recipe, overrides=overrides, log=lambda line: typer.echo(line, err=True))
-    from rich.table import Table
+    from nas_prune.tables import new_table, num_column, text_column
 
-    table = Table(title=f"{result.run_dir}")
-    table.add_column("stage")
-    table.add_column("action")
-    table.add_column("seconds", justify="right")
+    table = new_table(title=f"{result.run_dir}")
+    text_column(table, "stage")
+    text_column(table, "action")
+    num_column(table, "seconds")
     for o in result.stages:
         table.add_row(o.stage, o.action, f"{o.seconds:.1f}")
     console().print(table)
@@ -45,10 +45,10 @@ def run_cli(
         console().print(f"report: {report}")
 
 
-@app.command("validate")
+@app.command("validate", short_help="Check a recipe and everything its run will need.")
 def validate_cli(
-    recipe: Path = typer.Argument(..., help="Recipe: a YAML file, or the name of a shipped recipe (demo, horse2zebra, ...)."),
-    overrides: List[str] = typer.Option([], "--set", help=_SET_HELP),
+    recipe: Path = typer.Argument(..., metavar="RECIPE", show_default=False, help="Recipe: a YAML file, or the name of a shipped recipe (demo, horse2zebra, ...)."),
+    overrides: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help=_SET_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the resolved recipe as JSON."),
 ) -> None:
     """Check a recipe strictly (unknown stages and options are errors); paths are checked at run time."""

@@ -12,7 +12,7 @@ from nas_prune.cli import app
 from nas_prune.cli.common import console, user_errors
 
 
-@app.command("search")
+@app.command("search", short_help="Prune a teacher to a MACs budget (one step, or an Optuna study).")
 def search_cli(
     teacher: Path = typer.Option(..., "--teacher", help="Teacher checkpoint (.pth/.pt/.safetensors; CAT, ResNet or CAT SPADE layout)."),
     target_macs: Optional[str] = typer.Option(None, "--target-macs", help="MACs budget for one image: 2.6G, 2.6B, 2600M or 2.6e9 (give it, --target-latency, or both)."),

@@ -12,7 +12,7 @@ from nas_prune.cli import app
 from nas_prune.cli.common import THREADS_HELP, console, torch_threads, user_errors
 
 
-@app.command("train-teacher")
+@app.command("train-teacher", short_help="Train a teacher of the space from scratch.")
 def train_teacher_cli(
     data: Path = typer.Option(..., "--data", help="Dataset: pix2pix layout (train/, test/) or CycleGAN layout (trainA/, trainB/, ...)."),
     out: Path = typer.Option(..., "--out", help="Run folder; the teacher is written to OUT/teacher.safetensors."),

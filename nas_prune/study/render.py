@@ -64,7 +64,7 @@ def plot_pareto(
 
 def render_study(result: StudyResult, console, *, top: int = 10) -> None:
     """Rich table of the pick list (top ``top``) and a summary of the study and export."""
-    from rich.table import Table
+    from nas_prune.tables import new_table, num_column, text_column
 
     conv = result.convention
     two = len(result.objectives) == 2
@@ -72,11 +72,12 @@ def render_study(result: StudyResult, console, *, top: int = 10) -> None:
         f"{'Pareto front' if two else 'top trials'} of {result.study_name} "
         f"({sum(r.state in ('COMPLETE', 'PRUNED') for r in result.trials)} finished trials)"
     )
-    table = Table(title=title)
-    for col, justify in (("pick", "right"), ("trial", "right"), ("PSNR dB", "right"), ("GCKA", "right"),
-                         ("latency ms", "right"), (f"MACs ({conv})", "right"), ("params", "right"),
-                         ("student", "left"), ("", "left")):
-        table.add_column(col, justify=justify)
+    table = new_table(title=title, caption=f"PSNR in dB and GCKA: fidelity to the teacher; ms: median latency; "
+                                           f"MACs: {conv} convention")
+    for col in ("pick", "trial", "PSNR", "GCKA", "ms", "MACs", "params"):
+        num_column(table, col)
+    text_column(table, "student")
+    text_column(table, "")
     rows = list(enumerate(result.front[:top]))
     if result.one_step is not None and all(r.number != result.one_step.number for _, r in rows):
         rows.append((None, result.one_step))
