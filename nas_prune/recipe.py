@@ -38,9 +38,11 @@ Recipes shipped in ``nas_prune/recipes/`` run by name from any folder
 Allowed options are read from those functions' keyword-only parameters and config
 dataclasses, so a recipe accepts exactly what the library (and the CLI) accepts.
 Unknown keys are errors naming the file and the field, with a close match.
-Paths in a recipe are relative to the working directory (as on the command line),
-and are checked when a stage runs, not by ``nas-prune validate``, so the shipped
-paper recipes validate with their ``<...>`` placeholders.
+Paths in a recipe are relative to the working directory (as on the command line).
+:func:`load_recipe` opens no file but the recipe (the shipped paper recipes load with
+their ``<...>`` placeholders); :func:`nas_prune.recipe_check.check_recipe`, run by
+``nas-prune validate`` and by :func:`run_recipe` before the first stage, checks the
+placeholders, files, data layout and option dependencies the run will need.
 
 Resuming: each stage writes ``stage.json`` (resolved options, inputs, fingerprint,
 status). On a new run, a stage that is ``done`` with the same fingerprint and whose

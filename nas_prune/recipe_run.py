@@ -185,8 +185,13 @@ class _Runner:
         self._write_state(stage, state)
         self.log(f"[{stage}] {'resuming from its checkpoint' if resume else 'running'} -> {folder}")
         t0, c0 = time.perf_counter(), time.process_time()
-        with self.threads(stage, options) as choice:
-            summary = body(folder, resume)
+        try:
+            with self.threads(stage, options) as choice:
+                summary = body(folder, resume)
+        except NasPruneError as err:
+            from nas_prune.recipe_check import as_recipe_keys
+
+            raise NasPruneError(f"{self.r.source}: [{stage}] {as_recipe_keys(str(err), stage)}") from None
         seconds = time.perf_counter() - t0
         cpu = time.process_time() - c0
         if choice is not None:
@@ -384,10 +389,15 @@ def run_recipe(
             with a checkpoint, like Ctrl-C.
 
     Raises:
-        NasPruneError: invalid recipe or a stage's user error.
+        NasPruneError: invalid recipe, a setting that would stop the run
+            (:func:`nas_prune.recipe_check.check_recipe`, before the first stage), or a
+            stage's user error (naming recipe keys, not command-line flags).
         KeyboardInterrupt: a stage was interrupted (its checkpoint is kept; run again to resume).
     """
     recipe = path if isinstance(path, Recipe) else load_recipe(path, overrides=overrides)
+    from nas_prune.recipe_check import check_recipe
+
+    check_recipe(recipe)  # what would stop the run later stops it now
     runner = _Runner(recipe, log=log or print, hooks=hooks)
     t0 = time.perf_counter()
     from nas_prune.fileio import write_json

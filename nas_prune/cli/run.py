@@ -51,11 +51,14 @@ def validate_cli(
     overrides: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help=_SET_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the resolved recipe as JSON."),
 ) -> None:
-    """Check a recipe strictly (unknown stages and options are errors); paths are checked at run time."""
+    """Check a recipe strictly: unknown stages and options, placeholders, missing files, data in the wrong layout,
+    options that need another one; everything that would stop `run` later."""
     with user_errors():
         from nas_prune.recipe import load_recipe
+        from nas_prune.recipe_check import check_recipe
 
         r = load_recipe(recipe, overrides=overrides)
+        checked = check_recipe(r)
     if as_json:
         typer.echo(json.dumps(r.to_dict(), indent=2, default=str))
         return
@@ -66,7 +69,5 @@ def validate_cli(
     for stage, opts in r.stages.items():
         shown = ", ".join(f"{k}={v}" for k, v in opts.items()) or "defaults"
         out.print(f"  {stage}: {shown}", highlight=False, markup=False)
-    from nas_prune.recipe import placeholders
-
-    for key, value in placeholders(r):
-        out.print(f"  note: {key} is a placeholder ({value}); set it with --set {key}=...", highlight=False, markup=False)
+    for line in checked:
+        out.print(f"  checked {line}", highlight=False, markup=False)
