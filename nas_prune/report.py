@@ -2,10 +2,11 @@
 
 It collects what the stages of ``run_dir`` wrote (their ``stage.json`` files, the
 evaluation's ``metrics.json``, the export's ``export.json``) into one markdown page:
-the models compared (MACs in both conventions, params, PSNR / SSIM / FID / KID), the
-student's architecture, the export check, and the wall time of every stage. The grid
-shows, for the first test images, one column per model between the input and the
-real target.
+the settings that ran (read from ``stage.json``, so ``--set`` changes and defaults are
+included), the models compared (MACs in both conventions, params, PSNR / SSIM / FID /
+KID), the student's architecture, the export check, and the wall and CPU time of every
+stage. The grid shows, for the first test images, one labelled column per model between
+the input and the real target.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Mapping
 
 from nas_prune.errors import NasPruneError
 
-__all__ = ["write_report", "image_grid"]
+__all__ = ["write_report", "image_grid", "settings_that_ran", "SHORT_NAMES"]
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -29,20 +30,56 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def image_grid(columns: list[Any], *, pad: int = 2) -> "Any":
-    """Tile ``columns`` (each ``(N, C, H, W)`` in [-1, 1]) into one uint8 RGB array, N rows."""
+#: Column labels of the grid for the models a recipe run compares (the report names them in full).
+SHORT_NAMES = {"pruned (no fine-tuning)": "pruned", "student, no distillation": "no distill",
+               "student, distilled": "distilled"}
+
+
+def _label_font(labels: list[str], width: int):
+    """The largest default font (11 px down to 6 px) in which every label fits ``width`` pixels."""
+    from PIL import ImageFont
+
+    font = None
+    for size in range(11, 5, -1):
+        try:
+            font = ImageFont.load_default(size=size)
+        except TypeError:  # Pillow < 10.1: one bitmap size
+            return ImageFont.load_default()
+        if all(font.getbbox(t)[2] <= width for t in labels):
+            return font
+    return font
+
+
+def image_grid(columns: list[Any], *, labels: list[str] | None = None, pad: int = 2) -> "Any":
+    """Tile ``columns`` (each ``(N, C, H, W)`` in [-1, 1]) into one uint8 RGB array, N rows,
+    under a header row with ``labels`` (one per column) when given."""
     import numpy as np
 
     n = columns[0].shape[0]
     h, w = columns[0].shape[-2:]
-    grid = np.full((n * (h + pad) + pad, len(columns) * (w + pad) + pad, 3), 255, np.uint8)
+    head = 0
+    if labels is not None:
+        if len(labels) != len(columns):
+            raise NasPruneError(f"{len(labels)} labels for {len(columns)} grid columns")
+        font = _label_font(labels, w)
+        head = max(font.getbbox(t)[3] for t in labels) + 2 * pad
+    grid = np.full((head + n * (h + pad) + pad, len(columns) * (w + pad) + pad, 3), 255, np.uint8)
     for j, col in enumerate(columns):
         a = ((col.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
         if a.shape[1] == 1:
             a = a.repeat(3, axis=1)
         for i in range(n):
-            y, x = pad + i * (h + pad), pad + j * (w + pad)
+            y, x = head + pad + i * (h + pad), pad + j * (w + pad)
             grid[y : y + h, x : x + w] = a[i, :3].transpose(1, 2, 0)
+    if labels is not None:
+        from PIL import Image, ImageDraw
+
+        img = Image.fromarray(grid)
+        draw = ImageDraw.Draw(img)
+        for j, text in enumerate(labels):
+            tw = font.getbbox(text)[2]
+            draw.text((pad + j * (w + pad) + max(0, (w - tw) // 2), pad), text, fill=(0, 0, 0), font=font)
+        grid = np.asarray(img).copy()
     return grid
 
 
@@ -77,12 +114,20 @@ def write_report(
 
     run_dir, out = Path(run_dir), Path(out)
     recipe = _read_json(run_dir / "recipe.json") or {}
+    overrides = list(recipe.get("overrides", []))
     lines = [f"# {title or recipe.get('name', run_dir.name)}", ""]
     if recipe.get("description"):
+        if overrides:
+            lines += ["The recipe's description, as written (this run changed it with `--set`; the settings "
+                      "that ran are below):", ""]
         lines += [recipe["description"].strip(), ""]
     if recipe.get("source"):
-        cmd = f"nas-prune run {recipe['source']}" + "".join(f" --set {o}" for o in recipe.get("overrides", []))
+        cmd = f"nas-prune run {recipe['source']}" + "".join(f" --set {o}" for o in overrides)
         lines += ["Command:", "", "```", cmd, "```", ""]
+    settings = settings_that_ran(run_dir)
+    if settings:
+        lines += ["## Settings that ran", "", "| stage | settings |", "|---|---|",
+                  *(f"| {stage} | {text} |" for stage, text in settings), ""]
 
     metrics = _read_json(run_dir / "evaluate" / "metrics.json")
     if metrics:
@@ -92,6 +137,9 @@ def write_report(
                          input_size=tuple(metrics["input_size"]), reference=metrics.get("reference"))
         lines += ["## Results", "", res.markdown().rstrip(), ""]
         notes = list(metrics.get("notes", []))
+        pruned = _pruned_note(metrics["models"], metrics.get("reference"))
+        if pruned:
+            notes.append(pruned)
         lines += [f"- {note}" for note in notes]
         if notes:
             lines.append("")
@@ -136,17 +184,24 @@ def write_report(
                   "", "| stage | wall s | CPU s | |", "|---|---:|---:|---|", *rows,
                   f"| **total** | **{total:.1f}** | **{total_cpu:.1f}** | |", ""]
 
-    grid_path = None
     if data is not None and models:
-        grid_path = _grid(out / "grid.png", data=data, models=models, mode=mode, direction=direction,
-                          crop_size=crop_size, n=grid_images, atomic_path=atomic_path)
-        names = " | ".join(["input", *models, "target" if mode == "aligned" else "real B"])
-        lines += ["## Test images", "", f"Columns: {names}.", "", "![test images](grid.png)", ""]
+        last = "target" if mode == "aligned" else "real B"
+        labels = ["input", *(SHORT_NAMES.get(n, n) for n in models), last]
+        _grid(out / "grid.png", data=data, models=models, labels=labels, mode=mode, direction=direction,
+              crop_size=crop_size, n=grid_images, atomic_path=atomic_path)
+        names = " | ".join(["input", *models, last])
+        lines += ["## Test images", "", f"Columns, as labelled: {names}.", ""]
+        if "pruned (no fine-tuning)" in models:
+            lines += ["The *pruned* column is the student straight out of one-step pruning: the teacher's kept "
+                      "channels with their weights, before any training. Removing channels changes what every "
+                      "later layer receives, so its images can be far off (flat or tinted) until the "
+                      "fine-tuning of the next columns adapts the remaining channels to each other.", ""]
+        lines += ["![test images](grid.png)", ""]
     write_text(out / "report.md", "\n".join(lines).rstrip() + "\n")
     return out / "report.md"
 
 
-def _grid(path: Path, *, data, models, mode, direction, crop_size, n, atomic_path) -> Path:
+def _grid(path: Path, *, data, models, labels, mode, direction, crop_size, n, atomic_path) -> Path:
     import torch
     from PIL import Image
 
@@ -166,5 +221,94 @@ def _grid(path: Path, *, data, models, mode, direction, crop_size, n, atomic_pat
         cols += [net(batch["A"]) for net in nets.values()]
     cols.append(batch["B"])
     with atomic_path(path) as tmp:
-        Image.fromarray(image_grid(cols)).save(tmp, format="PNG")
+        Image.fromarray(image_grid(cols, labels=labels)).save(tmp, format="PNG")
     return path
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+def _recon(o: Mapping[str, Any]) -> float:
+    """``lambda_recon`` with the default of :attr:`nas_prune.distill.DistillConfig.recon_weight`."""
+    if o.get("lambda_recon") is not None:
+        return float(o["lambda_recon"])
+    return 100.0 if o.get("mode", "aligned") == "aligned" else 5.0
+
+
+def _fmt_epochs(o: Mapping[str, Any]) -> str:
+    return f"{o.get('epochs')} + {o.get('epochs_decay')} epochs"
+
+
+def _stage_settings(stage: str, opts: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
+    """The settings of one stage that shape its result, in words."""
+    parts: list[str] = []
+    steps = f", {summary['step']} steps" if "step" in summary else ""
+    if stage == "dataset":
+        parts.append(f"{opts.get('task')} pairs of {opts.get('size')}x{opts.get('size')}, "
+                     f"{opts.get('n_train')} train / {opts.get('n_test')} test, seed {opts.get('seed')}")
+    elif stage == "train_teacher":
+        arch = ", ".join(f"{k} {opts[k]}" for k in ("ngf", "n_blocks", "norm") if opts.get(k) is not None)
+        parts.append(f"{opts.get('objective')}{f' ({arch})' if arch else ''}, {_fmt_epochs(opts)}{steps}, "
+                     f"batch {opts.get('batch_size')}, crop {opts.get('crop_size')}, lr {opts.get('lr')}, "
+                     f"seed {opts.get('seed')}")
+    elif stage == "prune":
+        parts.append(f"to {opts.get('target_macs')} MACs ({opts.get('convention')}) at input "
+                     f"{opts.get('input_size')}, min_channels {opts.get('min_channels')}")
+        if opts.get("study"):
+            parts.append(f"Optuna study {dict(opts['study'])}")
+    elif stage in ("distill", "baseline"):
+        kd = opts.get("distill") or {}
+        what = ", ".join(f"{k} {v:g}" for k, v in kd.items()) if kd else "no distillation"
+        taps = opts.get("distill_taps")
+        where = f" at {'/'.join(taps)}" if kd and taps else ""
+        parts.append(f"{what}{where}, {opts.get('mode')}, lambda_recon {_recon(opts):g}, "
+                     f"{opts.get('gan_mode')}, {_fmt_epochs(opts)}{steps}, batch {opts.get('batch_size')}, "
+                     f"crop {opts.get('crop_size')}, seed {opts.get('seed')}")
+    elif stage == "evaluate":
+        fid = "FID/KID" if opts.get("inception") else "no FID (no Inception weights)"
+        parts.append(f"crop {opts.get('crop_size')}, {fid}")
+    elif stage == "export":
+        parts.append(f"{opts.get('format')} of the {opts.get('model')} student at {opts.get('input_size')}")
+    return "; ".join(parts)
+
+
+def settings_that_ran(run_dir: str | os.PathLike) -> list[tuple[str, str]]:
+    """``(stage, settings in words)`` from each stage's ``stage.json``: the options that ran,
+    defaults filled in, ``--set`` changes included, the torch thread count last."""
+    from nas_prune.recipe import STAGES, stage_options
+
+    run_dir = Path(run_dir)
+    out = []
+    distill_opts: dict[str, Any] = {}
+    for stage in STAGES:
+        st = _read_json(run_dir / stage / "stage.json")
+        if not st or stage == "report":
+            continue
+        opts = {k: v for k, v in stage_options(stage).items() if v is not ...}
+        if stage == "baseline":
+            opts.update(distill_opts)
+        opts.update(st.get("options") or {})
+        if stage == "distill":
+            distill_opts = dict(st.get("options") or {})
+        text = _stage_settings(stage, opts, st.get("summary") or {})
+        threads = st.get("threads")
+        if threads:
+            n = threads["threads"]
+            changed = f", then {', '.join(str(c['threads']) for c in threads['changes'])}" if threads.get("changes") else ""
+            text += f"; {n} torch thread{'s' if n != 1 else ''} ({threads['source']}{changed})"
+        if st.get("status") != "done":
+            text += f" ({st.get('status')})"
+        out.append((stage, text))
+    return out
+
+
+def _pruned_note(rows: Mapping[str, Mapping[str, float]], reference: str | None) -> str | None:
+    """A line on the pruned-but-not-fine-tuned row when it is far below the teacher."""
+    pruned, teacher = rows.get("pruned (no fine-tuning)"), rows.get("teacher")
+    if not pruned or not teacher:
+        return None
+    key = "psnr" if "psnr" in pruned and "psnr" in teacher else None
+    drop = teacher[key] - pruned[key] if key else 0.0
+    gap = f" ({drop:.1f} dB below the teacher)" if drop >= 1.0 else ""
+    return (f"pruned (no fine-tuning) is the sliced student before any training{gap}: its numbers are the "
+            "starting point of fine-tuning, not a result")

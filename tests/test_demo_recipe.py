@@ -73,9 +73,18 @@ def test_outputs(demo_run):
     assert (run / "export" / "generator.onnx").is_file()
     report = (run / "report" / "report.md").read_text()
     assert "| student, distilled |" in report and "![test images](grid.png)" in report
+    assert "The *pruned* column is the student straight out of one-step pruning" in report
+    assert "pruned (no fine-tuning) is the sliced student before any training" in report
+    # the settings that ran, not the recipe's description: --set changes and defaults included
+    assert "| distill | gcka 1, aligned, lambda_recon 100, lsgan, 1 + 1 epochs, 4 steps, batch 4, crop 32" in report
+    assert "| baseline | no distillation, aligned, lambda_recon 100, lsgan, 1 + 1 epochs, 4 steps" in report
+    assert "| prune | to 2.5M MACs (fvcore) at input 32, min_channels 4; 1 torch thread (set) |" in report
     grid = np.asarray(Image.open(run / "report" / "grid.png"))
-    # 4 rows of 32 px and 6 columns (input, 4 models, target), 2 px gaps
-    assert grid.shape == (4 * 34 + 2, 6 * 34 + 2, 3)
+    # a header row of labels, 4 rows of 32 px and 6 columns (input, 4 models, target), 2 px gaps
+    head = grid.shape[0] - (4 * 34 + 2)
+    assert grid.shape[1:] == (6 * 34 + 2, 3) and 8 <= head <= 20
+    for j in range(6):  # every column has dark label pixels over it
+        assert (grid[:head, 2 + j * 34: 2 + j * 34 + 32] < 128).any(), j
     for stage in ("train_teacher", "prune", "distill", "baseline", "evaluate", "export"):
         assert json.loads((run / stage / "stage.json").read_text())["threads"] == {"threads": 1, "source": "set",
                                                                                  "cores": threads.usable_cores()}
