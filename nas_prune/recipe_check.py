@@ -8,10 +8,11 @@ does not train for minutes and then stop:
 - the files and folders the recipe names: ``data`` (its layout for every stage's
   ``mode``, the splits the stages read, one batch of training images), ``teacher``
   (readable, in the pinned ``space`` if any), ``student``, ``space``, and the files of
-  stage options (``evaluate.inception`` is loaded, ``evaluate.real_stats``,
-  ``distill.teacher_discriminator``, ``prune.calib_data``, ``train_teacher.space``);
+  stage options (``evaluate.inception`` is loaded, ``evaluate.real_stats`` /
+  ``segmenter``, ``distill.teacher_discriminator`` / ``vgg`` / ``segmenter``,
+  ``prune.calib_data``, ``train_teacher.space``); semantic-map data for SPADE teachers;
 - options that need another one or this machine: ``save_real_stats`` / ``real_stats``
-  without ``inception``, ``device: cuda`` or ``amp: fp16`` without CUDA, distillation
+  without ``inception``, GauGAN's VGG loss without ``vgg``, ``device: cuda`` or ``amp: fp16`` without CUDA, distillation
   layers the teacher does not have, a MACs target above the teacher's.
 
 Problems name the recipe key (``stages.evaluate.inception``), never a command-line
@@ -50,6 +51,7 @@ class _Checker:
         self.r = recipe
         self.problems: list[str] = []
         self.teacher_arch = None
+        self.spade_space = False
 
     def add(self, key: str, problem: str) -> None:
         self.problems.append(f"{key}: {problem}")
@@ -111,6 +113,9 @@ class _Checker:
         if not Path(r.data).is_dir():
             self.add("data", f"{r.data} is not a folder")
             return
+        arch = self.teacher_arch
+        if getattr(arch, "family", None) == "spade" or (arch is None and self.spade_space):
+            return self.seg_data(arch)
         for stage, mode, split, o in self.data_reads():
             crop = o.get("crop_size", 256)
             if split == "train":
@@ -129,6 +134,22 @@ class _Checker:
                 self.add("data", f"the train split has {len(ds)} images, fewer than one batch of "
                                  f"stages.{stage}.batch_size {o['batch_size']}")
 
+    def seg_data(self, arch) -> None:
+        """Semantic-map data of SPADE generators (:mod:`nas_prune.data_seg`): the splits the stages read."""
+        if arch is None:
+            return  # the label count comes from the teacher, which has its own problem
+        from nas_prune.data import TransformConfig
+        from nas_prune.data_seg import open_seg_dataset
+
+        splits = sorted({split for _, _, split, _ in self.data_reads()}, reverse=True)
+        for split in splits:
+            tf = TransformConfig(load_size=256, crop_size=256, preprocess="none", flip=False)
+            try:
+                open_seg_dataset(self.r.data, split=split, label_nc=arch.label_nc, transform=tf)
+            except NasPruneError as err:
+                self.add("data", str(err))
+                return
+
     def teacher(self) -> None:
         r = self.r
         space = None
@@ -138,6 +159,7 @@ class _Checker:
             space = self.attempt("space", lambda: load_space(r.space))
             if space is None:
                 return
+            self.spade_space = getattr(space, "family", None) == "spade" or type(space).__name__ == "SpadeSpace"
         if "train_teacher" in r.stages:
             from nas_prune.train_teacher import TeacherConfig, teacher_arch
 
@@ -199,10 +221,19 @@ class _Checker:
         for stage in ("distill", "baseline"):
             if stage not in st:
                 continue
-            for key in ("teacher_discriminator", "inception"):
+            for key in ("teacher_discriminator", "inception", "vgg", "segmenter"):
                 value = st[stage].get(key)
                 if value and not _is_placeholder(value) and not Path(value).is_file():
                     self.add(f"stages.{stage}.{key}", f"{value} not found")
+            o = self.opts(stage)
+            gaugan = o.get("objective") == "gaugan" or (
+                o.get("objective") == "auto" and (self.spade_space or getattr(self.teacher_arch, "family", None) == "spade"))
+            if gaugan and (o.get("lambda_vgg") or 0) > 0 and not o.get("vgg"):
+                self.add(f"stages.{stage}.vgg", "GauGAN's VGG loss (lambda_vgg > 0) needs the VGG19 weights file "
+                                                "(or set lambda_vgg: 0)")
+        seg = ev.get("segmenter")
+        if seg and not _is_placeholder(seg) and not Path(seg).is_file():
+            self.add("stages.evaluate.segmenter", f"{seg} not found")
         calib = st.get("prune", {}).get("calib_data")
         if calib and not _is_placeholder(calib) and not Path(calib).is_dir():
             self.add("stages.prune.calib_data", f"{calib} is not a folder")
@@ -266,8 +297,8 @@ def check_recipe(recipe) -> list[str]:
     """
     c = _Checker(recipe)
     c.placeholders()
-    c.data()
     c.teacher()
+    c.data()
     c.student()
     c.files()
     c.machine()
@@ -279,7 +310,9 @@ def check_recipe(recipe) -> list[str]:
         raise NasPruneError(f"{src}: {len(c.problems)} settings would stop the run: " + "; ".join(c.problems))
     done = []
     if recipe.data is not None and "dataset" not in recipe.stages:
-        done.append(f"data: {recipe.data} ({', '.join(sorted({m for _, m, _, _ in c.data_reads()}))})")
+        spade = getattr(c.teacher_arch, "family", None) == "spade"
+        kinds = "semantic maps" if spade else ", ".join(sorted({m for _, m, _, _ in c.data_reads()}))
+        done.append(f"data: {recipe.data} ({kinds})")
     if c.teacher_arch is not None:
         done.append(f"teacher: {c.teacher_arch.summary()}")
     return done

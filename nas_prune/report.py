@@ -235,11 +235,20 @@ def _recon(o: Mapping[str, Any]) -> float:
     return 100.0 if o.get("mode", "aligned") == "aligned" else 5.0
 
 
+def _gan(o: Mapping[str, Any], spade: bool) -> str:
+    """The GAN loss that ran: ``gan_mode``, whose default follows the objective (hinge for GauGAN,
+    which ``auto`` picks for SPADE students)."""
+    if o.get("gan_mode"):
+        return str(o["gan_mode"])
+    objective = o.get("objective", "auto")
+    return "hinge" if objective == "gaugan" or (objective == "auto" and spade) else "lsgan"
+
+
 def _fmt_epochs(o: Mapping[str, Any]) -> str:
     return f"{o.get('epochs')} + {o.get('epochs_decay')} epochs"
 
 
-def _stage_settings(stage: str, opts: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
+def _stage_settings(stage: str, opts: Mapping[str, Any], summary: Mapping[str, Any], *, spade: bool = False) -> str:
     """The settings of one stage that shape its result, in words."""
     parts: list[str] = []
     steps = f", {summary['step']} steps" if "step" in summary else ""
@@ -262,7 +271,7 @@ def _stage_settings(stage: str, opts: Mapping[str, Any], summary: Mapping[str, A
         taps = opts.get("distill_taps")
         where = f" at {'/'.join(taps)}" if kd and taps else ""
         parts.append(f"{what}{where}, {opts.get('mode')}, lambda_recon {_recon(opts):g}, "
-                     f"{opts.get('gan_mode')}, {_fmt_epochs(opts)}{steps}, batch {opts.get('batch_size')}, "
+                     f"{_gan(opts, spade)}, {_fmt_epochs(opts)}{steps}, batch {opts.get('batch_size')}, "
                      f"crop {opts.get('crop_size')}, seed {opts.get('seed')}")
     elif stage == "evaluate":
         fid = "FID/KID" if opts.get("inception") else "no FID (no Inception weights)"
@@ -290,7 +299,9 @@ def settings_that_ran(run_dir: str | os.PathLike) -> list[tuple[str, str]]:
         opts.update(st.get("options") or {})
         if stage == "distill":
             distill_opts = dict(st.get("options") or {})
-        text = _stage_settings(stage, opts, st.get("summary") or {})
+        run_config = _read_json(run_dir / stage / "config.json") or {}
+        spade = (run_config.get("student_arch") or {}).get("family") == "spade"
+        text = _stage_settings(stage, opts, st.get("summary") or {}, spade=spade)
         threads = st.get("threads")
         if threads:
             n = threads["threads"]

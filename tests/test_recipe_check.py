@@ -110,8 +110,8 @@ def test_cuda_without_cuda(h2z):
 def test_several_problems_on_one_line_and_run_stops_before_any_stage(h2z, tmp_path):
     r = load_recipe("horse2zebra", overrides=["data=nowhere", "teacher=none.pth", f"run_dir={tmp_path / 'run'}"])
     with pytest.raises(NasPruneError, match=r"^horse2zebra: 3 settings would stop the run: stages.evaluate.inception: "
-                                            r"replace the placeholder .*; data: nowhere is not a folder; "
-                                            r"teacher: none.pth not found$"):
+                                            r"replace the placeholder .*; teacher: none.pth not found; "
+                                            r"data: nowhere is not a folder$"):
         check_recipe(r)
     with pytest.raises(NasPruneError, match="3 settings would stop the run"):
         run_recipe(r, log=lambda s: None)
