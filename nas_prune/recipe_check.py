@@ -52,6 +52,7 @@ class _Checker:
         self.problems: list[str] = []
         self.teacher_arch = None
         self.spade_space = False
+        self._inception: dict[str, str | None] = {}
 
     def add(self, key: str, problem: str) -> None:
         self.problems.append(f"{key}: {problem}")
@@ -202,15 +203,26 @@ class _Checker:
 
         self.attempt("student", lambda: read_student(r.student, load_weights=False))
 
+    def inception(self, key: str, path: str) -> None:
+        """Load the FID Inception weights as the stage will (once per file)."""
+        if path not in self._inception:
+            from nas_prune.inception import load_inception
+
+            try:
+                load_inception(path)
+                self._inception[path] = None
+            except NasPruneError as err:
+                self._inception[path] = str(err)
+        if self._inception[path] is not None:
+            self.add(key, self._inception[path])
+
     def files(self) -> None:
         st = self.r.stages
         ev = st.get("evaluate", {})
         if "evaluate" in st:
             inception = ev.get("inception")
             if inception is not None and not _is_placeholder(inception):
-                from nas_prune.inception import load_inception
-
-                self.attempt("stages.evaluate.inception", lambda: load_inception(inception))
+                self.inception("stages.evaluate.inception", inception)
             for key in ("real_stats", "save_real_stats"):
                 if ev.get(key) and inception is None:
                     self.add(f"stages.evaluate.{key}", "needs stages.evaluate.inception (FID Inception weights): "
@@ -223,7 +235,11 @@ class _Checker:
                 continue
             for key in ("teacher_discriminator", "inception", "vgg", "segmenter"):
                 value = st[stage].get(key)
-                if value and not _is_placeholder(value) and not Path(value).is_file():
+                if not value or _is_placeholder(value):
+                    continue
+                if key == "inception":
+                    self.inception(f"stages.{stage}.inception", value)
+                elif not Path(value).is_file():
                     self.add(f"stages.{stage}.{key}", f"{value} not found")
             o = self.opts(stage)
             gaugan = o.get("objective") == "gaugan" or (
