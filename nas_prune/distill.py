@@ -351,6 +351,8 @@ class _Run:
         return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
 
     def _allreduce_grads(self, params) -> None:
+        """Average gradients over processes for parameters outside DDP (the terms' own; the
+        student's and the discriminator's are averaged by their DDP wrappers)."""
         import torch.distributed as dist
 
         if self.world == 1:
@@ -412,7 +414,6 @@ class _Run:
             d_loss = self.gan.d_loss(self.d_forward(d_input(real_b)), self.d_forward(d_input(s_out.detach())))
         self.opt_d.zero_grad(set_to_none=True)
         self.scaler.scale(d_loss).backward()
-        self._allreduce_grads(self.disc.parameters())
         self.scaler.step(self.opt_d)
 
         # generator step

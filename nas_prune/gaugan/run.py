@@ -190,7 +190,6 @@ def train_step(run, batch: dict) -> dict:
     losses.update(d=d_loss, d_fake=d_fake, d_real=d_real)
     run.opt_d.zero_grad(set_to_none=True)
     run.scaler.scale(d_loss).backward()
-    run._allreduce_grads(run.disc.parameters())
     run.scaler.step(run.opt_d)
 
     run._term_discriminator_steps(kd, losses)
