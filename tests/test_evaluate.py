@@ -98,8 +98,8 @@ def test_stats_round_trip(tmp_path):
     f = rng.normal(size=(20, 7))
     path = save_stats(tmp_path / "real.npz", f, meta={"split": "test"})
     st = load_stats(path)
-    np.testing.assert_allclose(st["mu"], f.mean(0))
-    np.testing.assert_allclose(st["sigma"], np.cov(f, rowvar=False))
+    np.testing.assert_allclose(st["mu"], f.mean(0), rtol=0, atol=1e-12)  # features ~ N(0, 1), float64
+    np.testing.assert_allclose(st["sigma"], np.cov(f, rowvar=False), rtol=0, atol=1e-12)
     assert st["features"].shape == (20, 7) and st["meta"] == {"split": "test"}
     # pytorch-fid's files hold only mu and sigma
     np.savez(tmp_path / "plain.npz", mu=f.mean(0), sigma=np.cov(f, rowvar=False))
@@ -157,8 +157,9 @@ def test_evaluate_psnr_ssim_and_reference(tmp_path):
     ds = open_dataset(data, mode="aligned", split="test", transform=TransformConfig(load_size=32, crop_size=32, preprocess="resize", flip=False))
     batch = collate([ds[i] for i in range(4)])
     with torch.no_grad():
-        assert res.rows["student"]["psnr"] == pytest.approx(psnr(s(batch["A"]), batch["B"]), rel=1e-6)
-        assert res.rows["student"]["psnr_ref"] == pytest.approx(psnr(s(batch["A"]), t(batch["A"])), rel=1e-6)
+        # PSNR in dB from float32 images: 1e-4 dB is far below any difference that matters
+        assert res.rows["student"]["psnr"] == pytest.approx(psnr(s(batch["A"]), batch["B"]), abs=1e-4)
+        assert res.rows["student"]["psnr_ref"] == pytest.approx(psnr(s(batch["A"]), t(batch["A"])), abs=1e-4)
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert saved["models"]["student"]["psnr"] == pytest.approx(res.rows["student"]["psnr"])
     md = (tmp_path / "eval" / "metrics.md").read_text()
@@ -185,15 +186,22 @@ def test_evaluate_fid_kid_with_saved_stats(tmp_path, monkeypatch):
     from nas_prune.evaluate import real_stats
 
     real_stats(data=data, inception="unused.pth", out=tmp_path / "again.npz", crop_size=32, batch_size=4)
-    np.testing.assert_allclose(load_stats(tmp_path / "again.npz")["mu"], load_stats(tmp_path / "real.npz")["mu"], rtol=1e-6)
+    real = load_stats(tmp_path / "real.npz")
+    # float32 features summed in another order: compare to the features' spread, not to each mean
+    # (a mean near 0 has no relative precision)
+    spread = float(np.sqrt(np.diag(real["sigma"]).max()))
+    np.testing.assert_allclose(load_stats(tmp_path / "again.npz")["mu"], real["mu"], rtol=0, atol=1e-5 * spread)
     # batches of 4 over 6 images: per-image means do not depend on the batching
     again = evaluate(models=models, data=data, crop_size=32, inception="unused.pth", batch_size=4,
                      real_stats=tmp_path / "real.npz", kid_subsets=4)
+    # Another batch size may sum in another order: FID and KID are compared to the scale of the
+    # features (FID is in squared feature units, like the trace of sigma), PSNR in dB, SSIM in [-1, 1].
+    scale = float(np.trace(real["sigma"]))
     for name in models:
-        assert again.rows[name]["fid"] == pytest.approx(first.rows[name]["fid"], rel=1e-5)
-        assert again.rows[name]["kid"] == pytest.approx(first.rows[name]["kid"], rel=1e-4, abs=1e-9)
-        assert again.rows[name]["psnr"] == pytest.approx(first.rows[name]["psnr"], rel=1e-9)
-        assert again.rows[name]["ssim"] == pytest.approx(first.rows[name]["ssim"], rel=1e-9)
+        assert again.rows[name]["fid"] == pytest.approx(first.rows[name]["fid"], rel=1e-5, abs=1e-5 * scale)
+        assert again.rows[name]["kid"] == pytest.approx(first.rows[name]["kid"], rel=1e-4, abs=1e-5 * scale)
+        assert again.rows[name]["psnr"] == pytest.approx(first.rows[name]["psnr"], abs=1e-4)
+        assert again.rows[name]["ssim"] == pytest.approx(first.rows[name]["ssim"], abs=1e-6)
 
 
 def test_open_generator_reads_checkpoints_and_student_folders(tmp_path):
