@@ -332,18 +332,11 @@ def _read_weights(path: Path, arch: Arch) -> dict[str, "torch.Tensor"]:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
         raise NasPruneError(f"{path}: not a readable safetensors file ({err})") from None
-    expected = build_generator(arch).state_dict()
-    for key, value in expected.items():
-        if key not in state:
-            raise NasPruneError(f"{path}: missing tensor {key} for this architecture")
-        if tuple(state[key].shape) != tuple(value.shape):
-            raise NasPruneError(
-                f"{path}: {key} has shape {tuple(state[key].shape)}, the architecture needs {tuple(value.shape)}"
-            )
-    extra = sorted(set(state) - set(expected))
-    if extra:
-        raise NasPruneError(f"{path}: unexpected tensor {extra[0]} for this architecture")
-    return {k: state[k] for k in expected}
+    from nas_prune.load import check_finite, check_state
+
+    check_finite(state, path)
+    return check_state(build_generator(arch).state_dict(), state, path,
+                       what="weights do not match the architecture in arch.json")
 
 
 def load_student(path: str | os.PathLike, *, device: str | None = None):

@@ -20,7 +20,15 @@ Wrapped dicts are unwrapped (``{"state_dict": ...}``, ``{"G": ...}``, ``{"netG_A
 
 The architecture is inferred from tensor shapes, so a search-space file is optional;
 when one is given, settings that shapes cannot show (padding, dropout, kernel-size
-order, trailing identity blocks) come from it and the checkpoint is checked against it.
+order, the number of blocks) come from it and the checkpoint is checked against it.
+
+Nothing is filled in silently. Every block the layout needs must have tensors (CAT keeps
+the norm of a block without branches; a ResNet block always has its convs), every branch
+whose tensors appear must have the tensor that gives its width, and every tensor the
+inferred architecture needs must be there: otherwise the error names the missing keys.
+A student whose blocks have no branch at all leaves no tensor for them; its
+``student.safetensors`` names the ``arch.json`` beside it, which gives the architecture.
+Weights that are NaN or infinite are refused, naming the tensor.
 """
 
 from __future__ import annotations
@@ -186,6 +194,10 @@ def load_generator(
     """
     path = Path(path)
     tensors = read_tensors(path)
+    check_finite(tensors, path)
+    student = _student_beside(path)
+    if student is not None:
+        return _load_student_file(path, student, space)
     layout = detect_layout(list(tensors))
     notes: list[str] = []
     if layout is None:
@@ -211,6 +223,93 @@ def load_generator(
         if why is not None:
             raise NasPruneError(f"{path} does not fit search space {space.name!r}: {why}")
     return LoadedGenerator(arch=arch, state_dict=state, layout=layout, sha256=file_sha256(path), path=path, notes=notes)
+
+
+def check_finite(tensors: Mapping[str, "torch.Tensor"], path: Path) -> None:
+    """Raise NasPruneError naming the tensors that hold NaN or infinite values (first three)."""
+    import torch
+
+    bad = []
+    for key, value in tensors.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad.append(f"{key} ({int((~torch.isfinite(value)).sum())} of {value.numel()} values)")
+    if bad:
+        more = f" (+{len(bad) - 3} more tensors)" if len(bad) > 3 else ""
+        raise NasPruneError(f"{path}: non-finite weights (NaN or inf) in {', '.join(bad[:3])}{more}; "
+                            "the checkpoint is corrupt or was saved after a diverged training step")
+
+
+def _student_beside(path: Path) -> Path | None:
+    """The ``arch.json`` that a nas-prune ``student.safetensors`` names, when it sits beside it."""
+    if path.suffix != ".safetensors":
+        return None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception:  # unreadable files were refused by read_tensors already
+        return None
+    if meta.get("format") != "nas-prune-student":
+        return None
+    arch_json = path.parent / meta.get("arch", "arch.json")
+    return arch_json if arch_json.is_file() else None
+
+
+def _load_student_file(path: Path, arch_json: Path, space) -> LoadedGenerator:
+    """A student's weights with the architecture of the ``arch.json`` beside them."""
+    from nas_prune.export import _read_weights as read_weights, read_document
+
+    doc = read_document(arch_json)
+    arch = Arch.from_dict(doc["arch"])
+    state = read_weights(path, arch)
+    if space is not None:
+        from nas_prune.spade.arch import spade_fits_within
+
+        teacher = space.teacher_arch()
+        if arch.family != teacher.family:
+            why = f"a {arch.family} generator in a {teacher.family} space"
+        else:
+            why = (spade_fits_within if arch.family == "spade" else fits_within)(arch, teacher)
+        if why is not None:
+            raise NasPruneError(f"{path} does not fit search space {space.name!r}: {why}")
+    layout = "cat_spade" if arch.family == "spade" else "cat"
+    notes = [f"architecture from {arch_json}"]
+    return LoadedGenerator(arch=arch, state_dict=state, layout=layout, sha256=file_sha256(path), path=path, notes=notes)
+
+
+def missing_blocks_error(path: Path, names: list[str], layout: str) -> NasPruneError:
+    """The error for blocks that left no tensor in a checkpoint whose layout always has some."""
+    listed = ", ".join(f"{n}.*" for n in names[:3]) + (f" (+{len(names) - 3} more)" if len(names) > 3 else "")
+    return NasPruneError(
+        f"{path}: missing keys: {listed} (no tensor at all for {'this block' if len(names) == 1 else 'these blocks'}); "
+        f"a {layout} checkpoint keeps tensors for every block, so the file is incomplete (a student whose blocks "
+        "have no branch loads from its folder: arch.json + student.safetensors)"
+    )
+
+
+def missing_branch_keys(tensors: Mapping[str, "torch.Tensor"], path: Path, patterns) -> None:
+    r"""Every branch with a tensor has the one that gives its width, and branches are numbered 0, 1, ...
+
+    Args:
+        patterns: ``(prefix regex with groups (owner, index), width-key suffix)`` pairs, e.g.
+            ``(r"(features\.\d+\.res_ops)\.(\d+)\.", "1.0.weight")``.
+    """
+    missing: list[str] = []
+    for prefix, suffix in patterns:
+        seen: dict[str, set[int]] = {}
+        for key in tensors:
+            m = re.match(prefix, key)
+            if m:
+                seen.setdefault(m.group(1), set()).add(int(m.group(2)))
+        for owner, indices in seen.items():
+            for i in range(max(indices) + 1):
+                key = f"{owner}.{i}.{suffix}"
+                if key not in tensors:
+                    missing.append(key)
+    if missing:
+        more = f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""
+        raise NasPruneError(f"{path}: checkpoint is incomplete: missing keys: {', '.join(missing[:3])}{more}")
 
 
 def _load_spade(tensors, path: Path, space, layout: str, notes: list[str]) -> LoadedGenerator:
@@ -257,15 +356,30 @@ def _resnet_to_cat(
         modules.setdefault(int(m.group(1)), {})[m.group(2)] = value
 
     convs = sorted(i for i, p in modules.items() if p.get("weight") is not None and p["weight"].dim() == 4)
+    if not convs:
+        raise NasPruneError(f"{path}: checkpoint is incomplete: no conv weight outside the residual blocks")
     block_ids = sorted(blocks)
     before = [i for i in convs if i < block_ids[0]]
     after = [i for i in convs if i > block_ids[-1]]
+    # pytorch-CycleGAN-and-pix2pix's Sequential (n_downsampling 2): pad, then 3 x (conv, norm,
+    # ReLU) with the convs at 1, 4, 7; the blocks at 10..L; the ConvTransposes at L+1 and L+4
+    # and, after a pad, the final 7x7 conv at L+8, the last conv of the file.
+    end = convs[-1]
+    if modules[end]["weight"].shape[-1] != 7:
+        gone = [f"model.{end + 4}.weight (the final 7x7 conv)"]
+    else:
+        last = end - 8
+        gone = [f"model.{i}.weight" for i in (1, 4, 7, last + 1, last + 4) if i not in convs]
+        gone += [f"model.{i}.conv_block" for i in range(10, last + 1) if i not in blocks]
+    if gone:
+        raise NasPruneError(f"{path}: checkpoint is incomplete: missing keys: {', '.join(gone[:3])}"
+                            + (f" (+{len(gone) - 3} more)" if len(gone) > 3 else ""))
     if len(before) != 3 or len(after) != 3:
         raise NasPruneError(
             f"{path}: ResNet generator with {len(before)} convs before and {len(after)} after the "
             "residual blocks; expected 3 and 3 (n_downsampling 2)"
         )
-    uses_bias = f"model.{before[0]}.bias" in tensors
+    uses_bias = any(f"model.{i}.bias" in tensors for i in (*before, *after[:2]))
     norm = space.norm if space is not None else ("instance" if uses_bias else "batch")
 
     out: dict[str, "torch.Tensor"] = {}
@@ -295,6 +409,10 @@ def _resnet_to_cat(
             idx, leaf = name.split(".")
             parts.setdefault(int(idx), {})[leaf] = value
         bconvs = sorted(i for i, p in parts.items() if "weight" in p and p["weight"].dim() == 4)
+        if len(bconvs) == 1:  # the first conv sits at 0 (zero padding) or 1 (after a pad layer)
+            which = "second" if bconvs[0] <= 1 else "first"
+            raise NasPruneError(f"{path}: checkpoint is incomplete: missing keys: the {which} conv weight of "
+                                f"model.{b}.conv_block (found only model.{b}.conv_block.{bconvs[0]}.weight)")
         if len(bconvs) != 2:
             raise NasPruneError(f"{path}: model.{b}.conv_block has {len(bconvs)} convs, expected 2")
         if bconvs[0] == 0:
@@ -337,10 +455,14 @@ def _infer_arch(
     t0 = _shape(tensors, "up_sampling.0.weight", path)
     t1 = _shape(tensors, "up_sampling.3.weight", path)
     final = _shape(tensors, "up_sampling.7.weight", path)
-    has_running = "down_sampling.2.running_mean" in tensors
-    has_bias = "down_sampling.1.bias" in tensors
+    # Read from every stem and head layer, so that one missing tensor is reported as missing
+    # (by check_state) rather than changing the inferred norm and making the others "unexpected".
+    norms = ("down_sampling.2", "down_sampling.5", "down_sampling.8", "up_sampling.1", "up_sampling.4")
+    convs = ("down_sampling.1", "down_sampling.4", "down_sampling.7", "up_sampling.0", "up_sampling.3")
+    has_running = any(f"{n}.running_mean" in tensors or f"{n}.running_var" in tensors for n in norms)
+    has_bias = any(f"{c}.bias" in tensors for c in convs)
     norm = "batch" if has_running or not has_bias else "instance"
-    affine = "down_sampling.2.weight" in tensors
+    affine = any(f"{n}.weight" in tensors or f"{n}.bias" in tensors for n in norms)
     if space is not None:
         for name, found in (("norm", norm), ("affine", affine)):
             if found != getattr(space, name):
@@ -358,12 +480,19 @@ def _infer_arch(
         m = re.fullmatch(r"features\.(\d+)\.dw_ops\.(\d+)\.2\.0\.weight", key)
         if m:
             dw.setdefault(int(m.group(1)), {})[int(m.group(2))] = (value.shape[2], value.shape[0])
+    missing_branch_keys(tensors, path, (
+        (r"(features\.\d+\.res_ops)\.(\d+)\.", "1.0.weight"),
+        (r"(features\.\d+\.dw_ops)\.(\d+)\.", "2.0.weight"),
+    ))
     block_ids = {int(m.group(1)) for k in tensors if (m := re.match(r"features\.(\d+)\.", k))}
     n_blocks = max(block_ids) + 1 if block_ids else 0
     if space is not None:
         if n_blocks > space.n_blocks:
             raise NasPruneError(f"{path}: {n_blocks} blocks, search space {space.name!r} has {space.n_blocks}")
-        n_blocks = space.n_blocks  # trailing identity blocks leave no keys
+        n_blocks = space.n_blocks
+    empty = [f"features.{n}" for n in range(n_blocks) if n not in block_ids]
+    if empty:
+        raise missing_blocks_error(path, empty, "CAT-layout")
         res_ks, dw_ks = space.res_kernel_sizes, space.dw_kernel_sizes
         padding, dropout = space.padding, space.dropout
     else:
@@ -430,9 +559,12 @@ def _match_state(
 
 
 def check_state(
-    expected: Mapping[str, "torch.Tensor"], state: Mapping[str, "torch.Tensor"], path: Path
+    expected: Mapping[str, "torch.Tensor"], state: Mapping[str, "torch.Tensor"], path: Path | str,
+    *, what: str = "checkpoint does not match its inferred architecture",
 ) -> dict[str, "torch.Tensor"]:
     """``state`` in ``expected``'s key order and dtypes, or an error listing the mismatches.
+
+    ``what`` opens the message after ``path``.
 
     Raises:
         NasPruneError: missing keys, unexpected keys, or shape mismatches (first three of each).
@@ -451,5 +583,5 @@ def check_state(
             parts.append(f"unexpected keys: {', '.join(unexpected[:3])}" + (f" (+{len(unexpected) - 3} more)" if len(unexpected) > 3 else ""))
         if shapes:
             parts.append(f"shape mismatch: {'; '.join(shapes[:3])}" + (f" (+{len(shapes) - 3} more)" if len(shapes) > 3 else ""))
-        raise NasPruneError(f"{path}: checkpoint does not match its inferred architecture: {'; '.join(parts)}")
+        raise NasPruneError(f"{path}: {what}: {'; '.join(parts)}")
     return {k: state[k].to(v.dtype) for k, v in expected.items()}

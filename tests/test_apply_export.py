@@ -256,7 +256,13 @@ def test_weights_that_do_not_fit_are_refused(exported, tmp_path):
     sd = dict(result.state_dict)
     sd["down_sampling.1.weight"] = torch.zeros(1, 3, 7, 7)
     save_file(sd, str(out / "student.safetensors"))
-    with pytest.raises(NasPruneError, match=r"down_sampling.1.weight has shape \(1, 3, 7, 7\)"):
+    with pytest.raises(NasPruneError, match=r"shape mismatch: down_sampling\.1\.weight \(1, 3, 7, 7\)"):
+        read_student(out)
+    del sd["down_sampling.1.weight"], sd["up_sampling.7.bias"]
+    sd["extra.weight"] = torch.zeros(1)
+    save_file(sd, str(out / "student.safetensors"))
+    with pytest.raises(NasPruneError, match=r"missing keys: down_sampling\.1\.weight, up_sampling\.7\.bias; "
+                                            r"unexpected keys: extra\.weight"):
         read_student(out)
     (out / "student.safetensors").write_bytes(b"garbage")
     with pytest.raises(NasPruneError, match="not a readable safetensors file"):

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
 from nas_prune.errors import NasPruneError
+from nas_prune.load import missing_blocks_error, missing_branch_keys
 from nas_prune.spade.arch import BRANCH_KINDS, SpadeArch, SpadeBlock, block_names, spade_fits_within
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -72,7 +73,16 @@ def infer_spade_arch(
             "(torch.nn.utils.remove_spectral_norm) before saving the generator"
         )
     if "fc_norm.running_mean" not in tensors:
-        raise NasPruneError(f"{path}: fc_norm has no running statistics; only batch-norm SPADE generators are supported")
+        if not any(k.startswith("fc_norm.") for k in tensors):
+            raise NasPruneError(f"{path}: checkpoint is incomplete: missing keys: fc_norm.* (the batch norm after fc)")
+        raise NasPruneError(f"{path}: missing key 'fc_norm.running_mean': fc_norm has no running statistics; "
+                            "only batch-norm SPADE generators are supported")
+    missing_branch_keys(tensors, path, (
+        (r"(\w+\.res_ops)\.(\d+)\.", "0.conv.weight"),
+        (r"(\w+\.dw_ops)\.(\d+)\.", "1.conv.weight"),
+        (r"(\w+\.spade\.res_ops)\.(\d+)\.", "0.conv.weight"),
+        (r"(\w+\.spade\.dw_ops)\.(\d+)\.", "1.conv.weight"),
+    ))
     fc = _shape(tensors, "fc.weight", path)
     has_up4 = any(k.startswith("up_4.") for k in tensors)
     if space is not None:
@@ -90,6 +100,10 @@ def infer_spade_arch(
             notes.append("num_upsampling_layers not stored in the checkpoint: assumed 'more' (CAT's default); "
                          "give a search space to choose 'normal'")
     names = block_names(mode)
+    # CAT keeps every block's modulation network, even in blocks without branches
+    empty = [n for n in names if not any(k.startswith(f"{n}.") for k in tensors)]
+    if empty:
+        raise missing_blocks_error(path, empty, "CAT SPADE")
 
     found: dict[str, dict[str, dict[int, tuple[int, int]]]] = {n: {k: {} for k in BRANCH_KINDS} for n in names}
     for key, value in tensors.items():
