@@ -118,15 +118,14 @@ def _load(files: list[Path], channels: int, size: tuple[int, int]) -> "torch.Ten
     import torch
     from PIL import Image, UnidentifiedImageError
 
-    from nas_prune.data import to_tensor
+    from nas_prune.data import load_image, to_tensor
 
     H, W = size
     mode = "L" if channels == 1 else "RGB"
     batch = []
     for path in files:
         try:
-            with Image.open(path) as img:
-                batch.append(to_tensor(img.convert(mode).resize((W, H), Image.BICUBIC)))
+            batch.append(to_tensor(load_image(path, mode).resize((W, H), Image.BICUBIC)))
         except (OSError, UnidentifiedImageError) as err:
             raise NasPruneError(f"--calib-data: cannot read {path}: {err}") from None
     return torch.stack(batch)

@@ -18,6 +18,11 @@ randomness.
 Only PIL, numpy and torch are used (no torchvision). Files that are not images, or
 that PIL cannot decode, are skipped with one warning that counts them; a split
 without any usable image is an error.
+
+Images of more than 8 bits per channel are scaled to 8 bits, never clipped
+(:func:`load_image`): 16-bit grayscale (PIL modes ``I;16``, ``I;16B``, ``I``: full
+scale 65535), 32-bit float (``F``: full scale 1.0, or 255 / 65535 when the values
+exceed it); 16-bit colour PNGs and TIFFs are read by PIL as 8-bit ``RGB`` already.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ __all__ = [
     "detect_layout",
     "EpochBatchSampler",
     "list_images",
+    "load_image",
     "to_tensor",
 ]
 
@@ -141,9 +147,37 @@ def detect_layout(root: Path) -> str | None:
     return None
 
 
-def _load_rgb(path: Path, channels: int) -> Image.Image:
+_HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I;16S", "I", "F")
+
+
+def to_8bit(im: Image.Image) -> Image.Image:
+    """``im`` with more than 8 bits per channel scaled to an 8-bit ``L`` image; others unchanged.
+
+    Integer modes (``I;16*``, ``I``) have full scale 65535 (16-bit files). Float (``F``)
+    images have full scale 1.0, or 255 / 65535 when their largest value exceeds it.
+    PIL's own ``convert`` clips such images to white, which is why this exists.
+    """
+    if im.mode not in _HIGH_BIT_MODES:
+        return im
+    arr = np.asarray(im, dtype=np.float64)
+    if im.mode == "F":
+        top = float(np.nanmax(arr)) if arr.size else 0.0
+        full = 1.0 if top <= 1.0 else 255.0 if top <= 255.0 else 65535.0
+    else:
+        full = 65535.0
+    arr = np.nan_to_num(arr / full * 255.0, nan=0.0)
+    return Image.fromarray(np.clip(np.round(arr), 0, 255).astype(np.uint8), "L")
+
+
+def load_image(path: str | os.PathLike, mode: str) -> Image.Image:
+    """Read ``path`` as an 8-bit ``mode`` (``L`` or ``RGB``) image, high bit depths scaled (:func:`to_8bit`)."""
     with Image.open(path) as im:
-        return im.convert("L" if channels == 1 else "RGB")
+        im.load()
+        return to_8bit(im).convert(mode)
+
+
+def _load_rgb(path: Path, channels: int) -> Image.Image:
+    return load_image(path, "L" if channels == 1 else "RGB")
 
 
 def to_tensor(im: Image.Image) -> torch.Tensor:
@@ -258,12 +292,11 @@ class AlignedDataset(ImageDataset):
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         epoch, index = self._split_key(key)
         path = self.files[index]
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            w, h = im.size
-            if w < 2:
-                raise NasPruneError(f"{path}: too narrow to hold an A|B pair")
-            left, right = im.crop((0, 0, w // 2, h)), im.crop((w // 2, 0, w // 2 * 2, h))
+        im = load_image(path, "RGB")
+        w, h = im.size
+        if w < 2:
+            raise NasPruneError(f"{path}: too narrow to hold an A|B pair")
+        left, right = im.crop((0, 0, w // 2, h)), im.crop((w // 2, 0, w // 2 * 2, h))
         a_img, b_img = (right, left) if self.swap else (left, right)
         a_img = a_img.convert("L") if self.input_nc == 1 else a_img
         b_img = b_img.convert("L") if self.output_nc == 1 else b_img

@@ -80,9 +80,15 @@ def test_export_cli(tmp_path):
 
     from nas_prune.cli import app
 
-    g = _student("instance")
+    from nas_prune.export import FORMAT, VERSION, write_student
+
+    g = _student("instance")  # its block 2 has no branch, so a bare state dict cannot describe it
     torch.save(g.state_dict(), tmp_path / "g.pth")
-    result = CliRunner().invoke(app, ["export", str(tmp_path / "g.pth"), "--out", str(tmp_path / "g.onnx"),
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "g.pth"), "--out", str(tmp_path / "g.onnx")])
+    assert result.exit_code == 2 and "missing keys: features.1.*" in result.output
+    write_student(tmp_path / "s", document={"format": FORMAT, "version": VERSION, "arch": g.arch.to_dict()},
+                  state_dict=g.state_dict())
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "s"), "--out", str(tmp_path / "g.onnx"),
                                       "--input-size", "32", "--json"])
     assert result.exit_code == 0, result.output
     import json
