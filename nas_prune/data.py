@@ -54,6 +54,8 @@ __all__ = [
     "EpochBatchSampler",
     "list_images",
     "load_image",
+    "dataset_files",
+    "fingerprint",
     "to_tensor",
 ]
 
@@ -345,6 +347,34 @@ class UnalignedDataset(ImageDataset):
         return {"A": self._finish(a_img, pa), "B": self._finish(b_img, pb), "index": index}
 
 
+def dataset_files(ds: "ImageDataset | None") -> list[Path]:
+    """The image files a dataset reads (A and B folders of an unaligned one)."""
+    if ds is None:
+        return []
+    return list(getattr(ds, "files", [])) + list(getattr(ds, "files_a", [])) + list(getattr(ds, "files_b", []))
+
+
+def fingerprint(files: Sequence[Path], root: str | os.PathLike) -> dict:
+    """What identifies a file list cheaply: count, total bytes and a hash of (name, size) pairs.
+
+    Names are taken relative to ``root``, so the same data in a moved folder match;
+    contents are not read (a file changed in place at the same size is not noticed).
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    total = 0
+    for f in sorted(Path(f) for f in files):
+        size = f.stat().st_size
+        total += size
+        try:
+            name = f.relative_to(root).as_posix()
+        except ValueError:
+            name = f.as_posix()
+        h.update(f"{name}\0{size}\n".encode())
+    return {"files": len(files), "bytes": total, "sha256": h.hexdigest()}
+
+
 def open_dataset(
     root: str | os.PathLike,
     *,
@@ -369,6 +399,9 @@ def open_dataset(
         raise NasPruneError(f"direction {direction!r} is not one of {', '.join(DIRECTIONS)}")
     if split not in ("train", "test"):
         raise NasPruneError(f"split {split!r} is not one of train, test")
+    if root.is_file():
+        raise NasPruneError(f"data {root} is a file, not a dataset folder (expected a folder with train/ and test/, "
+                            "or trainA/ trainB/ testA/ testB/)")
     if not root.is_dir():
         raise NasPruneError(f"data directory not found: {root}")
     layout = detect_layout(root)

@@ -82,6 +82,35 @@ def _onnx_export(model, x, path: Path, *, opset: int, dynamic: bool) -> None:
         raise NasPruneError(f"ONNX export needs the onnx extra: pip install 'nas-prune[onnx]' ({err})") from None
 
 
+def opset_range() -> tuple[int, int]:
+    """The ONNX opsets this torch exports (TorchScript-based exporter)."""
+    try:
+        from torch.onnx import _constants
+
+        return int(_constants.ONNX_MIN_OPSET), int(_constants.ONNX_MAX_OPSET)
+    except (ImportError, AttributeError):  # pragma: no cover - other torch versions
+        return 7, 20
+
+
+def _check_onnx(*, opset: int, check: bool) -> None:
+    """Fail before any work when ONNX export cannot run: opset out of range, onnx extra missing."""
+    import torch
+
+    low, high = opset_range()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not low <= opset <= high:
+        raise NasPruneError(f"--opset {opset}: torch {torch.__version__.split('+')[0]} exports ONNX opsets "
+                            f"{low} to {high} (default 17)")
+    missing = []
+    for name in ("onnx", "onnxruntime") if check else ("onnx",):
+        try:
+            __import__(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise NasPruneError(f"ONNX export needs the onnx extra ({', '.join(missing)} not installed): "
+                            "pip install 'nas-prune[onnx]', or use --format torchscript")
+
+
 def _run_onnx(path: Path):
     try:
         import onnxruntime as ort
@@ -165,7 +194,7 @@ def export_generator(
     from nas_prune.evaluate import open_generator
     from nas_prune.fileio import atomic_path
     from nas_prune.macs import parse_input_size
-    from nas_prune.model import Generator
+    from nas_prune.model import Generator, check_forward_memory, check_input_size
     from nas_prune.outputs import check_out_files
 
     if format not in FORMATS:
@@ -173,6 +202,8 @@ def export_generator(
     if batch_size < 1:
         raise NasPruneError(f"batch_size must be >= 1, got {batch_size}")
     size = parse_input_size(input_size)
+    if format == "onnx":
+        _check_onnx(opset=opset, check=check)
     t0 = time.perf_counter()
     out = Path(out)
     if out.is_dir() or not out.suffix:
@@ -186,6 +217,11 @@ def export_generator(
         from nas_prune.spade.macs import check_spade_size
 
         size = check_spade_size(net.arch, size)
+    else:
+        check_input_size(net.arch, size)
+    step = net.arch.size_multiple if spade else 4
+    # the larger of the two checked inputs
+    check_forward_memory(net.arch, (size[0] + 2 * step, size[1] + 4 * step), batch=batch_size + 1)
     g = torch.Generator().manual_seed(seed)
     x = _example(net.arch, batch_size, size, g)
 

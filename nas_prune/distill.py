@@ -61,13 +61,13 @@ from nas_prune.distill_config import (
     DistillResult,
     read_run_config,
 )
-from nas_prune.distill_io import Features, resolve_student, resolve_teacher, save_student
+from nas_prune.distill_io import (Features, check_crop_size, data_fingerprint, open_tensorboard, resolve_student,
+                                  resolve_teacher, save_student, setup_image_data)
 from nas_prune.errors import NasPruneError
 from nas_prune.progress import TrainProgress, shown_losses
+from nas_prune.runstate import RunStatus
 
 __all__ = ["DistillConfig", "DistillResult", "distill", "open_run", "read_run_config", "AMP_MODES", "RESUMABLE_CHANGES"]
-
-_SAID_NO_TENSORBOARD = False  # the missing-TensorBoard line is said once per process
 
 # ----------------------------------------------------------------------------- main
 
@@ -82,6 +82,7 @@ def distill(
     resume: bool = False,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     label: str = "distill",
+    status: tuple[str, list[str]] = ("distill", ["final"]),
     **options: Any,
 ) -> DistillResult:
     """Fine-tune ``student`` by distilling from ``teacher`` on the dataset in ``data``.
@@ -104,6 +105,8 @@ def distill(
             are 0-dim tensors on the training device (reading one, e.g. ``float(v)``, waits
             for the device); raising KeyboardInterrupt in it behaves like Ctrl-C.
         label: how the progress display names the run (:mod:`nas_prune.progress`).
+        status: ``(command, outputs)`` recorded in ``status.json`` (:mod:`nas_prune.runstate`);
+            ``final/`` is written only when the run is done.
 
     Returns:
         A :class:`DistillResult` with the final and best test metrics.
@@ -136,8 +139,10 @@ def distill(
                 raise NasPruneError(
                     f"resume: {f.name} is {getattr(config, f.name)!r}, the run in {out} used {getattr(saved, f.name)!r}"
                 )
-    return _Run(teacher=teacher, student=student, data=Path(data), out=out, config=config, resume=resume,
-                on_step=on_step, label=label).train()
+    run = _Run(teacher=teacher, student=student, data=Path(data), out=out, config=config, resume=resume,
+               on_step=on_step, label=label)
+    run.status = status
+    return run.train()
 
 
 def open_run(*, teacher: Any, student: Any, data: str | os.PathLike, out: str | os.PathLike,
@@ -176,6 +181,7 @@ class _Run:
         from nas_prune.kd import all_taps, build_terms
 
         cfg = self.cfg
+        self.data = data
         self._setup_distributed()
         self.device = loop.pick_device(cfg.device, local_rank=self.local_rank, world=self.world)
         self.amp_dtype = self._pick_amp()
@@ -201,7 +207,7 @@ class _Run:
         if gaugan:
             gaugan_run.setup(self, data)
         else:
-            self._setup_data(data, use_cuda)
+            setup_image_data(self, data, use_cuda)
         self.total_steps = (cfg.epochs + cfg.epochs_decay) * self.steps_per_epoch
 
         # models
@@ -223,6 +229,8 @@ class _Run:
         for _, term in self.terms:
             term.to(self.device)
         self.taps = all_taps(self.terms)
+        check_crop_size(cfg, self.student_arch, self.teacher_arch,
+                        [self.disc, *(getattr(t, "discriminator", None) for _, t in self.terms)], self.device)
 
         # optimisers
         g_params = list(self.student.parameters()) + [p for _, t in self.terms for p in t.generator_parameters()]
@@ -270,7 +278,7 @@ class _Run:
             from nas_prune.fileio import write_json
 
             write_json(self.out / "config.json", self._run_info())
-        self.writer = self._tensorboard() if self.is_main else None
+        self.writer = open_tensorboard(self) if self.is_main else None
         from nas_prune.device import FiniteMonitor
 
         self.monitor = FiniteMonitor(self.device, start_step=self.step)
@@ -278,30 +286,13 @@ class _Run:
     def _determinism_info(self) -> dict:
         return {k: v for k, v in self.determinism.items() if k != "previous"}
 
-    def _setup_data(self, data: Path, use_cuda: bool) -> None:
-        """Train and test splits in the pix2pix / CycleGAN layouts (``cfg.mode``)."""
-        from nas_prune import data as dmod
-
-        cfg = self.cfg
-        nc = dict(input_nc=self.student_arch.input_nc, output_nc=self.student_arch.output_nc)
-        self.train_set, self.steps_per_epoch, self.sampler, self.loader = loop.train_data(
-            cfg, data, mode=cfg.mode, rank=self.rank, world=self.world, pin_memory=use_cuda, **nc)
-        tf = dmod.TransformConfig(load_size=cfg.load_size, crop_size=cfg.crop_size, preprocess=cfg.preprocess, flip=cfg.flip)
-        try:
-            self.test_set = dmod.open_dataset(data, mode=cfg.mode, split="test", direction=cfg.direction, transform=tf, seed=cfg.seed, **nc)
-        except NasPruneError as err:
-            if "missing" not in str(err):
-                raise
-            self.test_set = None
-            if self.is_main:
-                warnings.warn(f"{data}: no test split; evaluation is skipped", loop.RunWarning, stacklevel=4)
-
     def _run_info(self) -> dict:
         return {
             "config": self.cfg.to_dict(),
             "objective": self.objective,
             "teacher_arch": self.teacher_arch.to_dict() if self.teacher_arch else None,
             "teacher_sha256": self.teacher_sha,
+            "data": data_fingerprint(self),
             "student_arch": self.student_arch.to_dict(),
             "steps_per_epoch": self.steps_per_epoch,
             "world_size": self.world,
@@ -319,24 +310,6 @@ class _Run:
         from nas_prune.device import amp_dtype
 
         return amp_dtype(self.cfg.amp, self.device)
-
-    def _tensorboard(self):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            global _SAID_NO_TENSORBOARD
-            if not _SAID_NO_TENSORBOARD:
-                _SAID_NO_TENSORBOARD = True
-                warnings.warn("TensorBoard is not installed, so no tb/ scalars are written (log.jsonl has them); "
-                              "pip install tensorboard to get them", loop.RunWarning, stacklevel=2)
-            return None
-        writer = SummaryWriter(log_dir=str(self.out / "tb"), purge_step=self.step if self.resume else None)
-        from nas_prune.outputs import owned, record
-
-        for path in (self.out / "tb").glob("events.out.tfevents.*"):  # the file it appends to
-            if not owned(path):
-                record(path, live=True)
-        return writer
 
     # -- one step ----------------------------------------------------------------------------
     def _autocast(self):
@@ -508,6 +481,8 @@ class _Run:
             if cfg.save_every == 0:
                 self.save_checkpoint()
 
+        status = RunStatus(self.out, *self.status, end_step=end, enabled=self.is_main)
+        status.write("running", self.step)
         try:
             with progress:
                 interrupted = loop.train_loop(self, end=end, step=self.train_step, after_step=after_step,
@@ -517,8 +492,12 @@ class _Run:
             if not self.history or self.history[-1]["step"] != self.step:
                 self.evaluate()
             self.save_checkpoint()
-            if self.is_main:
+            if self.is_main and not interrupted:  # an unfinished run has no final/ (nas_prune.runstate)
                 save_student(self.student, self.student_arch, self.out / "final", self.student_doc)
+            status.write("interrupted" if interrupted else "done", self.step)
+        except BaseException as err:
+            status.write("interrupted" if isinstance(err, KeyboardInterrupt) else "failed", self.step)
+            raise
         finally:
             self.cleanup()
         elapsed = time.perf_counter() - t0

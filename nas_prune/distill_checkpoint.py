@@ -12,6 +12,7 @@ import json
 
 from nas_prune import loop
 from nas_prune.distill_config import CHECKPOINT_VERSION
+from nas_prune.distill_io import check_same_inputs, data_fingerprint
 from nas_prune.errors import NasPruneError
 
 __all__ = ["save", "load"]
@@ -46,6 +47,7 @@ def load(run) -> None:
         raise NasPruneError(f"resume: the student architecture differs from the one of the run in {run.out}")
     if info.get("world_size", 1) != run.world:
         raise NasPruneError(f"resume: the run used {info.get('world_size')} processes, now {run.world}; data order would change")
+    check_same_inputs(info, teacher_sha=run.teacher_sha, data=data_fingerprint(run), out=run.out)
     run.student.load_state_dict(state["student"])
     run.disc.load_state_dict(state["discriminator"])
     if len(state["terms"]) != len(run.terms):

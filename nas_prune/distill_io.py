@@ -5,9 +5,11 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from nas_prune import loop
 from nas_prune.arch import Arch, fits_within
 from nas_prune.errors import NasPruneError
 
@@ -77,6 +79,91 @@ def resolve_student(student: Any, teacher_arch: Arch | None):
     if state is not None:  # read_student checked every key and shape against the arch
         model.load_state_dict(state)
     return model, state is not None, doc
+
+
+def check_crop_size(cfg, student_arch: Arch, teacher_arch: Arch | None, discriminators, device) -> None:
+    """Fail before training when ``cfg.crop_size`` cannot run through the generators or discriminators.
+
+    Also fails when one forward pass of a batch at that size cannot fit in memory.
+    """
+    from nas_prune.gan import PatchDiscriminator
+    from nas_prune.model import check_forward_memory, check_input_size
+
+    if cfg.preprocess == "none" or student_arch.family == "spade":  # own sizes; SPADE data checks its own
+        return
+    size = (cfg.crop_size, cfg.crop_size)
+    extra = [d.input_limit for d in discriminators if isinstance(d, PatchDiscriminator)]
+    check_input_size(student_arch, size, option="--crop-size", extra=extra)
+    if teacher_arch is not None:
+        check_input_size(teacher_arch, size, option="--crop-size")
+    check_forward_memory(student_arch, size, batch=cfg.batch_size, device=str(device), option="--crop-size")
+
+
+def data_fingerprint(run) -> dict:
+    """:func:`nas_prune.data.fingerprint` of every image file a run's train and test sets read."""
+    from nas_prune.data import dataset_files, fingerprint
+
+    return fingerprint(dataset_files(run.train_set) + dataset_files(getattr(run, "test_set", None)), run.data)
+
+
+def check_same_inputs(info: Mapping[str, Any], *, teacher_sha: str | None, data: Mapping[str, Any], out: Path) -> None:
+    """A resumed run must see the teacher (sha256) and data (file names and sizes) it started with.
+
+    ``info`` is the run's ``config.json``; runs written before it recorded these pass.
+    """
+    then = info.get("teacher_sha256")
+    if then is not None and teacher_sha is not None and then != teacher_sha:
+        raise NasPruneError(f"resume: the teacher differs from the run's (sha256 {teacher_sha[:12]}... now, "
+                            f"{then[:12]}... in {out}): pass the same --teacher, or start a new run in another --out")
+    then = info.get("data")
+    if then is not None and then.get("sha256") != data["sha256"]:
+        raise NasPruneError(
+            f"resume: the data differ from the run's ({data['files']} files, {data['bytes']:,} bytes now; "
+            f"{then.get('files')} files, {then.get('bytes', 0):,} bytes in {out}): pass the same --data, "
+            "or start a new run in another --out"
+        )
+
+
+def setup_image_data(run, data: Path, use_cuda: bool) -> None:
+    """A run's train and test splits in the pix2pix / CycleGAN layouts (``cfg.mode``)."""
+    from nas_prune import data as dmod
+
+    cfg = run.cfg
+    nc = dict(input_nc=run.student_arch.input_nc, output_nc=run.student_arch.output_nc)
+    run.train_set, run.steps_per_epoch, run.sampler, run.loader = loop.train_data(
+        cfg, data, mode=cfg.mode, rank=run.rank, world=run.world, pin_memory=use_cuda, **nc)
+    tf = dmod.TransformConfig(load_size=cfg.load_size, crop_size=cfg.crop_size, preprocess=cfg.preprocess, flip=cfg.flip)
+    try:
+        run.test_set = dmod.open_dataset(data, mode=cfg.mode, split="test", direction=cfg.direction, transform=tf, seed=cfg.seed, **nc)
+    except NasPruneError as err:
+        if "missing" not in str(err):
+            raise
+        run.test_set = None
+        if run.is_main:
+            warnings.warn(f"{data}: no test split; evaluation is skipped", loop.RunWarning, stacklevel=4)
+
+
+_SAID_NO_TENSORBOARD = False  # the missing-TensorBoard line is said once per process
+
+
+def open_tensorboard(run):
+    """A TensorBoard writer on ``run.out/tb`` (its event file recorded as nas-prune's own), or None without TensorBoard."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        global _SAID_NO_TENSORBOARD
+        if not _SAID_NO_TENSORBOARD:
+            _SAID_NO_TENSORBOARD = True
+            warnings.warn("TensorBoard is not installed, so no tb/ scalars are written (log.jsonl has them); "
+                          "pip install tensorboard to get them", loop.RunWarning, stacklevel=2)
+        return None
+    writer = SummaryWriter(log_dir=str(run.out / "tb"), purge_step=run.step if run.resume else None)
+    from nas_prune.outputs import owned, record
+
+    for path in (run.out / "tb").glob("events.out.tfevents.*"):  # the file it appends to
+        if not owned(path):
+            record(path, live=True)
+    return writer
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -198,12 +198,10 @@ def open_generator(path: str | os.PathLike, *, space: str | os.PathLike | None =
     Raises:
         NasPruneError: a path that is none of these.
     """
-    import torch
-
-    from nas_prune.arch import Arch
-    from nas_prune.model import build_generator
+    from nas_prune.runstate import check_finished, read_status
 
     p = Path(path)
+    check_finished(p)
     if not p.exists():
         raise NasPruneError(f"model not found: {p}")
     if p.is_file() and p.suffix != ".json":
@@ -215,34 +213,15 @@ def open_generator(path: str | os.PathLike, *, space: str | os.PathLike | None =
         from nas_prune.export import student_folder
 
         p = student_folder(p)
-    arch_path = p / "arch.json" if p.is_dir() else p
-    if not arch_path.is_file():
+    if p.is_dir() and not (p / "arch.json").is_file():
+        status = read_status(p)
+        if status is not None and status.get("outputs"):
+            raise NasPruneError(f"{p} is a training run folder: give its result ({p / status['outputs'][0]})")
         raise NasPruneError(f"{p}: no arch.json (expected a checkpoint file or a student folder)")
-    try:
-        doc = json.loads(arch_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise NasPruneError(f"{arch_path}: not valid JSON ({err})") from None
-    if isinstance(doc, dict) and doc.get("format") == "nas-prune-arch":
-        from nas_prune.export import load_student
+    from nas_prune.export import load_student
 
-        return load_student(arch_path.parent if p.is_file() else p)
-    if not (isinstance(doc, dict) and isinstance(doc.get("arch"), dict)):
-        raise NasPruneError(f"{arch_path}: arch: missing (not a nas-prune architecture file)")
-    arch = Arch.from_dict(doc["arch"], where=f"{arch_path}: arch")
-    weights = arch_path.parent / "student.safetensors"
-    if not weights.is_file():
-        raise NasPruneError(f"{weights}: student weights not found")
-    from safetensors.torch import load_file
-
-    model = build_generator(arch)
-    state = load_file(str(weights))
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        first = str(err).splitlines()[0]
-        raise NasPruneError(f"{weights}: weights do not match {arch_path} ({first})") from None
-    with torch.no_grad():
-        return model.eval()
+    # arch.json is validated strictly: a document whose format is not nas-prune-arch is refused
+    return load_student(p)
 
 
 def _as_model(obj: Any):
@@ -393,9 +372,14 @@ def evaluate(
 
     from nas_prune.macs import count_macs, count_params
     from nas_prune.metrics import psnr, ssim
+    from nas_prune.model import check_forward_memory, check_input_size
 
     if not models:
         raise NasPruneError("evaluate: no model given")
+    if max_images is not None and max_images < 1:
+        raise NasPruneError(f"--max-images must be >= 1 (or left out for every image), got {max_images}")
+    if batch_size < 1:
+        raise NasPruneError(f"--batch-size must be >= 1, got {batch_size}")
     if reference is not None and reference not in models:
         raise NasPruneError(f"reference {reference!r} is not one of the models: {', '.join(models)}")
     notes: list[str] = []
@@ -424,6 +408,9 @@ def evaluate(
     for name, net in nets.items():
         if (net.arch.input_nc, net.arch.output_nc) != (first.input_nc, first.output_nc):
             raise NasPruneError(f"model {name!r}: channels {net.arch.input_nc}->{net.arch.output_nc} differ from the others")
+        if getattr(net.arch, "family", None) != "spade":  # semantic-map data check their own sizes
+            check_input_size(net.arch, (crop_size, crop_size), option="--crop-size")
+            check_forward_memory(net.arch, (crop_size, crop_size), batch=batch_size, device=device, option="--crop-size")
     spade = [getattr(net.arch, "family", None) == "spade" for net in nets.values()]
     if any(spade) and not all(spade):
         raise NasPruneError("SPADE generators (semantic maps in) and image-to-image generators cannot be evaluated together")

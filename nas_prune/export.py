@@ -286,6 +286,9 @@ def _locate(path: str | os.PathLike) -> tuple[Path, Path]:
 def read_document(path: str | os.PathLike) -> dict[str, Any]:
     """Read and validate ``arch.json`` (or a student folder's); returns the parsed document."""
     arch_path, _ = _locate(path)
+    if arch_path.suffix in (".pth", ".pt", ".ckpt", ".bin", ".safetensors"):
+        raise NasPruneError(f"{arch_path} is a checkpoint, not a student folder (a folder with arch.json and "
+                            "student.safetensors, as nas-prune search writes) or an arch.json")
     if not arch_path.is_file():
         raise NasPruneError(f"architecture file not found: {arch_path}")
     try:

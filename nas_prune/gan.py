@@ -74,6 +74,21 @@ class PatchDiscriminator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    @property
+    def input_limit(self) -> tuple[int, str]:
+        """``(smallest input side, reason)``: see :func:`patch_input_limit`."""
+        return patch_input_limit(self.n_layers)
+
+
+def patch_input_limit(n_layers: int) -> tuple[int, str]:
+    """Smallest input side a PatchGAN of ``n_layers`` scores, and why: ``3 * 2**n_layers``.
+
+    Its ``n_layers`` stride-2 4x4 convs (padding 1) halve the side (rounding down), the two
+    stride-1 4x4 convs take one pixel each; at least one patch logit must remain.
+    """
+    side = 3 * 2**n_layers
+    return side, f"a {n_layers}-layer PatchGAN discriminator needs {side} pixels to score one patch"
+
 
 class GANLoss(nn.Module):
     """GAN objective on discriminator logits.

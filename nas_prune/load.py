@@ -192,7 +192,10 @@ def load_generator(
             tensors that do not fit the inferred architecture (first mismatches listed),
             or a checkpoint outside ``space``.
     """
+    from nas_prune.runstate import check_finished
+
     path = Path(path)
+    check_finished(path)
     tensors = read_tensors(path)
     check_finite(tensors, path)
     student = _student_beside(path)

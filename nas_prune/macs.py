@@ -22,6 +22,7 @@ MACs are multiply-accumulates, not FLOPs (1 MAC ~ 2 FLOPs).
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
@@ -99,6 +100,8 @@ def parse_macs(value: str | int | float) -> int:
         if not m:
             raise NasPruneError(f"MACs value {value!r}: expected a number like 2.6G, 2.6B, 2600M or 2.6e9")
         number = float(m.group(1)) * _SUFFIX[m.group(2).upper()]
+    if not math.isfinite(number):
+        raise NasPruneError(f"MACs value {value!r}: not a finite number")
     if number <= 0:
         raise NasPruneError(f"MACs value {value!r}: must be positive")
     return int(round(number))

@@ -20,6 +20,7 @@ loader drops it).
 
 from __future__ import annotations
 
+import os
 from typing import Iterable, Sequence
 
 import torch
@@ -257,6 +258,111 @@ def check_taps(arch: Arch, taps: Iterable[str]) -> None:
             raise NasPruneError(
                 f"unknown feature layer {t!r}: choose from stem, block1..block{arch.n_blocks}, up1"
             )
+
+
+_INSTANCE_NORM_LIMIT = "instance norm needs more than one pixel at 1/4 resolution"
+
+
+def input_size_limits(arch: Arch) -> list[tuple[int, str]]:
+    """What bounds the input size from below: ``(smallest side, reason)`` pairs, largest first.
+
+    A size must also be divisible by 4 (:func:`nas_prune.macs.parse_input_size`). For a
+    CycleGAN/pix2pix generator: the 7x7 convs reflect-pad 3 pixels at full resolution
+    (side >= 4); instance norm needs more than one pixel at 1/4 resolution (side >= 8);
+    a k x k branch with reflect padding pads (k - 1) / 2 pixels at 1/4 resolution, which
+    must be less than the side there. A SPADE generator needs multiples of its
+    ``size_multiple`` (32 / 64 / 128).
+    """
+    if arch.family == "spade":
+        m = arch.size_multiple  # type: ignore[attr-defined]
+        return [(m, f"a SPADE generator ({arch.num_upsampling_layers}) needs multiples of {m}")]  # type: ignore[attr-defined]
+    limits = [(4, "the 7x7 convs reflect-pad 3 pixels at full resolution")]
+    if arch.norm == "instance":
+        limits.append((8, _INSTANCE_NORM_LIMIT))
+    if arch.padding == "reflect":
+        used = [k for b in arch.blocks for ks, ws in ((arch.res_kernel_sizes, b.res), (arch.dw_kernel_sizes, b.dw))
+                for k, w in zip(ks, ws) if w > 0]
+        if used:
+            k = max(used)
+            pad = (k - 1) // 2
+            if pad:
+                limits.append((4 * (pad + 1), f"its {k}x{k} branches reflect-pad {pad} pixel{'s' if pad > 1 else ''} "
+                                              "at 1/4 resolution"))
+    return sorted(limits, key=lambda t: -t[0])
+
+
+def check_input_size(arch: Arch, size: tuple[int, int], *, option: str = "--input-size", extra=()) -> None:
+    """Raise NasPruneError when the generator cannot run at ``size`` = (H, W), stating the minimum.
+
+    Args:
+        extra: more ``(smallest side, reason)`` limits, e.g. a discriminator's.
+    """
+    h, w = size
+    if arch.family == "spade":
+        for side, why in input_size_limits(arch):
+            if h % side or w % side:
+                raise NasPruneError(f"{option} {h}x{w} does not fit this model: {why}")
+        return
+    for side, why in sorted([*input_size_limits(arch), *extra], key=lambda t: -t[0]):
+        if why == _INSTANCE_NORM_LIMIT:
+            bad = (h // 4) * (w // 4) < 2  # one pixel in all at 1/4 resolution; 4x8 is fine
+        else:
+            bad = h < side or w < side
+        if bad:
+            raise NasPruneError(f"{option} {h}x{w} is too small for this model: {why}; "
+                                f"use a size >= {side} (and divisible by 4)")
+
+
+def forward_bytes(arch: Arch, size: tuple[int, int], *, batch: int = 1) -> int:
+    """Rough peak memory of one inference forward pass at ``size`` (bytes, float32).
+
+    The widest full-resolution activation (input, first stem conv, last head conv,
+    output) held three times over (input, output and padding copies of a layer). It is
+    meant to tell a size that cannot fit from one that can, not to size buffers.
+    """
+    h, w = size
+    if arch.family == "spade":
+        width = max(arch.label_nc, arch.output_nc, *arch.stream[-2:])  # type: ignore[attr-defined]
+    else:
+        width = max(arch.input_nc, arch.output_nc, arch.stem[0], arch.head[-1])
+    return 3 * 4 * batch * h * w * width
+
+
+def available_bytes(device: str | None = None) -> int | None:
+    """Memory free for tensors on ``device`` (CUDA: free device memory; CPU: MemAvailable), or None."""
+    import torch
+
+    if device is not None and str(device).startswith("cuda") and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        return int(free)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_forward_memory(arch: Arch, size: tuple[int, int], *, batch: int = 1, device: str | None = None,
+                         option: str = "--input-size") -> None:
+    """Raise NasPruneError before allocating when one forward pass at ``size`` cannot fit in memory."""
+    need = forward_bytes(arch, size, batch=batch)
+    free = available_bytes(device)
+    if free is not None and need > free:
+        h, w = size
+        raise NasPruneError(
+            f"{option} {h}x{w}{f' (batch {batch})' if batch > 1 else ''} needs about {_gib(need)} for one forward "
+            f"pass, more than the {_gib(free)} available{f' on {device}' if device else ''}: use a smaller size"
+        )
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:,.1f} GiB" if n < 2**40 else f"{n / 2**40:,.1f} TiB"
 
 
 def build_generator(arch: Arch) -> Generator:

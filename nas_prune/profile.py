@@ -112,6 +112,11 @@ def profile(
             raise NasPruneError(f"latency repeats must be >= 1, got {repeats}")
         rt = Runtime(runtime or "torch-cpu", threads=threads, batch=batch)
     arch, kind, loaded = resolve_arch(source, space_path=space_path)
+    from nas_prune.model import check_forward_memory, check_input_size
+
+    check_input_size(arch, size)
+    if measure:
+        check_forward_memory(arch, size)
     costs = layer_costs(arch, input_size=size, convention=convention)
     report: dict[str, Any] = {
         "model": str(source),

@@ -67,6 +67,42 @@ def _external(path: str | None) -> dict[str, Any] | None:
     return {"path": str(p)}
 
 
+def _outputs_record(folder: Path, outputs: Sequence[str]) -> dict[str, list]:
+    """``{relative path: [size, sha256]}`` of every file of a stage's outputs (files or folders)."""
+    from nas_prune.load import file_sha256
+
+    record: dict[str, list] = {}
+    for name in outputs:
+        root = folder / name
+        files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file())
+        for f in files:
+            record[f.relative_to(folder).as_posix()] = [f.stat().st_size, file_sha256(f)]
+    return record
+
+
+def _outputs_changed(folder: Path, outputs: Sequence[str], record: Mapping[str, list] | None) -> str | None:
+    """What changed in a finished stage's outputs since it finished (None: nothing), checked by size then hash."""
+    if record is None:
+        return None  # recorded by an older nas-prune: trust it
+    now: dict[str, Path] = {}
+    for name in outputs:
+        root = folder / name
+        for f in ([root] if root.is_file() else sorted(x for x in root.rglob("*") if x.is_file()) if root.is_dir() else []):
+            now[f.relative_to(folder).as_posix()] = f
+    from nas_prune.load import file_sha256
+
+    for rel, (size, digest) in record.items():
+        f = now.get(rel)
+        if f is None:
+            return f"{rel} is missing"
+        if f.stat().st_size != size:
+            return f"{rel} changed size ({f.stat().st_size:,} bytes, {size:,} when the stage finished)"
+        if file_sha256(f) != digest:
+            return f"{rel} changed (another SHA-256 than when the stage finished)"
+    extra = sorted(set(now) - set(record))
+    return f"{extra[0]} was added" if extra else None
+
+
 class _Runner:
     """Runs a recipe's stages in order with skip / resume bookkeeping."""
 
@@ -163,11 +199,14 @@ class _Runner:
         prev = self._read_state(stage)
         have_outputs = all((folder / o).exists() for o in outputs)
         same = prev is not None and prev.get("fingerprint") == fingerprint
-        if same and prev.get("status") == "done" and prev.get("full") == full and have_outputs:
-            self.stamps[stage] = prev["stamp"]
-            self.outcomes.append(StageOutcome(stage, "skipped", 0.0, folder, prev.get("summary", {})))
-            self.log(f"[{stage}] skipped: done, options and inputs unchanged ({folder})")
-            return
+        if same and prev.get("status") == "done" and prev.get("full") == full:
+            changed = _outputs_changed(folder, outputs, prev.get("outputs")) if have_outputs else "an output is missing"
+            if changed is None:
+                self.stamps[stage] = prev["stamp"]
+                self.outcomes.append(StageOutcome(stage, "skipped", 0.0, folder, prev.get("summary", {})))
+                self.log(f"[{stage}] skipped: done, options and inputs unchanged ({folder})")
+                return
+            self.log(f"[{stage}] finished before, but {changed}: running it again")
         resume = bool(same and resumable and (folder / "checkpoints" / "last.pt").is_file())
         if not resume and folder.exists():
             if prev is not None and not same:
@@ -188,10 +227,18 @@ class _Runner:
         try:
             with self.threads(stage, options) as choice:
                 summary = body(folder, resume)
-        except NasPruneError as err:
-            from nas_prune.recipe_check import as_recipe_keys
+        except BaseException as err:
+            failed = not isinstance(err, KeyboardInterrupt)
+            message = " ".join(str(err).split()) or type(err).__name__
+            state.update(status="failed" if failed else "interrupted", seconds=time.perf_counter() - t0,
+                         cpu_seconds=time.process_time() - c0, **({"error": message} if failed else {}))
+            self._write_state(stage, state)
+            self.log(f"[{stage}] {'failed: ' + message if failed else 'interrupted'}")
+            if isinstance(err, NasPruneError):
+                from nas_prune.recipe_check import as_recipe_keys
 
-            raise NasPruneError(f"{self.r.source}: [{stage}] {as_recipe_keys(str(err), stage)}") from None
+                raise NasPruneError(f"{self.r.source}: [{stage}] {as_recipe_keys(str(err), stage)}") from None
+            raise
         seconds = time.perf_counter() - t0
         cpu = time.process_time() - c0
         if choice is not None:
@@ -204,7 +251,7 @@ class _Runner:
             raise KeyboardInterrupt
         stamp = _hash({"full": full, "finished": time.time_ns()})
         state.update(status="done", seconds=seconds, cpu_seconds=cpu, summary=summary, stamp=stamp,
-                     finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+                     finished=time.strftime("%Y-%m-%dT%H:%M:%S"), outputs=_outputs_record(folder, outputs))
         self._write_state(stage, state)
         self.stamps[stage] = stamp
         self.outcomes.append(StageOutcome(stage, "resumed" if resume else "ran", seconds, folder, summary))

@@ -205,7 +205,7 @@ def prune_to_target(
     from nas_prune.calibration import calibration_images
     from nas_prune.importance import compute_importance
     from nas_prune.latency.target import parse_round_to
-    from nas_prune.model import build_generator
+    from nas_prune.model import build_generator, check_forward_memory, check_input_size
     from nas_prune.plan import plan_for_target
 
     target, size = check_options(
@@ -215,6 +215,11 @@ def prune_to_target(
     )
     round_to = parse_round_to(round_to)
     arch = teacher.arch
+    check_input_size(arch, size)
+    if verify == "full":
+        check_forward_memory(arch, size)
+    if scores is None and (importance or "") == "activation":
+        check_forward_memory(arch, size, batch=calib_images)
     seconds: dict[str, float] = {}
 
     start = time.perf_counter()

@@ -36,6 +36,7 @@ from typing import Any, Callable, Mapping
 
 from nas_prune import loop
 from nas_prune.errors import NasPruneError
+from nas_prune.runstate import RunStatus
 
 __all__ = ["TeacherConfig", "TeacherResult", "train_teacher", "teacher_arch", "OBJECTIVES", "TEACHER_FILE"]
 
@@ -252,6 +253,14 @@ def train_teacher(
                        files=["config.json", "log.jsonl", str(loop.CHECKPOINT), TEACHER_FILE, TEACHER_B_FILE],
                        adopt=["best_metrics.json", "samples/*", "best/*", "final/*", "tb/*"],
                        live=["log.jsonl", "tb/*"])
+    from nas_prune.data import detect_layout
+
+    layout = detect_layout(data) if data.is_dir() else None
+    if layout is not None and layout != config.mode:
+        want = "pix2pix" if layout == "aligned" else "cyclegan"
+        folders = "train/, test/" if layout == "aligned" else "trainA/, trainB/"
+        raise NasPruneError(f"{data} has the {layout} layout ({folders}) "
+                            f"but --objective is {config.objective}; use --objective {want}")
     arch = teacher_arch(config)
     if config.objective == "pix2pix":
         return _train_pix2pix(arch, config, data=data, out=out, resume=resume, on_step=on_step, t0=t0)
@@ -272,9 +281,10 @@ def _train_pix2pix(arch, config: TeacherConfig, *, data: Path, out: Path, resume
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="the student has no weights")
         res = distill(teacher=None, student=student, data=data, out=out, config=dcfg, resume=resume, on_step=on_step,
-                      label="train-teacher")
+                      label="train-teacher", status=("train-teacher", [TEACHER_FILE, "final"]))
     teacher_path = out / TEACHER_FILE
-    _save_generator(res.student, teacher_path)
+    if not res.interrupted:  # an unfinished run leaves no teacher file (nas_prune.runstate)
+        _save_generator(res.student, teacher_path)
     return TeacherResult(out_dir=out, teacher=teacher_path, step=res.step, finished=res.finished,
                          interrupted=res.interrupted, metrics=dict(res.metrics), seconds=time.perf_counter() - t0)
 
@@ -345,6 +355,9 @@ class _CycleRun:
         d_norm = cfg.d_norm or "instance"
         self.d_a = PatchDiscriminator(arch.input_nc, ndf=cfg.ndf, n_layers=cfg.d_layers, norm=d_norm).to(self.device)
         self.d_b = PatchDiscriminator(arch.output_nc, ndf=cfg.ndf, n_layers=cfg.d_layers, norm=d_norm).to(self.device)
+        from nas_prune.distill_io import check_crop_size
+
+        check_crop_size(cfg, arch, None, [self.d_a, self.d_b], self.device)
         init_normal_(self.d_a, seed=cfg.seed + 2)
         init_normal_(self.d_b, seed=cfg.seed + 3)
         self.gan = GANLoss(cfg.gan_mode or "lsgan")
@@ -444,13 +457,21 @@ class _CycleRun:
             after_step(batch, values)
             progress.update(self.step, images=2 * batch["A"].shape[0], shown=shown_losses(values))
 
-        with progress:
-            interrupted = loop.train_loop(self, end=end, step=self.train_step, after_step=after_step_shown,
-                                          end_of_epoch=end_of_epoch, on_step=self.on_step)
-        self.save_checkpoint()
-        teacher = self.out / TEACHER_FILE
-        _save_generator(self.g_a, teacher)
-        _save_generator(self.g_b, self.out / TEACHER_B_FILE)
+        status = RunStatus(self.out, "train-teacher", [TEACHER_FILE, TEACHER_B_FILE], end_step=end)
+        status.write("running", self.step)
+        try:
+            with progress:
+                interrupted = loop.train_loop(self, end=end, step=self.train_step, after_step=after_step_shown,
+                                              end_of_epoch=end_of_epoch, on_step=self.on_step)
+            self.save_checkpoint()
+            teacher = self.out / TEACHER_FILE
+            if not interrupted:  # an unfinished run leaves no teacher files (nas_prune.runstate)
+                _save_generator(self.g_a, teacher)
+                _save_generator(self.g_b, self.out / TEACHER_B_FILE)
+            status.write("interrupted" if interrupted else "done", self.step)
+        except BaseException as err:
+            status.write("interrupted" if isinstance(err, KeyboardInterrupt) else "failed", self.step)
+            raise
         if interrupted:
             loop.warn_interrupted(self.step, self.out)
         return TeacherResult(out_dir=self.out, teacher=teacher, step=self.step, finished=self.step >= self.total_steps,

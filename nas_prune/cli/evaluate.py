@@ -45,6 +45,9 @@ def evaluate_cli(
             name, sep, path = item.partition("=")
             if not sep:
                 name, path = Path(item).name or item, item
+            elif not name.strip() or not path.strip():
+                empty = "NAME" if not name.strip() else "PATH"
+                raise NasPruneError(f"model {item!r}: empty {empty} in NAME=PATH (e.g. student=runs/s)")
             if name in named:
                 raise NasPruneError(f"model name {name!r} is given twice; use NAME=PATH")
             named[name] = path

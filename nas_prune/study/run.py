@@ -170,6 +170,12 @@ def run_study(
             "semantic maps: not supported; run the one-step search (without --trials)"
         )
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from nas_prune.model import check_forward_memory, check_input_size
+
+    for option, value in (("--input-size", size), ("--score-size", s_size), ("latency size", l_size)):
+        check_input_size(arch, value, option=option)
+    check_forward_memory(arch, s_size, batch=calib_images, device=str(dev), option="--score-size")
+    check_forward_memory(arch, l_size, device=str(dev), option="latency size")
     notes: list[str] = []
 
     n_train = 2 * calib_images if spec.kind == "finetune" else 0

@@ -1,0 +1,86 @@
+"""Whether a training run's folder holds a finished result.
+
+A training run (``distill``, ``train-teacher``) keeps ``status.json`` in its folder::
+
+    {"command": "distill", "state": "running" | "interrupted" | "failed" | "done",
+     "step": 120, "end_step": 400, "outputs": ["final"]}
+
+``running`` is written when training starts, the others when it stops: ``done`` when it
+reached its last step (or ``--max-steps``), ``interrupted`` on Ctrl-C (a checkpoint is
+kept; ``--resume`` continues), ``failed`` on an error. A run killed outright stays
+``running``. The run's results (``outputs``: ``final/`` of a distillation, the teacher
+files of ``train-teacher``) are written only when it is done, and
+:func:`check_finished` refuses them while the run is not, so an earlier result left in
+the folder is never taken for the result of the unfinished run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+from nas_prune.errors import NasPruneError
+
+STATUS_FILE = "status.json"
+STATES = ("running", "interrupted", "failed", "done")
+
+
+def write_status(out: str | os.PathLike, *, command: str, state: str, step: int, end_step: int,
+                 outputs: Sequence[str]) -> None:
+    """Record the state of the run in ``out`` (atomic)."""
+    from nas_prune.fileio import write_json
+
+    if state not in STATES:
+        raise ValueError(f"unknown run state {state!r}")
+    write_json(Path(out) / STATUS_FILE, {"command": command, "state": state, "step": int(step),
+                                         "end_step": int(end_step), "outputs": list(outputs)})
+
+
+class RunStatus:
+    """Writes one run's ``status.json`` (only where ``enabled``: the main process of a DDP run)."""
+
+    def __init__(self, out: str | os.PathLike, command: str, outputs: Sequence[str], *, end_step: int,
+                 enabled: bool = True):
+        self.out, self.command, self.outputs, self.end_step, self.enabled = out, command, list(outputs), end_step, enabled
+
+    def write(self, state: str, step: int) -> None:
+        if self.enabled:
+            write_status(self.out, command=self.command, state=state, step=step, end_step=self.end_step,
+                         outputs=self.outputs)
+
+
+def read_status(folder: str | os.PathLike) -> dict | None:
+    """The status of the run in ``folder``, or None when it has none (or it is unreadable)."""
+    path = Path(folder) / STATUS_FILE
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) and doc.get("state") in STATES else None
+
+
+def check_finished(path: str | os.PathLike) -> None:
+    """Raise NasPruneError when ``path`` is a result of a run that has not finished.
+
+    ``path`` may be the result itself (``RUN/final``, ``RUN/teacher.safetensors``) or a file
+    inside it (``RUN/final/arch.json``); it need not exist. Anything else passes.
+    """
+    p = Path(path)
+    for result, run in ((p, p.parent), (p.parent, p.parent.parent)):
+        status = read_status(run)
+        if status is None or result.name not in status.get("outputs", []):
+            continue
+        if status["state"] == "done":
+            return
+        command = status.get("command", "distill")
+        how = (f"nas-prune run RECIPE again" if (run / "stage.json").is_file()
+               else f"nas-prune {command} --resume --out {run}" + (" (with the same --teacher, --student and --data)"
+                                                                     if command == "distill" else " --data DIR"))
+        what = {"interrupted": "was interrupted", "failed": "stopped on an error"}.get(
+            status["state"], "has not finished (it was killed, or is still running)")
+        raise NasPruneError(
+            f"{result} is not a finished result: the {command} run in {run} {what} at step {status.get('step')} "
+            f"of {status.get('end_step')}; finish it with {how}"
+        )
