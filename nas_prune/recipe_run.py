@@ -80,27 +80,35 @@ def _outputs_record(folder: Path, outputs: Sequence[str]) -> dict[str, list]:
     return record
 
 
-def _outputs_changed(folder: Path, outputs: Sequence[str], record: Mapping[str, list] | None) -> str | None:
-    """What changed in a finished stage's outputs since it finished (None: nothing), checked by size then hash."""
-    if record is None:
-        return None  # recorded by an older nas-prune: trust it
-    now: dict[str, Path] = {}
-    for name in outputs:
-        root = folder / name
-        for f in ([root] if root.is_file() else sorted(x for x in root.rglob("*") if x.is_file()) if root.is_dir() else []):
-            now[f.relative_to(folder).as_posix()] = f
+def _outputs_changed(folder: Path, record: Mapping[str, list] | None) -> list[tuple[str, str]]:
+    """Files of a finished stage's outputs that are gone or changed since it finished: ``[(path, why)]``.
+
+    Checked by size, then SHA-256. Files added to an output folder since do not count.
+    """
     from nas_prune.load import file_sha256
 
-    for rel, (size, digest) in record.items():
-        f = now.get(rel)
-        if f is None:
-            return f"{rel} is missing"
-        if f.stat().st_size != size:
-            return f"{rel} changed size ({f.stat().st_size:,} bytes, {size:,} when the stage finished)"
-        if file_sha256(f) != digest:
-            return f"{rel} changed (another SHA-256 than when the stage finished)"
-    extra = sorted(set(now) - set(record))
-    return f"{extra[0]} was added" if extra else None
+    changed = []
+    for rel, (size, digest) in (record or {}).items():
+        f = folder / rel
+        if not f.is_file():
+            changed.append((rel, "is missing"))
+        elif f.stat().st_size != size:
+            changed.append((rel, f"changed size ({f.stat().st_size:,} bytes, {size:,} when the stage finished)"))
+        elif file_sha256(f) != digest:
+            changed.append((rel, "changed (another SHA-256 than when the stage finished)"))
+    return changed
+
+
+def _set_aside(folder: Path, rels: Sequence[str]) -> Path | None:
+    """Move changed output files to ``folder/changed-<time>/`` (nothing is deleted); returns that folder."""
+    present = [r for r in rels if (folder / r).is_file()]
+    if not present:
+        return None
+    aside = folder / time.strftime("changed-%Y%m%dT%H%M%S")
+    for rel in present:
+        (aside / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(folder / rel, aside / rel)
+    return aside
 
 
 class _Runner:
@@ -200,13 +208,16 @@ class _Runner:
         have_outputs = all((folder / o).exists() for o in outputs)
         same = prev is not None and prev.get("fingerprint") == fingerprint
         if same and prev.get("status") == "done" and prev.get("full") == full:
-            changed = _outputs_changed(folder, outputs, prev.get("outputs")) if have_outputs else "an output is missing"
-            if changed is None:
+            changed = _outputs_changed(folder, prev.get("outputs"))
+            if have_outputs and not changed:
                 self.stamps[stage] = prev["stamp"]
                 self.outcomes.append(StageOutcome(stage, "skipped", 0.0, folder, prev.get("summary", {})))
                 self.log(f"[{stage}] skipped: done, options and inputs unchanged ({folder})")
                 return
-            self.log(f"[{stage}] finished before, but {changed}: running it again")
+            what = f"{changed[0][0]} {changed[0][1]}" if changed else "an output is missing"
+            aside = _set_aside(folder, [rel for rel, _ in changed])
+            kept = f"; the changed files are kept in {aside}" if aside is not None else ""
+            self.log(f"[{stage}] finished before, but {what}: running it again{kept}")
         resume = bool(same and resumable and (folder / "checkpoints" / "last.pt").is_file())
         if not resume and folder.exists():
             if prev is not None and not same:

@@ -107,6 +107,32 @@ def test_finished_run_is_skipped_and_changes_rerun_only_what_they_touch(demo_run
     assert (run / "export" / "generator.onnx").stat().st_mtime_ns == onnx_mtime
 
 
+def test_changed_outputs_rerun_and_a_failed_stage_is_recorded(demo_run):
+    """A finished stage whose output was truncated runs again; a stage that fails says so in stage.json."""
+    from nas_prune.export import load_student
+
+    run = demo_run["run_dir"]
+    weights = run / "distill" / "final" / "student.safetensors"
+    half = weights.read_bytes()[: weights.stat().st_size // 2]
+    weights.write_bytes(half)
+    logs: list[str] = []
+    result = run_recipe(DEMO_CI, overrides=demo_run["overrides"], log=logs.append)
+    actions = {o.stage: o.action for o in result.stages}
+    assert actions["distill"] != "skipped" and actions["baseline"] == "skipped"
+    assert actions["evaluate"] == actions["export"] == actions["report"] == "ran"  # they read the distilled student
+    assert any("student.safetensors changed size" in line for line in logs)
+    load_student(run / "distill" / "final")  # whole again
+    kept = list((run / "distill").glob("changed-*/final/student.safetensors"))
+    assert len(kept) == 1 and kept[0].read_bytes() == half  # the changed file is set aside, not deleted
+
+    with pytest.raises(Exception, match="--crop-size 8x8 is too small"):
+        run_recipe(DEMO_CI, overrides=[*demo_run["overrides"], "evaluate.crop_size=8"], log=logs.append)
+    state = json.loads((run / "evaluate" / "stage.json").read_text())
+    assert state["status"] == "failed" and "--crop-size 8x8 is too small" in state["error"]
+    again = run_recipe(DEMO_CI, overrides=demo_run["overrides"], log=lambda s: None)
+    assert again.outcome("evaluate").action == "ran"
+
+
 def test_prune_with_an_optuna_study(demo_run):
     """Runs last: it replaces the prune stage of the shared run with a 2-trial study."""
     run = demo_run["run_dir"]

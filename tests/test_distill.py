@@ -93,8 +93,19 @@ def test_resume_after_interruption_is_exact(tmp_path, data, teacher):
     with pytest.warns(UserWarning, match="interrupted at step 3"):
         part = distill(teacher=teacher, student=S_ARCH, data=data, out=tmp_path / "b", config=cfg, on_step=ctrl_c)
     assert part.interrupted and part.step == 3 and not part.finished
+    # an unfinished run leaves no final/ student, and says so where its result would be
+    from nas_prune.evaluate import open_generator
+    from nas_prune.runstate import read_status
+
+    assert not (tmp_path / "b" / "final").exists()
+    assert read_status(tmp_path / "b") == {"command": "distill", "state": "interrupted", "step": 3, "end_step": 6,
+                                           "outputs": ["final"]}
+    with pytest.raises(NasPruneError, match=r"was interrupted at step 3 of 6; finish it with nas-prune distill --resume"):
+        open_generator(tmp_path / "b" / "final")
     rest = distill(teacher=teacher, student=S_ARCH, data=data, out=tmp_path / "b", resume=True)
     assert rest.step == 6 and rest.finished
+    assert read_status(tmp_path / "b")["state"] == "done"
+    open_generator(tmp_path / "b" / "final")
     a, b = whole.student.state_dict(), rest.student.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     da = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=True)["discriminator"]

@@ -18,6 +18,9 @@ EXIT_USER_ERROR = 2
 def user_errors() -> Iterator[None]:
     """Turn :class:`NasPruneError` (and Ctrl-C) into a one-line message and a non-zero exit.
 
+    A failed memory allocation (:func:`is_out_of_memory`) is a one-line error with exit 2 as
+    well: commands check sizes before allocating, this catches what the estimate missed.
+
     Warnings of training runs (:class:`nas_prune.loop.RunWarning`, e.g. an interrupted run)
     show as one line ``warning: ...`` (no file name or source line); others keep Python's format.
     """
@@ -40,8 +43,23 @@ def user_errors() -> Iterator[None]:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise typer.Exit(130) from None
+    except (MemoryError, RuntimeError) as err:
+        if not is_out_of_memory(err):
+            raise
+        first = (str(err).strip().splitlines() or [type(err).__name__])[-1]
+        typer.echo(f"error: out of memory ({' '.join(first.split())[:200]}): use a smaller --input-size, "
+                   "--crop-size or --batch-size", err=True)
+        raise typer.Exit(EXIT_USER_ERROR) from None
     finally:
         warnings.showwarning = previous
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """True for a failed allocation: MemoryError, torch's CPU allocator, CUDA out of memory."""
+    if isinstance(err, MemoryError):
+        return True
+    text = str(err).lower()
+    return "out of memory" in text or "can't allocate memory" in text or "cannot allocate memory" in text
 
 
 def console(stderr: bool = False):
