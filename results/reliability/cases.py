@@ -200,8 +200,11 @@ def build_workspace(ws: Path, run_cli) -> None:
     # an interrupted distillation run: Ctrl-C at step 1
     run_cli(["distill", "--teacher", "t.pth", "--student", "S", "--data", "data", "--mode", "aligned",
              "--out", "run_int", "--epochs", "50", "--epochs-decay", "0", "--batch-size", "2", "--load-size", "32",
-             "--crop-size", "32", "--ndf", "8", "--d-layers", "2", "--workers", "0", "--no-progress"],
+             "--crop-size", "32", "--ndf", "8", "--workers", "0", "--no-progress"],
             interrupt_after_line="step", check=False)
+    status = json.loads((ws / "run_int" / "status.json").read_text()) if (ws / "run_int" / "status.json").is_file() else {}
+    if status.get("state") != "interrupted":
+        raise SystemExit(f"setup: the distillation run to interrupt ended as {status.get('state')!r}")
     # a folder holding a teacher and a file of the user's, for --out D --force
     (ws / "D" / "inner").mkdir(parents=True)
     shutil.copy(ws / "t.pth", ws / "D" / "t.pth")
@@ -210,7 +213,7 @@ def build_workspace(ws: Path, run_cli) -> None:
     # an onnx package that cannot be imported: as if the onnx extra were not installed
     for name in ("onnx", "onnxruntime"):
         (ws / "no_onnx" / name).mkdir(parents=True)
-        (ws / "no_onnx" / name / "__init__.py").write_text(f"raise ImportError('No module named {name!r}')\n")
+        (ws / "no_onnx" / name / "__init__.py").write_text(f"raise ImportError('No module named {name}')\n")
     recipe = {
         "name": "matrix", "run_dir": "runs/recipe", "teacher": "t.pth", "data": "data",
         "stages": {
@@ -296,7 +299,7 @@ def cases() -> list[Case]:
     S, T = "S", "t.pth"
     distill = ["distill", "--teacher", T, "--student", S, "--data", "data", "--mode", "aligned", "--epochs", "1",
                "--epochs-decay", "0", "--batch-size", "2", "--load-size", "32", "--crop-size", "32", "--ndf", "8",
-               "--d-layers", "2", "--workers", "0", "--no-progress"]
+               "--workers", "0", "--no-progress"]
     search = ["search", "--teacher", T, "--input-size", "32", "--min-channels", "4"]
     out = ["--out", "never"]
     c = [
