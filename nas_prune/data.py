@@ -347,11 +347,11 @@ class UnalignedDataset(ImageDataset):
         return {"A": self._finish(a_img, pa), "B": self._finish(b_img, pb), "index": index}
 
 
-def dataset_files(ds: "ImageDataset | None") -> list[Path]:
-    """The image files a dataset reads (A and B folders of an unaligned one)."""
-    if ds is None:
-        return []
-    return list(getattr(ds, "files", [])) + list(getattr(ds, "files_a", [])) + list(getattr(ds, "files_b", []))
+def dataset_files(ds) -> list[Path]:
+    """The files a dataset reads: images (A and B folders of an unaligned one), or the label,
+    image and instance maps of a semantic-map dataset (:mod:`nas_prune.data_seg`)."""
+    names = ("files", "files_a", "files_b", "label_paths", "image_paths", "instance_paths")
+    return [Path(f) for name in names for f in (getattr(ds, name, None) or [])]
 
 
 def fingerprint(files: Sequence[Path], root: str | os.PathLike) -> dict:
