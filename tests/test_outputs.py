@@ -174,6 +174,7 @@ def test_study_refuses_to_replace_another_result(teacher_file, tmp_path):
     assert_one_error(invoke("search", "--teacher", teacher_file, "--target-macs", "1.5M", *SEARCH, *study, "--out", x),
                      "holds study 'tiny_G-2M-fvcore-zero-shot-quality'")
     assert_unchanged(x, before)
+    assert set(snapshot(x)) == set(before)  # reading the study left no SQLite -wal / -shm file either
     assert_one_error(invoke("search", "--teacher", teacher_file, "--target-macs", "2M", *SEARCH, *study,
                             "--no-fill", "--out", x), "created with fill = true, this run has false")
     assert_unchanged(x, before)

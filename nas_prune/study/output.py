@@ -109,8 +109,11 @@ def _studies_in(db: Path) -> dict[str, Any] | None:
     """``{study name: its nas-prune config or None}`` of a SQLite study file, read-only (None: unreadable)."""
     import sqlite3
 
+    # A reader of a WAL database leaves -wal / -shm files behind; with no -wal file no process
+    # is writing, so the file is read as immutable and nothing is added to the folder.
+    flags = "mode=ro" if db.with_name(db.name + "-wal").exists() else "mode=ro&immutable=1"
     try:
-        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+        con = sqlite3.connect(f"{db.resolve().as_uri()}?{flags}", uri=True)
         try:
             rows = con.execute(
                 "SELECT s.study_name, a.value_json FROM studies s LEFT JOIN study_user_attributes a "

@@ -216,10 +216,14 @@ def run_study(
               inputs=[teacher, space, calib_data])
     out.mkdir(parents=True, exist_ok=True)
     store = worker.store = open_storage(storage, out=out)
-    study = worker.open_study()
-    worker.run(study)
+    try:
+        study = worker.open_study()
+        worker.run(study)
+        trials = study.get_trials(deepcopy=True)
+    finally:
+        store.close()
 
-    records = [TrialRecord.from_trial(t) for t in study.get_trials(deepcopy=False)]
+    records = [TrialRecord.from_trial(t) for t in trials]
     front = pareto_front(records, objectives=objs)
     if not front:
         raise NasPruneError(f"study {name!r}: no complete trial to export (all pruned or failed)")
@@ -253,7 +257,7 @@ def run_study(
         pick=index, one_step=one_step, evaluated=list(worker.evaluated), ran=list(worker.ran),
         export=export, out=out, student_dir=student_dir, plot=plot_path, target_macs=target,
         convention=convention,
-        latency_device=(next((t.user_attrs.get("latency_device") for t in study.get_trials(deepcopy=False)
+        latency_device=(next((t.user_attrs.get("latency_device") for t in trials
                              if t.user_attrs.get("latency_device")), None)),
         notes=notes,
     )

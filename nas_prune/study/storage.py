@@ -34,6 +34,15 @@ class StudyStorage:
     url: str
     lock_path: Path | None
 
+    def close(self) -> None:
+        """Close the database connections: the last one to a SQLite study checkpoints its
+        write-ahead log and removes the -wal / -shm files, so the folder does not change later."""
+        engine = getattr(self.storage, "engine", None)
+        if engine is not None:
+            with contextlib.suppress(Exception):
+                self.storage.remove_session()
+            engine.dispose()
+
 
 def open_storage(url: str | None, *, out: str | os.PathLike, check_only: bool = False) -> StudyStorage | None:
     """Open ``url`` (module docstring), default ``sqlite:///<out>/study.db``.
