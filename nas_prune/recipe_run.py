@@ -241,14 +241,16 @@ class _Runner:
         except BaseException as err:
             failed = not isinstance(err, KeyboardInterrupt)
             message = " ".join(str(err).split()) or type(err).__name__
+            if isinstance(err, NasPruneError):
+                from nas_prune.recipe_check import as_recipe_keys
+
+                message = as_recipe_keys(message, stage)
             state.update(status="failed" if failed else "interrupted", seconds=time.perf_counter() - t0,
                          cpu_seconds=time.process_time() - c0, **({"error": message} if failed else {}))
             self._write_state(stage, state)
             self.log(f"[{stage}] {'failed: ' + message if failed else 'interrupted'}")
             if isinstance(err, NasPruneError):
-                from nas_prune.recipe_check import as_recipe_keys
-
-                raise NasPruneError(f"{self.r.source}: [{stage}] {as_recipe_keys(str(err), stage)}") from None
+                raise NasPruneError(f"{self.r.source}: [{stage}] {message}") from None
             raise
         seconds = time.perf_counter() - t0
         cpu = time.process_time() - c0

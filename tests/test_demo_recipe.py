@@ -125,10 +125,10 @@ def test_changed_outputs_rerun_and_a_failed_stage_is_recorded(demo_run):
     kept = list((run / "distill").glob("changed-*/final/student.safetensors"))
     assert len(kept) == 1 and kept[0].read_bytes() == half  # the changed file is set aside, not deleted
 
-    with pytest.raises(Exception, match="--crop-size 8x8 is too small"):
+    with pytest.raises(Exception, match="crop_size 8x8 is too small"):
         run_recipe(DEMO_CI, overrides=[*demo_run["overrides"], "evaluate.crop_size=8"], log=logs.append)
     state = json.loads((run / "evaluate" / "stage.json").read_text())
-    assert state["status"] == "failed" and "--crop-size 8x8 is too small" in state["error"]
+    assert state["status"] == "failed" and "stages.evaluate.crop_size 8x8 is too small" in state["error"]
     again = run_recipe(DEMO_CI, overrides=demo_run["overrides"], log=lambda s: None)
     assert again.outcome("evaluate").action == "ran"
 

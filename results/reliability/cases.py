@@ -252,7 +252,7 @@ def _no_pwned(ws: Path, out: str) -> str | None:
 
 def _stage_failed(ws: Path, out: str) -> str | None:
     state = json.loads((ws / "runs" / "recipe_fail" / "evaluate" / "stage.json").read_text())
-    if state.get("status") != "failed" or "crop-size" not in state.get("error", ""):
+    if state.get("status") != "failed" or "crop_size" not in state.get("error", ""):
         return f"stage.json records status {state.get('status')!r}, not failed with the error"
     return None
 
