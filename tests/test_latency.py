@@ -198,7 +198,7 @@ def test_table_is_measured_once_then_read_from_cache(tmp_path):
     model, table, cal = latency_model(TEACHER, rt, input_size=SIZE, min_channels=4, directory=tmp_path)
     n_units = len(UnitGrids(TEACHER, input_size=SIZE, min_channels=4).units())
     assert table.measured_now == n_units and table.path.exists()
-    assert rt.prepared == 3  # calibration generators: widths x1, x1/2, x1/4 (x1/8 hits the floors again)
+    assert rt.prepared == 4  # calibration: widths x1, x1/2, x1/4 (x1/8 hits the floors again), no branches
     rt2 = FakeRuntime()
     model2, table2, _ = latency_model(TEACHER, rt2, input_size=SIZE, min_channels=4, directory=tmp_path)
     assert table2.measured_now == 0 and rt2.prepared == 0  # nothing timed again
@@ -230,7 +230,7 @@ def test_table_invalidation(tmp_path):
 
 def test_predictor_is_calibrated_to_end_to_end_times(tmp_path):
     model, _, cal = latency_model(TEACHER, FakeRuntime(), input_size=SIZE, min_channels=4, directory=tmp_path)
-    assert cal.scale > 0 and cal.worst_error < 0.01
+    assert cal.scale_ends > 0 and cal.scale_blocks > 0 and cal.worst_error < 0.01
     rng = random.Random(0)
     for _ in range(5):  # students between grid points too
         widths = {l.name: rng.randint(1 if l.kind in ("stem", "head") else 0, l.width)
@@ -241,13 +241,27 @@ def test_predictor_is_calibrated_to_end_to_end_times(tmp_path):
         assert model(widths) == pytest.approx(fake_ms_of(student), rel=0.05)
 
 
+def test_calibration_fits_the_scale_with_the_fixed_part_given():
+    from nas_prune.latency.table import fit_calibration
+
+    # Two parts, each with its own factor: recovered exactly from exact data.
+    points = [(e, k, 0.5 + 0.8 * e + 1.3 * k) for e, k in ((5.0, 0.0), (6.0, 20.0), (8.0, 90.0), (10.0, 400.0))]
+    cal = fit_calibration(points, fixed=0.5)
+    assert (cal.scale_ends, cal.scale_blocks) == (pytest.approx(0.8), pytest.approx(1.3))
+    assert cal.fixed == 0.5 and cal.worst_error < 1e-9
+    # Relative errors: a 10% miss on the smallest generator weighs as much as one on the teacher;
+    # parts that cannot be told apart get one common factor.
+    cal = fit_calibration([(1.0, 0.0, 1.1), (100.0, 0.0, 100.0)], fixed=0.0)
+    assert cal.scale_ends == cal.scale_blocks and 1.0 < cal.scale_ends < 1.1 and cal.worst_error < 0.1
+
+
 def test_predictor_is_monotone_in_every_width_even_from_noisy_tables():
     teacher = Arch(input_nc=3, output_nc=3, stem=(8, 16, 24), head=(16, 8),
                    blocks=(Block(res=(0, 6, 3), dw=(5, 0, 6)),) * 2)
     grids = UnitGrids(teacher, input_size=SIZE, min_channels=2)
     rng = np.random.default_rng(0)
     costs = {u.signature: float(rng.uniform(0, 1)) for u in grids.units()}  # not monotone at all
-    model = LatencyModel(grids, costs, fixed=0.3, scale=1.7)
+    model = LatencyModel(grids, costs, fixed=0.3, scale_ends=1.7, scale_blocks=0.6)
     layers = prunable_layers(teacher)
     r = random.Random(1)
     for _ in range(200):

@@ -21,9 +21,9 @@ unit's cost is its median time minus the runtime's median time for a trivial pas
 
 Predicted latency of a student (:class:`LatencyModel`)::
 
-    t(student) = fixed + scale * ( stem0 + stem1 + stem2 + head0 + head1 + final
-                 + sum over non-identity blocks ( sum of its branches' units
-                                                  + merge(c) + (branches - 1) * add(c) ) )
+    t(student) = fixed + scale_ends * ( stem0 + stem1 + stem2 + head0 + head1 + final )
+                 + scale_blocks * sum over non-identity blocks ( sum of its branches' units
+                                                  + merge(c) + (branches - 1) * add(c) )
 
 with each unit read off its grid by (bi)linear interpolation. A conv's time is close
 to bilinear in its two widths (its MACs are), which is why a coarse grid suffices.
@@ -33,10 +33,15 @@ search of :mod:`nas_prune.plan` relies on that monotonicity, exactly as for MACs
 real runtime is sometimes faster at a multiple of 8 or 16 than just below it;
 ``--round-to auto`` is where that is exploited, not the table.
 
-``fixed`` and ``scale`` are calibrated: whole generators (the teacher with every width
-multiplied by 1, 1/2, 1/4 and 1/8) are timed end to end and fitted by least squares
-(``scale`` kept > 0). ``fixed`` then holds what no unit sees: the call into the
-runtime, the input and output copies.
+``fixed`` is the runtime's time for a trivial pass (the one call into the runtime that a
+whole generator pays, and that was subtracted from every unit). The two scales are
+calibrated: whole generators spanning the family (the teacher with every width multiplied
+by 1, 1/2, 1/4 and 1/8, and the smallest student: no branch, stem and head at the floor)
+are timed end to end and the scales minimise the relative errors of the prediction over
+them (both kept > 0). They absorb what timing layers one by one misses, which differs
+between the two parts: a block's many small branches run with cold caches inside the
+network (their weights and the stream were evicted by the other branches), while the
+stem and head layers are few and large.
 
 Cache: one JSON file per key (runtime, device, threads, batch, input size, library
 versions, this table format) in ``<cache dir>/latency/`` (:func:`cache_dir`); units
@@ -358,15 +363,18 @@ def _dense(grid_values: np.ndarray, axes: Sequence[_Axis]) -> np.ndarray:
 
 
 class LatencyModel:
-    """Predicted latency (ms) of the students of one teacher: ``fixed + scale * units``.
+    """Predicted latency (ms) of the students of one teacher:
+    ``fixed + scale_ends * (stem and head units) + scale_blocks * (block units)``.
 
     Call it with ``{prunable-layer name: width}`` (as :class:`nas_prune.plan.MacsFormula`);
-    non-decreasing in every width. Built by :func:`latency_model`.
+    non-decreasing in every width (both scales are > 0). Built by :func:`latency_model`.
     """
 
-    def __init__(self, grids: UnitGrids, costs: Mapping[str, float], *, fixed: float = 0.0, scale: float = 1.0):
+    def __init__(self, grids: UnitGrids, costs: Mapping[str, float], *, fixed: float = 0.0,
+                 scale_ends: float = 1.0, scale_blocks: float = 1.0):
         t = grids.teacher
-        self.grids, self.fixed, self.scale = grids, float(fixed), float(scale)
+        self.grids, self.fixed = grids, float(fixed)
+        self.scale_ends, self.scale_blocks = float(scale_ends), float(scale_blocks)
         self.dense: dict[str, np.ndarray] = {}
         for kind, (axes, _) in grids.kinds.items():
             values = np.zeros(tuple(len(a.grid) for a in axes))
@@ -382,11 +390,16 @@ class LatencyModel:
 
     def units(self, widths: Mapping[str, int]) -> float:
         """Sum of the unit costs of the student with ``widths`` (ms, before calibration)."""
+        return sum(self.parts(widths))
+
+    def parts(self, widths: Mapping[str, int]) -> tuple[float, float]:
+        """``(stem and head units, block units)`` of the student with ``widths`` (ms)."""
         d = self.dense
         s0, s1, c = widths["stem.0"], widths["stem.1"], widths["stem.2"]
         h0, h1 = widths["head.0"], widths["head.1"]
-        total = d["stem0"][s0] + d["stem1"][s0, s1] + d["stem2"][s1, c]
-        total += d["head0"][c, h0] + d["head1"][h0, h1] + d["final"][h1]
+        ends = d["stem0"][s0] + d["stem1"][s0, s1] + d["stem2"][s1, c]
+        ends += d["head0"][c, h0] + d["head1"][h0, h1] + d["final"][h1]
+        total = 0.0
         for branches in self.blocks:
             n = 0
             for name, kind in branches:
@@ -396,10 +409,11 @@ class LatencyModel:
                     n += 1
             if n:
                 total += d["merge"][c] + (n - 1) * d["add"][c]
-        return float(total)
+        return float(ends), float(total)
 
     def __call__(self, widths: Mapping[str, int]) -> float:
-        return self.fixed + self.scale * self.units(widths)
+        ends, blocks = self.parts(widths)
+        return self.fixed + self.scale_ends * ends + self.scale_blocks * blocks
 
     def predict(self, arch: Arch) -> float:
         """Predicted latency of a student architecture of the teacher."""
@@ -407,10 +421,14 @@ class LatencyModel:
 
 
 def calibration_archs(teacher: Arch, min_channels: int = 16) -> list[Arch]:
-    """The teacher with every width times 1, 1/2, 1/4, 1/8 (floors kept, branches >= 1; no repeats)."""
+    """The teacher with every width times 1, 1/2, 1/4, 1/8 (floors kept, branches >= 1), and
+    the smallest student (every branch dropped, stem/head at the floor); no repeats."""
     from nas_prune.arch import Block
 
     out = []
+    floor = teacher.with_widths(stem=[min(min_channels, w) for w in teacher.stem],
+                                blocks=[Block(res=(0,) * len(b.res), dw=(0,) * len(b.dw)) for b in teacher.blocks],
+                                head=[min(min_channels, w) for w in teacher.head])
     for f in CALIBRATION_FACTORS:
         def scale(w: int, floor: int) -> int:
             return max(min(floor, w), round(w * f))
@@ -421,7 +439,7 @@ def calibration_archs(teacher: Arch, min_channels: int = 16) -> list[Arch]:
                                    head=[scale(w, min_channels) for w in teacher.head])
         if arch not in out:
             out.append(arch)
-    return out
+    return out + ([floor] if floor not in out else [])
 
 
 def arch_signature(arch: Arch) -> str:
@@ -430,27 +448,43 @@ def arch_signature(arch: Arch) -> str:
 
 @dataclass
 class Calibration:
-    """How the unit sum was fitted to end-to-end times: ``fixed``, ``scale`` and the points."""
+    """How the unit sums were fitted to end-to-end times (see the module docstring).
+
+    Attributes:
+        fixed: the runtime's trivial-pass time (ms).
+        scale_ends / scale_blocks: factors on the stem-and-head and on the block units.
+        points: ``(stem and head units, block units, measured ms)`` per calibration generator.
+    """
 
     fixed: float
-    scale: float
-    points: list[tuple[float, float]]  # (unit sum, measured) per calibration generator
+    scale_ends: float
+    scale_blocks: float
+    points: list[tuple[float, float, float]]
+
+    def predict(self, ends: float, blocks: float) -> float:
+        return self.fixed + self.scale_ends * ends + self.scale_blocks * blocks
 
     @property
     def worst_error(self) -> float:
         """Largest |predicted / measured - 1| over the calibration generators."""
-        return max(abs((self.fixed + self.scale * u) / m - 1) for u, m in self.points)
+        return max(abs(self.predict(e, k) / m - 1) for e, k, m in self.points)
 
 
-def fit_calibration(points: Sequence[tuple[float, float]]) -> Calibration:
-    """Least-squares ``measured = fixed + scale * units`` (scale > 0; 1 point: scale 1)."""
-    u = np.array([p[0] for p in points], dtype=float)
-    m = np.array([p[1] for p in points], dtype=float)
-    if len(points) >= 2 and np.ptp(u) > 0:
-        scale, fixed = np.polyfit(u, m, 1)
-        if scale > 0:
-            return Calibration(float(fixed), float(scale), list(points))
-    return Calibration(float(np.mean(m - u)), 1.0, list(points))
+def fit_calibration(points: Sequence[tuple[float, float, float]], fixed: float) -> Calibration:
+    """Scales minimising the relative errors of ``measured ~ fixed + a * ends + b * blocks`` over
+    ``points`` (``(ends, blocks, measured)``), ``fixed`` given. Falls back to one common scale
+    when the two cannot both be fitted positive, and to 1 when that one is not positive."""
+    e, k, m = (np.array([p[i] for p in points], dtype=float) for i in range(3))
+    y = 1.0 - fixed / m  # relative residual: fixed / m + a * e / m + b * k / m - 1
+    X = np.stack([e / m, k / m], axis=1)
+    if len(points) >= 2 and np.linalg.matrix_rank(X) == 2:
+        (a, b), *_ = np.linalg.lstsq(X, y, rcond=None)
+        if a > 0 and b > 0:
+            return Calibration(float(fixed), float(a), float(b), list(points))
+    x = (e + k) / m
+    c = float(x @ y / (x @ x)) if (x @ x) > 0 else 1.0
+    c = c if c > 0 else 1.0
+    return Calibration(float(fixed), c, c, list(points))
 
 
 def latency_model(
@@ -487,6 +521,7 @@ def latency_model(
             table.calibration[sig] = lat.median_ms
         table.seconds += time.perf_counter() - start
         table.save()
-    cal = fit_calibration([(model.units(arch_widths(a)), table.calibration[arch_signature(a)]) for a in archs])
-    model.fixed, model.scale = cal.fixed, cal.scale
+    cal = fit_calibration([(*model.parts(arch_widths(a)), table.calibration[arch_signature(a)]) for a in archs],
+                          fixed=table.overhead_ms or 0.0)
+    model.fixed, model.scale_ends, model.scale_blocks = cal.fixed, cal.scale_ends, cal.scale_blocks
     return model, table, cal

@@ -222,7 +222,8 @@ def plan_for_latency(
                                           directory=options.cache_dir, refresh=options.refresh, log=options.log)
         table_info = {"file": str(table.path), "units": len(table.units), "measured_now": table.measured_now,
                       "seconds": round(table.seconds, 2), "fixed_ms": round(cal.fixed, 4),
-                      "scale": round(cal.scale, 6), "calibration_worst_error": round(cal.worst_error, 4)}
+                      "scale_ends": round(cal.scale_ends, 6), "scale_blocks": round(cal.scale_blocks, 6),
+                      "calibration_worst_error": round(cal.worst_error, 4)}
         teacher_ms = model.predict(arch)
         if target_macs is None and teacher_ms <= options.target_ms:
             raise NasPruneError(
