@@ -47,12 +47,17 @@ _FAKE_MS: dict = {}
 
 def fake_ms(module, x, penalty: int | None = None) -> float:
     """Made-up cost of one pass: 0.01 ms + 0.001 ms per conv or norm call + 1 ns per MAC
-    (convs only); with ``penalty``, a conv whose output channels are not a multiple of it
+    (convs only, channels counted in blocks of 8 above 8, as CPU kernels run them); with ``penalty``, a conv whose output channels are not a multiple of it
     costs 3x (as real CPU kernels are slower at odd widths). Memoised by module structure."""
     key = (repr(module), tuple(tuple(p.shape) for p in module.parameters()), tuple(x.shape), penalty)
     if key not in _FAKE_MS:
         _FAKE_MS[key] = _fake_ms(module, x, penalty)
     return _FAKE_MS[key]
+
+
+def blocked(c: int) -> int:
+    """Channels as a blocked CPU kernel computes them: above 8, up to the next multiple of 8."""
+    return c if c <= 8 else -(-c // 8) * 8
 
 
 def _fake_ms(module, x, penalty):
@@ -61,7 +66,9 @@ def _fake_ms(module, x, penalty):
     def hook(mod, inputs, out):
         if isinstance(mod, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
             pixels = (inputs[0] if isinstance(mod, torch.nn.ConvTranspose2d) else out).shape[-2:].numel()
-            ms = 0.001 + mod.weight.numel() * pixels * x.shape[0] * 1e-6
+            cin, cout = mod.in_channels // mod.groups, mod.out_channels
+            k = mod.weight.shape[-1] * mod.weight.shape[-2]
+            ms = 0.001 + blocked(cin) * blocked(cout) * k * pixels * x.shape[0] * 1e-6
             cout = mod.out_channels
             total[0] += ms * (3 if penalty and cout % penalty else 1)
         elif isinstance(mod, (torch.nn.InstanceNorm2d, torch.nn.BatchNorm2d)):
@@ -86,6 +93,7 @@ class FakeRuntime(Runtime):
 
     def __init__(self, *, threads=1, batch=1, inflate=(), penalty=None, version="fake-1"):
         super().__init__("torch-cpu", threads=threads, batch=batch)
+        self.channel_block = 8  # as fake_ms counts channels
         self.now, self.inflate, self.penalty, self.version = 0.0, list(inflate), penalty, version
         self.prepared = 0
 
@@ -255,13 +263,14 @@ def test_calibration_fits_the_scale_with_the_fixed_part_given():
     assert cal.scale_ends == cal.scale_blocks and 1.0 < cal.scale_ends < 1.1 and cal.worst_error < 0.1
 
 
-def test_predictor_is_monotone_in_every_width_even_from_noisy_tables():
+@pytest.mark.parametrize("block", [1, 8])
+def test_predictor_is_monotone_in_every_width_even_from_noisy_tables(block):
     teacher = Arch(input_nc=3, output_nc=3, stem=(8, 16, 24), head=(16, 8),
-                   blocks=(Block(res=(0, 6, 3), dw=(5, 0, 6)),) * 2)
+                   blocks=(Block(res=(0, 6, 3), dw=(5, 0, 13)),) * 2)
     grids = UnitGrids(teacher, input_size=SIZE, min_channels=2)
     rng = np.random.default_rng(0)
     costs = {u.signature: float(rng.uniform(0, 1)) for u in grids.units()}  # not monotone at all
-    model = LatencyModel(grids, costs, fixed=0.3, scale_ends=1.7, scale_blocks=0.6)
+    model = LatencyModel(grids, costs, fixed=0.3, scale_ends=1.7, scale_blocks=0.6, block=block)
     layers = prunable_layers(teacher)
     r = random.Random(1)
     for _ in range(200):
@@ -276,8 +285,15 @@ def test_predictor_is_monotone_in_every_width_even_from_noisy_tables():
     exact = LatencyModel(grids, mono)
     w = arch_widths(teacher)
     expected = (8 + 8 + 16 + 16 + 24 + 24 + 16 + 16 + 8 + 8
-                + 2 * sum(24 + m for m in (6, 3, 5, 6)) + 2 * (24 + 3 * 24))
+                + 2 * sum(24 + m for m in (6, 3, 5, 13)) + 2 * (24 + 3 * 24))
     assert exact(w) == pytest.approx(expected)
+    # With blocks of 8, a width above 8 costs what the next multiple of 8 does (capped at the teacher's).
+    from nas_prune.latency.table import effective_width
+
+    assert [effective_width(w, 42, 8) for w in (1, 5, 8, 9, 16, 17, 41, 42)] == [1, 5, 8, 16, 16, 24, 42, 42]
+    blocked = LatencyModel(grids, mono, block=8)
+    narrower = dict(w, **{"blocks.0.dw.2": 9})
+    assert blocked(narrower) == blocked(dict(w, **{"blocks.0.dw.2": 13})) > exact(narrower)
 
 
 # ----------------------------------------------------------------------------- the search

@@ -169,6 +169,9 @@ class Runtime:
                     "runtime onnxruntime needs the onnx extra: pip install 'nas-prune[onnx]'"
                 ) from None
         self.name = name
+        # Channels the runtime's conv kernels process together (nas_prune.latency.table.effective_width):
+        # MLAS, ONNX Runtime's CPU library, blocks them by 8; eager PyTorch is best read without a step.
+        self.channel_block = 8 if name == "onnxruntime" else 1
         self.batch = int(batch)
         self.threads = None if name == "cuda" else int(threads or torch.get_num_threads())
 
