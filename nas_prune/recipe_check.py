@@ -152,11 +152,11 @@ class _Checker:
                 return
 
     def teacher(self) -> None:
+        from nas_prune.space import load_space
+
         r = self.r
         space = None
         if r.space is not None and not _is_placeholder(r.space):
-            from nas_prune.space import load_space
-
             space = self.attempt("space", lambda: load_space(r.space))
             if space is None:
                 return
@@ -166,8 +166,6 @@ class _Checker:
 
             o = r.stages["train_teacher"]
             if o.get("space") is not None:
-                from nas_prune.space import load_space
-
                 if self.attempt("stages.train_teacher.space", lambda: load_space(o["space"])) is None:
                     return
             self.teacher_arch = self.attempt("stages.train_teacher", lambda: teacher_arch(TeacherConfig.from_dict(o)))

@@ -88,3 +88,22 @@ def test_search_and_profile_tables_fit_80_columns(tmp_path):
     result = CliRunner().invoke(app, ["profile", "cat_inception", "--per-layer"], env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
     assert "…" not in result.output and "features.0.res_ops.0.1.0" in result.output
+
+
+def test_missing_tensorboard_is_said_once(monkeypatch, tmp_path):
+    import sys
+    from types import SimpleNamespace
+
+    from nas_prune import distill_io
+    from nas_prune.loop import RunWarning
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails as if not installed
+    monkeypatch.setattr(distill_io, "_SAID_NO_TENSORBOARD", False)
+    run = SimpleNamespace(out=tmp_path, step=0, resume=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert distill_io.open_tensorboard(run) is None
+        assert distill_io.open_tensorboard(run) is None
+    said = [str(w.message) for w in caught if issubclass(w.category, RunWarning)]
+    assert said == ["TensorBoard is not installed, so no tb/ scalars are written (log.jsonl has them); "
+                    "pip install tensorboard to get them"]
