@@ -259,6 +259,28 @@ def _problems(arch: Arch) -> Iterable[str]:
             yield f"blocks[{i}]: widths must be >= 0"
 
 
+#: The settings of an :class:`Arch` that are not widths: a student has its teacher's.
+SETTINGS = ("input_nc", "output_nc", "res_kernel_sizes", "dw_kernel_sizes", "norm", "affine", "padding")
+
+
+def settings_differ(student, other) -> tuple[str, object, object] | None:
+    """``(field, student's value, other's value)`` of the first non-width setting that differs, or None.
+
+    Works for both families (:data:`SETTINGS`, :data:`nas_prune.spade.arch.SETTINGS`); a family
+    difference is reported as the field ``family``.
+    """
+    if student.family != other.family:
+        return "family", student.family, other.family
+    if student.family == "spade":
+        from nas_prune.spade.arch import SETTINGS as names
+    else:
+        names = SETTINGS
+    for name in names:
+        if getattr(student, name) != getattr(other, name):
+            return name, getattr(student, name), getattr(other, name)
+    return None
+
+
 def fits_within(student: Arch, teacher: Arch) -> str | None:
     """Return why ``student`` is not a sub-network of ``teacher``, or None if it is.
 
@@ -272,7 +294,7 @@ def fits_within(student: Arch, teacher: Arch) -> str | None:
         from nas_prune.spade.arch import spade_fits_within
 
         return spade_fits_within(student, teacher)  # type: ignore[arg-type]
-    for name in ("input_nc", "output_nc", "res_kernel_sizes", "dw_kernel_sizes", "norm", "affine", "padding"):
+    for name in SETTINGS:
         if getattr(student, name) != getattr(teacher, name):
             return f"{name} is {getattr(student, name)!r}, the teacher's is {getattr(teacher, name)!r}"
     if student.n_blocks != teacher.n_blocks:

@@ -41,6 +41,7 @@ class ExportResult:
         checked: ``[(N, H, W), ...]`` input shapes that were compared.
         seconds: export + check time.
         file_bytes: size of the file.
+        notes: what loading a checkpoint assumed (e.g. a SPADE teacher's upsampling without ``space``).
     """
 
     path: Path
@@ -50,11 +51,13 @@ class ExportResult:
     checked: list[tuple[int, int, int]] = field(default_factory=list)
     seconds: float = 0.0
     file_bytes: int = 0
+    notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"path": str(self.path), "format": self.format, "input_size": list(self.input_size),
                 "max_abs_diff": self.max_abs_diff, "checked": [list(c) for c in self.checked],
-                "seconds": round(self.seconds, 3), "file_bytes": self.file_bytes}
+                "seconds": round(self.seconds, 3), "file_bytes": self.file_bytes,
+                **({"notes": list(self.notes)} if self.notes else {})}
 
 
 def _onnx_export(model, x, path: Path, *, opset: int, dynamic: bool) -> None:
@@ -170,6 +173,7 @@ def export_generator(
     check: bool = True,
     atol: float = 1e-4,
     seed: int = 0,
+    space: Any = None,
 ) -> ExportResult:
     """Write ``model`` as ONNX or TorchScript to ``out`` and check it against PyTorch.
 
@@ -184,6 +188,8 @@ def export_generator(
         dynamic: ONNX with dynamic batch / height / width (also checked at a second size).
         check: load the file back and compare outputs.
         atol: largest accepted absolute difference (outputs are in [-1, 1]).
+        space: search space (YAML path or shipped name) of a checkpoint ``model``: it gives a
+            SPADE teacher the settings its shapes cannot show (upsampling, activation).
 
     Raises:
         NasPruneError: bad format or size, or exported outputs that differ by more than ``atol``
@@ -210,7 +216,8 @@ def export_generator(
         out = out / f"generator{_SUFFIX[format]}"
     is_module = isinstance(model, (Generator, torch.nn.Module))
     check_out_files([out], inputs=[] if is_module else [model])
-    net = model if is_module else open_generator(model)
+    notes: list[str] = []
+    net = model if is_module else open_generator(model, space=space, notes=notes)
     net = net.to("cpu").eval()
     spade = net.arch.family == "spade"
     if spade:
@@ -255,4 +262,4 @@ def export_generator(
                     f"exported {format} model differs from PyTorch by {worst:.3g} (> atol {atol:g}); file not written"
                 )
     return ExportResult(path=out, format=format, input_size=size, max_abs_diff=worst, checked=checked,
-                        seconds=time.perf_counter() - t0, file_bytes=out.stat().st_size)
+                        seconds=time.perf_counter() - t0, file_bytes=out.stat().st_size, notes=notes)

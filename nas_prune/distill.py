@@ -61,8 +61,8 @@ from nas_prune.distill_config import (
     DistillResult,
     read_run_config,
 )
-from nas_prune.distill_io import (Features, check_crop_size, data_fingerprint, open_tensorboard, resolve_student,
-                                  resolve_teacher, save_student, setup_image_data)
+from nas_prune.distill_io import (Features, check_crop_size, data_fingerprint, open_tensorboard, resolve_models,
+                                  save_student, setup_image_data)
 from nas_prune.errors import NasPruneError
 from nas_prune.progress import TrainProgress, shown_losses
 from nas_prune.runstate import RunStatus
@@ -80,6 +80,7 @@ def distill(
     out: str | os.PathLike,
     config: DistillConfig | None = None,
     resume: bool = False,
+    space: Any = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     label: str = "distill",
     status: tuple[str, list[str]] = ("distill", ["final"]),
@@ -92,7 +93,12 @@ def distill(
             ``LoadedGenerator`` or a :class:`~nas_prune.model.Generator`. None trains
             the student alone (plain pix2pix training; aligned data, no distillation).
         student: a student folder (``arch.json`` + ``student.safetensors``), a bare
-            ``arch.json`` (fresh weights), an :class:`Arch`, or a Generator.
+            ``arch.json`` (fresh weights), an :class:`Arch`, or a Generator. A SPADE teacher
+            checkpoint is built with the student's upsampling and activation (its shapes do
+            not show them; :mod:`nas_prune.spade.load`).
+        space: optional search space (YAML path, shipped name or space object) the teacher
+            must belong to; it pins the settings shapes cannot show. A student whose settings
+            differ from the space's is an error naming the field.
         data: dataset folder in the layout of ``config.mode``.
         out: run folder: ``checkpoints/last.pt``, ``final/`` and ``best/`` students,
             ``samples/*.png`` grids, ``log.jsonl``, ``config.json``, ``tb/`` (TensorBoard).
@@ -140,13 +146,13 @@ def distill(
                     f"resume: {f.name} is {getattr(config, f.name)!r}, the run in {out} used {getattr(saved, f.name)!r}"
                 )
     run = _Run(teacher=teacher, student=student, data=Path(data), out=out, config=config, resume=resume,
-               on_step=on_step, label=label)
+               on_step=on_step, label=label, space=space)
     run.status = status
     return run.train()
 
 
 def open_run(*, teacher: Any, student: Any, data: str | os.PathLike, out: str | os.PathLike,
-             config: DistillConfig | None = None, **options: Any) -> "_Run":
+             config: DistillConfig | None = None, space: Any = None, **options: Any) -> "_Run":
     """A fresh run, set up (models, data, optimisers, ``config.json``) but not trained.
 
     Benchmarks and tests step it themselves with ``run.train_step(batch)`` (``batch`` as the
@@ -158,23 +164,24 @@ def open_run(*, teacher: Any, student: Any, data: str | os.PathLike, out: str | 
         config = config.replace(**options)
     out = Path(out)
     loop.check_fresh_run(out)
-    return _Run(teacher=teacher, student=student, data=Path(data), out=out, config=config, resume=False, on_step=None)
+    return _Run(teacher=teacher, student=student, data=Path(data), out=out, config=config, resume=False, on_step=None,
+                space=space)
 
 
 class _Run:
     """One distillation run: ``setup``, ``train``, ``save_checkpoint``, ``cleanup``."""
 
     def __init__(self, *, teacher, student, data: Path, out: Path, config: DistillConfig, resume: bool, on_step,
-                 label: str = "distill"):
+                 label: str = "distill", space: Any = None):
         self.cfg = config
         self.label = label
         self.out = out
         self.resume = resume
         self.on_step = on_step
-        self.setup(teacher, student, data)
+        self.setup(teacher, student, data, space)
 
     # -- setup -------------------------------------------------------------------------------
-    def setup(self, teacher, student, data: Path) -> None:
+    def setup(self, teacher, student, data: Path, space: Any = None) -> None:
         import torch
 
         from nas_prune.gan import GANLoss, PatchDiscriminator, load_discriminator
@@ -191,9 +198,8 @@ class _Run:
 
         if teacher is None and (cfg.distill or cfg.mode == "unaligned"):
             raise NasPruneError("a teacher is needed for distillation and for unaligned data")
-        t_model, self.teacher_arch, self.teacher_sha = resolve_teacher(teacher)
-        torch.manual_seed(cfg.seed)
-        s_model, self.student_had_weights, self.student_doc = resolve_student(student, self.teacher_arch)
+        (t_model, self.teacher_arch, self.teacher_sha, s_model, self.student_had_weights,
+         self.student_doc) = resolve_models(teacher, student, space=space, seed=cfg.seed)
         self.student_arch = s_model.arch
         if not self.student_had_weights and self.is_main:
             warnings.warn("the student has no weights: training starts from a fresh initialisation", loop.RunWarning, stacklevel=3)

@@ -28,20 +28,56 @@ def _archs() -> tuple[type, ...]:
     return Arch, SpadeArch
 
 
-def resolve_teacher(teacher: Any):
-    """(Generator in eval mode, Arch, sha256 or None) from a path, LoadedGenerator or module."""
+def open_space(space: Any):
+    """A search space object from a YAML path or shipped name (:func:`nas_prune.space.load_space`), or as given."""
+    if space is None or not isinstance(space, (str, os.PathLike)):
+        return space
+    from nas_prune.space import load_space
+
+    return load_space(space)
+
+
+def check_student_space(student_arch, space) -> None:
+    """Fail when ``student_arch`` and ``space`` disagree on a setting that is not a width.
+
+    Raises:
+        NasPruneError: one line naming the field, e.g. ``num_upsampling_layers is 'normal' in the
+            student's architecture, 'more' in search space 'cat_spade_cityscapes'``.
+    """
+    from nas_prune.arch import settings_differ
+
+    diff = settings_differ(student_arch, space.teacher_arch())
+    if diff is not None:
+        name, mine, theirs = diff
+        raise NasPruneError(f"the student and --space disagree: {name} is {mine!r} in the student's architecture, "
+                            f"{theirs!r} in search space {space.name!r}")
+
+
+def resolve_teacher(teacher: Any, *, space: Any = None, like: Any = None):
+    """(Generator in eval mode, Arch, sha256 or None) from a path, LoadedGenerator or module.
+
+    A checkpoint path is read with ``space`` and, for a SPADE student ``like``, with the
+    student's settings that a SPADE checkpoint's shapes cannot show (:mod:`nas_prune.spade.load`).
+    A teacher given as a module or ``LoadedGenerator`` must fit ``space``.
+    """
     if teacher is None:
         return None, None, None
-    if isinstance(teacher, _generators()):
-        return teacher, teacher.arch, None
-    if hasattr(teacher, "build") and hasattr(teacher, "arch"):
-        return teacher.build(), teacher.arch, getattr(teacher, "sha256", None)
     if isinstance(teacher, (str, os.PathLike)):
         from nas_prune.load import load_generator
 
-        loaded = load_generator(teacher)
+        loaded = load_generator(teacher, space=space, like=like)
         return loaded.build(), loaded.arch, loaded.sha256
-    raise NasPruneError(f"teacher: expected a checkpoint path or a Generator, got {type(teacher).__name__}")
+    if isinstance(teacher, _generators()):
+        model, arch, sha = teacher, teacher.arch, None
+    elif hasattr(teacher, "build") and hasattr(teacher, "arch"):
+        model, arch, sha = teacher.build(), teacher.arch, getattr(teacher, "sha256", None)
+    else:
+        raise NasPruneError(f"teacher: expected a checkpoint path or a Generator, got {type(teacher).__name__}")
+    if space is not None:
+        why = fits_within(arch, space.teacher_arch())
+        if why is not None:
+            raise NasPruneError(f"the teacher does not fit search space {space.name!r}: {why}")
+    return model, arch, sha
 
 
 def read_student_file(path: Path) -> tuple[Arch, dict | None, dict | None]:
@@ -52,33 +88,58 @@ def read_student_file(path: Path) -> tuple[Arch, dict | None, dict | None]:
     return arch, state, doc
 
 
-def resolve_student(student: Any, teacher_arch: Arch | None):
+def read_student_input(student: Any) -> tuple[Any, Any, dict | None, dict | None]:
+    """``(arch, module or None, weights or None, arch.json document or None)`` of a student
+    given as a folder or arch.json path, an Arch, or a Generator."""
+    if isinstance(student, _generators()):
+        return student.arch, student, None, None
+    if isinstance(student, _archs()):
+        return student, None, None, None
+    if isinstance(student, (str, os.PathLike)):
+        arch, state, doc = read_student_file(Path(student))
+        return arch, None, state, doc
+    raise NasPruneError(f"student: expected a folder, an arch.json, an Arch or a Generator, got {type(student).__name__}")
+
+
+def resolve_student(student: Any, teacher_arch: Arch | None, *, read: tuple | None = None):
     """(Generator, had_weights, arch.json document or None) from a path, Arch or Generator.
 
-    The student must fit the teacher's space (:func:`nas_prune.arch.fits_within`).
+    ``read`` is :func:`read_student_input`'s answer when the caller has it already. The
+    student must fit the teacher's space (:func:`nas_prune.arch.fits_within`).
     """
     from nas_prune.model import build_generator
 
-    state, doc = None, None
-    if isinstance(student, _generators()):
-        model, arch = student, student.arch
-        state = "module"
-    elif isinstance(student, _archs()):
-        arch = student
-    elif isinstance(student, (str, os.PathLike)):
-        arch, state, doc = read_student_file(Path(student))
-    else:
-        raise NasPruneError(f"student: expected a folder, an arch.json, an Arch or a Generator, got {type(student).__name__}")
+    arch, model, state, doc = read if read is not None else read_student_input(student)
     if teacher_arch is not None:
         why = fits_within(arch, teacher_arch)
         if why is not None:
             raise NasPruneError(f"student architecture is not in the teacher's space: {why}")
-    if state == "module":
+    if model is not None:
         return model, True, None
     model = build_generator(arch)
     if state is not None:  # read_student checked every key and shape against the arch
         model.load_state_dict(state)
     return model, state is not None, doc
+
+
+def resolve_models(teacher: Any, student: Any, *, space: Any, seed: int):
+    """``(teacher module, teacher arch, teacher sha256, student module, had_weights, document)``.
+
+    The student is read first: a SPADE teacher checkpoint follows its settings (upsampling,
+    activation), unless ``space`` (YAML path, shipped name or space object) pins them; a
+    student and space that disagree are an error naming the field. The student's fresh
+    weights (if any) are drawn after ``torch.manual_seed(seed)``.
+    """
+    import torch
+
+    space = open_space(space)
+    read = read_student_input(student)
+    if space is not None:
+        check_student_space(read[0], space)
+    t_model, t_arch, t_sha = resolve_teacher(teacher, space=space, like=read[0])
+    torch.manual_seed(seed)
+    s_model, had_weights, doc = resolve_student(student, t_arch, read=read)
+    return t_model, t_arch, t_sha, s_model, had_weights, doc
 
 
 def check_crop_size(cfg, student_arch: Arch, teacher_arch: Arch | None, discriminators, device) -> None:

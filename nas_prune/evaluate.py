@@ -188,12 +188,16 @@ def load_stats(path: str | os.PathLike) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- models
 
 
-def open_generator(path: str | os.PathLike, *, space: str | os.PathLike | None = None):
+def open_generator(path: str | os.PathLike, *, space: Any = None, like: Any = None, notes: list[str] | None = None):
     """Load any generator nas-prune reads, in eval mode on CPU.
 
     Accepted: a teacher checkpoint (``.pth`` / ``.pt`` / ``.safetensors``, CAT or
     ResNet layout), a student folder or its ``arch.json`` (``nas-prune-arch``), and
     the ``final/`` / ``best/`` folders of a distillation run.
+
+    ``space`` (YAML path, shipped name or space object) and ``like`` (a student's
+    architecture) give a checkpoint the settings its shapes cannot show
+    (:func:`nas_prune.load.load_generator`); what loading assumed is appended to ``notes``.
 
     Raises:
         NasPruneError: a path that is none of these.
@@ -205,10 +209,13 @@ def open_generator(path: str | os.PathLike, *, space: str | os.PathLike | None =
     if not p.exists():
         raise NasPruneError(f"model not found: {p}")
     if p.is_file() and p.suffix != ".json":
+        from nas_prune.distill_io import open_space
         from nas_prune.load import load_generator
-        from nas_prune.space import load_space
 
-        return load_generator(p, space=load_space(space) if space else None).build()
+        loaded = load_generator(p, space=open_space(space), like=like)
+        if notes is not None:
+            notes.extend(loaded.notes)
+        return loaded.build()
     if p.is_dir():
         from nas_prune.export import student_folder
 
@@ -222,6 +229,31 @@ def open_generator(path: str | os.PathLike, *, space: str | os.PathLike | None =
 
     # arch.json is validated strictly: a document whose format is not nas-prune-arch is refused
     return load_student(p)
+
+
+def _is_checkpoint(obj: Any) -> bool:
+    return isinstance(obj, (str, os.PathLike)) and Path(obj).is_file() and Path(obj).suffix != ".json"
+
+
+def open_models(models: Mapping[str, Any], *, space: Any = None, notes: list[str]) -> dict[str, Any]:
+    """``{name: generator in eval mode}``; checkpoint files are read last, with ``space``.
+
+    Without a space, SPADE checkpoints (teachers) follow the settings their shapes cannot
+    show (upsampling, activation) from the SPADE students given with them, when these agree.
+    """
+    from nas_prune.arch import settings_differ
+    from nas_prune.distill_io import open_space
+
+    space = open_space(space)
+    nets = {name: _as_model(m) for name, m in models.items() if not _is_checkpoint(m)}
+    spade = [n.arch for n in nets.values() if n.arch.family == "spade"]
+    like = spade[0] if spade and all(settings_differ(a, spade[0]) is None for a in spade) else None
+    for name, m in models.items():
+        if _is_checkpoint(m):
+            said: list[str] = []
+            nets[name] = open_generator(m, space=space, like=None if space is not None else like, notes=said)
+            notes.extend(f"{name}: {note}" for note in said)
+    return {name: nets[name] for name in models}
 
 
 def _as_model(obj: Any):
@@ -338,6 +370,7 @@ def evaluate(
     seed: int = 0,
     device: str = "cpu",
     out: str | os.PathLike | None = None,
+    space: Any = None,
 ) -> EvalResult:
     """Run each model on the ``split`` of ``data`` and score it.
 
@@ -364,6 +397,10 @@ def evaluate(
         kid_subsets / kid_subset_size: KID subsets (100 x 1000 as in the KID paper; the
             subset size is capped by the image count).
         out: folder for ``metrics.json`` and ``metrics.md`` (written atomically).
+        space: search space (YAML path or shipped name) of the checkpoint files among
+            ``models``: it gives a SPADE teacher the settings its shapes cannot show
+            (upsampling, activation). Without it, a SPADE checkpoint follows the SPADE
+            students evaluated with it (:func:`open_models`).
 
     Raises:
         NasPruneError: bad data, unknown reference, statistics without Inception weights, ...
@@ -403,7 +440,9 @@ def evaluate(
         [*((Path(out) / "metrics.json", Path(out) / "metrics.md") if out is not None else ()), save_real_stats],
         inputs=[*(m for m in models.values() if isinstance(m, (str, os.PathLike))), data, inception, real_stats],
     )
-    nets = {name: _as_model(m).to(device) for name, m in models.items()}
+    load_notes: list[str] = []
+    nets = {name: net.to(device) for name, net in open_models(models, space=space, notes=load_notes).items()}
+    notes.extend(load_notes)
     first = next(iter(nets.values())).arch
     for name, net in nets.items():
         if (net.arch.input_nc, net.arch.output_nc) != (first.input_nc, first.output_nc):
@@ -425,6 +464,7 @@ def evaluate(
             reference=reference, inception=load_inception(inception, value_range=(-1.0, 1.0), device=device) if inception else None,
             real_stats=real_stats, save_real_stats=save_real_stats, segmenter=segmenter, kid_subsets=kid_subsets,
             kid_subset_size=kid_subset_size, seed=seed, device=device)
+        result.notes[:0] = load_notes
         _write_result(result, out)
         return result
     ds, n = _open_split(data, mode=mode, direction=direction, split=split, crop_size=crop_size,

@@ -49,6 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from nas_prune.model import Generator
     from nas_prune.space import SearchSpace
+    from nas_prune.spade.space import SpadeSpace
 
 _WRAPPER_KEYS = (
     "state_dict", "model_state_dict", "G", "netG", "netG_A", "G_A", "generator",
@@ -179,13 +180,16 @@ def detect_layout(keys: list[str]) -> str | None:
 
 
 def load_generator(
-    path: str | os.PathLike, *, space: "SearchSpace | None" = None
+    path: str | os.PathLike, *, space: "SearchSpace | SpadeSpace | None" = None, like: Any = None
 ) -> LoadedGenerator:
     """Read a generator checkpoint, infer its architecture and return it in CAT's layout.
 
     Args:
         path: ``.pth`` / ``.pt`` / ``.safetensors`` file.
         space: optional search space; the checkpoint must be a generator of it.
+        like: a student's architecture (a SPADE ``SpadeArch``): without ``space``, a CAT SPADE
+            checkpoint takes its settings that shapes cannot show (upsampling, activation;
+            :mod:`nas_prune.spade.load`). Ignored for other layouts, whose shapes show them.
 
     Raises:
         NasPruneError: missing/unreadable file, pickled objects, unknown layout,
@@ -211,7 +215,8 @@ def load_generator(
             "or CAT SPADE (fc.*, head_0.*, ..., conv_img.*)"
         )
     if layout in ("cat_spade", "gaugan"):
-        return _load_spade(tensors, path, space, layout, notes)
+        return _load_spade(tensors, path, space, layout, notes,
+                           like=like if getattr(like, "family", None) == "spade" else None)
     from nas_prune.space import SearchSpace
 
     if space is not None and not isinstance(space, SearchSpace):
@@ -315,7 +320,7 @@ def missing_branch_keys(tensors: Mapping[str, "torch.Tensor"], path: Path, patte
         raise NasPruneError(f"{path}: checkpoint is incomplete: missing keys: {', '.join(missing[:3])}{more}")
 
 
-def _load_spade(tensors, path: Path, space, layout: str, notes: list[str]) -> LoadedGenerator:
+def _load_spade(tensors, path: Path, space, layout: str, notes: list[str], *, like=None) -> LoadedGenerator:
     from nas_prune.spade.load import GAUGAN_REASON, infer_spade_arch, spade_state
     from nas_prune.spade.space import SpadeSpace
 
@@ -324,7 +329,10 @@ def _load_spade(tensors, path: Path, space, layout: str, notes: list[str]) -> Lo
     if space is not None and not isinstance(space, SpadeSpace):
         raise NasPruneError(f"{path} does not fit search space {space.name!r}: a CAT SPADE generator in a "
                             "CycleGAN/pix2pix space")
-    arch = infer_spade_arch(tensors, path, space, notes)
+    arch = infer_spade_arch(tensors, path, space, notes, like=like)
+    if like is not None and space is None:
+        notes.append(f"num_upsampling_layers {arch.num_upsampling_layers!r} and activation {arch.activation!r} "
+                     "from the student's architecture")
     state = spade_state(tensors, arch, path, notes)
     return LoadedGenerator(arch=arch, state_dict=state, layout=layout, sha256=file_sha256(path), path=path, notes=notes)
 

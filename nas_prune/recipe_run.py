@@ -343,7 +343,7 @@ class _Runner:
 
             cfg = DistillConfig.from_dict(opts)
             res = distill(teacher=teacher, student=student, data=data, out=folder, config=cfg, resume=resume,
-                          on_step=self.hooks.get(stage), label=stage)
+                          on_step=self.hooks.get(stage), label=stage, space=self.r.space)
             return {"student": str(folder / "final"), "step": res.step, "interrupted": res.interrupted,
                     "finished": res.finished, "metrics": res.metrics, "images_per_second": res.images_per_second}
 
@@ -384,7 +384,7 @@ class _Runner:
 
             kw = dict(opts)
             save = kw.pop("save_real_stats", False)
-            res = evaluate(models=models, data=data, out=folder,
+            res = evaluate(models=models, data=data, out=folder, space=self.r.space,
                            save_real_stats=folder / "real_stats.npz" if save else None, **kw)
             return {"rows": res.rows, "n_images": res.n_images}
 

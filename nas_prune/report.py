@@ -206,12 +206,12 @@ def _grid(path: Path, *, data, models, labels, mode, direction, crop_size, n, at
     from PIL import Image
 
     from nas_prune.data import TransformConfig, collate, open_dataset
-    from nas_prune.evaluate import open_generator
+    from nas_prune.evaluate import open_models
 
     if n < 1:
         raise NasPruneError(f"grid_images must be >= 1, got {n}")
     tf = TransformConfig(load_size=crop_size, crop_size=crop_size, preprocess="resize", flip=False)
-    nets = {name: open_generator(p) for name, p in models.items()}
+    nets = open_models(models, notes=[])
     first = next(iter(nets.values())).arch
     ds = open_dataset(data, mode=mode, split="test", direction=direction, transform=tf,
                       input_nc=first.input_nc, output_nc=first.output_nc)

@@ -53,6 +53,7 @@ def parse_options(items: List[str]) -> dict[str, dict[str, Any]]:
 def distill_cli(
     teacher: Path = typer.Option(..., "--teacher", help="Teacher checkpoint (.pth/.pt/.safetensors; CAT or ResNet layout)."),
     student: Path = typer.Option(..., "--student", help="Student folder (arch.json + student.safetensors) or an arch.json."),
+    space: Optional[Path] = typer.Option(None, "--space", help="Search space the teacher belongs to: a YAML file or a shipped name (cat_spade_cityscapes). A SPADE teacher otherwise follows the student's arch.json (upsampling, activation); the two must agree."),
     data: Path = typer.Option(..., "--data", help="Dataset folder: train/ test/ (aligned), trainA/ trainB/ testA/ testB/ (unaligned), or semantic maps for SPADE teachers (cityscapes gtFine/ + leftImg8bit/, or train/labels/ + train/images/)."),
     out: Path = typer.Option(Path("runs/distill"), "--out", help="Run folder: checkpoints, best/ and final/ students, samples, logs."),
     objective: Optional[str] = typer.Option(None, "--objective", help="auto (default: gaugan for SPADE teachers, else pix2pix), pix2pix or gaugan."),
@@ -149,7 +150,8 @@ def distill_cli(
                 raise NasPruneError("--mode is required: aligned (train/, test/) or unaligned (trainA/, trainB/)")
             config = DistillConfig(**overrides)
         with torch_threads(threads, workers=config.workers):
-            result = distill(teacher=teacher, student=student, data=data, out=out, config=config, resume=resume)
+            result = distill(teacher=teacher, student=student, data=data, out=out, config=config, resume=resume,
+                             space=str(space) if space is not None else None)
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun, process 0 reports
     c = console()

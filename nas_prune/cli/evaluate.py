@@ -16,6 +16,7 @@ from nas_prune.cli.common import THREADS_HELP, console, torch_threads, user_erro
 def evaluate_cli(
     models: List[str] = typer.Argument(..., metavar="MODEL", help="Models to compare: PATH or NAME=PATH (checkpoint, student folder, distill final/)."),
     data: Path = typer.Option(..., "--data", help="Dataset folder (pix2pix train/test or CycleGAN trainA/testA layout; semantic maps for SPADE generators)."),
+    space: Optional[Path] = typer.Option(None, "--space", help="Search space of the checkpoint MODELs: a YAML file or a shipped name (cat_spade_cityscapes); sets a SPADE teacher's upsampling and activation, which its tensors do not show (default: those of the SPADE students evaluated with it)."),
     mode: str = typer.Option("aligned", "--mode", help="aligned (paired: PSNR/SSIM to the target) or unaligned."),
     direction: str = typer.Option("AtoB", "--direction", help="AtoB or BtoA."),
     split: str = typer.Option("test", "--split", help="Split to evaluate: test or train."),
@@ -56,7 +57,8 @@ def evaluate_cli(
                            batch_size=batch_size, max_images=max_images, reference=reference, inception=inception,
                            real_stats=real_stats, save_real_stats=save_real_stats, segmenter=segmenter,
                            kid_subsets=kid_subsets,
-                           kid_subset_size=kid_subset_size, seed=seed, device=device, out=out)
+                           kid_subset_size=kid_subset_size, seed=seed, device=device, out=out,
+                           space=str(space) if space is not None else None)
     if as_json:
         typer.echo(json.dumps(res.to_json(), indent=2))
         return

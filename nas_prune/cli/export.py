@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -15,6 +16,7 @@ from nas_prune.cli.common import THREADS_HELP, console, torch_threads, user_erro
 def export_cli(
     model: Path = typer.Argument(..., metavar="MODEL", help="Student folder (arch.json + student.safetensors), distill final/, or checkpoint."),
     out: Path = typer.Option(..., "--out", help="Output file (.onnx / .pt) or folder."),
+    space: Optional[Path] = typer.Option(None, "--space", help="Search space of a checkpoint MODEL: a YAML file or a shipped name (cat_spade_cityscapes); sets a SPADE teacher's upsampling and activation, which its tensors do not show."),
     format: str = typer.Option("onnx", "--format", help="onnx or torchscript."),
     input_size: str = typer.Option("256", "--input-size", help="Example input: N or HxW, divisible by 4 (SPADE: by 2^n, e.g. 64; input is the semantic map)."),
     batch_size: int = typer.Option(1, "--batch-size", help="Batch of the example input."),
@@ -31,7 +33,8 @@ def export_cli(
 
         with torch_threads(threads, quiet=as_json):
             res = export_generator(model, out=out, format=format, input_size=input_size, batch_size=batch_size,
-                                   opset=opset, dynamic=dynamic, check=check, atol=atol)
+                                   opset=opset, dynamic=dynamic, check=check, atol=atol,
+                                   space=str(space) if space is not None else None)
     if as_json:
         typer.echo(json.dumps(res.to_json(), indent=2))
         return
@@ -40,3 +43,5 @@ def export_cli(
     if res.max_abs_diff is not None:
         shapes = ", ".join("x".join(map(str, s)) for s in res.checked)
         c.print(f"max |{res.format} - pytorch| = {res.max_abs_diff:.2e} (inputs N x H x W: {shapes})", highlight=False)
+    for note in res.notes:
+        c.print(f"note: {note}", highlight=False, markup=False)

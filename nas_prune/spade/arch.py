@@ -48,6 +48,8 @@ UPSAMPLING = {"normal": 5, "more": 6, "most": 7}
 ACTIVATIONS = ("leaky_relu", "relu")
 SPADE_NORMS = ("batch",)
 BRANCH_KINDS = ("res", "dw", "spade_res", "spade_dw")
+#: The settings of a :class:`SpadeArch` that are not widths: a student has its teacher's.
+SETTINGS = ("label_nc", "output_nc", "num_upsampling_layers", "kernel_sizes", "norm", "activation")
 
 
 def block_names(num_upsampling_layers: str) -> tuple[str, ...]:
@@ -307,7 +309,7 @@ def _problems(arch: SpadeArch) -> Iterable[str]:
 
 def spade_fits_within(student: SpadeArch, teacher: SpadeArch) -> str | None:
     """Why ``student`` is not a sub-network of ``teacher`` (same settings, no wider layer), or None."""
-    for name in ("label_nc", "output_nc", "num_upsampling_layers", "kernel_sizes", "norm", "activation"):
+    for name in SETTINGS:
         if getattr(student, name) != getattr(teacher, name):
             return f"{name} is {getattr(student, name)!r}, the teacher's is {getattr(teacher, name)!r}"
     for i, (s, t) in enumerate(zip(student.stream, teacher.stream)):

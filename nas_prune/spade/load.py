@@ -1,14 +1,16 @@
 """Read CAT SPADE generator checkpoints (``fc.*``, ``fc_norm.*``, ``head_0.*``, ..., ``conv_img.*``).
 
 The architecture is inferred from tensor shapes; no code from CAT is needed. Shapes
-cannot show three settings, which come from the search space when one is given:
+cannot show three settings, which come from the search space when one is given, else
+from a student cut from this teacher (``like``: its ``arch.json`` records them), else
+from CAT's defaults:
 
 * ``num_upsampling_layers``: ``most`` has an ``up_4`` block; ``normal`` and ``more``
   have the same tensors and differ only in where the latent grid is upsampled. Without
-  a space, ``more`` is assumed (the default of CAT's GauGAN training and distillation
-  scripts) and a note says so.
+  a space or a student, ``more`` is assumed (the default of CAT's GauGAN training and
+  distillation scripts) and a note says so.
 * the blocks' activation: ``leaky_relu`` (CAT trains its SPADE teachers with
-  ``nn.LeakyReLU``) unless the space says ``relu``.
+  ``nn.LeakyReLU``) unless the space (or student) says ``relu``.
 * kernel-size slots that no block uses.
 
 The original GauGAN layout (NVlabs SPADE: ``head_0.conv_0``, ``head_0.norm_0.mlp_shared``,
@@ -64,9 +66,14 @@ def _shape(tensors: Mapping[str, "torch.Tensor"], key: str, path: Path) -> tuple
 
 
 def infer_spade_arch(
-    tensors: Mapping[str, "torch.Tensor"], path: Path, space: "SpadeSpace | None", notes: list[str]
+    tensors: Mapping[str, "torch.Tensor"], path: Path, space: "SpadeSpace | None", notes: list[str],
+    *, like: SpadeArch | None = None,
 ) -> SpadeArch:
-    """Read every width of a CAT SPADE state dict from its tensor shapes (module docstring)."""
+    """Read every width of a CAT SPADE state dict from its tensor shapes (module docstring).
+
+    ``like`` (used when ``space`` is None) gives the settings shapes cannot show: the
+    upsampling, the activation and the kernel-size slots of a student cut from this teacher.
+    """
     if any(k.endswith("weight_orig") for k in tensors):
         raise NasPruneError(
             f"{path}: spectral-norm weights (weight_orig); remove spectral norm "
@@ -85,14 +92,16 @@ def infer_spade_arch(
     ))
     fc = _shape(tensors, "fc.weight", path)
     has_up4 = any(k.startswith("up_4.") for k in tensors)
-    if space is not None:
-        mode = space.num_upsampling_layers
+    source = space if space is not None else like
+    where = f"search space {space.name!r}" if space is not None else "the student's architecture"
+    if source is not None:
+        mode = source.num_upsampling_layers
         if has_up4 != (mode == "most"):
             raise NasPruneError(
-                f"{path} does not fit search space {space.name!r}: num_upsampling_layers is {mode!r} but the "
+                f"{path} does not fit {where}: num_upsampling_layers is {mode!r} but the "
                 f"checkpoint {'has' if has_up4 else 'has no'} up_4 block"
             )
-        activation = space.activation
+        activation = source.activation
     else:
         mode = "most" if has_up4 else "more"
         activation = "leaky_relu"
@@ -111,8 +120,8 @@ def infer_spade_arch(
             m = pattern.fullmatch(key)
             if m and m.group(1) in found:
                 found[m.group(1)][kind][int(m.group(2))] = (int(value.shape[2]), int(value.shape[0]))
-    if space is not None:
-        ks = tuple(space.kernel_sizes)
+    if source is not None:
+        ks = tuple(source.kernel_sizes)
     else:
         seen = {k for per in found.values() for slots in per.values() for k, _ in slots.values()}
         ks = tuple(sorted(seen)) or (1, 3, 5)
@@ -132,9 +141,9 @@ def infer_spade_arch(
             for i in sorted(found[name][kind]):
                 k, m = found[name][kind][i]
                 if k not in ks:
-                    where = f"search space {space.name!r}" if space is not None else "the checkpoint"
                     raise NasPruneError(
-                        f"{path} does not fit {where}: {name}.{kind.replace('spade_', 'spade.')}_ops.{i} has "
+                        f"{path} does not fit {where if source is not None else 'the checkpoint'}: "
+                        f"{name}.{kind.replace('spade_', 'spade.')}_ops.{i} has "
                         f"kernel size {k}, not one of {list(ks)}"
                     )
                 if w[ks.index(k)]:
