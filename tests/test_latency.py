@@ -185,10 +185,15 @@ def test_measure_latency_on_onnxruntime_and_torch():
 
 def test_table_key_changes_with_everything_a_latency_depends_on(tmp_path):
     base = table_key(FakeRuntime(), SIZE)
+    other_cpu = FakeRuntime()
+    other_cpu.device = lambda: "fake cpu of another model (1 threads)"
+    onnx = FakeRuntime()
+    onnx.name = "onnxruntime"
     variants = [table_key(FakeRuntime(threads=2), SIZE), table_key(FakeRuntime(batch=4), SIZE),
-                table_key(FakeRuntime(), (64, 64)), table_key(FakeRuntime(version="fake-2"), SIZE)]
+                table_key(FakeRuntime(), (64, 64)), table_key(FakeRuntime(version="fake-2"), SIZE),
+                table_key(other_cpu, SIZE), table_key(onnx, SIZE)]
     paths = {table_path(k, tmp_path) for k in [base, *variants]}
-    assert len(paths) == 5  # a file per key
+    assert len(paths) == 7  # a file per key: threads, batch, input size, versions, device, runtime
     assert table_path(base, tmp_path) == table_path(table_key(FakeRuntime(), SIZE), tmp_path)
 
 
@@ -314,6 +319,7 @@ def test_search_meets_a_latency_target(teacher_file, tmp_path):
     lat = doc["latency"]
     assert lat["runtime"] == "torch-cpu" and lat["device"] == "fake cpu (1 threads)" and lat["threads"] == 1
     assert lat["measured_ms"] == pytest.approx(rep.measured_ms, abs=1e-3)
+    assert lat["measured"]["runs"] == 20 and lat["measured"]["warmup"] >= 1  # median of 20 after warm-up
     assert lat["predicted_ms"] == pytest.approx(rep.predicted_ms, abs=1e-3)
     assert doc["provenance"]["target"] == {"macs": None, "convention": "fvcore", "latency_ms": pytest.approx(target)}
 

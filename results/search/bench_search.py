@@ -1,9 +1,13 @@
 """Benchmark one-step pruning: time of the library ``search()`` call against CAT's own
 ``shrink_model``, and CPU latency of students.
 
-Regenerate the tables next to this file (about 10-20 min on a 2-core CPU)::
+Regenerate the tables next to this file (about 10-20 min on a quiet 2-core CPU)::
 
     python results/search/bench_search.py --part all
+
+Smoke test of the script (an ngf 16 teacher at 64x64, a few seconds; writes only to --out)::
+
+    python results/search/bench_search.py --tiny --out /tmp/bench
 
 Teacher: the 9-block ngf 64 CAT inception teacher (the shipped space cat_inception) with
 random weights and |gamma| ~ U(0, 1) from a fixed seed, saved to a checkpoint file so that
@@ -17,10 +21,14 @@ at 256x256); ``--repeats`` runs of each, round-robin, breakdown per stage. CAT's
 not run here (its code stays out of this repository): :data:`CAT_SHRINK_MODEL` holds what
 CAT's own ``utils/common.py:shrink_model`` took on the same teacher and gammas, measured
 by a separate script that runs both interleaved (see the constant's comment).
-Part 2 (latency.md / .csv): median wall time of a 1x3x256x256 forward pass with
-``torch.set_num_threads(2)``, teacher and students at each budget, without and with
-``--round-to 8 / 16``. Models are timed round-robin (one pass of each per round) so that
-background load hits all of them alike.
+Part 2 (latency.md / .csv): latency of a 1x3x256x256 forward pass on ``torch-cpu`` with
+2 threads, teacher and students at each budget, without and with ``--round-to 8 / 16``,
+timed by :func:`nas_prune.latency.runtime.measure_interleaved` (the code ``search
+--target-latency`` uses): round-robin, one pass of each model per round, so that
+background load hits all of them alike; median / min / max per model.
+
+Both tables record the load average (1/5/15 min) at the start and at the end of the run:
+timings are only worth keeping when the 1-minute load stayed below 1.5.
 """
 
 from __future__ import annotations
@@ -32,7 +40,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -43,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from nas_prune.apply import build_student  # noqa: E402
 from nas_prune.importance import compute_importance  # noqa: E402
+from nas_prune.latency.runtime import Runtime, measure_interleaved  # noqa: E402
 from nas_prune.load import LoadedGenerator  # noqa: E402
 from nas_prune.macs import count_macs, format_macs  # noqa: E402
 from nas_prune.model import build_generator  # noqa: E402
@@ -53,6 +61,7 @@ from nas_prune.space import load_space  # noqa: E402
 HERE = Path(__file__).resolve().parent
 TARGETS = {"1G": 1_000_000_000, "2.6G": 2_600_000_000, "5.6G": 5_600_000_000}
 SEED = 0
+QUIET_LOAD = 1.5  # 1-minute load average under which timings are kept
 
 # CAT's own shrink_model (snap-research/CAT at commit 1dbd048, utils/common.py), run on this
 # teacher (seed 0 gammas) for the 2.6e9 target (CAT's profiler = the paper convention) on a quiet
@@ -92,11 +101,27 @@ def make_teacher(ngf: int = 64) -> LoadedGenerator:
     return LoadedGenerator(arch=arch, state_dict=model.state_dict(), layout="cat", sha256="", path=Path("bench"))
 
 
-def load_note() -> str:
+def loadavg() -> tuple[float, float, float] | None:
     try:
-        return "load average (1/5/15 min) at the end: " + " / ".join(f"{x:.2f}" for x in os.getloadavg())
+        return os.getloadavg()
     except OSError:
-        return ""
+        return None
+
+
+def load_note(start) -> str:
+    """``load average (1/5/15 min) at the start: a / b / c; at the end: d / e / f``."""
+    fmt = lambda la: "unknown" if la is None else " / ".join(f"{x:.2f}" for x in la)  # noqa: E731
+    end = loadavg()
+    text = f"load average (1/5/15 min) at the start: {fmt(start)}; at the end: {fmt(end)}"
+    if any(la is not None and la[0] >= QUIET_LOAD for la in (start, end)):
+        text += f" (a 1-minute load of {QUIET_LOAD} or more: a busy machine, do not keep these timings)"
+    return text
+
+
+def tiny_targets(teacher) -> dict[str, int]:
+    """MACs targets (paper convention) at 1/4, 1/3 and 1/2 of a small teacher's, at 64x64 (its floor is near 1/7)."""
+    total = count_macs(teacher.arch, input_size=(64, 64), convention="paper")
+    return {f"1/{d}": total // d for d in (4, 3, 2)}
 
 
 STAGES = ("load", "importance", "plan", "slice", "verify")
@@ -106,15 +131,18 @@ def spread(values) -> str:
     return f"{min(values):.3f} / {statistics.median(values):.3f} / {max(values):.3f}"
 
 
-def part_time(teacher_file: Path, repeats: int, targets=TARGETS, out: Path = HERE) -> None:
+def part_time(teacher_file: Path, repeats: int, targets, out: Path, *, size: int, arch) -> None:
+    start_load = loadavg()
     rows_spec = [(c, n, t) for c in ("paper", "fvcore") for n, t in targets.items()]
     runs = {(c, n, v): [] for c, n, _ in rows_spec for v in ("fast", "full")}
     reached = {}
-    search(teacher=teacher_file, target_macs="2.6G", write=False)  # imports and first-call set-up
+    first = next(iter(targets.values()))
+    search(teacher=teacher_file, target_macs=first, convention="paper", input_size=size, write=False)  # set-up
     for _ in range(repeats):  # round-robin: background load hits every row alike
         for c, n, t in rows_spec:
             for v in ("fast", "full"):
-                r = search(teacher=teacher_file, target_macs=t, convention=c, write=False, verify=v)
+                r = search(teacher=teacher_file, target_macs=t, convention=c, input_size=size, write=False,
+                           verify=v)
                 runs[(c, n, v)].append(r.seconds)
                 reached[(c, n)] = r.reached
     rows = []
@@ -138,11 +166,12 @@ def part_time(teacher_file: Path, repeats: int, targets=TARGETS, out: Path = HER
         "",
         "Command: `python results/search/bench_search.py --part time`",
         "",
-        f"9-block ngf 64 CAT teacher, random |gamma| (seed {SEED}) in a checkpoint file, input 256x256, "
-        f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPU cores, torch {torch.__version__}. "
-        f"`search(teacher=file, target_macs=..., write=False)`, {repeats} runs per row, round-robin; "
-        "seconds as min / median / max. fast = fvcore check of each distinct layer at 32x32, scaled "
-        "exactly (the default); full = the whole student traced at 256x256. Gap = (target - reached) / target.",
+        f"{arch.n_blocks}-block ngf {arch.stem[0]} CAT teacher, random |gamma| (seed {SEED}) in a checkpoint "
+        f"file, input {size}x{size}, torch threads {torch.get_num_threads()}, {os.cpu_count()} CPU cores, torch "
+        f"{torch.__version__}. `search(teacher=file, target_macs=..., write=False)`, {repeats} runs per row, "
+        "round-robin; seconds as min / median / max. fast = fvcore check of each distinct layer at a reduced "
+        f"size, scaled exactly (the default); full = the whole student traced at {size}x{size}. "
+        "Gap = (target - reached) / target.",
         "",
         "| convention | target | total, s (fast check) | load | importance | plan | slice | fvcore check | total, s (full check) | gap |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -153,83 +182,81 @@ def part_time(teacher_file: Path, repeats: int, targets=TARGETS, out: Path = HER
             f"{r['fast_max_s']:.3f} | " + " | ".join(f"{r[f'fast_{s}_s']:.3f}" for s in STAGES)
             + f" | {r['full_min_s']:.3f} / {r['full_median_s']:.3f} / {r['full_max_s']:.3f} | {r['gap_pct']:.3f}% |"
         )
-    ours = next((r for r in rows if r["convention"] == "paper" and r["target"] == "2.6G"), rows[0])
+    ours = next((r for r in rows if r["convention"] == "paper" and r["target"] == "2.6G"), None)
     lo, hi = cat["own_timer_s"]
-    lines += [
-        "",
-        f"CAT's own `shrink_model` on the same teacher and gammas ({cat['target']}; measured interleaved "
-        f"with `search()` by a script outside this repository, see `CAT_SHRINK_MODEL` in bench_search.py): "
-        f"{lo}-{hi} s by its own timer, {cat['whole_call_s'][0]}-{cat['whole_call_s'][1]} s for the whole call, "
-        f"reaching {cat['reached_macs']:,} MACs (1.19% under). Against CAT's own timer, `search()` at "
-        f"2.6G paper is {lo / ours['fast_median_s']:.1f}-{hi / ours['fast_median_s']:.1f}x faster here "
-        f"(median of this table; the ratio mixes two runs, so it is only as good as both machines were quiet). "
-        f"Before the distinct-layer fvcore check, the same interleaved run measured search() at "
-        f"{cat['ours_before_s'][0]}-{cat['ours_before_s'][1]} s: "
-        f"{cat['speedup_before'][0]}-{cat['speedup_before'][1]}x round by round.",
-        "", load_note(), "",
-    ]
+    if ours is not None and arch.stem[0] == 64 and size == 256:  # CAT's numbers are for that teacher
+        lines += [
+            "",
+            f"CAT's own `shrink_model` on the same teacher and gammas ({cat['target']}; measured interleaved "
+            f"with `search()` by a script outside this repository, see `CAT_SHRINK_MODEL` in bench_search.py): "
+            f"{lo}-{hi} s by its own timer, {cat['whole_call_s'][0]}-{cat['whole_call_s'][1]} s for the whole "
+            f"call, reaching {cat['reached_macs']:,} MACs (1.19% under). Against CAT's own timer, `search()` at "
+            f"2.6G paper is {lo / ours['fast_median_s']:.1f}-{hi / ours['fast_median_s']:.1f}x faster here "
+            f"(median of this table; the ratio mixes two runs, so it is only as good as both machines were "
+            f"quiet). Before the distinct-layer fvcore check, the same interleaved run measured search() at "
+            f"{cat['ours_before_s'][0]}-{cat['ours_before_s'][1]} s: "
+            f"{cat['speedup_before'][0]}-{cat['speedup_before'][1]}x round by round.",
+        ]
+    lines += ["", load_note(start_load), ""]
     (out / "search_time.md").write_text("\n".join(lines))
 
 
-def part_latency(teacher, scores, repeats: int) -> None:
-    torch.set_num_threads(2)
-    models = {"teacher": (teacher.build(), teacher.arch, None, None)}
-    for name, target in TARGETS.items():
+def part_latency(teacher, scores, repeats: int, targets, out: Path, *, size: int) -> None:
+    start_load = loadavg()
+    rt = Runtime("torch-cpu", threads=2)
+    hw = (size, size)
+    models = {"teacher": (teacher.build(), teacher.arch)}
+    for name, target in targets.items():
         for round_to in (None, 8, 16):
-            plan = plan_for_target(scores, teacher.arch, target_macs=target, convention="paper", round_to=round_to)
+            plan = plan_for_target(scores, teacher.arch, target_macs=target, convention="paper", input_size=hw,
+                                   round_to=round_to)
             models[f"{name} paper" + (f", round-to {round_to}" if round_to else "")] = (
-                build_student(plan, teacher.state_dict), plan.student_arch(), target, round_to)
-    x = torch.rand(1, 3, 256, 256) * 2 - 1
-    times = {k: [] for k in models}
-    with torch.inference_mode():
-        for model, *_ in models.values():  # warm-up
-            model(x)
-        for _ in range(repeats):
-            for key, (model, *_) in models.items():
-                start = time.perf_counter()
-                model(x)
-                times[key].append(time.perf_counter() - start)
-    t_ms = statistics.median(times["teacher"]) * 1e3
+                build_student(plan, teacher.state_dict), plan.student_arch())
+    lat = measure_interleaved({k: m for k, (m, _) in models.items()}, rt, (1, 3, *hw), warmup=1, repeats=repeats)
+    t_ms = lat["teacher"].median_ms
+    t_macs = count_macs(teacher.arch, input_size=hw, convention="paper")
     rows = []
-    for key, (model, arch, target, round_to) in models.items():
-        ms = statistics.median(times[key]) * 1e3
+    for key, (model, arch) in models.items():
+        ms = lat[key].median_ms
         rows.append({
             "model": key,
-            "macs_paper": count_macs(arch, convention="paper"),
-            "macs_fvcore": count_macs(arch),
+            "macs_paper": count_macs(arch, input_size=hw, convention="paper"),
+            "macs_fvcore": count_macs(arch, input_size=hw),
             "params": sum(p.numel() for p in model.parameters()),
             "stem": "/".join(map(str, arch.stem)),
             "head": "/".join(map(str, arch.head)),
             "identity_blocks": sum(b.is_identity for b in arch.blocks),
-            "median_ms": round(ms, 1),
-            "min_ms": round(min(times[key]) * 1e3, 1),
+            "median_ms": round(ms, 2),
+            "min_ms": round(lat[key].min_ms, 2),
+            "max_ms": round(lat[key].max_ms, 2),
             "speedup": round(t_ms / ms, 2),
-            "macs_ratio": round(count_macs(teacher.arch, convention="paper") / count_macs(arch, convention="paper"), 2),
+            "macs_ratio": round(t_macs / count_macs(arch, input_size=hw, convention="paper"), 2),
         })
         print(rows[-1], flush=True)
-    write_csv(HERE / "latency.csv", rows)
+    write_csv(out / "latency.csv", rows)
     lines = [
         "<!-- python results/search/bench_search.py --part latency -->",
         "# CPU latency of the teacher and its students",
         "",
         "Command: `python results/search/bench_search.py --part latency`",
         "",
-        f"One 1x3x256x256 forward pass, `torch.set_num_threads(2)`, inference mode, median of {repeats} "
-        f"round-robin rounds after one warm-up, {os.cpu_count()} CPU cores, torch {torch.__version__}. "
-        f"Students pruned (paper convention targets) from the 9-block ngf 64 CAT teacher with random "
-        f"|gamma| (seed {SEED}); random weights are fine for timing.",
+        f"One 1x3x{size}x{size} forward pass on torch-cpu with {rt.threads} threads ({rt.device()}), inference "
+        f"mode, {repeats} round-robin rounds after one warm-up pass of each model "
+        f"(`nas_prune.latency.runtime.measure_interleaved`), {os.cpu_count()} CPU cores, torch {torch.__version__}. "
+        f"Students pruned (paper convention targets) from the {teacher.arch.n_blocks}-block ngf "
+        f"{teacher.arch.stem[0]} CAT teacher with random |gamma| (seed {SEED}); random weights are fine for timing.",
         "",
-        "| model | MACs (paper) | MACs (fvcore) | params | stem | head | identity blocks | median ms | min ms | MACs ratio | speed-up |",
-        "|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|",
+        "| model | MACs (paper) | MACs (fvcore) | params | stem | head | identity blocks | ms (min / median / max) | MACs ratio | speed-up |",
+        "|---|---:|---:|---:|---|---|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['model']} | {format_macs(r['macs_paper'])} | {format_macs(r['macs_fvcore'])} | {r['params']:,} | "
-            f"{r['stem']} | {r['head']} | {r['identity_blocks']} | {r['median_ms']:.1f} | {r['min_ms']:.1f} | "
-            f"{r['macs_ratio']:.2f}x | {r['speedup']:.2f}x |"
+            f"{r['stem']} | {r['head']} | {r['identity_blocks']} | {r['min_ms']:.1f} / {r['median_ms']:.1f} / "
+            f"{r['max_ms']:.1f} | {r['macs_ratio']:.2f}x | {r['speedup']:.2f}x |"
         )
-    lines += ["", load_note(), ""]
-    (HERE / "latency.md").write_text("\n".join(lines))
+    lines += ["", load_note(start_load), ""]
+    (out / "latency.md").write_text("\n".join(lines))
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -245,20 +272,29 @@ def main() -> None:
     parser.add_argument("--part", choices=["time", "latency", "all"], default="all")
     parser.add_argument("--repeats", type=int, default=5, help="search() runs per row / latency rounds (>= 7)")
     parser.add_argument("--targets", default=",".join(TARGETS), help="search-time rows, e.g. 2.6G")
-    parser.add_argument("--out", type=Path, default=HERE, help="folder for the search-time table (default here)")
+    parser.add_argument("--out", type=Path, default=HERE, help="folder for the tables (default here)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="smoke test: an ngf 16 teacher at 64x64, targets at 1/4, 1/3 and 1/2 of its MACs, "
+                             "2 runs per row, no CAT comparison (its numbers are for the ngf 64 teacher)")
     args = parser.parse_args()
-    targets = {k: TARGETS[k] for k in args.targets.split(",")}
     warnings.simplefilter("ignore")
     torch.set_num_threads(2)
-    teacher = make_teacher()
+    ngf, size = (16, 64) if args.tiny else (64, 256)
+    teacher = make_teacher(ngf=ngf)
+    if args.tiny:
+        targets, time_repeats, lat_repeats = tiny_targets(teacher), 2, 3
+    else:
+        targets = {k: TARGETS[k] for k in args.targets.split(",")}
+        time_repeats, lat_repeats = args.repeats, max(args.repeats, 7)
     _, scores = compute_importance("gamma", teacher.arch, teacher.state_dict)
+    args.out.mkdir(parents=True, exist_ok=True)
     if args.part in ("time", "all"):
         with tempfile.TemporaryDirectory() as tmp:
-            teacher_file = Path(tmp) / "ngf64_seed0_G.pth"
+            teacher_file = Path(tmp) / f"ngf{ngf}_seed{SEED}_G.pth"
             torch.save(teacher.state_dict, teacher_file)
-            part_time(teacher_file, args.repeats, targets, args.out)
+            part_time(teacher_file, time_repeats, targets, args.out, size=size, arch=teacher.arch)
     if args.part in ("latency", "all"):
-        part_latency(teacher, scores, max(args.repeats, 7))
+        part_latency(teacher, scores, lat_repeats, targets, args.out, size=size)
 
 
 if __name__ == "__main__":
