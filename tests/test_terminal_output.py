@@ -46,6 +46,12 @@ def test_usage_lines_name_the_arguments():
     assert _help("run").splitlines()[0] == "Usage: nas-prune run [OPTIONS] RECIPE"
     assert _help("validate").splitlines()[0] == "Usage: nas-prune validate [OPTIONS] RECIPE"
     assert _help("evaluate").splitlines()[0] == "Usage: nas-prune evaluate [OPTIONS] MODEL..."
+    models = _help("evaluate").split("Arguments:")[1].split("Options:")[0]
+    assert models.split()[0] == "MODEL..." and "<" not in models  # no "MODEL <list[str]>"
+    recipe = " ".join(_help("run").split("Arguments:")[1].split("Options:")[0].split())
+    assert recipe.startswith("RECIPE A YAML file") and "horse2zebra" in recipe and "cityscapes_gaugan" in recipe
+    for command in ("run", "distill", "evaluate", "export", "train-teacher"):
+        assert "--threads N|auto" in _help(command), command
     top = _help()
     assert all(len(line) <= 80 for line in top.splitlines())
     assert "..." not in top.split("Commands:")[1]  # no command summary cut short

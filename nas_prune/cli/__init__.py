@@ -47,10 +47,25 @@ from nas_prune.cli import train_teacher as _train_teacher  # noqa: E402,F401
 
 
 def _plain_usage() -> None:
-    """Usage lines as click writes them: ``nas-prune run [OPTIONS] RECIPE``, not ``{recipe}``."""
-    from typer.core import TyperCommand
+    """Usage lines as click writes them: ``nas-prune run [OPTIONS] RECIPE``, not ``{recipe}``;
+    arguments listed by their name alone (``MODEL...``, not ``MODEL <list[str]>``)."""
+    from typer.core import TyperArgument, TyperCommand
+
+    class Argument(TyperArgument):
+        def display_type(self, ctx):
+            return ""  # the metavar says what it is; a type label adds only noise
+
+        def _rich_display_name(self) -> str:
+            name = self.display_name_raw
+            return f"{name}..." if self.nargs != 1 and not name.endswith("...") else name
 
     class Command(TyperCommand):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            for param in self.params:
+                if type(param) is TyperArgument:
+                    param.__class__ = Argument
+
         def collect_usage_pieces(self, ctx):
             pieces = super().collect_usage_pieces(ctx)
             return [p[1:].replace("}", "", 1) if p.startswith("{") else p for p in pieces]

@@ -97,7 +97,7 @@ def distill_cli(
     log_every: Optional[int] = typer.Option(None, "--log-every", help="Steps between log records (log.jsonl, TensorBoard) and between progress lines when stderr is not a terminal [50]."),
     inception: Optional[Path] = typer.Option(None, "--inception", help="Local FID Inception weights (pt_inception-2015-12-05-6726825d.pth, as for evaluate); adds FID to each evaluation."),
     segmenter: Optional[Path] = typer.Option(None, "--segmenter", help="GauGAN: local DRN-D-105 weights (drn-d-105_ms_cityscapes.pth); adds mIoU to each evaluation."),
-    threads: str = typer.Option("auto", "--threads", help=THREADS_HELP, show_default=False),
+    threads: str = typer.Option("auto", "--threads", metavar="N|auto", help=THREADS_HELP, show_default=False),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar or progress lines."),
 ) -> None:

@@ -33,7 +33,7 @@ def evaluate_cli(
     seed: int = typer.Option(0, "--seed", help="Seed of the KID subsets."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for metrics.json and metrics.md."),
-    threads: str = typer.Option("auto", "--threads", help=THREADS_HELP, show_default=False),
+    threads: str = typer.Option("auto", "--threads", metavar="N|auto", help=THREADS_HELP, show_default=False),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON only."),
 ) -> None:
     """Score generators on a test split: PSNR/SSIM (paired), FID/KID (with --inception), mIoU (SPADE, with --segmenter), MACs, params."""

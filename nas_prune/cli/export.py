@@ -24,7 +24,7 @@ def export_cli(
     dynamic: bool = typer.Option(True, "--dynamic/--static", help="ONNX with dynamic batch, height and width."),
     check: bool = typer.Option(True, "--check/--no-check", help="Run the file (onnxruntime / torch.jit) and compare with PyTorch."),
     atol: float = typer.Option(1e-4, "--atol", help="Largest accepted max abs difference (outputs in [-1, 1])."),
-    threads: str = typer.Option("auto", "--threads", help=THREADS_HELP, show_default=False),
+    threads: str = typer.Option("auto", "--threads", metavar="N|auto", help=THREADS_HELP, show_default=False),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON only."),
 ) -> None:
     """Export MODEL and report the max abs difference of the exported file's outputs to PyTorch's."""

@@ -10,6 +10,9 @@ import typer
 
 from nas_prune.cli import app
 from nas_prune.cli.common import console, user_errors
+from nas_prune.shipped import shipped_names
+
+_RECIPE_HELP = f"A YAML file, or the name of a shipped recipe ({', '.join(shipped_names('recipes'))})."
 
 _SET_HELP = ("Override a recipe value: STAGE.KEY=VALUE (distill.epochs=5, prune.target_macs=2.6G, "
              "prune.study.trials=20) or a top-level KEY=VALUE (teacher=G.pth, data=DIR, run_dir=DIR); "
@@ -18,9 +21,9 @@ _SET_HELP = ("Override a recipe value: STAGE.KEY=VALUE (distill.epochs=5, prune.
 
 @app.command("run", short_help="Run a recipe (a shipped name or a YAML file); resumable.")
 def run_cli(
-    recipe: Path = typer.Argument(..., metavar="RECIPE", show_default=False, help="Recipe: a YAML file, or the name of a shipped recipe (demo, horse2zebra, map2aerial, cityscapes)."),
+    recipe: Path = typer.Argument(..., metavar="RECIPE", show_default=False, help=_RECIPE_HELP),
     overrides: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help=_SET_HELP),
-    threads: Optional[str] = typer.Option(None, "--threads", help="CPU threads for torch in every stage: N or auto "
+    threads: Optional[str] = typer.Option(None, "--threads", metavar="N|auto", help="CPU threads for torch in every stage: N or auto "
                                           "(= --set threads=...; default: the recipe's threads key, else auto)."),
 ) -> None:
     """Run a recipe's stages in order; finished stages are skipped and interrupted ones resume."""
@@ -47,7 +50,7 @@ def run_cli(
 
 @app.command("validate", short_help="Check a recipe and everything its run will need.")
 def validate_cli(
-    recipe: Path = typer.Argument(..., metavar="RECIPE", show_default=False, help="Recipe: a YAML file, or the name of a shipped recipe (demo, horse2zebra, ...)."),
+    recipe: Path = typer.Argument(..., metavar="RECIPE", show_default=False, help=_RECIPE_HELP),
     overrides: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help=_SET_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the resolved recipe as JSON."),
 ) -> None:

@@ -38,7 +38,7 @@ def train_teacher_cli(
     workers: int = typer.Option(4, "--workers", help="Data-loader processes."),
     seed: int = typer.Option(0, "--seed", help="Seed of init, data order and augmentation."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
-    threads: str = typer.Option("auto", "--threads", help=THREADS_HELP, show_default=False),
+    threads: str = typer.Option("auto", "--threads", metavar="N|auto", help=THREADS_HELP, show_default=False),
     log_every: int = typer.Option(50, "--log-every", help="Steps between log records (log.jsonl) and between progress lines when stderr is not a terminal."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar or progress lines."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint."),
