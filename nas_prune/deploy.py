@@ -85,6 +85,19 @@ def _onnx_export(model, x, path: Path, *, opset: int, dynamic: bool) -> None:
         raise NasPruneError(f"ONNX export needs the onnx extra: pip install 'nas-prune[onnx]' ({err})") from None
 
 
+def _trace(model, x):
+    """``torch.jit.trace`` without its TracerWarnings: they say shape checks inside instance
+    norm become constants of the trace, which a user cannot act on; whether the trace holds
+    at other sizes is checked afterwards on a second input of another batch and size."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        return torch.jit.trace(model, x, check_trace=False)
+
+
 def opset_range() -> tuple[int, int]:
     """The ONNX opsets this torch exports (TorchScript-based exporter)."""
     try:
@@ -239,7 +252,7 @@ def export_generator(
             if format == "onnx":
                 _onnx_export(net, x, tmp, opset=opset, dynamic=dynamic)
             else:
-                traced = torch.jit.trace(net, x, check_trace=False)
+                traced = _trace(net, x)
                 torch.jit.save(traced, str(tmp))
         if check:
             run = _run_onnx(tmp) if format == "onnx" else _run_torchscript(tmp)
