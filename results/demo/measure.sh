@@ -11,7 +11,9 @@
 # "pip install torch", i.e. install + `nas-prune run demo`) under /usr/bin/time. "busy" starts
 # `python -c "while True: pass"` just before the command and stops it just after.
 # Timing needs a quiet machine: the script stops if the 1-minute load average is 1.5 or more
-# (FORCE=1 runs anyway and says so in the output). Writes results/demo/timing.csv and timing.md.
+# (FORCE=1 runs anyway and timing.md says so), and before each run it waits (up to 5 min) for
+# the load average to fall below 1.5 again after the previous one.
+# Writes results/demo/timing.csv and timing.md.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(git -C "$here" rev-parse --show-toplevel)"
@@ -38,6 +40,12 @@ for r in $(seq 1 "$repeat"); do
     rm -rf "$dir"
     git clone -q "$repo" "$dir/clone"
     "$python" -m venv "$dir/venv"
+    # the 1-minute load average lags: after a busy run, wait (up to 5 min) until it is below 1.5 again
+    for _ in $(seq 1 60); do
+      [ "${FORCE:-0}" = 1 ] && break
+      awk -v l="$(cut -d' ' -f1 /proc/loadavg)" 'BEGIN { exit !(l < 1.5) }' && break
+      sleep 5
+    done
     start_load="$(cut -d' ' -f1 /proc/loadavg)"
     busy_pid=""
     if [ "$s" = busy ]; then
@@ -94,6 +102,10 @@ for s in dict.fromkeys(r["scenario"] for r in rows):
 out += ["", f"{rows[0]['cores']} cores, commit {rows[0]['commit']}. \"busy\": `python -c \"while True: pass\"` ran "
         "beside the command. The whole command includes `pip install` (from the local cache when warm); "
         "`nas-prune run` is the job itself (timings.json). CPU s: user + system of everything the command ran.", ""]
+busy = [f"{r['scenario']} run {r['run']} ({r['load1_start']})" for r in rows if float(r["load1_start"]) >= 1.5]
+if busy:
+    out += ["**Not a benchmark**: the machine was already loaded (1-minute load average at the start of "
+            + ", ".join(busy) + "; the script was forced with FORCE=1).", ""]
 open(sys.argv[2], "w").write("\n".join(out))
 PY
 echo "wrote $csv and $here/timing.md"
