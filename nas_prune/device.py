@@ -10,6 +10,17 @@ this step finite?" into device tensors, and the loop reads it only where it must
 
 :func:`set_determinism` applies what a bit-exact run (and an exact ``--resume``)
 needs on CUDA and records it; :func:`restore_determinism` undoes it.
+
+Batch norm under DDP (:func:`sync_batch_norms`): CAT trains and distils its SPADE
+generators with synchronized batch norm, so the statistics of a training batch are those
+of the whole batch over every GPU. A SPADE student's batch norms (the param-free norms of
+its SPADE layers, the branch norms, ``fc_norm``) therefore become
+``torch.nn.SyncBatchNorm`` when several processes train on CUDA with NCCL; the keys and
+the saved weights do not change. ``SyncBatchNorm`` needs CUDA (and a backend that gathers
+CUDA tensors, NCCL), so with gloo or on CPU the statistics stay per process (a run logs
+one line saying so), as they do for every other generator (CAT's pix2pix / CycleGAN
+students train with per-GPU batch norm under DataParallel). One process (also one
+process under ``torchrun``) has nothing to synchronise.
 """
 
 from __future__ import annotations
@@ -19,7 +30,8 @@ from typing import Any, Mapping
 
 import torch
 
-__all__ = ["FiniteMonitor", "set_determinism", "restore_determinism", "setup_distributed", "amp_dtype", "CUBLAS_WORKSPACE"]
+__all__ = ["FiniteMonitor", "set_determinism", "restore_determinism", "setup_distributed", "amp_dtype", "CUBLAS_WORKSPACE",
+           "sync_batch_norm_plan", "sync_batch_norms"]
 
 #: cuBLAS workspace setting that makes cuBLAS reproducible on CUDA >= 10.2
 #: (https://docs.nvidia.com/cuda/cublas/index.html#results-reproducibility).
@@ -45,6 +57,30 @@ def setup_distributed(backend: str, *, device: str) -> tuple[int, int, int, bool
         torch.distributed.init_process_group(backend=backend)
         created = True
     return world, rank, local_rank, distributed, created
+
+
+def sync_batch_norm_plan(*, world: int, device: torch.device, backend: str | None) -> tuple[bool, str | None]:
+    """``(convert, note)``: whether batch norms become ``SyncBatchNorm`` (module docstring), and
+    the line to log when several processes keep per-process statistics (else None)."""
+    if world <= 1:
+        return False, None
+    if device.type == "cuda" and backend == "nccl":
+        return True, None
+    return False, (f"batch-norm statistics are per process ({world} processes, {backend} on {device.type}): "
+                   "SyncBatchNorm needs CUDA with NCCL")
+
+
+def sync_batch_norms(module: torch.nn.Module, *, world: int, device: torch.device,
+                     backend: str | None = None) -> tuple[torch.nn.Module, str | None]:
+    """``module`` with its batch norms converted to ``torch.nn.SyncBatchNorm`` when
+    :func:`sync_batch_norm_plan` says so, and that plan's note. ``backend`` defaults to
+    the initialised process group's."""
+    if backend is None and torch.distributed.is_available() and torch.distributed.is_initialized():
+        backend = torch.distributed.get_backend()
+    convert, note = sync_batch_norm_plan(world=world, device=device, backend=backend)
+    if convert:
+        module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    return module, note
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:

@@ -39,7 +39,9 @@ The library entry point is :func:`distill`; ``nas-prune distill`` calls it. The 
 :mod:`nas_prune.distill_config`, teacher/student resolution and student folders in
 :mod:`nas_prune.distill_io`, evaluation during training in :mod:`nas_prune.distill_eval`, checkpoints in
 :mod:`nas_prune.distill_checkpoint`, AMP, DDP set-up, determinism and the finite-loss monitor in
-:mod:`nas_prune.device`.
+:mod:`nas_prune.device`. Under DDP on several GPUs (NCCL) a SPADE student's batch norms are
+``torch.nn.SyncBatchNorm``, as CAT's synchronized batch norm; with gloo or on CPU they stay per
+process and the run says so in one line (:func:`nas_prune.device.sync_batch_norms`).
 """
 
 from __future__ import annotations
@@ -192,7 +194,7 @@ class _Run:
         self._setup_distributed()
         self.device = loop.pick_device(cfg.device, local_rank=self.local_rank, world=self.world)
         self.amp_dtype = self._pick_amp()
-        from nas_prune.device import set_determinism
+        from nas_prune.device import set_determinism, sync_batch_norms
 
         self.determinism = set_determinism(cfg.deterministic, self.device)
 
@@ -220,6 +222,10 @@ class _Run:
         fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.teacher = t_model.to(self.device, memory_format=fmt).eval().requires_grad_(False) if t_model is not None else None
         self.student = s_model.to(self.device, memory_format=fmt).train()
+        if self.distributed and self.student_arch.family == "spade":  # CAT's sync BN (nas_prune.device)
+            self.student, note = sync_batch_norms(self.student, world=self.world, device=self.device)
+            if note and self.is_main:
+                warnings.warn(note, loop.RunWarning, stacklevel=3)
         if not gaugan:
             in_d = (self.student_arch.input_nc if cfg.conditional else 0) + self.student_arch.output_nc
             if cfg.teacher_discriminator:

@@ -25,8 +25,8 @@ Departures from CAT's class, none of which changes an output:
   ``SynchronizedBatchNorm2d``: the same computation on one device, with the same keys.
   In eval mode both normalise with the running statistics read from the checkpoint; in
   training mode both use the batch's statistics and update the running ones. Across
-  several GPUs, convert with ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` to
-  synchronise the statistics as CAT does.
+  several GPUs, ``distill`` converts them to ``torch.nn.SyncBatchNorm`` (same keys) to
+  synchronise the statistics as CAT does (:func:`nas_prune.device.sync_batch_norms`).
 * CAT fixes the latent grid when the module is built (from ``crop_size`` and
   ``aspect_ratio``); here it is the input size divided by ``2 ** n_upsampling``, the
   same grid for the size CAT was configured with, and any other multiple works too.
