@@ -526,7 +526,7 @@ def summary_markdown(document: Mapping[str, Any]) -> str:
         )
         thr = prov.get("threshold")
         lines.append(
-            f"Criterion `{prov.get('criterion')}`, threshold {'-inf (nothing pruned)' if thr is None else f'{thr:.6g}'}, "
+            f"Criterion `{prov.get('criterion')}`, threshold {threshold_text(thr, prov.get('round_to'))}, "
             f"min channels {prov.get('min_channels')}, round to {prov.get('round_to') or '-'}, "
             f"fill {'on' if prov.get('fill') else 'off'} ({prov.get('filled_channels', 0)} channels added)."
         )
@@ -572,3 +572,11 @@ def describe_block(arch: Arch, n: int) -> str:
         if kept:
             parts.append(f"{kind} {' '.join(kept)}")
     return ", ".join(parts)
+
+
+def threshold_text(threshold: float | None, round_to: int | None) -> str:
+    """How a plan's threshold reads: ``0.4321``; ``-inf (nothing pruned)`` when it keeps every
+    channel; ``-inf (rounding alone prunes)`` when it keeps every channel but widths were rounded."""
+    if threshold is not None:
+        return f"{threshold:.6g}"
+    return "-inf (rounding alone prunes)" if round_to and round_to > 1 else "-inf (nothing pruned)"

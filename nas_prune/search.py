@@ -523,7 +523,7 @@ def search(
 
 def render_result(result: SearchResult, console) -> None:
     """Print the per-layer widths table and the target / reached / params summary."""
-    from nas_prune.export import layer_rows
+    from nas_prune.export import layer_rows, threshold_text
     from nas_prune.macs import layer_costs, stage_totals
     from nas_prune.tables import new_table, num_column, text_column
 
@@ -566,7 +566,7 @@ def render_result(result: SearchResult, console) -> None:
     console.print(
         f"{reached}; criterion {result.criterion}"
         f"{f' on {result.calibration}' if result.calibration else ''}, threshold "
-        f"{'-inf (nothing pruned)' if thr is None else f'{thr:.6g}'}"
+        f"{threshold_text(thr, result.plan.round_to)}"
         f"{f', +{result.plan.filled} channels by fill' if result.plan.filled else ''}"
         f"{f', widths rounded to {result.plan.round_to}' if result.plan.round_to else ''}"
     )

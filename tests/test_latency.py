@@ -360,6 +360,10 @@ def test_student_measured_over_the_target_is_shrunk_and_measured_again(teacher_f
 
 def test_unreachable_latency_targets(teacher_file, tmp_path):
     rt = FakeRuntime()
+    # An unreachable MACs target is an error before any latency table is timed.
+    with pytest.raises(NasPruneError, match="below the smallest reachable student"):
+        run_search(teacher_file, tmp_path, rt, target_macs=1000, target_latency="1s", write=False)
+    assert rt.now == 0 and not (tmp_path / "cache").exists()
     with pytest.raises(NasPruneError, match="below the smallest reachable student"):
         run_search(teacher_file, tmp_path, rt, target_latency="1us", write=False)
     with pytest.raises(NasPruneError, match="the teacher itself is predicted at .* nothing to prune"):
@@ -379,6 +383,16 @@ def test_round_to_auto_picks_the_best_speed_per_mac(teacher_file, tmp_path):
     assert doc["provenance"]["round_to"] == auto["chosen"]
     assert doc["provenance"]["round_to_auto"]["chosen"] == auto["chosen"]
     assert doc["latency"]["target_ms"] is None  # measured and reported, no latency target
+
+
+def test_threshold_that_keeps_everything_says_whether_rounding_pruned(teacher_file, tmp_path):
+    whole = count_macs(TEACHER, input_size=32)
+    rounded = run_search(teacher_file, tmp_path, None, target_macs=whole, round_to=8, out=tmp_path / "r")
+    assert rounded.plan.threshold is None and rounded.student_arch != TEACHER  # branches of 4 rounded to 0
+    assert "threshold -inf (rounding alone prunes)" in (tmp_path / "r" / "summary.md").read_text()
+    plain = run_search(teacher_file, tmp_path, None, target_macs=whole, out=tmp_path / "p")
+    assert plain.student_arch == TEACHER
+    assert "threshold -inf (nothing pruned)" in (tmp_path / "p" / "summary.md").read_text()
 
 
 # ----------------------------------------------------------------------------- CLI

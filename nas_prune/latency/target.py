@@ -217,6 +217,16 @@ def plan_for_latency(
         raise NasPruneError("--target-latency, --runtime and --round-to auto are not available for SPADE generators")
     shape = (rt.batch, arch.input_nc, *input_size)
     model = table_info = None
+
+    def plan_at(r: int | None, budget_ms: float | None) -> "PrunePlan":
+        budgets = () if budget_ms is None else (
+            Budget(model, budget_ms, label="--target-latency (predicted)", format=format_ms),)
+        return plan_for_target(scores, arch, target_macs=target_macs, convention=convention,
+                               input_size=input_size, min_channels=min_channels,
+                               round_to=None if r in (None, 1) else r, fill=fill, budgets=budgets)
+
+    if target_macs is not None:  # an unreachable MACs target fails now, not after minutes of timing
+        plan_at(None if round_to == "auto" else round_to, None)
     if options.target_ms is not None:
         model, table, cal = latency_model(arch, rt, input_size=input_size, min_channels=min_channels,
                                           directory=options.cache_dir, refresh=options.refresh, log=options.log)
@@ -230,13 +240,6 @@ def plan_for_latency(
                 f"--target-latency {format_ms(options.target_ms)}: the teacher itself is predicted at "
                 f"{format_ms(teacher_ms)} on {rt.name}: nothing to prune"
             )
-
-    def plan_at(r: int | None, budget_ms: float | None) -> "PrunePlan":
-        budgets = () if budget_ms is None else (
-            Budget(model, budget_ms, label="--target-latency (predicted)", format=format_ms),)
-        return plan_for_target(scores, arch, target_macs=target_macs, convention=convention,
-                               input_size=input_size, min_channels=min_channels,
-                               round_to=None if r in (None, 1) else r, fill=fill, budgets=budgets)
 
     auto = None
     budget = options.target_ms
