@@ -19,9 +19,10 @@ without ``--target-macs``):
 
 ``--round-to auto``: the students of every multiple in :data:`AUTO_ROUND` (1 = no
 rounding) that meet the targets are timed interleaved, and the one with the most
-MACs per measured millisecond wins (at a MACs target: the fastest student; at a
-latency target: the largest one within it). The candidates and their numbers are
-recorded in ``arch.json`` (``provenance.round_to_auto``).
+MACs per measured millisecond wins (ties: the smaller multiple). That is speed per MAC,
+not speed alone: a multiple whose rounding drops more channels gives a smaller, faster
+student, and wins only if the runtime runs its MACs faster too. The candidates and their
+numbers are recorded in ``arch.json`` (``provenance.round_to_auto``).
 """
 
 from __future__ import annotations
