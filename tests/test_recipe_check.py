@@ -67,6 +67,29 @@ def test_horse2zebra_takes_a_resnet_layout_teacher(h2z, tmp_path):
     assert "--set space=null" in result.output
 
 
+@pytest.mark.parametrize("recipe", ["map2aerial", "cityscapes"])
+def test_pix2pix_recipes_take_a_batch_norm_resnet_teacher(tmp_path, recipe):
+    """pytorch-CycleGAN-and-pix2pix pix2pix with --netG resnet_9blocks --norm batch (running stats, affine)."""
+    from test_load import classic_resnet
+
+    for split in ("train", "val"):  # the pix2pix maps / cityscapes layout
+        _images(tmp_path / "data" / split, 2, width=2)
+    torch.manual_seed(0)
+    torch.save(classic_resnet(ngf=16, n_blocks=9, norm=torch.nn.BatchNorm2d).state_dict(), tmp_path / "latest_net_G.pth")
+    result = CliRunner().invoke(app, ["validate", recipe, "--set", f"data={tmp_path / 'data'}",
+                                      "--set", f"teacher={tmp_path / 'latest_net_G.pth'}",
+                                      "--set", "evaluate.inception=null", "--set", "evaluate.save_real_stats=false",
+                                      "--set", "distill.batch_size=2", "--set", "prune.target_macs=1G"],
+                                env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert "checked teacher: stem 16/32/64 | 9 blocks | head 32/16" in result.output
+    assert "checked data:" in result.output and "(aligned)" in result.output
+    # a stage's options wrap under their indent at 80 columns, not at column 0
+    lines = result.output.splitlines()
+    assert all(len(line) <= 80 for line in lines if "file:" not in line and "checked" not in line)
+    assert all(line.startswith("  ") for line in lines[1:]) and any(line.startswith("      ") for line in lines)
+
+
 def test_only_the_inception_placeholder_left(h2z):
     result = _validate(*_sets(h2z)[:3], "evaluate.save_real_stats=false")
     assert result.exit_code == 2

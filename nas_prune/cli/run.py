@@ -65,12 +65,23 @@ def validate_cli(
     if as_json:
         typer.echo(json.dumps(r.to_dict(), indent=2, default=str))
         return
+    import textwrap
+
     out = console()
-    out.print(f"{recipe}: valid recipe {r.name} -> {r.run_dir}", highlight=False, markup=False)
+
+    def say(text: str, indent: str = "", wrap: bool = False) -> None:
+        if wrap:  # a stage's options wrap under their own indent, not at column 0
+            text = textwrap.fill(text, width=max(40, out.width - 1), initial_indent=indent,
+                                 subsequent_indent=indent + "    ", break_on_hyphens=False, break_long_words=False)
+        else:
+            text = indent + text
+        out.print(text, highlight=False, markup=False, soft_wrap=True)
+
+    say(f"{recipe}: valid recipe {r.name} -> {r.run_dir}")
     if r.path is not None and str(r.path) != str(recipe):
-        out.print(f"  file: {r.path}", highlight=False, markup=False)
+        say(f"file: {r.path}", "  ")
     for stage, opts in r.stages.items():
         shown = ", ".join(f"{k}={v}" for k, v in opts.items()) or "defaults"
-        out.print(f"  {stage}: {shown}", highlight=False, markup=False)
+        say(f"{stage}: {shown}", "  ", wrap=True)
     for line in checked:
-        out.print(f"  checked {line}", highlight=False, markup=False)
+        say(f"checked {line}", "  ")
