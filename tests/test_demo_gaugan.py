@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from nas_prune.demo_data import make_demo_dataset
@@ -42,13 +43,18 @@ def test_gaugan_chain_with_the_shipped_recipe(tmp_path, monkeypatch):
     features = TinyFeatures().eval()
     monkeypatch.setattr(inc, "load_inception", lambda path, **kw: features)  # FID's Inception, tiny
     data = make_demo_dataset(tmp_path / "data", task="segmentation", size=64, n_train=4, n_test=2, labels=LABELS)
-    t_arch = cat_teacher_arch(ngf=2, label_nc=LABELS, num_upsampling_layers="more", channels_reduction_factor=2, spade_hidden=4)
+    # a "normal" teacher: its tensors are those of "more", so only the recipe's space says which it is
+    t_arch = cat_teacher_arch(ngf=2, label_nc=LABELS, num_upsampling_layers="normal", channels_reduction_factor=2, spade_hidden=4)
+    space = tmp_path / "tiny_spade.yaml"
+    space.write_text(yaml.safe_dump({"name": "tiny_spade", "family": "spade", "ngf": 2, "label_nc": LABELS,
+                                     "num_upsampling_layers": "normal", "kernel_sizes": [1, 3, 5],
+                                     "channels_reduction_factor": 2, "spade_hidden": 4}))
     teacher = tmp_path / "best_net_G.pth"
     torch.save(seeded_weights_(build_generator(t_arch), 0).state_dict(), teacher)  # as CAT saves it
     target = int(0.5 * count_macs(t_arch, input_size=64, convention="paper"))
     seg, vgg = save_drn(tmp_path, classes=LABELS), save_vgg(tmp_path)
     overrides = [
-        f"teacher={teacher}", f"data={data}", "space=null", f"run_dir={tmp_path / 'run'}",
+        f"teacher={teacher}", f"data={data}", f"space={space}", f"run_dir={tmp_path / 'run'}",
         f"prune.target_macs={target}", "prune.input_size=64", "prune.min_channels=1",
         "distill.epochs=1", "distill.epochs_decay=1", "distill.batch_size=2", "distill.crop_size=64", "distill.load_size=64",
         "distill.ndf=4", "distill.workers=0", "distill.progress=false", "distill.log_every=1",
@@ -74,5 +80,9 @@ def test_gaugan_chain_with_the_shipped_recipe(tmp_path, monkeypatch):
     assert row["fid"] == pytest.approx(last_eval["fid"]) and row["miou"] == pytest.approx(last_eval["miou"])
     assert row["psnr_ref"] == pytest.approx(last_eval["psnr_teacher"]) and np.isfinite(row["kid"])
     assert row["macs_paper"] == arch["macs"]["paper"] < metrics["teacher"]["macs_paper"]
+    # every stage built the teacher from the space ("more" would count other MACs at 64x64)
+    assert arch["arch"]["num_upsampling_layers"] == "normal"
+    assert metrics["teacher"]["macs_paper"] == count_macs(t_arch, input_size=64, convention="paper")
+    assert json.loads((run / "distill" / "config.json").read_text())["teacher_arch"] == t_arch.to_dict()
     assert "mIoU" in (run / "evaluate" / "metrics.md").read_text()
     assert (run / "export" / "generator.onnx").is_file()
