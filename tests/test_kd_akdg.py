@@ -130,3 +130,26 @@ def test_bad_options(arch):
         _term(arch, norm="group")
     with pytest.raises(NasPruneError, match="akdg.ndf"):
         AKDG(teacher_arch=arch, student_arch=arch, ndf=0)
+    with pytest.raises(NasPruneError, match="akdg.conditional"):
+        _term(arch, conditional="yes")
+
+
+@pytest.mark.parametrize("value, channels", [("false", 3), ("true", 6)])
+def test_conditional_from_a_recipe_key_and_from_the_cli(tmp_path, arch, value, channels):
+    from nas_prune.cli.distill import parse_options
+    from nas_prune.distill import DistillConfig
+    from nas_prune.recipe import load_recipe
+
+    path = tmp_path / "kd.yaml"
+    path.write_text(
+        "# Run: nas-prune run kd.yaml\n"
+        "name: kd\nrun_dir: runs/kd\ndata: data\nteacher: teacher.safetensors\nstudent: student\n"
+        "stages:\n  distill:\n    mode: aligned\n    distill: {akdg: 1.0}\n"
+        f"    distill_options: {{akdg: {{conditional: {value}, ndf: 8}}}}\n",
+        encoding="utf-8",
+    )
+    from_recipe = DistillConfig.from_dict(load_recipe(path).stages["distill"]).distill_options
+    from_cli = parse_options([f"akdg.conditional={value}", "akdg.ndf=8"])
+    assert from_recipe == from_cli == {"akdg": {"conditional": value == "true", "ndf": 8}}
+    (_, term), = build_terms({"akdg": 1.0}, teacher_arch=arch, student_arch=arch, options=from_cli)
+    assert term.conditional is (value == "true") and term.discriminator.in_channels == channels

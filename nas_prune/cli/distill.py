@@ -74,7 +74,7 @@ def distill_cli(
     lambda_distill: Optional[float] = typer.Option(None, "--lambda-distill", help="Weight of GCKA, whose KA is computed per device and averaged across DDP ranks: CAT's lambda_distill on its 4 GPUs is 4x this (horse2zebra 4, map2aerial 5.2, cityscapes 2) [1]."),
     lambda_mse: Optional[float] = typer.Option(None, "--lambda-mse", help="Weight of feature MSE [1]."),
     lambda_crd: Optional[float] = typer.Option(None, "--lambda-crd", help="Weight of CRD, whose per-image losses are averaged over the batch: the published pix2pix setting (batch 4) is 4, CycleGAN 10 [1]."),
-    lambda_akdg: Optional[float] = typer.Option(None, "--lambda-akdg", help="Weight of AKDG [1]."),
+    lambda_akdg: Optional[float] = typer.Option(None, "--lambda-akdg", help="Weight of AKDG, whose distillation discriminator sees input and output; --distill-option akdg.conditional=false shows it the output only, as the paper [1]."),
     lambda_ackd: Optional[float] = typer.Option(None, "--lambda-ackd", help="Weight of ACKD [1]."),
     distill_layers: Optional[str] = typer.Option(None, "--distill-layers", help="Feature layers, e.g. stem,block3,block6,block9 [stem + blocks at 1/3, 2/3, 3/3]."),
     distill_option: Optional[List[str]] = typer.Option(None, "--distill-option", metavar="METHOD.OPTION=VALUE", help="METHOD.OPTION=VALUE, repeatable, e.g. gcka.centered=true."),
