@@ -50,26 +50,34 @@ and moves toward ``T_deep`` plus its reconstruction from the shallow stages; the
 adapter absorbs the change of scale. With ``residual=False`` the target is ``K``
 alone, the deep stage as the shallow stages see it.
 
-Other choices made here (the paper leaves them open or ties them to its networks):
+Where this departs from the paper or fills what it leaves open, and why:
 
+- **Training of the accumulation modules**: their own reconstruction step with the
+  target held constant to the student (above), because training them on the
+  student's loss lets them lower it without the student.
 - **Stages**: the term's taps, in forward order; the deepest is the deep stage,
   all others are accumulated. The default taps are CAT's distillation layers
   (``stem, block3, block6, block9`` for 9 blocks), so the stem and blocks 3 and 6
   are accumulated into the target of block 9. ``up1`` may be used too (it is
-  resized and aligned like the others).
+  resized and aligned like the others). The paper's stages are those of its own
+  generators; CAT's layers make ACKD comparable with GCKA and MSE on the same taps.
 - **Which combinations**: ``mode="af"`` (default) adds both ACK-A and ACK-F to the
-  residual; ``"a"`` or ``"f"`` use one.
+  residual; ``"a"`` or ``"f"`` use one (both modules are the paper's, so both are on
+  by default; the single-module variants are for ablations).
 - **Attention width**: ``width=64`` for queries and keys, one head; ``kv_pool``
   average-pools keys/values by that factor to bound the ``(hw)^2`` attention
-  memory on large images (1: off, the default).
-- **Fusion block** (ACK-F): conv3x3 - ReLU - conv3x3 at ``C_t`` channels.
+  memory on large images (1: off, the default). Not given in what could be
+  checked of the paper; one small head keeps the term cheap next to the generator.
+- **Fusion block** (ACK-F): conv3x3 - ReLU - conv3x3 at ``C_t`` channels, the
+  smallest residual conv block (its layers are not given in what could be checked).
 - **Loss**: ``loss="mse"`` (default), ``"l1"`` or ``"smooth_l1"``, for both the
-  student's term and the modules' reconstruction.
+  student's term and the modules' reconstruction (MSE as the paper's feature loss;
+  the others are extra options).
 - **Initialisation**: with the residual on, the last layer of ACK-A (``out``)
   and of ACK-F start at zero, so the target starts as ``T_deep`` exactly (the
   term begins as GAN Compression's adapter MSE on the deep stage).
-- **Weight**: the paper's loss weight is not reproduced here (``--lambda-ackd``,
-  default 1).
+- **Weight**: the paper's loss weight could not be confirmed (no public code), so
+  none is reproduced: ``--lambda-ackd`` defaults to 1, as every other term.
 
 The teacher itself is never updated (its features are detached here, so no gradient
 reaches it even if the caller forgot ``no_grad``).
