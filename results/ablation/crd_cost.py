@@ -15,14 +15,20 @@ is not included). Configurations:
 
 Timings are interleaved (one step of each configuration per round, ``--repeats``
 rounds after one warm-up) and reported as min / median / max with the 1-minute load
-average before and after. Peak memory: on CUDA ``torch.cuda.max_memory_allocated``
-during one step minus the memory allocated before it; on CPU the peak resident set
-size during one step (``VmHWM`` after a reset) minus the resident size before it, in a
-fresh process per configuration (Linux).
-Only run for numbers on a quiet machine (1-minute load below 1.5 on CPU).
+average before and after. Only run for timings on a quiet machine (1-minute load below
+1.5 on CPU).
 
-    python results/ablation/crd_cost.py --device cpu --threads 2
-    python results/ablation/crd_cost.py --device cuda
+Peak memory, in a fresh process per configuration after one warm-up step: on CUDA
+``torch.cuda.max_memory_allocated`` during one step minus the memory allocated before
+it; on CPU the peak of the bytes held by tensors created during one step, tracked
+tensor by tensor (``torch.distributed._tools.mem_tracker.MemTracker``), which repeats
+from run to run (the process's resident set size does not: it varies with the C
+allocator's reuse of freed pages). ``--memory-only`` measures peak memory alone
+(no timing), so it can run on a busy machine.
+
+    python results/ablation/crd_cost.py --device cpu --threads 2 --explicit
+    python results/ablation/crd_cost.py --device cuda --explicit
+    python results/ablation/crd_cost.py --memory-only --explicit --out results/ablation/crd_memory.md
 """
 
 from __future__ import annotations
@@ -98,14 +104,6 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _status_kib(key: str) -> int:
-    """A ``/proc/self/status`` field in KiB (``VmRSS``: resident now, ``VmHWM``: peak since the last reset)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {key}")
-
-
 def _peak_child(config: str, args) -> int:
     """Peak memory growth (bytes) of one step of ``config``, in this process (called in a child)."""
     import torch
@@ -120,11 +118,13 @@ def _peak_child(config: str, args) -> int:
         step()
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - before
+    from torch.distributed._tools.mem_tracker import MemTracker
+
     step()  # warm-up
-    before = _status_kib("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # reset the peak resident set size (Linux >= 4.0)
-    step()
-    return (_status_kib("VmHWM") - before) * 1024
+    tracker = MemTracker()
+    with tracker:
+        step()
+    return int(sum(snap.get("Total", 0) for snap in tracker.get_tracker_snapshot("peak").values()))
 
 
 def main() -> None:
@@ -135,6 +135,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--explicit", action="store_true", help="also run the materialised (explicit) form")
+    parser.add_argument("--memory-only", action="store_true", help="peak memory only, no timing (for a busy machine)")
     parser.add_argument("--out", type=Path, default=HERE / "crd_cost.md")
     parser.add_argument("--peak-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -146,20 +147,21 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     configs = [c for c in CONFIGS if c != "explicit" or args.explicit]
-    load_before = os.getloadavg()
-    steps = {c: _make(c, args.batch, args.size, args.device) for c in configs}
     times: dict[str, list[float]] = {c: [] for c in configs}
-    for c in configs:  # warm-up
-        steps[c]()
-    for _ in range(args.repeats):
-        for c in configs:
-            _sync(args.device)
-            t0 = time.perf_counter()
+    load_before = os.getloadavg()
+    if not args.memory_only:
+        steps = {c: _make(c, args.batch, args.size, args.device) for c in configs}
+        for c in configs:  # warm-up
             steps[c]()
-            _sync(args.device)
-            times[c].append((time.perf_counter() - t0) * 1000)
+        for _ in range(args.repeats):
+            for c in configs:
+                _sync(args.device)
+                t0 = time.perf_counter()
+                steps[c]()
+                _sync(args.device)
+                times[c].append((time.perf_counter() - t0) * 1000)
+        del steps
     load_after = os.getloadavg()
-    del steps
     peaks = {}
     for c in configs:
         cmd = [sys.executable, __file__, "--peak-child", c, "--device", args.device, "--batch", str(args.batch),
@@ -169,29 +171,37 @@ def main() -> None:
 
     device = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else f"CPU, {args.threads} threads"
     cmd = "python results/ablation/crd_cost.py " + " ".join(sys.argv[1:])
+    memory = ("CUDA max_memory_allocated during one step" if args.device.startswith("cuda")
+              else "peak bytes of the tensors created during one step (MemTracker)")
     lines = [
-        f"# CRD term: cost per step at batch {args.batch}, {args.size}x{args.size}",
+        f"# CRD term: {'peak memory' if args.memory_only else 'cost'} per step at batch {args.batch}, "
+        f"{args.size}x{args.size}",
         "",
         f"Regenerate: `{cmd}`",
         "",
-        f"Device: {device}; torch {torch.__version__}. Load average (1/5/15 min) before: "
-        f"{load_before[0]:.2f} / {load_before[1]:.2f} / {load_before[2]:.2f}, after: "
-        f"{load_after[0]:.2f} / {load_after[1]:.2f} / {load_after[2]:.2f}. "
-        f"{args.repeats} interleaved rounds after one warm-up; forward + backward of the term only.",
-        "",
-        "| configuration | strips per image | ms/step min | median | max | peak memory (MiB) |",
-        "|---|---|---|---|---|---|",
+        f"Device: {device}; torch {torch.__version__}. Forward + backward of the term only. Peak memory: {memory}.",
     ]
+    if not args.memory_only:
+        lines[-1] += (
+            f" Load average (1/5/15 min) before: {load_before[0]:.2f} / {load_before[1]:.2f} / {load_before[2]:.2f}, "
+            f"after: {load_after[0]:.2f} / {load_after[1]:.2f} / {load_after[2]:.2f}. "
+            f"{args.repeats} interleaved rounds after one warm-up."
+        )
+    head = "| configuration | strips per image |" + ("" if args.memory_only else " ms/step min | median | max |")
+    lines += ["", head + " peak memory (MiB) |", "|---|---|" + ("" if args.memory_only else "---|---|---|") + "---|"]
     for c in configs:
         strips = args.size if c != "thick-strips" else args.size // max(1, args.size // 8)
-        ts = times[c]
-        lines.append(f"| {c} | {strips} + {strips} | {min(ts):.1f} | {statistics.median(ts):.1f} | {max(ts):.1f} | "
-                     f"{peaks[c] / 2**20:.0f} |")
+        cells = [c, f"{strips} + {strips}"]
+        if not args.memory_only:
+            ts = times[c]
+            cells += [f"{min(ts):.1f}", f"{statistics.median(ts):.1f}", f"{max(ts):.1f}"]
+        cells.append(f"{peaks[c] / 2**20:.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     text = "\n".join(lines)
-    from nas_prune.fileio import write_text
-
-    write_text(args.out, text)
+    tmp = args.out.with_name(args.out.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, args.out)
     print(text)
 
 

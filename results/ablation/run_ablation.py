@@ -1,7 +1,8 @@
 """Ablation of the distillation methods on one pruned student (CPU-sized).
 
-Regenerate the table (measured: 13 min teacher training + 43 min of runs on a 2-core
-machine shared with other jobs, load ~10; less on free cores)::
+Regenerate the tables (measured on a 2-core machine shared with other jobs, load 2-14:
+50 min of teacher training, then 33 runs of 2-14 min each, 218 min summed, about 2 h
+with ``--jobs 2``; much less on free cores)::
 
     python results/ablation/run_ablation.py --work /tmp/nas-prune-ablation --jobs 2
 
@@ -80,9 +81,17 @@ PUBLISHED = {
     "gcka@map2aerial": "5.2 = 4 GPUs x CAT's lambda_distill 1.3 (pix2pix map->aerial)",
     "crd@pix2pix": "4 = the reference code's pix2pix setting (2.5 per granularity, summed over a batch of 4) "
                    "in nas-prune's batch-mean reduction",
-    "akdg": "1: the student adds the distillation adversarial loss to its own (no other weight is published), "
-            "the same as the default row",
+    "akdg-uncond": "the paper's setting: D_kd sees output images only (unconditional), and the student adds the "
+                   "distillation adversarial loss to its own (weight 1; no other weight is published)",
     "ackd": "no published weight is available; the default 1",
+}
+#: Method -> (row of nas-prune's defaults, rows of its published settings) for the summary table.
+SUMMARY = {
+    "mse": ("mse", ["mse"]),
+    "gcka": ("gcka", ["gcka@cityscapes", "gcka@map2aerial"]),
+    "crd": ("crd", ["crd@pix2pix"]),
+    "akdg": ("akdg", ["akdg-uncond"]),
+    "ackd": ("ackd", []),
 }
 #: Bump when a distillation method's defaults or training change (cached runs are keyed by it).
 METHODS_VERSION = 2
@@ -217,12 +226,38 @@ def _run_one(job: tuple) -> dict:
     return row
 
 
+def write_file(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically (a results file of this folder, not a user's output)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else float("nan"))
 
 
+def _setting(method: str) -> str:
+    """``"gcka 2"``, ``"akdg 1 (akdg.conditional=False)"``: a row's weights and options."""
+    spec, options = METHODS[method]
+    weights = ", ".join(f"{k} {v:g}" for k, v in spec.items()) or "-"
+    opts = "; ".join(f"{k}.{o}={v}" for k, d in options.items() for o, v in d.items())
+    return weights + (f" ({opts})" if opts else "")
+
+
+def _deltas(rows: list[dict], method: str) -> list[str]:
+    """Paired differences to the ``none`` run of the same seed, mean +- std: PSNR and SSIM cells."""
+    base = {r["seed"]: r for r in rows if r["method"] == "none"}
+    rs = [r for r in rows if r["method"] == method and r["seed"] in base]
+    if not rs:
+        return ["-", "-"]
+    cells = []
+    for key, fmt in (("psnr", "{:+.3f} +- {:.3f}"), ("ssim", "{:+.4f} +- {:.4f}")):
+        cells.append(fmt.format(*_mean_std([r[key] - base[r["seed"]][key] for r in rs])))
+    return cells
+
+
 def write_tables(rows: list[dict], prep: dict, args, elapsed: float) -> None:
-    from nas_prune.fileio import write_text
     from nas_prune.macs import format_macs
 
     cmd = "python results/ablation/run_ablation.py " + " ".join(sys.argv[1:])
@@ -248,8 +283,9 @@ def write_tables(rows: list[dict], prep: dict, args, elapsed: float) -> None:
         f"{format_macs(prep['teacher_macs'], 'fvcore')} at {SIZE}x{SIZE}, trained {args.teacher_steps} steps. "
         f"Student: one-step pruning to 1/4 of the teacher's MACs: {prep['student_arch'].summary()}, "
         f"{format_macs(prep['student_macs'], 'fvcore')}. Fine-tuning: {args.steps} steps, batch {BATCH}, "
-        f"lambda_recon 100, lambda_gan 1, each method at its defaults and weight 1 except the `method@setting` rows "
-        f"(published weights, below), seeds {', '.join(map(str, args.seeds))}. "
+        f"lambda_recon 100, lambda_gan 1, each row's distillation weights and options as in its `setting` column "
+        f"(a method's other options at their defaults; `method@setting` rows and `akdg-uncond`: published settings, "
+        f"below), seeds {', '.join(map(str, args.seeds))}. "
         f"Test split: {N_TEST} pairs ({args.task} demo task, {SIZE}x{SIZE}). Fine-tuning runs took "
         f"{sum(r['seconds'] for r in rows) / 60:.1f} min of wall time summed over runs "
         f"({args.jobs} processes in parallel, 1 thread each).",
@@ -262,35 +298,45 @@ def write_tables(rows: list[dict], prep: dict, args, elapsed: float) -> None:
         "seed (same discriminator initialisation, data order and flips), mean +- std of the paired differences.",
         "s/run is wall time on a machine shared with other jobs, not a speed measurement.",
         "",
-        "| method | weights | PSNR (dB) mean | PSNR std | SSIM mean | SSIM std |" + (" FID mean | FID std |" if has_fid else "")
+        "| method | setting | PSNR (dB) mean | PSNR std | SSIM mean | SSIM std |" + (" FID mean | FID std |" if has_fid else "")
         + " dPSNR vs none | dSSIM vs none | runs | s/run |",
         "|---|---|---|---|---|---|" + ("---|---|" if has_fid else "") + "---|---|---|---|",
     ]
-    base = {r["seed"]: r for r in rows if r["method"] == "none"}
     for method in args.methods:
         rs = [r for r in rows if r["method"] == method]
         if not rs:
             continue
         pm, ps = _mean_std([r["psnr"] for r in rs])
         sm, ss = _mean_std([r["ssim"] for r in rs])
-        spec, options = METHODS[method]
-        weights = ", ".join(f"{k} {v:g}" for k, v in spec.items()) or "-"
-        opts = "; ".join(f"{k}.{o}={v}" for k, d in options.items() for o, v in d.items())
-        cells = [method, weights + (f" ({opts})" if opts else ""), f"{pm:.3f}", f"{ps:.3f}", f"{sm:.4f}", f"{ss:.4f}"]
+        cells = [method, _setting(method), f"{pm:.3f}", f"{ps:.3f}", f"{sm:.4f}", f"{ss:.4f}"]
         if has_fid:
             fm, fs = _mean_std([r["fid"] for r in rs])
             cells += [f"{fm:.2f}", f"{fs:.2f}"]
-        for key, fmt in (("psnr", "{:+.3f} +- {:.3f}"), ("ssim", "{:+.4f} +- {:.4f}")):
-            diffs = [r[key] - base[r["seed"]][key] for r in rs if r["seed"] in base]
-            cells.append(fmt.format(*_mean_std(diffs)) if method != "none" and diffs else "")
+        cells += _deltas(rows, method) if method != "none" else ["", ""]
         cells += [str(len(rs)), f"{statistics.fmean(r['seconds'] for r in rs):.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Defaults against published settings: each method at nas-prune's defaults (weight 1) and at the",
+        "published setting of its source (paired deltas vs `none` as above; `-`: not run or none published).",
+        "",
+        "| method | defaults | dPSNR vs none | dSSIM vs none | published setting | dPSNR vs none | dSSIM vs none |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, (default, published) in SUMMARY.items():
+        for i, pub in enumerate(published or [None]):
+            cells = [name, _setting(default), *_deltas(rows, default)] if i == 0 else ["", "", "", ""]
+            if pub is None:
+                cells += ["none published", "-", "-"]
+            else:
+                cells += [f"`{pub}`: {_setting(pub)}" + (" (= defaults)" if pub == default else ""), *_deltas(rows, pub)]
+            lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Published weights (as nas-prune's weights mean them):", ""]
     lines += [f"- `{name}`: {note}" for name, note in PUBLISHED.items()]
     if not has_fid:
         lines += ["", "FID: not computed (no local Inception weights were given; pass `--inception`)."]
     lines += ["", "Per-run numbers: `ablation_runs.csv`.", ""]
-    write_text(HERE / "ablation.md", "\n".join(lines))
+    write_file(HERE / "ablation.md", "\n".join(lines))
 
 
 def main() -> None:
