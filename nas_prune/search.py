@@ -586,3 +586,5 @@ def render_result(result: SearchResult, console) -> None:
     )
     if result.out is not None:
         console.print(f"wrote {result.out}/ (arch.json, student.safetensors, summary.md)")
+    for note in result.teacher.notes:  # what loading assumed, e.g. a SPADE teacher's upsampling without --space
+        console.print(f"note: {note}", highlight=False, markup=False)

@@ -86,3 +86,11 @@ def test_evaluate_and_export_take_space_or_follow_the_student(normal, tmp_path):
     scripted = torch.jit.load(str(tmp_path / "b.pt"))
     with torch.no_grad():
         assert (scripted(normal["seg"]) - normal["ref"]["out_eval"]).abs().max().item() <= ATOL
+
+
+def test_search_without_space_says_what_it_assumed(normal, tmp_path):
+    cli = CliRunner().invoke(app, ["search", "--teacher", str(normal["root"] / "G.pth"), "--target-macs", "5M",
+                                   "--input-size", "64x64", "--min-channels", "1", "--out", str(tmp_path / "s")])
+    assert cli.exit_code == 0, cli.output
+    said = " ".join(cli.output.split())
+    assert "note: num_upsampling_layers not stored in the checkpoint: assumed 'more'" in said
