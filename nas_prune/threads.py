@@ -37,7 +37,7 @@ from typing import Callable, Iterator
 
 from nas_prune.errors import NasPruneError
 
-__all__ = ["ThreadChoice", "parse_threads", "usable_cores", "busy_cores", "choose_threads", "use_threads",
+__all__ = ["ThreadChoice", "parse_threads", "usable_cores", "busy_cores", "cpu_sample", "others_busy", "choose_threads", "use_threads",
            "recheck", "RECHECK_SECONDS"]
 
 RECHECK_SECONDS = 20.0
@@ -148,6 +148,18 @@ def _busy_between(a: _Sample, b: _Sample) -> float | None:
     hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     others = (b.machine - a.machine) - (b.own - a.own)  # type: ignore[operator]
     return max(0.0, others / hz / (b.at - a.at))
+
+
+def cpu_sample() -> _Sample:
+    """A reading of the machine's and this process's CPU counters, for :func:`others_busy`."""
+    return _Sample.now()
+
+
+def others_busy(since: _Sample) -> float | None:
+    """Cores other processes kept busy on average since ``since`` (this process's threads
+    excluded; None without ``/proc``). Benchmarks report it: unlike the load average it does
+    not count the benchmark's own threads."""
+    return _busy_between(since, _Sample.now())
 
 
 def busy_cores(*, seconds: float = SAMPLE_SECONDS) -> float:

@@ -65,6 +65,14 @@ def test_busy_between_subtracts_own_cpu(monkeypatch):
     assert threads._busy_between(a, threads._Sample(at=12.0, machine=None, own=700)) is None
 
 
+def test_others_busy_leaves_out_this_process(monkeypatch):
+    samples = iter([threads._Sample(at=0.0, machine=0, own=0), threads._Sample(at=4.0, machine=600, own=400)])
+    monkeypatch.setattr(threads._Sample, "now", classmethod(lambda cls: next(samples)))
+    monkeypatch.setattr(threads.os, "sysconf", lambda name: 100)
+    start = threads.cpu_sample()
+    assert threads.others_busy(start) == pytest.approx(0.5)  # 600 busy jiffies in 4 s, 400 of them ours
+
+
 def test_use_threads_restores_and_auto_follows_the_load(machine, monkeypatch):
     before = torch.get_num_threads()
     lines = []

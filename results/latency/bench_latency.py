@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "results" / "search"))
 
-from bench_search import load_note, loadavg, make_teacher, write_csv  # noqa: E402
+from bench_search import load_note, make_teacher, quiet_start, write_csv  # noqa: E402
 
 from nas_prune.apply import build_student  # noqa: E402
 from nas_prune.calibration import calibration_images  # noqa: E402
@@ -125,7 +125,7 @@ def main() -> None:
     images, _, calib = calibration_images(teacher.arch, n_images=8, input_size=size)
     teacher_net = teacher.build()
     probe = FidelityProbe(teacher_net, images, batch_size=2)
-    load_start = loadavg()
+    load_start = quiet_start()
     rows, missed = [], []
     with tempfile.TemporaryDirectory() as tmp:
         teacher_file = Path(tmp) / f"ngf{teacher.arch.stem[0]}_seed0_G.pth"

@@ -40,6 +40,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -57,11 +58,13 @@ from nas_prune.model import build_generator  # noqa: E402
 from nas_prune.plan import plan_for_target  # noqa: E402
 from nas_prune.search import search  # noqa: E402
 from nas_prune.space import load_space  # noqa: E402
+from nas_prune.threads import cpu_sample, others_busy  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 TARGETS = {"1G": 1_000_000_000, "2.6G": 2_600_000_000, "5.6G": 5_600_000_000}
 SEED = 0
 QUIET_LOAD = 1.5  # 1-minute load average under which timings are kept
+QUIET_OTHERS = 0.25  # cores other processes may keep busy during a kept run
 
 # CAT's own shrink_model (snap-research/CAT at commit 1dbd048, utils/common.py), run on this
 # teacher (seed 0 gammas) for the 2.6e9 target (CAT's profiler = the paper convention) on a quiet
@@ -108,13 +111,27 @@ def loadavg() -> tuple[float, float, float] | None:
         return None
 
 
+def quiet_start(wait_s: float = 300.0):
+    """Wait (up to ``wait_s``) for the 1-minute load average to fall under QUIET_LOAD, then
+    return the start reading for :func:`load_note`: the load average and a CPU-counter sample."""
+    deadline = time.monotonic() + wait_s
+    while (la := loadavg()) is not None and la[0] >= QUIET_LOAD and time.monotonic() < deadline:
+        time.sleep(10)
+    return loadavg(), cpu_sample()
+
+
 def load_note(start) -> str:
-    """``load average (1/5/15 min) at the start: a / b / c; at the end: d / e / f``."""
+    """The load average at the start and the end, and the cores other processes kept busy
+    during the run (this script's own threads excluded, which the load average includes)."""
+    la_start, sample = start
     fmt = lambda la: "unknown" if la is None else " / ".join(f"{x:.2f}" for x in la)  # noqa: E731
-    end = loadavg()
-    text = f"load average (1/5/15 min) at the start: {fmt(start)}; at the end: {fmt(end)}"
-    if any(la is not None and la[0] >= QUIET_LOAD for la in (start, end)):
-        text += f" (a 1-minute load of {QUIET_LOAD} or more: a busy machine, do not keep these timings)"
+    others = others_busy(sample)
+    text = (f"load average (1/5/15 min) at the start: {fmt(la_start)}; at the end: {fmt(loadavg())}; "
+            f"other processes kept {'an unknown number of' if others is None else f'{others:.2f}'} cores busy "
+            f"on average during the run (this script's own CPU time excluded)")
+    if (la_start is not None and la_start[0] >= QUIET_LOAD) or (others is not None and others >= QUIET_OTHERS):
+        text += (f" (a 1-minute load of {QUIET_LOAD} or more at the start, or other processes using "
+                 f"{QUIET_OTHERS} cores or more: a busy machine, do not keep these timings)")
     return text
 
 
@@ -132,7 +149,7 @@ def spread(values) -> str:
 
 
 def part_time(teacher_file: Path, repeats: int, targets, out: Path, *, size: int, arch) -> None:
-    start_load = loadavg()
+    start_load = quiet_start()
     rows_spec = [(c, n, t) for c in ("paper", "fvcore") for n, t in targets.items()]
     runs = {(c, n, v): [] for c, n, _ in rows_spec for v in ("fast", "full")}
     reached = {}
@@ -202,7 +219,7 @@ def part_time(teacher_file: Path, repeats: int, targets, out: Path, *, size: int
 
 
 def part_latency(teacher, scores, repeats: int, targets, out: Path, *, size: int) -> None:
-    start_load = loadavg()
+    start_load = quiet_start()
     rt = Runtime("torch-cpu", threads=2)
     hw = (size, size)
     models = {"teacher": (teacher.build(), teacher.arch)}
