@@ -194,14 +194,20 @@ def setup_image_data(run, data: Path, use_cuda: bool) -> None:
     run.train_set, run.steps_per_epoch, run.sampler, run.loader = loop.train_data(
         cfg, data, mode=cfg.mode, rank=run.rank, world=run.world, pin_memory=use_cuda, **nc)
     tf = dmod.TransformConfig(load_size=cfg.load_size, crop_size=cfg.crop_size, preprocess=cfg.preprocess, flip=cfg.flip)
+    run.test_set = open_test_split(run, data, lambda: dmod.open_dataset(
+        data, mode=cfg.mode, split="test", direction=cfg.direction, transform=tf, seed=cfg.seed, **nc))
+
+
+def open_test_split(run, data: Path, open_test):
+    """``open_test()``, or None with one warning on the main rank when ``data`` has no test split."""
     try:
-        run.test_set = dmod.open_dataset(data, mode=cfg.mode, split="test", direction=cfg.direction, transform=tf, seed=cfg.seed, **nc)
+        return open_test()
     except NasPruneError as err:
         if "missing" not in str(err):
             raise
-        run.test_set = None
         if run.is_main:
-            warnings.warn(f"{data}: no test split; evaluation is skipped", loop.RunWarning, stacklevel=4)
+            warnings.warn(f"{data}: no test split; evaluation is skipped", loop.RunWarning, stacklevel=5)
+        return None
 
 
 _SAID_NO_TENSORBOARD = False  # the missing-TensorBoard line is said once per process

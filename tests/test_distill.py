@@ -82,6 +82,19 @@ def test_short_run_writes_everything(tmp_path, data, teacher):
     assert json.loads((out / "best_metrics.json").read_text())["step"] == res.best_step
 
 
+def test_data_without_a_test_split_trains_and_skips_evaluation(tmp_path, data, teacher):
+    import shutil
+
+    from nas_prune.loop import RunWarning
+
+    train_only = tmp_path / "train_only"
+    shutil.copytree(data / "train", train_only / "train")
+    with pytest.warns(RunWarning, match="no test split; evaluation is skipped"):
+        res = distill(teacher=teacher, student=S_ARCH, data=train_only, out=tmp_path / "run",
+                      config=DistillConfig(**{**FAST, "epochs_decay": 0}))
+    assert res.finished and res.step == 2 and not res.metrics
+
+
 def test_resume_after_interruption_is_exact(tmp_path, data, teacher):
     cfg = DistillConfig(**{**FAST, "epochs": 2, "epochs_decay": 1})  # 6 steps
     whole = distill(teacher=teacher, student=S_ARCH, data=data, out=tmp_path / "a", config=cfg)

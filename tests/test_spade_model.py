@@ -28,6 +28,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from nas_prune.data_seg import instance_edges
 from nas_prune.errors import NasPruneError
 from nas_prune.load import load_generator
 from nas_prune.model import build_generator, check_taps, tap_names
@@ -41,18 +42,6 @@ CONFIGS = ("normal_leaky", "more_relu", "most_leaky")
 ATOL = 1e-5
 
 
-def edges(inst: torch.Tensor) -> torch.Tensor:
-    """Instance edges as GauGAN computes them: 1 where a 4-neighbour has another id."""
-    e = torch.zeros_like(inst, dtype=torch.bool)
-    dx = inst[..., :, 1:] != inst[..., :, :-1]
-    dy = inst[..., 1:, :] != inst[..., :-1, :]
-    e[..., :, 1:] |= dx
-    e[..., :, :-1] |= dx
-    e[..., 1:, :] |= dy
-    e[..., :-1, :] |= dy
-    return e.float()
-
-
 def reference(name: str):
     path = DATA / f"{name}.safetensors"
     tensors = load_file(str(path))
@@ -62,7 +51,7 @@ def reference(name: str):
     labels = tensors["labels"].long().repeat_interleave(8, 2).repeat_interleave(8, 3)
     inst = tensors["instances"].long().repeat_interleave(4, 2).repeat_interleave(4, 3)
     onehot = torch.zeros(labels.shape[0], label_nc - 1, *labels.shape[2:]).scatter_(1, labels, 1.0)
-    seg = torch.cat([onehot, edges(inst)], 1)
+    seg = torch.cat([onehot, instance_edges(inst)], 1)
     state = {k[3:]: v for k, v in tensors.items() if k.startswith("sd.")}
     return state, seg, tensors, meta
 

@@ -34,7 +34,6 @@ Departures from CAT's code, and why:
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 from nas_prune import loop
@@ -75,6 +74,7 @@ def setup(run, data: Path) -> None:
     """Data, discriminator, losses and optimiser settings of a GauGAN run (sets attributes of ``run``)."""
     from nas_prune import data as dmod
     from nas_prune.data_seg import open_seg_dataset
+    from nas_prune.distill_io import open_test_split
     from nas_prune.gaugan.discriminator import MultiscaleDiscriminator, load_multiscale_discriminator
     from nas_prune.gaugan.vgg import VGGLoss, load_vgg19
 
@@ -90,14 +90,8 @@ def setup(run, data: Path) -> None:
     run.train_set, run.steps_per_epoch, run.sampler, run.loader = loop.train_data(
         cfg, data, mode=cfg.mode, rank=run.rank, world=run.world, pin_memory=run.device.type == "cuda",
         input_nc=arch.label_nc, output_nc=arch.output_nc, dataset=train_set)
-    try:
-        run.test_set = open_seg_dataset(data, split="test", label_nc=arch.label_nc, transform=tf, seed=cfg.seed)
-    except NasPruneError as err:
-        if "missing" not in str(err):
-            raise
-        run.test_set = None
-        if run.is_main:
-            warnings.warn(f"{data}: no test split; evaluation is skipped", loop.RunWarning, stacklevel=4)
+    run.test_set = open_test_split(run, data, lambda: open_seg_dataset(
+        data, split="test", label_nc=arch.label_nc, transform=tf, seed=cfg.seed))
 
     in_d = arch.label_nc + arch.output_nc
     if cfg.teacher_discriminator:
