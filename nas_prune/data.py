@@ -182,6 +182,14 @@ def _load_rgb(path: Path, channels: int) -> Image.Image:
     return load_image(path, "L" if channels == 1 else "RGB")
 
 
+def check_data_folder(root: Path, expected: str) -> None:
+    """Raise NasPruneError unless ``root`` is an existing folder (a file is named as a file)."""
+    if root.is_file():
+        raise NasPruneError(f"data {root} is a file, not a dataset folder (expected {expected})")
+    if not root.is_dir():
+        raise NasPruneError(f"data directory not found: {root}")
+
+
 def to_tensor(im: Image.Image) -> torch.Tensor:
     """PIL image -> float tensor ``(C, H, W)`` in [-1, 1]."""
     arr = np.asarray(im, dtype=np.float32)
@@ -399,11 +407,7 @@ def open_dataset(
         raise NasPruneError(f"direction {direction!r} is not one of {', '.join(DIRECTIONS)}")
     if split not in ("train", "test"):
         raise NasPruneError(f"split {split!r} is not one of train, test")
-    if root.is_file():
-        raise NasPruneError(f"data {root} is a file, not a dataset folder (expected a folder with train/ and test/, "
-                            "or trainA/ trainB/ testA/ testB/)")
-    if not root.is_dir():
-        raise NasPruneError(f"data directory not found: {root}")
+    check_data_folder(root, "a folder with train/ and test/, or trainA/ trainB/ testA/ testB/")
     layout = detect_layout(root)
     if layout is None:
         raise NasPruneError(

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from nas_prune.data import IMG_EXTENSIONS, TransformConfig, to_tensor
+from nas_prune.data import IMG_EXTENSIONS, TransformConfig, check_data_folder, to_tensor
 from nas_prune.errors import NasPruneError
 
 __all__ = [
@@ -160,8 +160,7 @@ class SegDataset(torch.utils.data.Dataset):
         root = Path(root)
         if split not in ("train", "test"):
             raise NasPruneError(f"split {split!r} is not one of train, test")
-        if not root.is_dir():
-            raise NasPruneError(f"data directory not found: {root}")
+        check_data_folder(root, "gtFine/ and leftImg8bit/, or train/ and test/ with labels/ and images/")
         layout = detect_seg_layout(root)
         if layout is None:
             raise NasPruneError(

@@ -64,6 +64,9 @@ def test_cityscapes_errors(tmp_path):
         open_seg_dataset(root, split="train", label_nc=36, transform=SW)
     with pytest.raises(NasPruneError, match="no semantic-map dataset found"):
         open_seg_dataset(tmp_path, split="train", label_nc=36)
+    (tmp_path / "maps.png").write_bytes(b"")
+    with pytest.raises(NasPruneError, match="maps.png is a file, not a dataset folder"):
+        open_seg_dataset(tmp_path / "maps.png", split="train", label_nc=36)
 
 
 def _folder(root, split, n, *, size=(8, 8), max_label=4, instances=True):
