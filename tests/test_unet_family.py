@@ -398,3 +398,13 @@ def test_shipped_space_loads_through_the_family():
         FAM.space_from_dict({**data, "num_downs": 1}, source="s")
     with pytest.raises(NasPruneError, match="dropout: missing required key"):
         FAM.space_from_dict({k: v for k, v in data.items() if k != "dropout"}, source="s")
+
+
+def test_shipped_recipe_uses_the_unet_taps():
+    from nas_prune.recipe import load_recipe
+
+    recipe = load_recipe(Path(__file__).parent.parent / "nas_prune" / "recipes" / "pix2pix_unet.yaml")
+    space = FAM.space_from_dict(yaml.safe_load((SPACES / "unet_256.yaml").read_text()), source="unet_256")
+    taps = recipe.stages["distill"]["distill_taps"]
+    assert list(taps) == FAM.default_taps(space.teacher_arch())
+    FAM.check_taps(space.teacher_arch(), taps)
