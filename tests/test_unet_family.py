@@ -408,3 +408,22 @@ def test_shipped_recipe_uses_the_unet_taps():
     taps = recipe.stages["distill"]["distill_taps"]
     assert list(taps) == FAM.default_taps(space.teacher_arch())
     FAM.check_taps(space.teacher_arch(), taps)
+
+
+def test_trace_size_scales_fvcore_exactly_and_rows_and_rules():
+    arch = random_unet(random.Random(11), levels=4)
+    h, w, s = FAM.trace_size(arch, (128, 256), min_side=16)
+    assert (h, w, s) == (16, 32, 8)  # multiples of 2**4
+    assert (sum(c.macs for c in FAM.layer_costs(arch, (h, w), "fvcore")) * s * s
+            == sum(c.macs for c in FAM.layer_costs(arch, (128, 256), "fvcore")))
+    assert FAM.trace_size(arch, (48, 48), min_side=32) == (48, 48, 1)
+    rows = FAM.table_rows(arch)
+    assert rows[0] == ("level 0", f"{arch.down[0]} / {arch.output_nc}", "level0") and len(rows) == 4
+    stages = {c.stage for c in FAM.layer_costs(arch, (16, 16), "paper")}
+    assert stages == {r[2] for r in rows}
+    t = teacher_arch(ngf=8, num_downs=5)
+    layer = FAM.prunable_layers(t)[0]
+    assert FAM.layer_rule(layer, t, min_channels=16, round_to=None) == (1, 8)  # ngf 8 < 16: the whole width
+    assert FAM.layer_rule(FAM.prunable_layers(t)[3], t, min_channels=16, round_to=None) == (1, 16)
+    assert FAM.layer_rule(layer, t, min_channels=0, round_to=None) == (1, 1)
+    assert FAM.module_types()[0] is type(FAM.build(t))

@@ -45,8 +45,11 @@ class UnetFamily(GeneratorFamily):
     settings = SETTINGS
     sync_batchnorm = True
     latency_units = False
+    trains_teachers = False
+    fvcore_by_leaves = True  # convs, ConvTransposes and norms are leaves; the concatenations are free
     arch_type = UnetArch
     criteria = ("gamma", "l1", "activation")
+    calibrated_criteria = ("activation",)
 
     # checkpoints
     def detect_layout(self, keys: Sequence[str]) -> str | None:
@@ -69,11 +72,35 @@ class UnetFamily(GeneratorFamily):
     def space_from_dict(self, data: Mapping[str, Any], *, source: str) -> UnetSpace:
         return UnetSpace.from_dict(data, source=source)
 
+    def table_rows(self, arch: UnetArch) -> list[tuple[str, str, str]]:
+        """One row per level, outside in: ``down width / up width`` (level 0's up width is the image's)."""
+        return [(f"level {i}", f"{arch.down[i]} / {arch.up_width(i)}", f"level{i}") for i in range(arch.num_downs)]
+
     # modules
     def build(self, arch: UnetArch):
         from nas_prune.families.unet.model import build_unet
 
         return build_unet(arch)
+
+    def module_types(self) -> tuple[type, ...]:
+        from nas_prune.families.unet.model import UnetGenerator
+
+        return (UnetGenerator,)
+
+    def trace_size(self, arch: UnetArch, size: tuple[int, int], *, min_side: int = 32) -> tuple[int, int, int]:
+        """Every layer's fvcore count is a fixed amount per pixel of a map ``2**k`` times smaller
+        than the input, so ``H = s*h``, ``W = s*w`` with ``h, w`` multiples of ``2**num_downs``
+        scale exactly by ``s**2``; the smallest such ``h, w`` >= ``min_side``."""
+        H, W = size
+        m = arch.size_multiple
+        side = max(min_side, m)
+        best = (H, W, 1)
+        for s in range(2, min(H, W) + 1):
+            h, w = H // s, W // s
+            if H % s or W % s or h % m or w % m or min(h, w) < side:
+                continue
+            best = (h, w, s)
+        return best
 
     def input_size_limits(self, arch: UnetArch) -> list[tuple[int, str]]:
         m = arch.size_multiple
@@ -81,6 +108,12 @@ class UnetFamily(GeneratorFamily):
 
     def size_multiple(self, arch: UnetArch) -> int:
         return arch.size_multiple
+
+    def layer_rule(self, layer, teacher: UnetArch, *, min_channels: int, round_to: int | None) -> tuple[int, int]:
+        """Every level keeps ``min(min_channels, width)`` rounded up to a step, and at least one
+        channel (a level cannot vanish: its skip and its up path need channels)."""
+        step = round_to or 1
+        return step, min(layer.width, max(step, -(-min_channels // step) * step))
 
     def forward_bytes(self, arch: UnetArch, size: tuple[int, int], *, batch: int = 1) -> int:
         """float32 bytes of every feature map of one inference pass that is alive at the
