@@ -427,3 +427,12 @@ def test_trace_size_scales_fvcore_exactly_and_rows_and_rules():
     assert FAM.layer_rule(FAM.prunable_layers(t)[3], t, min_channels=16, round_to=None) == (1, 16)
     assert FAM.layer_rule(layer, t, min_channels=0, round_to=None) == (1, 1)
     assert FAM.module_types()[0] is type(FAM.build(t))
+
+
+@pytest.mark.parametrize("norm, affine, stats", [("batch", True, True), ("instance", False, False)])
+def test_training_pass_with_taps_backpropagates_everywhere(norm, affine, stats):
+    arch = teacher_arch(ngf=2, num_downs=5, norm=norm, affine=affine, track_running_stats=stats)
+    model = FAM.build(arch).train()
+    out, feats = model.forward_with_features(torch.randn(2, 3, 32, 32), FAM.tap_names(arch))
+    (out.square().mean() + sum(f.square().mean() for f in feats.values())).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
