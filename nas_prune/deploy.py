@@ -159,19 +159,11 @@ def _run_torchscript(path: Path):
 
 
 def _example(arch, batch: int, size: tuple[int, int], g):
-    """A seeded example input: images in [-1, 1], or for SPADE generators one-hot label maps
-    (in blocks of 8 pixels) with an edge channel, as the generator sees them."""
-    import torch
+    """A seeded example input as the generator sees them (the family's: images in [-1, 1],
+    or one-hot label maps with an edge channel for semantic-map generators)."""
+    from nas_prune.families import family_of
 
-    if arch.family != "spade":
-        return torch.rand(batch, arch.input_nc, *size, generator=g) * 2 - 1
-    h, w = size
-    labels = torch.randint(0, arch.label_nc - 1 if arch.label_nc > 1 else 1, (batch, 1, h // 8, w // 8), generator=g)
-    labels = labels.repeat_interleave(8, 2).repeat_interleave(8, 3)
-    seg = torch.zeros(batch, arch.label_nc, h, w).scatter_(1, labels, 1.0)
-    if arch.label_nc > 1:
-        seg[:, -1] = (torch.rand(batch, h, w, generator=g) < 0.05).float()
-    return seg
+    return family_of(arch).example_input(arch, size, batch=batch, generator=g)
 
 
 def export_generator(
@@ -232,14 +224,10 @@ def export_generator(
     notes: list[str] = []
     net = model if is_module else open_generator(model, space=space, notes=notes)
     net = net.to("cpu").eval()
-    spade = net.arch.family == "spade"
-    if spade:
-        from nas_prune.spade.macs import check_spade_size
+    from nas_prune.model import size_multiple
 
-        size = check_spade_size(net.arch, size)
-    else:
-        check_input_size(net.arch, size)
-    step = net.arch.size_multiple if spade else 4
+    check_input_size(net.arch, size)
+    step = size_multiple(net.arch)
     # the larger of the two checked inputs
     check_forward_memory(net.arch, (size[0] + 2 * step, size[1] + 4 * step), batch=batch_size + 1)
     g = torch.Generator().manual_seed(seed)
@@ -258,7 +246,6 @@ def export_generator(
             run = _run_onnx(tmp) if format == "onnx" else _run_torchscript(tmp)
             inputs = [x]
             if dynamic or format == "torchscript":
-                step = net.arch.size_multiple if spade else 4
                 h2, w2 = size[0] + 2 * step, size[1] + 4 * step
                 inputs.append(_example(net.arch, batch_size + 1, (h2, w2), g))
             worst = 0.0

@@ -65,6 +65,7 @@ from nas_prune.distill_config import (
 )
 from nas_prune.distill_io import (Features, check_crop_size, data_fingerprint, open_tensorboard, resolve_models,
                                   save_student, setup_image_data)
+from nas_prune.families import family_of
 from nas_prune.errors import NasPruneError
 from nas_prune.progress import TrainProgress, shown_losses
 from nas_prune.runstate import RunStatus
@@ -97,7 +98,7 @@ def distill(
         student: a student folder (``arch.json`` + ``student.safetensors``), a bare
             ``arch.json`` (fresh weights), an :class:`Arch`, or a Generator. A SPADE teacher
             checkpoint is built with the student's upsampling and activation (its shapes do
-            not show them; :mod:`nas_prune.spade.load`).
+            not show them; :mod:`nas_prune.families.spade.load`).
         space: optional search space (YAML path, shipped name or space object) the teacher
             must belong to; it pins the settings shapes cannot show. A student whose settings
             differ from the space's is an error naming the field.
@@ -222,7 +223,7 @@ class _Run:
         fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.teacher = t_model.to(self.device, memory_format=fmt).eval().requires_grad_(False) if t_model is not None else None
         self.student = s_model.to(self.device, memory_format=fmt).train()
-        if self.distributed and self.student_arch.family == "spade":  # CAT's sync BN (nas_prune.device)
+        if self.distributed and family_of(self.student_arch).sync_batchnorm:  # CAT's sync BN (nas_prune.device)
             self.student, note = sync_batch_norms(self.student, world=self.world, device=self.device)
             if note and self.is_main:
                 warnings.warn(note, loop.RunWarning, stacklevel=3)

@@ -61,7 +61,7 @@ def evaluate(run) -> None:
     if feats_real:
         import numpy as np
 
-        from nas_prune.evaluate import frechet_distance
+        from nas_prune.fid import frechet_distance
 
         metrics["fid"] = frechet_distance(np.concatenate(feats_real), np.concatenate(feats_fake))
     record(run, metrics)

@@ -11,21 +11,21 @@ from typing import Any, Mapping, Sequence
 
 from nas_prune import loop
 from nas_prune.arch import Arch, fits_within
+from nas_prune.families import data_kind
 from nas_prune.errors import NasPruneError
 
 
 def _generators() -> tuple[type, ...]:
-    """Module classes of the generators nas-prune builds (CAT inception, CAT SPADE)."""
-    from nas_prune.model import Generator
-    from nas_prune.spade.model import SpadeGenerator
+    """Module classes of the generators nas-prune builds (every registered family's)."""
+    from nas_prune.families import module_types
 
-    return Generator, SpadeGenerator
+    return module_types()
 
 
 def _archs() -> tuple[type, ...]:
-    from nas_prune.spade.arch import SpadeArch
+    from nas_prune.families import families
 
-    return Arch, SpadeArch
+    return tuple(f.arch_type for f in families())
 
 
 def open_space(space: Any):
@@ -57,7 +57,7 @@ def resolve_teacher(teacher: Any, *, space: Any = None, like: Any = None):
     """(Generator in eval mode, Arch, sha256 or None) from a path, LoadedGenerator or module.
 
     A checkpoint path is read with ``space`` and, for a SPADE student ``like``, with the
-    student's settings that a SPADE checkpoint's shapes cannot show (:mod:`nas_prune.spade.load`).
+    student's settings that a SPADE checkpoint's shapes cannot show (:mod:`nas_prune.families.spade.load`).
     A teacher given as a module or ``LoadedGenerator`` must fit ``space``.
     """
     if teacher is None:
@@ -150,7 +150,7 @@ def check_crop_size(cfg, student_arch: Arch, teacher_arch: Arch | None, discrimi
     from nas_prune.gan import PatchDiscriminator
     from nas_prune.model import check_forward_memory, check_input_size
 
-    if cfg.preprocess == "none" or student_arch.family == "spade":  # own sizes; SPADE data checks its own
+    if cfg.preprocess == "none" or data_kind(student_arch) == "semantic":  # own sizes; semantic-map data checks its own
         return
     size = (cfg.crop_size, cfg.crop_size)
     extra = [d.input_limit for d in discriminators if isinstance(d, PatchDiscriminator)]

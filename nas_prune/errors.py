@@ -14,3 +14,7 @@ class NasPruneError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+class RunWarning(UserWarning):
+    """A warning of a training run (no test split, fresh weights, interrupted); the CLI prints it on one line."""

@@ -39,7 +39,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from nas_prune.arch import Arch, fits_within
+from nas_prune.arch import Arch, arch_from_dict, fits_within
 from nas_prune.errors import NasPruneError
 from nas_prune.fileio import dumps_readable
 
@@ -129,7 +129,7 @@ def validate_document(doc: Any, *, source: str = ARCH_FILE) -> tuple[Arch, Arch 
         _fail(src, "version", f"version {version} is not supported (this nas-prune reads version {VERSION})")
     _str(src, "space", doc.get("space"), nullable=True)
     try:
-        arch = Arch.from_dict(doc["arch"], where="arch")
+        arch = arch_from_dict(doc["arch"], where="arch")
     except NasPruneError as err:
         raise NasPruneError(f"{src}: {err}") from None
 
@@ -191,7 +191,7 @@ def _validate_provenance(src: str, prov: Any, arch: Arch) -> Arch:
     for key in ("file", "sha256", "layout"):
         _str(src, f"provenance.teacher.{key}", t.get(key), nullable=True)
     try:
-        teacher = Arch.from_dict(t["arch"], where="provenance.teacher.arch")
+        teacher = arch_from_dict(t["arch"], where="provenance.teacher.arch")
     except NasPruneError as err:
         raise NasPruneError(f"{src}: {err}") from None
     why = fits_within(arch, teacher)
@@ -244,23 +244,9 @@ def _validate_provenance(src: str, prov: Any, arch: Arch) -> Arch:
 
 def _widths_of(student: Arch, teacher: Arch) -> dict[str, int]:
     """Student widths keyed by the teacher's prunable-layer names."""
-    from nas_prune.plan import prunable_layers
+    from nas_prune.plan import student_widths
 
-    if teacher.family == "spade":
-        from nas_prune.spade.plan import spade_student_widths
-
-        return spade_student_widths(student, teacher)  # type: ignore[arg-type]
-
-    out = {}
-    for layer in prunable_layers(teacher):
-        if layer.kind == "stem":
-            out[layer.name] = student.stem[layer.index]
-        elif layer.kind == "head":
-            out[layer.name] = student.head[layer.index]
-        else:
-            block = student.blocks[layer.block]
-            out[layer.name] = (block.res if layer.kind == "res" else block.dw)[layer.index]
-    return out
+    return student_widths(student, teacher)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -318,7 +304,7 @@ def read_student(
     """
     arch_path, weights_path = _locate(path)
     doc = read_document(arch_path)
-    arch = Arch.from_dict(doc["arch"])
+    arch = arch_from_dict(doc["arch"])
     state = None
     if load_weights and weights_path.is_file():
         state = _read_weights(weights_path, arch)
@@ -335,7 +321,8 @@ def _read_weights(path: Path, arch: Arch) -> dict[str, "torch.Tensor"]:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
         raise NasPruneError(f"{path}: not a readable safetensors file ({err})") from None
-    from nas_prune.load import check_finite, check_state
+    from nas_prune.checkpoint import check_finite
+    from nas_prune.families.common import check_state
 
     check_finite(state, path)
     return check_state(build_generator(arch).state_dict(), state, path,
@@ -384,7 +371,7 @@ def reslice(teacher_state_dict: Mapping[str, "torch.Tensor"], document: Mapping[
     prov = document.get("provenance")
     if prov is None:
         raise NasPruneError("arch.json: provenance: missing; this student was not pruned from a teacher")
-    teacher = Arch.from_dict(prov["teacher"]["arch"], where="provenance.teacher.arch")
+    teacher = arch_from_dict(prov["teacher"]["arch"], where="provenance.teacher.arch")
     plan = PrunePlan.from_kept(teacher, prov["kept"], where="provenance.kept")
     return slice_state_dict(plan, teacher_state_dict)
 
@@ -483,9 +470,9 @@ def summary_markdown(document: Mapping[str, Any]) -> str:
     """A human summary of an ``arch.json`` document (the ``summary.md`` of a student folder)."""
     from nas_prune.macs import format_macs
 
-    arch = Arch.from_dict(document["arch"])
+    arch = arch_from_dict(document["arch"])
     prov = document.get("provenance") or {}
-    teacher_arch = Arch.from_dict(prov["teacher"]["arch"]) if prov else None
+    teacher_arch = arch_from_dict(prov["teacher"]["arch"]) if prov else None
     lines = [f"# Student: {arch.summary()}", ""]
     macs = document.get("macs")
     if macs:
@@ -551,27 +538,25 @@ def summary_markdown(document: Mapping[str, Any]) -> str:
 
 
 def layer_rows(arch: Arch) -> list[tuple[str, str]]:
-    """``[(row name, widths)]`` of ``arch`` for tables: stem, blocks, head (SPADE: fc, blocks, out)."""
-    if arch.family == "spade":
-        return ([("fc", str(arch.stream[0]))]
-                + [(name, arch.describe_block(i)) for i, name in enumerate(arch.block_names)]
-                + [("conv_img", f"{arch.stream[-1]} -> {arch.output_nc}")])
-    return ([("stem", " / ".join(map(str, arch.stem)))]
-            + [(f"block {n + 1}", describe_block(arch, n)) for n in range(arch.n_blocks)]
-            + [("head", " / ".join(map(str, arch.head)))])
+    """``[(row name, widths)]`` of ``arch`` for tables, in forward order (the family's rows:
+    stem, blocks, head for the inception-residual generators)."""
+    from nas_prune.families import family_of
+
+    return [(name, widths) for name, widths, _ in family_of(arch).table_rows(arch)]
+
+
+def table_stages(arch: Arch) -> list[str]:
+    """The cost stage (:attr:`nas_prune.macs.LayerCost.stage`) of each row of :func:`layer_rows`."""
+    from nas_prune.families import family_of
+
+    return [stage for _, _, stage in family_of(arch).table_rows(arch)]
 
 
 def describe_block(arch: Arch, n: int) -> str:
-    """``res k3:24 k5:10, dw k1:6`` or ``identity``."""
-    b = arch.blocks[n]
-    if b.is_identity:
-        return "identity"
-    parts = []
-    for kind, ks, ws in (("res", arch.res_kernel_sizes, b.res), ("dw", arch.dw_kernel_sizes, b.dw)):
-        kept = [f"k{k}:{w}" for k, w in zip(ks, ws) if w]
-        if kept:
-            parts.append(f"{kind} {' '.join(kept)}")
-    return ", ".join(parts)
+    """``res k3:24 k5:10, dw k1:6`` or ``identity`` (inception-residual block ``n``)."""
+    from nas_prune.families.inception.plan import describe_block as describe
+
+    return describe(arch, n)
 
 
 def threshold_text(threshold: float | None, round_to: int | None) -> str:

@@ -25,8 +25,7 @@ from nas_prune.errors import NasPruneError
 CHECKPOINT = Path("checkpoints") / "last.pt"
 
 
-class RunWarning(UserWarning):
-    """A warning of a training run (no test split, fresh weights, interrupted); the CLI prints it on one line."""
+from nas_prune.errors import RunWarning  # noqa: E402,F401  (historical name)
 
 
 # ----------------------------------------------------------------------------- configs

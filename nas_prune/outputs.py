@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from nas_prune.errors import NasPruneError
-from nas_prune.load import file_sha256
+from nas_prune.checkpoint import file_sha256
 
 MANIFEST = ".nas-prune-manifest.json"
 MANIFEST_FORMAT = "nas-prune-manifest"
@@ -381,7 +381,7 @@ def clear(
         if here != folder and not any(here.iterdir()) and listed:
             here.rmdir()
     if say_kept and report.kept:
-        from nas_prune.loop import RunWarning
+        from nas_prune.errors import RunWarning
 
         shown = ", ".join(report.kept[:5]) + (f" and {len(report.kept) - 5} more" if len(report.kept) > 5 else "")
         parts = []

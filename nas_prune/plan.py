@@ -36,87 +36,39 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from nas_prune.arch import Arch, Block
 from nas_prune.errors import NasPruneError
-from nas_prune.macs import check_convention, format_macs, parse_input_size
+from nas_prune.families import family_of
+from nas_prune.families.common import FLOOR_KINDS, PrunableLayer, check_convention, format_macs, parse_input_size
+from nas_prune.families.inception.plan import MacsFormula  # noqa: F401  (historical name)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-FLOOR_KINDS = ("stem", "head", "stream")
-
-
-@dataclass(frozen=True)
-class PrunableLayer:
-    """A layer whose output channels are pruned.
-
-    Attributes:
-        name: ``stem.I``, ``blocks.N.res.J``, ``blocks.N.dw.J`` or ``head.I`` (module docstring).
-        kind: ``stem``, ``res``, ``dw`` or ``head``.
-        width: the teacher's width (number of channels, >= 1).
-        index: stem/head position ``I``, or the kernel-size slot ``J`` for branches.
-        block: block index ``N`` for branches, None for stem/head.
-        unit: the width is kept a multiple of this (SPADE ``stream.0``; 1 elsewhere).
-        follows: a layer whose width is set from this one's (SPADE ``stream.K`` follow
-            ``stream.0``) instead of by the threshold; None for thresholded layers.
-    """
-
-    name: str
-    kind: str
-    width: int
-    index: int
-    block: int | None = None
-    unit: int = 1
-    follows: str | None = None
-
-    @property
-    def has_floor(self) -> bool:
-        """Stem and head layers have the ``min_channels`` floor; branches may reach 0."""
-        return self.kind in FLOOR_KINDS
+Arch = Any  # an architecture of any registered family
 
 
 def prunable_layers(arch: Arch) -> list[PrunableLayer]:
-    """Every prunable layer of ``arch`` in forward order (branches of width 0 are skipped).
-
-    SPADE generators: :func:`nas_prune.spade.plan.spade_prunable_layers`.
-    """
-    if arch.family == "spade":
-        from nas_prune.spade.plan import spade_prunable_layers
-
-        return spade_prunable_layers(arch)  # type: ignore[arg-type]
-    layers = [PrunableLayer(f"stem.{i}", "stem", w, i) for i, w in enumerate(arch.stem)]
-    for n, block in enumerate(arch.blocks):
-        for kind, widths in (("res", block.res), ("dw", block.dw)):
-            for j, w in enumerate(widths):
-                if w > 0:
-                    layers.append(PrunableLayer(f"blocks.{n}.{kind}.{j}", kind, w, j, n))
-    layers += [PrunableLayer(f"head.{i}", "head", w, i) for i, w in enumerate(arch.head)]
-    return layers
+    """Every prunable layer of ``arch`` in forward order (the family's
+    :meth:`~nas_prune.families.base.GeneratorFamily.prunable_layers`)."""
+    return family_of(arch).prunable_layers(arch)
 
 
 def arch_from_widths(teacher: Arch, widths: Mapping[str, int]) -> Arch:
     """The student of ``teacher`` with the given width per prunable layer name.
 
-    Layers missing from ``widths`` keep 0 for branches; stem/head must be given.
+    Inception-residual generators: layers missing from ``widths`` keep 0 for branches;
+    stem/head must be given.
     """
-    if teacher.family == "spade":
-        from nas_prune.spade.plan import spade_arch_from_widths
+    return family_of(teacher).arch_from_widths(teacher, widths)
 
-        return spade_arch_from_widths(teacher, widths)  # type: ignore[arg-type,return-value]
-    blocks = []
-    for n, block in enumerate(teacher.blocks):
-        res = tuple(widths.get(f"blocks.{n}.res.{j}", 0) for j in range(len(block.res)))
-        dw = tuple(widths.get(f"blocks.{n}.dw.{j}", 0) for j in range(len(block.dw)))
-        blocks.append(Block(res=res, dw=dw))
-    return teacher.with_widths(
-        stem=[widths[f"stem.{i}"] for i in range(3)],
-        blocks=blocks,
-        head=[widths[f"head.{i}"] for i in range(2)],
-    )
+
+def student_widths(student: Arch, teacher: Arch) -> dict[str, int]:
+    """A student's widths keyed by the teacher's prunable-layer names."""
+    return family_of(teacher).student_widths(student, teacher)
 
 
 @dataclass(frozen=True)
@@ -200,97 +152,26 @@ class PrunePlan:
         return cls(teacher, clean, threshold, min_channels, round_to, filled)
 
 
-class MacsFormula:
-    """Analytic MACs of the students of one teacher as a closed formula of the widths.
-
-    Equal to :func:`nas_prune.macs.count_macs` of :func:`arch_from_widths` exactly (a
-    test checks it) but about 20x cheaper, since it skips building an :class:`Arch`
-    and the per-layer records. With input ``H x W``, ``hw0 = HW``, ``hw1 = hw0 / 4``,
-    ``hw2 = hw0 / 16``, stream width ``c = stem[2]`` and ``a`` the per-element norm
-    charge of the convention::
-
-        stem   in*s0*49*hw0 + a*s0*hw0 + s0*s1*9*hw1 + a*s1*hw1 + s1*c*9*hw2 + a*c*hw2
-        res_k  m * (2*c*k*k + a) * hw2
-        dw_k   m * (2*c + k*k + 2*a) * hw2
-        block  + a*c*hw2 when the block has any branch (its norm)
-        head   c*h0*9*p0 + a*h0*hw1 + h0*h1*9*p1 + a*h1*hw0 + h1*out*49*hw0
-
-    where ConvTranspose pixels ``p0, p1`` are ``hw2, hw1`` (fvcore) or ``hw1, hw0`` (paper).
-    """
-
-    def __init__(self, teacher: Arch, *, input_size: int | str | tuple[int, int] = 256,
-                 convention: str = "fvcore"):
-        check_convention(convention)
-        H, W = parse_input_size(input_size)
-        self.teacher = teacher
-        self.hw0, self.hw1, self.hw2 = H * W, (H // 2) * (W // 2), (H // 4) * (W // 4)
-        if convention == "paper":
-            self.a = 1 if teacher.affine else 0
-        elif teacher.norm == "instance":
-            self.a = 5 if teacher.affine else 4
-        else:
-            self.a = 2 if teacher.affine else 1
-        self.p0, self.p1 = (self.hw2, self.hw1) if convention == "fvcore" else (self.hw1, self.hw0)
-        # Per block: [(layer name, res?, k)] for branches that exist in the teacher.
-        self.blocks = [
-            [(f"blocks.{n}.res.{j}", True, k) for j, (k, m) in enumerate(zip(teacher.res_kernel_sizes, b.res)) if m]
-            + [(f"blocks.{n}.dw.{j}", False, k) for j, (k, m) in enumerate(zip(teacher.dw_kernel_sizes, b.dw)) if m]
-            for n, b in enumerate(teacher.blocks)
-        ]
-
-    def __call__(self, widths: Mapping[str, int]) -> int:
-        """MACs for one image of the student with ``widths`` (missing branches are 0)."""
-        a, hw0, hw1, hw2 = self.a, self.hw0, self.hw1, self.hw2
-        s0, s1, c = widths["stem.0"], widths["stem.1"], widths["stem.2"]
-        h0, h1 = widths["head.0"], widths["head.1"]
-        t = self.teacher
-        total = (t.input_nc * s0 * 49 + a * s0) * hw0 + (s0 * s1 * 9 + a * s1) * hw1
-        total += (s1 * c * 9 + a * c) * hw2
-        for branches in self.blocks:
-            block = 0
-            for name, is_res, k in branches:
-                m = widths.get(name, 0)
-                if m:
-                    block += m * ((2 * c * k * k + a) if is_res else (2 * c + k * k + 2 * a))
-            if block:
-                total += (block + a * c) * hw2
-        total += c * h0 * 9 * self.p0 + a * h0 * hw1 + h0 * h1 * 9 * self.p1
-        total += (a * h1 + h1 * t.output_nc * 49) * hw0
-        return total
-
-
 def macs_formula(teacher: Arch, *, input_size: int | str | tuple[int, int] = 256, convention: str = "fvcore"):
-    """The closed MACs formula of ``teacher``'s students (:class:`MacsFormula`, or
-    :class:`nas_prune.spade.plan.SpadeMacsFormula` for SPADE generators)."""
-    if teacher.family == "spade":
-        from nas_prune.spade.plan import SpadeMacsFormula
-
-        return SpadeMacsFormula(teacher, input_size=input_size, convention=convention)  # type: ignore[arg-type]
-    return MacsFormula(teacher, input_size=input_size, convention=convention)
+    """The closed MACs formula of ``teacher``'s students: a callable ``widths -> MACs``
+    equal to :func:`nas_prune.macs.count_macs` of :func:`arch_from_widths` (the family's)."""
+    check_convention(convention)
+    return family_of(teacher).macs_formula(teacher, input_size=parse_input_size(input_size), convention=convention)
 
 
 def complete_widths(teacher: Arch, widths: Mapping[str, int]) -> dict[str, int]:
     """``widths`` with the layers that follow others filled in (SPADE stream segments, idle
-    modulation networks); unchanged for the CycleGAN/pix2pix generators."""
-    if teacher.family == "spade":
-        from nas_prune.spade.plan import spade_complete_widths
-
-        return spade_complete_widths(teacher, widths)  # type: ignore[arg-type]
-    return dict(widths)
+    modulation networks); unchanged for families without such layers."""
+    return family_of(teacher).complete_widths(teacher, widths)
 
 
 def layer_rule(layer: PrunableLayer, teacher: Arch, *, min_channels: int, round_to: int | None) -> tuple[int, int]:
     """``(step, floor)``: a thresholded layer's width is a multiple of ``step`` and at least ``floor``.
 
-    Stem/head: ``step = round_to`` (or 1), ``floor = min(min_channels, width)`` rounded up to
-    a step; branches: no floor. SPADE: :func:`nas_prune.spade.plan.spade_layer_rule`.
+    By default layers with a floor (:attr:`PrunableLayer.has_floor`) keep ``min(min_channels,
+    width)`` rounded up to a step and others may reach 0; a family may decide otherwise.
     """
-    if teacher.family == "spade":
-        from nas_prune.spade.plan import spade_layer_rule
-
-        return spade_layer_rule(layer, min_channels, round_to, teacher)  # type: ignore[arg-type]
-    step = round_to or 1
-    return step, (min(layer.width, -(-min_channels // step) * step) if layer.has_floor else 0)
+    return family_of(teacher).layer_rule(layer, teacher, min_channels=min_channels, round_to=round_to)
 
 
 @dataclass(frozen=True)
@@ -319,7 +200,7 @@ class ThresholdFamily:
 
     Precomputes each layer's channel order (descending score, ties by lower index)
     and the sorted distinct score values, so :meth:`widths_at` is a handful of
-    ``searchsorted`` calls and a candidate's MACs one :class:`MacsFormula` call.
+    ``searchsorted`` calls and a candidate's MACs one call of the family's closed MACs formula.
 
     Candidates are numbered ``0 .. n_candidates - 1``: 0 is the threshold ``-inf``
     (keep everything) and ``i >= 1`` is the ``i``-th smallest distinct score value.

@@ -148,8 +148,6 @@ def profile(
             "params": sum(p.numel() for p in model.parameters()),
         }
     if rt is not None:
-        if arch.family == "spade":
-            raise NasPruneError("profile --latency is not available for SPADE generators")
         from nas_prune.latency.runtime import measure_latency
         from nas_prune.model import build_generator
 

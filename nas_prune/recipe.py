@@ -32,7 +32,7 @@ stage               what it does / options                                     o
 ``report``          :func:`nas_prune.report.write_report` options              ``report.md``, ``grid.png``
 ==================  =========================================================  ==========================
 
-Recipes shipped in ``nas_prune/recipes/`` run by name from any folder
+Recipes shipped in ``recipes/`` run by name from any folder
 (``nas-prune run demo``); any other recipe by its path.
 
 Allowed options are read from those functions' keyword-only parameters and config
@@ -41,7 +41,7 @@ Unknown keys are errors naming the file and the field, with a close match.
 Paths in a recipe are relative to the working directory (as on the command line).
 :func:`load_recipe` opens no file but the recipe (the shipped paper recipes load with
 their ``<...>`` placeholders); :func:`nas_prune.recipe_check.check_recipe`, run by
-``nas-prune validate`` and by :func:`run_recipe` before the first stage, checks the
+``nas-prune validate`` and by :func:`nas_prune.recipe_run.run_recipe` before the first stage, checks the
 placeholders, files, data layout and option dependencies the run will need.
 
 Resuming: each stage writes ``stage.json`` (resolved options, inputs, fingerprint,
@@ -66,8 +66,7 @@ from typing import Any, Callable, Mapping, Sequence
 from nas_prune.errors import NasPruneError
 
 __all__ = [
-    "STAGES", "Recipe", "load_recipe", "apply_overrides", "run_recipe", "stage_options", "RunResult",
-    "StageOutcome", "placeholders", "resolve_recipe",
+    "STAGES", "Recipe", "load_recipe", "apply_overrides", "stage_options", "placeholders", "resolve_recipe",
 ]
 
 STAGES = ("dataset", "train_teacher", "prune", "distill", "baseline", "evaluate", "export", "report")
@@ -154,9 +153,9 @@ def stage_options(stage: str) -> dict[str, Any]:
         opts["model"] = "distill"
         return opts
     if stage == "report":
-        from nas_prune.report import write_report
+        from nas_prune.report_options import ReportOptions
 
-        return _kwonly(write_report, ("run_dir", "out", "data", "models"))
+        return _dataclass_fields(ReportOptions)
     raise NasPruneError(f"unknown stage {stage!r}")
 
 
@@ -336,7 +335,7 @@ def _stage_hints(stage: str) -> dict[str, Any]:
     elif stage == "export":
         from nas_prune.deploy import export_generator as target
     else:
-        from nas_prune.report import write_report as target
+        from nas_prune.report_options import ReportOptions as target
     hints = _hints(target)
     if stage == "evaluate":
         hints["save_real_stats"] = bool
@@ -446,7 +445,7 @@ def resolve_recipe(path: str | os.PathLike) -> tuple[Path, str]:
     """The recipe file behind a path or a shipped name, and how messages name it.
 
     A file that exists is used as it is; otherwise a bare name (``demo``,
-    ``horse2zebra.yaml``) is one of the recipes shipped in ``nas_prune/recipes/``,
+    ``horse2zebra.yaml``) is one of the recipes shipped in ``recipes/``,
     named by its stem in messages.
 
     Raises:
@@ -531,5 +530,3 @@ def _check_wiring(r: Recipe) -> None:
             raise NasPruneError(f"{src}: stages.export.model: {which!r} but the recipe has no {which} stage")
 
 
-# Running lives in nas_prune.recipe_run (imported last: it reads the names above).
-from nas_prune.recipe_run import RunResult, StageOutcome, run_recipe  # noqa: E402

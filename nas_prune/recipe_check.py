@@ -25,6 +25,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
+from nas_prune.families import data_kind
 from nas_prune.errors import NasPruneError
 
 __all__ = ["check_recipe", "as_recipe_keys"]
@@ -115,7 +116,7 @@ class _Checker:
             self.add("data", f"{r.data} is not a folder")
             return
         arch = self.teacher_arch
-        if getattr(arch, "family", None) == "spade" or (arch is None and self.spade_space):
+        if data_kind(arch) == "semantic" or (arch is None and self.spade_space):
             return self.seg_data(arch)
         for stage, mode, split, o in self.data_reads():
             crop = o.get("crop_size", 256)
@@ -160,7 +161,7 @@ class _Checker:
             space = self.attempt("space", lambda: load_space(r.space))
             if space is None:
                 return
-            self.spade_space = getattr(space, "family", None) == "spade" or type(space).__name__ == "SpadeSpace"
+            self.spade_space = data_kind(space) == "semantic"
         if "train_teacher" in r.stages:
             from nas_prune.train_teacher import TeacherConfig, teacher_arch
 
@@ -241,7 +242,7 @@ class _Checker:
                     self.add(f"stages.{stage}.{key}", f"{value} not found")
             o = self.opts(stage)
             gaugan = o.get("objective") == "gaugan" or (
-                o.get("objective") == "auto" and (self.spade_space or getattr(self.teacher_arch, "family", None) == "spade"))
+                o.get("objective") == "auto" and (self.spade_space or data_kind(self.teacher_arch) == "semantic"))
             if gaugan and (o.get("lambda_vgg") or 0) > 0 and not o.get("vgg"):
                 self.add(f"stages.{stage}.vgg", "GauGAN's VGG loss (lambda_vgg > 0) needs the VGG19 weights file "
                                                 "(or set lambda_vgg: 0)")
@@ -324,7 +325,7 @@ def check_recipe(recipe) -> list[str]:
         raise NasPruneError(f"{src}: {len(c.problems)} settings would stop the run: " + "; ".join(c.problems))
     done = []
     if recipe.data is not None and "dataset" not in recipe.stages:
-        spade = getattr(c.teacher_arch, "family", None) == "spade"
+        spade = data_kind(c.teacher_arch) == "semantic"
         kinds = "semantic maps" if spade else ", ".join(sorted({m for _, m, _, _ in c.data_reads()}))
         done.append(f"data: {recipe.data} ({kinds})")
     if c.teacher_arch is not None:

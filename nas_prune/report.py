@@ -235,6 +235,16 @@ def _recon(o: Mapping[str, Any]) -> float:
     return 100.0 if o.get("mode", "aligned") == "aligned" else 5.0
 
 
+def _semantic(family: Any) -> bool:
+    """Whether the generator family named in a run's config reads semantic maps."""
+    from nas_prune.families import get_family
+
+    try:
+        return isinstance(family, str) and get_family(family).data_kind == "semantic"
+    except Exception:  # an unknown family in an old run's config: images
+        return False
+
+
 def _gan(o: Mapping[str, Any], spade: bool) -> str:
     """The GAN loss that ran: ``gan_mode``, whose default follows the objective (hinge for GauGAN,
     which ``auto`` picks for SPADE students)."""
@@ -300,7 +310,7 @@ def settings_that_ran(run_dir: str | os.PathLike) -> list[tuple[str, str]]:
         if stage == "distill":
             distill_opts = dict(st.get("options") or {})
         run_config = _read_json(run_dir / stage / "config.json") or {}
-        spade = (run_config.get("student_arch") or {}).get("family") == "spade"
+        spade = _semantic((run_config.get("student_arch") or {}).get("family"))
         text = _stage_settings(stage, opts, st.get("summary") or {}, spade=spade)
         threads = st.get("threads")
         if threads:

@@ -258,13 +258,12 @@ def prune_to_target(
     measured = traced = None
     if verify != "off":
         start = time.perf_counter()
-        if student.family == "spade":
+        with torch.device("meta"):  # no weight init: the sliced tensors are assigned below
             model = build_generator(student)
-            model.load_state_dict(state, strict=True)
-        else:
-            with torch.device("meta"):  # no weight init: the sliced tensors are assigned below
-                model = build_generator(student)
-            model.load_state_dict(state, strict=True, assign=True)
+        model.load_state_dict(state, strict=True, assign=True)
+        for name, buf in list(model.named_buffers()):  # buffers the state dict does not hold (none today)
+            if buf.is_meta:
+                raise RuntimeError(f"student buffer {name} has no value after loading the sliced weights")
         measured, traced = verify_macs(
             model, input_size=size, expected_fvcore=macs["fvcore"], full=verify == "full"
         )
@@ -523,7 +522,7 @@ def search(
 
 def render_result(result: SearchResult, console) -> None:
     """Print the per-layer widths table and the target / reached / params summary."""
-    from nas_prune.export import layer_rows, threshold_text
+    from nas_prune.export import layer_rows, table_stages, threshold_text
     from nas_prune.macs import layer_costs, stage_totals
     from nas_prune.tables import new_table, num_column, text_column
 
@@ -536,10 +535,7 @@ def render_result(result: SearchResult, console) -> None:
     text_column(table, "teacher")
     text_column(table, "student")
     num_column(table, "MACs")
-    if s.family == "spade":
-        stage_names = ["fc", *s.block_names, "out"]
-    else:
-        stage_names = ["stem", *(f"block{n + 1}" for n in range(s.n_blocks)), "head"]
+    stage_names = table_stages(s)
     for (name, t_widths), (_, s_widths), stage in zip(layer_rows(t), layer_rows(s), stage_names):
         table.add_row(name, t_widths, s_widths, format_macs(stages[stage][0]) if stage in stages else "0")
     console.print(table)

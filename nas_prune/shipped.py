@@ -1,9 +1,11 @@
-"""Files shipped inside the package: recipes and search spaces, found by name or by path.
+"""Files shipped with the package: recipes and search spaces, found by name or by path.
 
-``nas_prune/recipes/*.yaml`` and ``nas_prune/search_spaces/*.yaml`` are package data
-(``pyproject.toml``), so ``nas-prune run demo`` and ``--space cat_inception`` work from
-any folder once nas-prune is installed. A path to an existing file always wins over a
-shipped name, so a user's own ``demo.yaml`` in the working folder is the one used.
+They live at the repository's top level (``recipes/*.yaml``, ``search_spaces/*.yaml``) and
+the wheel installs them inside the package as ``nas_prune/recipes`` and
+``nas_prune/search_spaces`` (``setup.py``), so ``nas-prune run demo`` and ``--space
+cat_inception`` work from any folder once nas-prune is installed, from a wheel or from a
+source checkout. A path to an existing file always wins over a shipped name, so a user's
+own ``demo.yaml`` in the working folder is the one used.
 """
 
 from __future__ import annotations
@@ -21,10 +23,18 @@ _SUFFIXES = ("", ".yaml", ".yml")
 
 
 def shipped_dir(kind: str) -> Path:
-    """Folder of the shipped files of ``kind`` (``recipes`` or ``search_spaces``)."""
+    """Folder of the shipped files of ``kind`` (``recipes`` or ``search_spaces``).
+
+    Inside the installed package (a wheel install), else at the top of the source checkout
+    the package was imported from (an editable install or a clone on ``sys.path``).
+    """
     if kind not in KINDS:
         raise ValueError(f"unknown kind of shipped file {kind!r}")
-    return Path(__file__).resolve().parent / kind
+    package = Path(__file__).resolve().parent
+    installed = package / kind
+    if installed.is_dir():
+        return installed
+    return package.parent / kind
 
 
 def shipped_names(kind: str) -> list[str]:

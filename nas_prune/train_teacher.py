@@ -172,6 +172,7 @@ def teacher_arch(config: TeacherConfig):
     """The full-width :class:`~nas_prune.arch.Arch` the config trains (channels from the space)."""
     from dataclasses import replace as dc_replace
 
+    from nas_prune.families import families, get_family
     from nas_prune.space import load_space, shipped_spaces_dir
 
     path = config.space
@@ -179,8 +180,10 @@ def teacher_arch(config: TeacherConfig):
         name = "cat_inception_pix2pix.yaml" if config.objective == "pix2pix" else "cat_inception.yaml"
         path = shipped_spaces_dir() / name
     space = load_space(path)
-    if getattr(space, "family", "inception") == "spade":
-        raise NasPruneError(f"{path}: train-teacher trains CycleGAN/pix2pix generators, not SPADE generators")
+    family = get_family(space.family)
+    if not family.trains_teachers:
+        can = ", ".join(f.title for f in families() if f.trains_teachers)
+        raise NasPruneError(f"{path}: train-teacher trains {can} generators, not {family.title} generators")
     changes: dict[str, Any] = {}
     for key in ("ngf", "n_blocks", "norm"):
         if getattr(config, key) is not None:

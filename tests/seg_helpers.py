@@ -108,7 +108,7 @@ def write_label_folder(root: Path, *, n_train: int = 4, n_test: int = 2, size: i
 
 def tiny_spade_arch(*, label_nc: int = 6, ngf: int = 2):
     """A tiny CAT inception SPADE teacher (``normal`` upsampling: inputs in multiples of 32)."""
-    from nas_prune.spade import cat_teacher_arch
+    from nas_prune.families.spade import cat_teacher_arch
 
     return cat_teacher_arch(ngf=ngf, label_nc=label_nc, num_upsampling_layers="normal", channels_reduction_factor=2,
                             spade_hidden=4)

@@ -14,10 +14,11 @@ from PIL import Image
 from nas_prune.demo_data import make_demo_dataset
 from nas_prune.macs import count_macs
 from nas_prune.model import build_generator
-from nas_prune.recipe import load_recipe, run_recipe
+from nas_prune.recipe import load_recipe
+from nas_prune.recipe_run import run_recipe
 from nas_prune.shipped import shipped_dir
-from nas_prune.spade import cat_teacher_arch
-from nas_prune.spade.model import seeded_weights_
+from nas_prune.families.spade import cat_teacher_arch
+from nas_prune.families.spade.model import seeded_weights_
 from seg_helpers import TinyFeatures, save_drn, save_vgg
 
 LABELS = 5

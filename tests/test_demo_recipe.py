@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from nas_prune import threads
 from nas_prune.cli import app
-from nas_prune.recipe import run_recipe
+from nas_prune.recipe_run import run_recipe
 from nas_prune.shipped import shipped_dir
 
 DEMO_CI = shipped_dir("recipes") / "demo_ci.yaml"

@@ -13,7 +13,7 @@ from nas_prune.cli import app
 from nas_prune.distill import DistillConfig, distill
 from nas_prune.errors import NasPruneError
 from nas_prune.evaluate import evaluate
-from nas_prune.spade import SpadeBlock, build_spade_generator
+from nas_prune.families.spade import SpadeBlock, build_spade_generator
 from seg_helpers import save_drn, save_vgg, tiny_spade_arch, write_label_folder
 
 T_ARCH = tiny_spade_arch()

@@ -119,7 +119,7 @@ def test_resnet_block_missing_one_conv_is_named(tmp_path):
 
 @pytest.fixture(scope="module")
 def spade_state():
-    from nas_prune.spade import cat_teacher_arch
+    from nas_prune.families.spade import cat_teacher_arch
 
     torch.manual_seed(0)
     arch = cat_teacher_arch(ngf=4, label_nc=5, num_upsampling_layers="normal")

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from nas_prune.cli import app
 from nas_prune.errors import NasPruneError
-from nas_prune.recipe import STAGES, apply_overrides, load_recipe, run_recipe, stage_options
+from nas_prune.recipe import STAGES, apply_overrides, load_recipe, stage_options
+from nas_prune.recipe_run import run_recipe
 from nas_prune.shipped import shipped_dir
 
 RECIPES = sorted(shipped_dir("recipes").glob("*.yaml"))
@@ -156,7 +157,7 @@ def test_placeholders_load_but_neither_validate_nor_run(tmp_path):
 
 
 def test_cli_run_prints_stage_names(tmp_path, monkeypatch):
-    import nas_prune.recipe as recipe_mod
+    import nas_prune.recipe_run as recipe_mod
 
     def fake_run(path, *, overrides, log):
         log("[distill] resuming from its checkpoint -> runs/x/distill")
@@ -165,3 +166,17 @@ def test_cli_run_prints_stage_names(tmp_path, monkeypatch):
     monkeypatch.setattr(recipe_mod, "run_recipe", fake_run)
     result = CliRunner().invoke(app, ["run", "whatever.yaml"])
     assert result.exit_code == 0 and "[distill] resuming" in result.output
+
+
+def test_report_options_are_write_reports_options():
+    """The recipe reads the report stage's options from ReportOptions; write_report takes the same."""
+    import dataclasses
+    import inspect
+
+    from nas_prune.report import write_report
+    from nas_prune.report_options import ReportOptions
+
+    params = {p.name: p.default for p in inspect.signature(write_report).parameters.values()
+              if p.kind is p.KEYWORD_ONLY and p.name not in ("run_dir", "out", "data", "models")}
+    assert params == {f.name: f.default for f in dataclasses.fields(ReportOptions)}
+    assert stage_options("report") == params

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from nas_prune.cli import app
 from nas_prune.errors import NasPruneError
-from nas_prune.recipe import load_recipe, run_recipe
+from nas_prune.recipe import load_recipe
+from nas_prune.recipe_run import run_recipe
 from nas_prune.recipe_check import as_recipe_keys, check_recipe
 
 

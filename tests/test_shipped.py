@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -14,23 +15,62 @@ from nas_prune.shipped import resolve_shipped, shipped_dir, shipped_names
 from nas_prune.space import load_space
 
 
-def test_shipped_files_live_in_the_package():
+def test_shipped_files_live_at_the_top_of_the_checkout():
+    """search_spaces/ and recipes/ sit beside nas_prune/, tests/ and results/, one copy only."""
     import nas_prune
 
-    package = shipped_dir("recipes").parent
-    assert package == __import__("pathlib").Path(nas_prune.__file__).resolve().parent
+    root = Path(nas_prune.__file__).resolve().parents[1]
+    assert shipped_dir("recipes") == root / "recipes" and shipped_dir("search_spaces") == root / "search_spaces"
+    assert not (root / "nas_prune" / "recipes").exists() and not (root / "nas_prune" / "search_spaces").exists()
     assert {"demo", "demo_ci", "horse2zebra", "map2aerial", "cityscapes"} <= set(shipped_names("recipes"))
     assert {"cat_inception", "cat_inception_pix2pix", "resnet_9blocks"} <= set(shipped_names("search_spaces"))
 
 
-def test_pyproject_ships_them_as_package_data():
-    import tomllib
+def test_a_wheel_ships_them_inside_the_package(tmp_path):
+    """A real, non-editable wheel install: the names resolve from another folder, inside the installed package."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
 
-    root = shipped_dir("recipes").parents[1]
-    data = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
-    patterns = data["tool"]["setuptools"]["package-data"]["nas_prune"]
-    assert "recipes/*.yaml" in patterns and "search_spaces/*.yaml" in patterns
-    assert not (root / "recipes").exists() and not (root / "search_spaces").exists()  # one copy only
+    import nas_prune
+
+    root = Path(nas_prune.__file__).resolve().parents[1]
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
+        shutil.copy(root / name, src / name)
+    for name in ("nas_prune", "search_spaces", "recipes"):
+        shutil.copytree(root / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    wheels = tmp_path / "wheels"
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(wheels), str(src)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-2000:]
+    (wheel,) = wheels.glob("nas_prune-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "nas_prune/search_spaces/cat_inception.yaml" in names and "nas_prune/recipes/demo.yaml" in names
+    assert not any(n.startswith(("search_spaces/", "recipes/")) for n in names)
+    site = tmp_path / "site"
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
+                              str(wheel)], capture_output=True, text=True, timeout=300)
+    assert install.returncode == 0, install.stderr[-2000:]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    code = ("import json, sys, nas_prune\n"
+            "from nas_prune.shipped import shipped_dir\n"
+            "from nas_prune.space import load_space\n"
+            "from nas_prune.recipe import load_recipe\n"
+            "print(json.dumps([nas_prune.__file__, str(shipped_dir('search_spaces')), str(shipped_dir('recipes')),\n"
+            "                  load_space('cat_inception').name, load_recipe('demo').name]))\n")
+    env = {**__import__("os").environ, "PYTHONPATH": str(site)}
+    run = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    module, spaces, recipes, space, recipe = json.loads(run.stdout.strip().splitlines()[-1])
+    assert Path(module).resolve().is_relative_to(site.resolve())
+    assert Path(spaces).resolve() == (site / "nas_prune" / "search_spaces").resolve()
+    assert Path(recipes).resolve() == (site / "nas_prune" / "recipes").resolve()
+    assert (space, recipe) == ("cat_inception", "demo")
 
 
 def test_names_work_from_another_folder(tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ import torch
 
 from nas_prune.device import sync_batch_norm_plan, sync_batch_norms
 from nas_prune.loop import RunWarning
-from nas_prune.spade import build_spade_generator
+from nas_prune.families.spade import build_spade_generator
 from seg_helpers import tiny_spade_arch, write_label_folder
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda", 0)

@@ -32,8 +32,8 @@ from nas_prune.data_seg import instance_edges
 from nas_prune.errors import NasPruneError
 from nas_prune.load import load_generator
 from nas_prune.model import build_generator, check_taps, tap_names
-from nas_prune.spade import SpadeArch, cat_teacher_arch
-from nas_prune.spade.space import SpadeSpace
+from nas_prune.families.spade import SpadeArch, cat_teacher_arch
+from nas_prune.families.spade.space import SpadeSpace
 
 DATA = Path(__file__).parent / "data" / "spade"
 CONFIGS = ("normal_leaky", "more_relu", "most_leaky")
@@ -204,7 +204,7 @@ def test_spade_space_yaml_is_strict(tmp_path):
 
     space = load_space("cat_spade_cityscapes")
     assert isinstance(space, SpadeSpace) and space.teacher_arch() == cat_teacher_arch(ngf=64)
-    good = (Path(__file__).parent.parent / "nas_prune" / "search_spaces" / "cat_spade_cityscapes.yaml").read_text()
+    good = (Path(__file__).parent.parent / "search_spaces" / "cat_spade_cityscapes.yaml").read_text()
     cases = {
         "ngf: 64": ("ngf: 64\nnblocks: 9", "nblocks: unknown key"),
         "num_upsampling_layers: more": ("num_upsampling_layers: many", "num_upsampling_layers: 'many' is not one of"),

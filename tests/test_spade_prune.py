@@ -27,10 +27,10 @@ from nas_prune.plan import (
     prunable_layers,
 )
 from nas_prune.search import search
-from nas_prune.spade import SpadeArch, SpadeBlock, cat_teacher_arch
-from nas_prune.spade.importance import branch_prefix
-from nas_prune.spade.model import seeded_weights_
-from nas_prune.spade.plan import stream_segments
+from nas_prune.families.spade import SpadeArch, SpadeBlock, cat_teacher_arch
+from nas_prune.families.spade.importance import branch_prefix
+from nas_prune.families.spade.model import seeded_weights_
+from nas_prune.families.spade.plan import stream_segments
 
 
 def random_spade_arch(rng: random.Random) -> SpadeArch:

@@ -28,7 +28,7 @@ def run_cli(
 ) -> None:
     """Run a recipe's stages in order; finished stages are skipped and interrupted ones resume."""
     with user_errors():
-        from nas_prune.recipe import run_recipe
+        from nas_prune.recipe_run import run_recipe
 
         if threads is not None:
             overrides = [*overrides, f"threads={threads}"]

@@ -36,7 +36,6 @@ __all__ = [
 BUILTIN = {
     "inception": "nas_prune.families.inception",
     "spade": "nas_prune.families.spade",
-    "unet": "nas_prune.families.unet",
 }
 ENTRY_POINT_GROUP = "nas_prune.families"
 
@@ -128,3 +127,19 @@ def detect_layout(keys: Sequence[str] | Iterable[str]) -> tuple[GeneratorFamily,
 def layout_hints() -> str:
     """Every family's key pattern, for the unknown-layout error."""
     return ", ".join(f.layout_hint for f in families() if f.layout_hint)
+
+
+def data_kind(obj: Any) -> str | None:
+    """The data kind (``"images"`` or ``"semantic"``) of an arch, a search space or a built
+    generator (anything with ``family`` or ``arch.family``); None when it has neither."""
+    name = getattr(obj, "family", None)
+    if name is None:
+        name = getattr(getattr(obj, "arch", None), "family", None)
+    if not isinstance(name, str):
+        return None
+    return get_family(name).data_kind
+
+
+def module_types() -> tuple[type, ...]:
+    """The nn.Module classes every registered family builds."""
+    return tuple(t for f in families() for t in f.module_types())

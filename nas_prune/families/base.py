@@ -58,8 +58,10 @@ class GeneratorFamily:
         settings: names of the arch's non-width settings; a student shares every one
             with its teacher.
         sync_batchnorm: convert the student's batch norms to SyncBatchNorm under DDP.
-        latency_units: True when :meth:`latency_units` gives a per-layer latency table;
-            otherwise latency targets use the family-independent end-to-end model.
+        latency_units: True when the per-layer latency table knows the family's layers
+            (:meth:`latency_unit_grids`); otherwise latency targets use the
+            family-independent end-to-end model.
+        trains_teachers: ``train-teacher`` can train a teacher of this family from its space.
     """
 
     name: ClassVar[str] = ""
@@ -72,6 +74,7 @@ class GeneratorFamily:
     settings: ClassVar[tuple[str, ...]] = ()
     sync_batchnorm: ClassVar[bool] = False
     latency_units: ClassVar[bool] = False
+    trains_teachers: ClassVar[bool] = False
 
     # ---------------------------------------------------------------- checkpoints
     def detect_layout(self, keys: Sequence[str]) -> str | None:
@@ -116,6 +119,11 @@ class GeneratorFamily:
         """One line for tables and logs (``levels 8 | 64/128/256/512... | batch norm``)."""
         return arch.summary()
 
+    def table_rows(self, arch: Any) -> list[tuple[str, str, str]]:
+        """``[(row name, widths text, stage)]`` for tables, in forward order; ``stage`` is the
+        :attr:`LayerCost.stage` of the row's layers."""
+        raise NotImplementedError
+
     def space_from_dict(self, data: Mapping[str, Any], *, source: str) -> Any:
         """A search space of this family from a YAML document (``family: <name>``).
 
@@ -129,6 +137,10 @@ class GeneratorFamily:
         """The nn.Module of ``arch`` (fresh weights). It has ``.arch`` and
         ``forward_with_features(x, taps) -> (out, {tap: feature})``."""
         raise NotImplementedError
+
+    def module_types(self) -> tuple[type, ...]:
+        """The nn.Module classes :meth:`build` returns (to tell a built generator from a path)."""
+        return ()
 
     def input_channels(self, arch: Any) -> int:
         """Channels of the network's input tensor (image channels, or label channels)."""
@@ -172,6 +184,15 @@ class GeneratorFamily:
         side = max([m, *(s for s, _ in self.input_size_limits(arch))])
         side = -(-side // m) * m
         return side, side
+
+    #: Every op fvcore counts runs inside a leaf module (so each distinct layer can be
+    #: traced once: :func:`nas_prune.apply.fvcore_by_distinct_layers`).
+    fvcore_by_leaves: ClassVar[bool] = False
+
+    def trace_size(self, arch: Any, size: tuple[int, int], *, min_side: int = 32) -> tuple[int, int, int]:
+        """``(h, w, s)``: a smaller input whose fvcore count times ``s**2`` is the one at ``size``
+        exactly (``s == 1``: none). Default: no smaller size."""
+        return size[0], size[1], 1
 
     def forward_bytes(self, arch: Any, size: tuple[int, int], *, batch: int = 1) -> int:
         """Rough peak bytes of one float32 inference pass (tells what cannot fit)."""
@@ -254,6 +275,8 @@ class GeneratorFamily:
 
     # ---------------------------------------------------------------- importance
     criteria: ClassVar[tuple[str, ...]] = ("gamma", "l1")
+    #: Criteria that run the network on calibration inputs (the core supplies them).
+    calibrated_criteria: ClassVar[tuple[str, ...]] = ()
 
     def default_criterion(self, arch: Any) -> str:
         """The criterion ``--importance auto`` picks (|gamma| where norms are affine)."""

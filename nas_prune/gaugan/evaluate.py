@@ -61,7 +61,7 @@ def evaluate_semantic(
 
     from nas_prune.data import TransformConfig, collate
     from nas_prune.data_seg import open_seg_dataset, to_semantics
-    from nas_prune.evaluate import EvalResult, add_fid_kid, load_stats
+    from nas_prune.fid import EvalResult, add_fid_kid, load_stats
     from nas_prune.gaugan.scores import SemanticScores
 
     first = next(iter(nets.values())).arch
@@ -118,4 +118,6 @@ def evaluate_semantic(
 
 def is_spade(model) -> bool:
     """Whether a loaded generator is a SPADE generator (semantic-map input)."""
-    return getattr(getattr(model, "arch", None), "family", None) == "spade"
+    from nas_prune.families import data_kind
+
+    return data_kind(model) == "semantic"

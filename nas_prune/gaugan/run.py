@@ -1,7 +1,7 @@
 """Distillation with GauGAN's objective: the parts of a :class:`nas_prune.distill._Run` that differ.
 
 A run takes this objective when ``objective`` is ``gaugan``, or ``auto`` (the default) and the
-student is a SPADE generator (:mod:`nas_prune.spade`): SPADE generators read semantic maps, so
+student is a SPADE generator (:mod:`nas_prune.families.spade`): SPADE generators read semantic maps, so
 the pix2pix/CycleGAN objective and image folders do not apply to them. Per step, with ``s``
 the semantic map of the batch (one-hot labels + instance edges, :func:`nas_prune.data_seg.to_semantics`)
 and ``x`` the real photo (CAT's ``SPADEDistiller``, GauGAN's losses of :mod:`nas_prune.gaugan.losses`)::
@@ -55,8 +55,10 @@ def resolve_objective(cfg, student_arch) -> str:
     Raises:
         NasPruneError: an objective that does not fit the generator, or options of the other objective.
     """
-    spade = getattr(student_arch, "family", None) == "spade"
-    objective = cfg.objective if cfg.objective != "auto" else ("gaugan" if spade else "pix2pix")
+    from nas_prune.families import data_kind, family_of
+
+    spade = data_kind(student_arch) == "semantic"
+    objective = cfg.objective if cfg.objective != "auto" else family_of(student_arch).default_objective
     if objective == "gaugan" and not spade:
         raise NasPruneError("objective gaugan needs a SPADE generator (semantic-map input); this student is not one")
     if objective == "pix2pix" and spade:

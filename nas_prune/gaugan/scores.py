@@ -77,7 +77,7 @@ class SemanticScores:
 
     def fid(self, real_feats: np.ndarray | None = None) -> float:
         """FID of the accumulated outputs against ``real_feats`` (default: the real photos added)."""
-        from nas_prune.evaluate import frechet_distance
+        from nas_prune.fid import frechet_distance
 
         real = real_feats if real_feats is not None else np.concatenate(self.real_feats)
         return frechet_distance(real, np.concatenate(self.fake_feats))

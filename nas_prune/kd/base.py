@@ -145,17 +145,12 @@ def default_feature_taps(arch: Arch) -> tuple[str, ...]:
 
     For 9 blocks that is ``stem, block3, block6, block9`` as in CAT; for fewer
     blocks the positions are rounded and duplicates dropped; with no block, the stem only.
-    SPADE generators: CAT's SPADE layers ``head_0, G_middle_1, up_1``.
+    Every family chooses its own (SPADE generators: CAT's SPADE layers ``head_0, G_middle_1,
+    up_1``; :meth:`nas_prune.families.base.GeneratorFamily.default_taps`).
     """
-    if getattr(arch, "family", None) == "spade":
-        return ("head_0", "G_middle_1", "up_1")
-    n = arch.n_blocks
-    taps = ["stem"]
-    for k in (1, 2, 3):
-        i = max(1, round(n * k / 3))
-        if n and f"block{i}" not in taps:
-            taps.append(f"block{i}")
-    return tuple(taps)
+    from nas_prune.model import default_taps
+
+    return tuple(default_taps(arch))
 
 
 def tap_channels(arch: Arch, tap: str) -> int:
@@ -165,12 +160,9 @@ def tap_channels(arch: Arch, tap: str) -> int:
     channels, 1/4 of the input resolution); ``up1`` has ``arch.head[0]`` channels
     at 1/2 resolution.
     """
-    if getattr(arch, "family", None) == "spade":
-        from nas_prune.spade.model import spade_tap_channels
+    from nas_prune.model import tap_channels as channels
 
-        return spade_tap_channels(arch, tap)
-    check_taps(arch, (tap,))
-    return arch.head[0] if tap == "up1" else arch.stream
+    return channels(arch, tap)
 
 
 def student_adapter(teacher_arch: Arch, student_arch: Arch, tap: str) -> nn.Conv2d:

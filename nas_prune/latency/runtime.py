@@ -348,9 +348,11 @@ def measure_latency(
         raise NasPruneError(f"latency repeats must be >= 1, got {repeats}")
     if device is None and runtime is None:
         device = next(model.parameters()).device
+    from nas_prune.model import input_channels
+
     rt = resolve_runtime(runtime, threads=threads, batch=batch_size, device=device)
     H, W = input_size
-    shape = (rt.batch, model.arch.input_nc, H, W)
+    shape = (rt.batch, input_channels(model.arch), H, W)
     samples = rt.time(model, shape, warmup=warmup, repeats=repeats)
     return rt.latency(samples, shape, warmup)
 

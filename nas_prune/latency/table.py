@@ -124,7 +124,7 @@ def build_unit(arch: Arch, unit: Unit):
     """The module a unit times, in eval mode, and its input shape ``(1, C, h, w)``."""
     from torch import nn
 
-    from nas_prune.model import _Branch, make_norm
+    from nas_prune.families.inception.model import _Branch, make_norm
 
     _NormAdd, _Add = _small_modules()
     b = arch.use_bias

@@ -32,6 +32,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from nas_prune.families import family_of
 from nas_prune.errors import NasPruneError
 from nas_prune.latency.runtime import Latency, Runtime, format_ms, measure_interleaved, parse_latency
 
@@ -214,9 +215,11 @@ def plan_for_latency(
     from nas_prune.plan import Budget, plan_for_target
 
     rt, arch = options.runtime, teacher.arch
-    if arch.family == "spade":
-        raise NasPruneError("--target-latency, --runtime and --round-to auto are not available for SPADE generators")
-    shape = (rt.batch, arch.input_nc, *input_size)
+    family = family_of(arch)
+    if not family.latency_units:
+        raise NasPruneError(f"--target-latency, --runtime and --round-to auto need a per-layer latency table, which "
+                            f"{family.title} generators do not have")
+    shape = (rt.batch, family.input_channels(arch), *input_size)
     model = table_info = None
 
     def plan_at(r: int | None, budget_ms: float | None) -> "PrunePlan":

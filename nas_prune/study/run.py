@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
+from nas_prune.families import data_kind, family_of
 from nas_prune.errors import NasPruneError
 from nas_prune.macs import format_macs, parse_input_size
 from nas_prune.study.output import PLOT_FILE, TRIALS_FILE, _export, _write_trials_csv, check_out
@@ -164,10 +165,11 @@ def run_study(
     space_obj = load_space(space) if space is not None else None
     loaded = load_generator(teacher, space=space_obj)
     arch = loaded.arch
-    if arch.family == "spade":
+    if data_kind(arch) != "images":
         raise NasPruneError(
-            f"{teacher}: an Optuna study (--trials) needs calibration images, a SPADE generator needs "
-            "semantic maps: not supported; run the one-step search (without --trials)"
+            f"{teacher}: an Optuna study (--trials) scores students on calibration images, a "
+            f"{family_of(arch).title} generator reads semantic maps: not supported; run the one-step search "
+            "(without --trials)"
         )
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     from nas_prune.model import check_forward_memory, check_input_size

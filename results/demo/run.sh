@@ -8,7 +8,7 @@ rm -rf runs/demo
 start=$(date +%s.%N)
 python - <<'PY'
 import resource, time
-from nas_prune.recipe import run_recipe
+from nas_prune.recipe_run import run_recipe
 t0 = time.time()
 run_recipe("demo")
 ru = resource.getrusage(resource.RUSAGE_SELF)

@@ -140,7 +140,7 @@ def build_workspace(ws: Path, run_cli) -> None:
     torch.save(rs, ws / "resnet.pth")
     torch.save({k: v for k, v in rs.items() if not k.startswith("model.11.")}, ws / "bad" / "resnet_mid_block.pth")
     torch.save({k: v for k, v in rs.items() if not k.startswith("model.12.")}, ws / "bad" / "resnet_last_block.pth")
-    from nas_prune.spade import cat_teacher_arch
+    from nas_prune.families.spade import cat_teacher_arch
 
     spade = _randomize(build_generator(cat_teacher_arch(ngf=4, label_nc=5, num_upsampling_layers="normal")), 1)
     ssd = spade.state_dict()

@@ -34,8 +34,8 @@ def main() -> int:
     from nas_prune.model import build_generator
     from nas_prune.search import search
     from nas_prune.space import load_space
-    from nas_prune.spade import cat_teacher_arch
-    from nas_prune.spade.model import seeded_weights_
+    from nas_prune.families.spade import cat_teacher_arch
+    from nas_prune.families.spade.model import seeded_weights_
 
     torch.set_num_threads(2)
     rows = []

@@ -31,8 +31,8 @@ from __future__ import annotations
 from typing import Iterator
 
 from nas_prune.errors import NasPruneError
-from nas_prune.macs import LayerCost, check_convention, parse_input_size
-from nas_prune.spade.arch import SpadeArch
+from nas_prune.families.common import LayerCost, check_convention, parse_input_size
+from nas_prune.families.spade.arch import SpadeArch
 
 
 def check_spade_size(arch: SpadeArch, input_size) -> tuple[int, int]:

@@ -21,8 +21,8 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
 from nas_prune.errors import NasPruneError
-from nas_prune.space import read_fields
-from nas_prune.spade.arch import ACTIVATIONS, FAMILY, SPADE_NORMS, UPSAMPLING, SpadeArch, cat_teacher_arch
+from nas_prune.families.common import read_fields
+from nas_prune.families.spade.arch import ACTIVATIONS, FAMILY, SPADE_NORMS, UPSAMPLING, SpadeArch, cat_teacher_arch
 
 _FIELDS: dict[str, tuple[type | tuple[type, ...], Any]] = {
     # field: (type, default or ... when required)
@@ -61,7 +61,7 @@ class SpadeSpace:
     description: str = ""
 
     def teacher_arch(self) -> SpadeArch:
-        """The full-width teacher (:func:`nas_prune.spade.arch.cat_teacher_arch`)."""
+        """The full-width teacher (:func:`nas_prune.families.spade.arch.cat_teacher_arch`)."""
         return cat_teacher_arch(
             ngf=self.ngf, label_nc=self.label_nc, output_nc=self.output_nc,
             num_upsampling_layers=self.num_upsampling_layers, kernel_sizes=self.kernel_sizes,

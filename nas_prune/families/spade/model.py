@@ -1,4 +1,4 @@
-"""Build CAT's inception SPADE generator from a :class:`~nas_prune.spade.arch.SpadeArch`.
+"""Build CAT's inception SPADE generator from a :class:`~nas_prune.families.spade.arch.SpadeArch`.
 
 State-dict keys are exactly CAT's (``InceptionSPADEGenerator``), so CAT checkpoints load
 unchanged and outputs are identical to CAT's class, bit for bit (a test compares with
@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas_prune.errors import NasPruneError
-from nas_prune.spade.arch import SpadeArch, SpadeBlock
+from nas_prune.families.spade.arch import SpadeArch, SpadeBlock
 
 
 class _ConvNormAct(nn.Module):

@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
 from nas_prune.errors import NasPruneError
-from nas_prune.load import missing_blocks_error, missing_branch_keys
-from nas_prune.spade.arch import BRANCH_KINDS, SpadeArch, SpadeBlock, block_names, spade_fits_within
+from nas_prune.families.common import missing_blocks_error, missing_branch_keys
+from nas_prune.families.spade.arch import BRANCH_KINDS, SpadeArch, SpadeBlock, block_names, spade_fits_within
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from nas_prune.spade.space import SpadeSpace
+    from nas_prune.families.spade.space import SpadeSpace
 
 GAUGAN_REASON = (
     "the original GauGAN generator (NVlabs SPADE ResNet blocks) is not a point of CAT's inception SPADE space: "
@@ -180,8 +180,8 @@ def spade_state(
     The modulation network of a block without res/dw branches never runs (CAT keeps it);
     its tensors are dropped with a note.
     """
-    from nas_prune.load import check_state
-    from nas_prune.spade.model import build_spade_generator
+    from nas_prune.families.common import check_state
+    from nas_prune.families.spade.model import build_spade_generator
 
     expected = build_spade_generator(arch).state_dict()
     state = dict(tensors)

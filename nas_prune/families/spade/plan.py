@@ -29,7 +29,7 @@ Departures from CAT, and why:
   stream segment must choose which channels it keeps. ``stream.0`` keeps its top
   ``fc_norm`` ``|gamma|``; the later segments (whose channels no affine norm scales right
   after they are made) keep their top channels by the importance criterion's score for
-  them (:mod:`nas_prune.spade.importance`).
+  them (:mod:`nas_prune.families.spade.importance`).
 * CAT bisects ``t`` on floats and profiles each candidate; here the exact search over the
   sorted scores of :mod:`nas_prune.plan` runs on :class:`SpadeMacsFormula`, and the fill
   pass may add channels below the threshold (``fill=False`` gives CAT's plain threshold).
@@ -41,10 +41,10 @@ import math
 from typing import Mapping
 
 from nas_prune.errors import NasPruneError
-from nas_prune.macs import check_convention
-from nas_prune.plan import PrunableLayer
-from nas_prune.spade.arch import BRANCH_KINDS, SpadeArch, SpadeBlock
-from nas_prune.spade.macs import check_spade_size
+from nas_prune.families.common import check_convention
+from nas_prune.families.common import PrunableLayer
+from nas_prune.families.spade.arch import BRANCH_KINDS, SpadeArch, SpadeBlock
+from nas_prune.families.spade.macs import check_spade_size
 
 
 def stream_segments(arch: SpadeArch) -> list[list[int]]:

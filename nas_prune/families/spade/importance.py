@@ -1,6 +1,6 @@
 """Channel importance for inception SPADE generators (see :mod:`nas_prune.importance`).
 
-Every layer CAT thresholds (:mod:`nas_prune.spade.plan`) is followed by an affine batch
+Every layer CAT thresholds (:mod:`nas_prune.families.spade.plan`) is followed by an affine batch
 norm, so ``gamma`` is CAT's criterion as published: ``|gamma|`` of ``fc_norm`` for
 ``stream.0`` and of ``B[.spade].{res,dw}_ops.i.0.norm`` for the branches. ``l1`` scores the
 same layers by the L1 norm of the producing conv's filters (``fc``, each branch's first
@@ -19,8 +19,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Mapping
 
 from nas_prune.errors import NasPruneError
-from nas_prune.spade.arch import SpadeArch
-from nas_prune.spade.plan import spade_prunable_layers, stream_segments
+from nas_prune.families.spade.arch import SpadeArch
+from nas_prune.families.spade.plan import spade_prunable_layers, stream_segments
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -71,7 +71,7 @@ def _reader_l1(arch: SpadeArch, state_dict: Mapping[str, "torch.Tensor"], segmen
 def spade_importance(
     criterion: str, arch: SpadeArch, state_dict: Mapping[str, "torch.Tensor"]
 ) -> dict[str, "torch.Tensor"]:
-    """``{layer: scores}`` for every layer of :func:`~nas_prune.spade.plan.spade_prunable_layers`.
+    """``{layer: scores}`` for every layer of :func:`~nas_prune.families.spade.plan.spade_prunable_layers`.
 
     Args:
         criterion: ``gamma`` or ``l1`` (``activation`` needs semantic-map inputs: refused).

@@ -1,7 +1,7 @@
 """Architectures of CAT's inception SPADE generator (GauGAN teachers), as plain data.
 
 A :class:`SpadeArch` gives every width of the generator; it is all
-:func:`nas_prune.spade.model.build_spade_generator` needs, and it serialises to the
+:func:`nas_prune.families.spade.model.build_spade_generator` needs, and it serialises to the
 ``arch`` section of ``arch.json`` with ``"family": "spade"`` (documents without a
 ``family`` field are the CycleGAN/pix2pix generators of :mod:`nas_prune.arch`).
 
@@ -200,7 +200,7 @@ class SpadeArch:
         """
         if not isinstance(data, Mapping):
             raise NasPruneError(f"{where}: expected an object, got {type(data).__name__}")
-        from nas_prune.arch import check_fields, int_list
+        from nas_prune.families.common import check_fields, int_list
 
         known = {"family", "label_nc", "output_nc", "num_upsampling_layers", "norm", "activation",
                  "kernel_sizes", "stream", "blocks"}

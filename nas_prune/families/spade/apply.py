@@ -1,7 +1,7 @@
 """Slice a SPADE teacher's weights by a :class:`~nas_prune.plan.PrunePlan` into its student.
 
 ``S(i)`` below is the kept channel list of the stream segment holding stream index ``i``
-(:func:`nas_prune.spade.plan.stream_segments`); block ``b`` reads ``S(b)`` and writes
+(:func:`nas_prune.families.spade.plan.stream_segments`); block ``b`` reads ``S(b)`` and writes
 ``S(b + 1)``; ``m`` is a branch's kept list, ``2fin`` the teacher's gamma/beta rows:
 
 ==========================================  ==========================================
@@ -28,16 +28,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Mapping
 
-from nas_prune.apply import _branch_modules, _map
-from nas_prune.plan import PrunePlan
-from nas_prune.spade.plan import stream_segments
+from nas_prune.families.common import branch_modules as _branch_modules, map_tensors as _map
+from nas_prune.families.spade.plan import stream_segments
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 
 def spade_slice_state_dict(
-    plan: PrunePlan, teacher_state_dict: Mapping[str, "torch.Tensor"]
+    plan, teacher_state_dict: Mapping[str, "torch.Tensor"]
 ) -> dict[str, "torch.Tensor"]:
     """The student's state dict (CAT's SPADE layout) for ``plan.student_arch()``."""
     t = plan.teacher
