@@ -436,3 +436,16 @@ def test_training_pass_with_taps_backpropagates_everywhere(norm, affine, stats):
     out, feats = model.forward_with_features(torch.randn(2, 3, 32, 32), FAM.tap_names(arch))
     (out.square().mean() + sum(f.square().mean() for f in feats.values())).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_study_groups_cover_every_layer_by_side_and_depth():
+    for n in (2, 3, 5, 8):
+        arch = teacher_arch(ngf=2, num_downs=n)
+        groups = FAM.search_groups(arch)
+        names = {l.name for l in FAM.prunable_layers(arch)}
+        assert set(groups["down"]) | set(groups["up"]) == names
+        depth = [g for g in ("outer", "middle", "inner") if g in groups]
+        members = [x for g in depth for x in groups[g]]
+        assert sorted(members) == sorted(names)  # each layer in exactly one depth group
+    groups = FAM.search_groups(teacher_arch(ngf=2, num_downs=8))
+    assert groups["outer"] == ("down.0", "down.1", "up.1") and groups["inner"][:2] == ("down.5", "down.6")

@@ -6,7 +6,7 @@ Regenerate ``unet.md`` / ``unet.csv`` next to this file (a few minutes on a 2-co
 
     python results/unet/bench_unet.py
 
-Smoke test (an ngf-8 unet_128 teacher at 128x128, targets 1/2, 1/4, 1/8 of it; writes only to --out)::
+Smoke test (an ngf-8 unet_128 teacher at 128x128, floor 4, targets 1/2, 1/4, 1/8 of it; writes only to --out)::
 
     python results/unet/bench_unet.py --tiny --out /tmp/unet-bench
 
@@ -100,10 +100,11 @@ def main(argv=None) -> None:
     ap.add_argument("--tiny", action="store_true", help="ngf-8 unet_128 at 128x128 (smoke test)")
     ap.add_argument("--out", type=Path, default=HERE)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--repeats", type=int, default=21)
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
+    min_channels = 4 if args.tiny else 16  # 16: CAT's floor, search's default
     if args.tiny:
         arch, size = teacher_arch(ngf=8, num_downs=7), 128
     else:
@@ -131,7 +132,8 @@ def main(argv=None) -> None:
         save_file({k: v.contiguous() for k, v in t_sd.items()}, str(path))
         for name, target in targets.items():
             t0 = time.perf_counter()
-            res = search(teacher=path, target_macs=target, convention="paper", input_size=size, write=False)
+            res = search(teacher=path, target_macs=target, convention="paper", input_size=size,
+                         min_channels=min_channels, write=False)
             took = time.perf_counter() - t0
             student = FAM.build(res.student_arch)
             student.load_state_dict(res.state_dict, strict=True)
@@ -164,7 +166,7 @@ def main(argv=None) -> None:
     fmt = lambda la: "unknown" if la is None else " / ".join(f"{x:.2f}" for x in la)  # noqa: E731
     md = [f"# {'ngf-8 unet_128 (smoke test)' if args.tiny else 'pix2pix unet_256, ngf 64'}: one-step students",
           "", f"Command: `python results/unet/bench_unet.py{' --tiny' if args.tiny else ''}`; input {size}x{size}; "
-          f"torch {torch.__version__} CPU, {args.threads} threads; latency: {args.repeats} interleaved rounds "
+          f"every level keeps >= {min_channels} channels; torch {torch.__version__} CPU, {args.threads} threads; latency: {args.repeats} interleaved rounds "
           f"(batch 1), median (min-max).", "",
           f"Load average (1/5/15 min) at the start: {fmt(la_start)}; at the end: {fmt(la_end)}; other processes kept "
           f"{'an unknown number of' if others is None else f'{others:.2f}'} cores busy on average. The machine is "
@@ -176,7 +178,7 @@ def main(argv=None) -> None:
         gap = f"{float(r['gap_pct']):.3f}%" if r["gap_pct"] != "" else ""
         ps = f"{r['psnr_db']} dB" if r["psnr_db"] != "" else ""
         md.append(f"| {r['model']} | {tgt} | {format_macs(r['paper_macs'])} | {format_macs(r['fvcore_macs'])} | "
-                  f"{r['params'] / 1e6:.2f}M | {gap} | {ps} | {r['latency_median_ms']} ({r['latency_min_ms']}-"
+                  f"{r['params'] / 1e6:.3f}M | {gap} | {ps} | {r['latency_median_ms']} ({r['latency_min_ms']}-"
                   f"{r['latency_max_ms']}) | {r['speedup']}x |")
     md += ["", "Widths (down / up per level):", ""] + [f"- {r['model']}: {r['widths']}" for r in rows]
     for name, text in (("unet.csv", buf.getvalue()), ("unet.md", "\n".join(md) + "\n")):

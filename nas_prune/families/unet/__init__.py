@@ -177,6 +177,18 @@ class UnetFamily(GeneratorFamily):
     def complete_widths(self, teacher: UnetArch, widths: Mapping[str, int]) -> dict[str, int]:
         return dict(widths)  # no layer follows another: every width is thresholded
 
+    def search_groups(self, arch: UnetArch) -> dict[str, tuple[str, ...]]:
+        """Study variables (``search --trials``): ``down`` (every encoder layer), ``up`` (every
+        decoder layer), and ``outer`` / ``middle`` / ``inner``: both layers of the levels in the
+        outer, middle and inner thirds of the depth (an Optuna trial can then move channels
+        between encoder and decoder, and between resolutions)."""
+        n = arch.num_downs
+        groups: dict[str, list[str]] = {"down": [f"down.{i}" for i in range(n)], "up": [f"up.{i}" for i in range(1, n)]}
+        for k, name in enumerate(("outer", "middle", "inner")):
+            levels = range(k * n // 3, (k + 1) * n // 3)
+            groups[name] = [f"down.{i}" for i in levels] + [f"up.{i}" for i in levels if i > 0]
+        return {g: tuple(v) for g, v in groups.items() if v}
+
     # importance
     def default_criterion(self, arch: UnetArch) -> str:
         from nas_prune.families.unet.importance import default_criterion
