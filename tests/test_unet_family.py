@@ -19,7 +19,7 @@ from nas_prune.families.unet.load import detect_layout
 from nas_prune.families.unet.plan import masked_teacher_state
 
 DATA = Path(__file__).parent / "data" / "unet"
-SPACES = Path(__file__).parent.parent / "nas_prune" / "search_spaces"
+SPACES = Path(__file__).parent.parent / "search_spaces"
 FAM = UnetFamily()
 #: The reference outputs were made on this machine's torch build; another CPU's kernels may
 #: round differently. Observed: max |diff| 0.0 for all three cases.
@@ -403,7 +403,7 @@ def test_shipped_space_loads_through_the_family():
 def test_shipped_recipe_uses_the_unet_taps():
     from nas_prune.recipe import load_recipe
 
-    recipe = load_recipe(Path(__file__).parent.parent / "nas_prune" / "recipes" / "pix2pix_unet.yaml")
+    recipe = load_recipe(Path(__file__).parent.parent / "recipes" / "pix2pix_unet.yaml")
     space = FAM.space_from_dict(yaml.safe_load((SPACES / "unet_256.yaml").read_text()), source="unet_256")
     taps = recipe.stages["distill"]["distill_taps"]
     assert list(taps) == FAM.default_taps(space.teacher_arch())

@@ -36,6 +36,7 @@ __all__ = [
 BUILTIN = {
     "inception": "nas_prune.families.inception",
     "spade": "nas_prune.families.spade",
+    "unet": "nas_prune.families.unet",
 }
 ENTRY_POINT_GROUP = "nas_prune.families"
 

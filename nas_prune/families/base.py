@@ -298,5 +298,13 @@ class GeneratorFamily:
     # ---------------------------------------------------------------- latency
     def latency_unit_grids(self, teacher: Any, *, input_size: tuple[int, int], min_channels: int) -> Any:
         """The per-layer latency table's units for ``teacher``'s students (only when
-        :attr:`latency_units` is True; see :mod:`nas_prune.latency.table`)."""
+        :attr:`latency_units` is True; see :mod:`nas_prune.latency.table`).
+
+        The object has ``teacher``, ``kinds`` (``{kind: (axes, (h, w))}``, axes of
+        :class:`nas_prune.families.units.Axis`), ``units()``, ``unit(kind, widths)``,
+        ``build(unit) -> (module, input shape)``, ``parts(dense, widths) -> (ends, blocks)``
+        (the two sums of unit costs the predictor scales), ``arch_widths(arch)`` and
+        ``calibration_archs(min_channels)`` (the whole generators it is calibrated on).
+        Without units, latency targets use :class:`nas_prune.latency.table.MacsGrids`.
+        """
         raise NasPruneError(f"per-layer latency tables are not available for {self.title} generators")

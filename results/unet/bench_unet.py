@@ -108,7 +108,7 @@ def main(argv=None) -> None:
         arch, size = teacher_arch(ngf=8, num_downs=7), 128
     else:
         arch, size = FAM.space_from_dict(
-            __import__("yaml").safe_load((ROOT / "nas_prune" / "search_spaces" / "unet_256.yaml").read_text()),
+            __import__("yaml").safe_load((ROOT / "search_spaces" / "unet_256.yaml").read_text()),
             source="unet_256").teacher_arch(), 256
     t_macs = {c: sum(x.macs for x in FAM.layer_costs(arch, (size, size), c)) for c in ("fvcore", "paper")}
     targets = ({"1/2": t_macs["paper"] // 2, "1/4": t_macs["paper"] // 4, "1/8": t_macs["paper"] // 8} if args.tiny

@@ -199,3 +199,9 @@ class InceptionFamily(GeneratorFamily):
         from nas_prune.families.inception.slicing import slice_state_dict
 
         return slice_state_dict(plan, teacher_state_dict)
+
+    # latency
+    def latency_unit_grids(self, teacher, *, input_size, min_channels):
+        from nas_prune.families.inception.latency import UnitGrids
+
+        return UnitGrids(teacher, input_size=input_size, min_channels=min_channels)
