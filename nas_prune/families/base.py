@@ -273,6 +273,22 @@ class GeneratorFamily:
         step = round_to or 1
         return step, (min(layer.width, -(-min_channels // step) * step) if layer.has_floor else 0)
 
+    def search_groups(self, arch: Any) -> dict[str, tuple[str, ...]]:
+        """``{variable: prunable layer names}``: the layers whose scores one Optuna study
+        variable scales together (``search --trials``).
+
+        Default: one group per layer kind, and the layers of the first, middle and last
+        thirds of the forward order.
+        """
+        layers = self.prunable_layers(arch)
+        groups: dict[str, list[str]] = {}
+        for layer in layers:
+            groups.setdefault(layer.kind, []).append(layer.name)
+        n = len(layers)
+        for k, name in enumerate(("early", "middle", "late")):
+            groups[name] = [l.name for l in layers[k * n // 3:(k + 1) * n // 3]]
+        return {g: tuple(v) for g, v in groups.items() if v}
+
     # ---------------------------------------------------------------- importance
     criteria: ClassVar[tuple[str, ...]] = ("gamma", "l1")
     #: Criteria that run the network on calibration inputs (the core supplies them).

@@ -184,6 +184,11 @@ class InceptionFamily(GeneratorFamily):
 
         return MacsFormula(teacher, input_size=input_size, convention=convention)
 
+    def search_groups(self, arch):
+        from nas_prune.families.inception.plan import search_groups
+
+        return search_groups(arch)
+
     def default_criterion(self, arch):
         """``gamma`` when the norms are affine (CAT teachers), else ``l1`` (classic ResNet)."""
         return "gamma" if arch.affine else "l1"
