@@ -466,3 +466,22 @@ def test_profile_prints_measured_latency_beside_macs(teacher_file):
     assert report["latency"]["runtime"] == "torch-cpu" and report["latency"]["runs"] == 3
     bad = invoke("profile", teacher_file, "--threads", "2")
     assert bad.exit_code == 2 and "add --latency" in bad.output
+
+
+def test_a_family_without_latency_units_takes_latency_targets(tmp_path):
+    """A U-Net has no per-layer table: the end-to-end model (fixed + scale * MACs), calibrated on
+    whole generators, predicts; the student is measured under the target."""
+    from nas_prune.families.unet.arch import teacher_arch
+    from nas_prune.latency.table import MacsGrids, unit_grids
+
+    teacher = teacher_arch(ngf=8, num_downs=5)
+    path = tmp_path / "unet.pth"
+    torch.save(randomize_(build_generator(teacher), 5).state_dict(), path)
+    assert isinstance(unit_grids(teacher, input_size=SIZE, min_channels=4), MacsGrids)
+    teacher_ms = fake_ms_of(teacher)
+    target = 0.5 * teacher_ms
+    result = run_search(path, tmp_path, FakeRuntime(), target_latency=f"{target:.6f}ms")
+    assert result.student_arch.family == "unet"
+    assert result.latency.measured_ms <= target
+    assert result.latency.measured_ms > 0.5 * target  # it uses the budget, not any small student
+    assert result.macs["fvcore"] < count_macs(teacher, input_size=32)

@@ -367,3 +367,25 @@ def test_cli_study_and_errors(tmp_path, teacher_file):
         assert res.exit_code == 2, (extra, res.output)
         assert f"error: {msg}" in res.output.replace("\n", " ") or msg in res.output, (extra, res.output)
         assert "Traceback" not in res.output
+
+
+def test_a_unet_teacher_takes_a_study(tmp_path):
+    """--trials needs nothing of a family but the protocol: a U-Net teacher's study exports a
+    student of its family under the target, with trial 0 the one-step solution."""
+    from nas_prune.families.unet.arch import teacher_arch
+    from nas_prune.macs import count_macs as macs
+
+    teacher = teacher_arch(ngf=8, num_downs=5)
+    path = tmp_path / "unet.pth"
+    torch.save(randomize_(build_generator(teacher), seed=2).state_dict(), path)
+    target = macs(teacher, input_size=32) // 3
+    groups = search_groups(teacher)
+    assert set(groups) >= {"early", "middle", "late"}
+    assert {n for names in groups.values() for n in names} == {l.name for l in prunable_layers(teacher)}
+    opts = {**COMMON, "target_macs": target}
+    result = run_study(teacher=path, trials=3, out=tmp_path / "u", study_name="u", **opts)
+    trials = _trials(tmp_path / "u", "u")
+    assert len(trials) == 3 and all(t.user_attrs["macs"] <= target for t in trials)
+    assert trials[0].params == {g: 1.0 for g in groups}
+    arch, state, _ = read_student(result.student_dir)
+    assert arch.family == "unet" and macs(arch, input_size=32) <= target

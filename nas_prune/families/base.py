@@ -273,6 +273,22 @@ class GeneratorFamily:
         step = round_to or 1
         return step, (min(layer.width, -(-min_channels // step) * step) if layer.has_floor else 0)
 
+    def search_groups(self, arch: Any) -> dict[str, tuple[str, ...]]:
+        """``{variable: prunable layer names}``: the layers whose scores one Optuna study
+        variable scales together (``search --trials``).
+
+        Default: one group per layer kind, and the layers of the first, middle and last
+        thirds of the forward order.
+        """
+        layers = self.prunable_layers(arch)
+        groups: dict[str, list[str]] = {}
+        for layer in layers:
+            groups.setdefault(layer.kind, []).append(layer.name)
+        n = len(layers)
+        for k, name in enumerate(("early", "middle", "late")):
+            groups[name] = [l.name for l in layers[k * n // 3:(k + 1) * n // 3]]
+        return {g: tuple(v) for g, v in groups.items() if v}
+
     # ---------------------------------------------------------------- importance
     criteria: ClassVar[tuple[str, ...]] = ("gamma", "l1")
     #: Criteria that run the network on calibration inputs (the core supplies them).
@@ -298,5 +314,13 @@ class GeneratorFamily:
     # ---------------------------------------------------------------- latency
     def latency_unit_grids(self, teacher: Any, *, input_size: tuple[int, int], min_channels: int) -> Any:
         """The per-layer latency table's units for ``teacher``'s students (only when
-        :attr:`latency_units` is True; see :mod:`nas_prune.latency.table`)."""
+        :attr:`latency_units` is True; see :mod:`nas_prune.latency.table`).
+
+        The object has ``teacher``, ``kinds`` (``{kind: (axes, (h, w))}``, axes of
+        :class:`nas_prune.families.units.Axis`), ``units()``, ``unit(kind, widths)``,
+        ``build(unit) -> (module, input shape)``, ``parts(dense, widths) -> (ends, blocks)``
+        (the two sums of unit costs the predictor scales), ``arch_widths(arch)`` and
+        ``calibration_archs(min_channels)`` (the whole generators it is calibrated on).
+        Without units, latency targets use :class:`nas_prune.latency.table.MacsGrids`.
+        """
         raise NasPruneError(f"per-layer latency tables are not available for {self.title} generators")

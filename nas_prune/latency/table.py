@@ -1,18 +1,13 @@
 """Latency tables: each layer shape of a teacher's students timed once, cached on disk.
 
-Units (what is timed, one module each, built from :mod:`nas_prune.model`'s pieces, at
-the resolution it runs at inside the generator for an ``H x W`` input)::
-
-    stem0(s0)        pad3 conv7x7 (in -> s0) norm relu              at H x W
-    stem1(s0, s1)    conv3x3/2 (s0 -> s1) norm relu                 H x W -> H/2
-    stem2(s1, c)     conv3x3/2 (s1 -> c) norm relu                  H/2 -> H/4
-    resK(c, m)       the res branch of kernel K (nas_prune.model)   at H/4
-    dwK(c, m)        the dw branch of kernel K                      at H/4
-    merge(c)         x + norm(x): a block's norm and residual add   at H/4
-    add(c)           x + y: summing one more branch                 at H/4
-    head0(c, h0)     convT3x3/2 (c -> h0) norm relu                 H/4 -> H/2
-    head1(h0, h1)    convT3x3/2 (h0 -> h1) norm relu                H/2 -> H
-    final(h1)        pad3 conv7x7 (h1 -> out) tanh                  at H x W
+The layer shapes are the family's (:meth:`nas_prune.families.base.GeneratorFamily.latency_unit_grids`):
+a *unit* is one module, built from the family's own pieces at the resolution it runs at
+inside the generator; the inception-residual family's units and formula are in
+:mod:`nas_prune.families.inception.latency` (stem, branches, block merges, head). A family
+without units (``latency_units = False``, e.g. the U-Net) gets the end-to-end model of
+:class:`MacsGrids`: the prediction is ``fixed + scale * MACs`` (fvcore), calibrated on the
+same whole generators, so every family can take a latency target; the final student is
+measured end to end either way (:mod:`nas_prune.latency.target`).
 
 Each unit is timed at the widths of a grid per axis (:func:`width_grid`: the floor, the
 teacher's width, and 1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, ... in between); a
@@ -21,11 +16,10 @@ unit's cost is its median time minus the runtime's median time for a trivial pas
 
 Predicted latency of a student (:class:`LatencyModel`)::
 
-    t(student) = fixed + scale_ends * ( stem0 + stem1 + stem2 + head0 + head1 + final )
-                 + scale_blocks * sum over non-identity blocks ( sum of its branches' units
-                                                  + merge(c) + (branches - 1) * add(c) )
+    t(student) = fixed + scale_ends * ends(student) + scale_blocks * blocks(student)
 
-with each unit read off its grid by (bi)linear interpolation. A conv's time is close
+where the family splits the sum of its units into two parts (inception: stem and head units,
+block units), with each unit read off its grid by (bi)linear interpolation. A conv's time is close
 to bilinear in its two widths (its MACs are), which is why a coarse grid suffices. ONNX
 Runtime's CPU kernels (MLAS) process channels in blocks of 8, so there a width above 8 is
 charged what the next multiple of 8 costs (:func:`effective_width`,
@@ -58,7 +52,6 @@ expected one, or that cannot be read, is ignored and rebuilt.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -70,13 +63,21 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from nas_prune.arch import Arch
 from nas_prune.errors import NasPruneError
+from nas_prune.families import family_of
+from nas_prune.families.inception.latency import (  # noqa: F401  (historical names)
+    CALIBRATION_FACTORS,
+    UnitGrids,
+    arch_widths,
+    build_unit,
+    calibration_archs,
+)
+from nas_prune.families.units import LADDER, Axis, Unit, small_modules, width_grid  # noqa: F401
 from nas_prune.latency.runtime import Runtime
 
+Arch = object  # an architecture of any registered family
+
 TABLE_FORMAT = 1
-LADDER = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
-CALIBRATION_FACTORS = (1.0, 0.5, 0.25, 0.125)
 CACHE_ENV = "NAS_PRUNE_CACHE_DIR"
 
 
@@ -91,156 +92,56 @@ def cache_dir(override: str | os.PathLike | None = None) -> Path:
     return Path(base) / "nas-prune"
 
 
-def width_grid(low: int, high: int) -> list[int]:
-    """Widths a unit is timed at along one axis: ``low``, ``high`` and the ladder in between."""
-    low = max(1, min(low, high))
-    return sorted({low, high, *(v for v in LADDER if low < v < high)})
+class MacsGrids:
+    """The end-to-end latency model of a family without latency units: no unit is timed, and
+    a student's one part is its fvcore MACs (in G), so ``t = fixed + scale * MACs``.
 
-
-# ----------------------------------------------------------------------------- units
-
-
-def _settings(arch: Arch) -> str:
-    return f"{arch.norm}{'+affine' if arch.affine else ''}/{arch.padding}/{'bias' if arch.use_bias else 'nobias'}"
-
-
-@dataclass(frozen=True)
-class Unit:
-    """One timed layer shape: ``kind`` (module docstring), its widths and its input ``(h, w)``."""
-
-    kind: str
-    widths: tuple[int, ...]
-    hw: tuple[int, int]
-    settings: str
-    channels: tuple[int, int] = (0, 0)  # image channels in / out (stem0, final only)
-
-    @property
-    def signature(self) -> str:
-        io = f"/io{self.channels[0]}-{self.channels[1]}" if self.kind in ("stem0", "final") else ""
-        return f"{self.kind}:{'x'.join(map(str, self.widths))}@{self.hw[0]}x{self.hw[1]}/{self.settings}{io}"
-
-
-def build_unit(arch: Arch, unit: Unit):
-    """The module a unit times, in eval mode, and its input shape ``(1, C, h, w)``."""
-    from torch import nn
-
-    from nas_prune.families.inception.model import _Branch, make_norm
-
-    _NormAdd, _Add = _small_modules()
-    b = arch.use_bias
-    kind, w = unit.kind, unit.widths
-    h, wd = unit.hw
-    if kind == "stem0":
-        mod = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(arch.input_nc, w[0], 7, 1, 0, bias=b),
-                            make_norm(arch, w[0]), nn.ReLU(inplace=True))
-        cin = arch.input_nc
-    elif kind in ("stem1", "stem2"):
-        mod = nn.Sequential(nn.Conv2d(w[0], w[1], 3, 2, 1, bias=b), make_norm(arch, w[1]), nn.ReLU(inplace=True))
-        cin = w[0]
-    elif kind in ("head0", "head1"):
-        mod = nn.Sequential(nn.ConvTranspose2d(w[0], w[1], 3, 2, 1, output_padding=1, bias=b),
-                            make_norm(arch, w[1]), nn.ReLU(inplace=True))
-        cin = w[0]
-    elif kind == "final":
-        mod = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(w[0], arch.output_nc, 7, 1, 0, bias=True), nn.Tanh())
-        cin = w[0]
-    elif kind == "merge":
-        mod = _NormAdd(make_norm(arch, w[0]))
-        cin = w[0]
-    elif kind == "add":
-        mod = _Add()
-        cin = w[0]
-    elif kind == "null":
-        mod = _Add()
-        cin = 1
-    else:  # resK / dwK
-        branch = kind[:3] if kind.startswith("res") else kind[:2]
-        k = int(kind[len(branch):])
-        mod = _Branch(arch, branch, w[0], w[1], k)
-        cin = w[0]
-    return mod.eval(), (1, cin, h, wd)
-
-
-@functools.cache
-def _small_modules():
-    """``(NormAdd, Add)`` module classes, defined on first use so importing stays torch-free."""
-    from torch import nn
-
-    class NormAdd(nn.Module):
-        def __init__(self, norm):
-            super().__init__()
-            self.norm = norm
-
-        def forward(self, x):
-            return x + self.norm(x)
-
-    class Add(nn.Module):
-        def forward(self, x):
-            return x + x
-
-    return NormAdd, Add
-
-
-@dataclass(frozen=True)
-class _Axis:
-    """An axis of a unit grid: a prunable width of the teacher (``name``) and its grid."""
-
-    name: str
-    grid: tuple[int, ...]
-    high: int
-
-
-class UnitGrids:
-    """The units of a teacher's students: one grid per kind over its width axes.
-
-    Args:
-        teacher: the teacher's architecture (grids reach its widths).
-        input_size: ``(H, W)`` of the generator's input.
-        min_channels: stem/head floor (grids start there).
+    MACs are non-decreasing in every width, so the prediction is too and the exact threshold
+    search holds. The scale is fitted on the same whole generators as the unit tables (the
+    teacher with every width times 1, 1/2, 1/4 and 1/8, and the smallest student).
     """
 
+    kinds: dict = {}
+
     def __init__(self, teacher: Arch, *, input_size: tuple[int, int], min_channels: int = 16):
-        H, W = input_size
-        self.teacher, self.input_size = teacher, (H, W)
-        s, hd = teacher.stem, teacher.head
-        lo = lambda w: min(min_channels, w)  # noqa: E731
-        ax = {
-            "s0": _Axis("s0", tuple(width_grid(lo(s[0]), s[0])), s[0]),
-            "s1": _Axis("s1", tuple(width_grid(lo(s[1]), s[1])), s[1]),
-            "c": _Axis("c", tuple(width_grid(lo(s[2]), s[2])), s[2]),
-            "h0": _Axis("h0", tuple(width_grid(lo(hd[0]), hd[0])), hd[0]),
-            "h1": _Axis("h1", tuple(width_grid(lo(hd[1]), hd[1])), hd[1]),
-        }
-        r0, r1, r2 = (H, W), (H // 2, W // 2), (H // 4, W // 4)
-        self.kinds: dict[str, tuple[tuple[_Axis, ...], tuple[int, int]]] = {
-            "stem0": ((ax["s0"],), r0), "stem1": ((ax["s0"], ax["s1"]), r0), "stem2": ((ax["s1"], ax["c"]), r1),
-            "head0": ((ax["c"], ax["h0"]), r2), "head1": ((ax["h0"], ax["h1"]), r1), "final": ((ax["h1"],), r0),
-        }
-        has_blocks = any(not b.is_identity for b in teacher.blocks)
-        if has_blocks:
-            self.kinds["merge"] = ((ax["c"],), r2)
-            self.kinds["add"] = ((ax["c"],), r2)
-        for branch, sizes in (("res", teacher.res_kernel_sizes), ("dw", teacher.dw_kernel_sizes)):
-            for j, k in enumerate(sizes):
-                top = max((getattr(b, branch)[j] for b in teacher.blocks), default=0)
-                if top:
-                    m = _Axis(f"m{branch}{k}", tuple(width_grid(1, top)), top)
-                    self.kinds[f"{branch}{k}"] = ((ax["c"], m), r2)
-        self.settings = _settings(teacher)
+        from nas_prune.plan import macs_formula
+
+        self.teacher, self.input_size, self.min_channels = teacher, input_size, min_channels
+        self.family = family_of(teacher)
+        self._macs = macs_formula(teacher, input_size=input_size, convention="fvcore")
 
     def units(self) -> list[Unit]:
-        """Every unit at every grid point (what a table for this teacher holds)."""
+        return []
+
+    def parts(self, dense, widths: Mapping[str, int]) -> tuple[float, float]:
+        full = self.family.complete_widths(self.teacher, widths)
+        return self._macs(full) / 1e9, 0.0
+
+    def arch_widths(self, arch) -> dict[str, int]:
+        return self.family.student_widths(arch, self.teacher)
+
+    def calibration_archs(self, min_channels: int = 16) -> list:
+        layers = self.family.prunable_layers(self.teacher)
         out = []
-        for kind, (axes, hw) in self.kinds.items():
-            for point in np.ndindex(*(len(a.grid) for a in axes)):
-                widths = tuple(a.grid[i] for a, i in zip(axes, point))
-                out.append(self.unit(kind, widths))
+        for f in (*CALIBRATION_FACTORS, 0.0):
+            widths = {}
+            for layer in layers:
+                if layer.follows is not None:
+                    continue
+                step, floor = self.family.layer_rule(layer, self.teacher, min_channels=min_channels, round_to=None)
+                widths[layer.name] = max(floor, min(layer.width, round(layer.width * f)))
+            arch = self.family.arch_from_widths(self.teacher, self.family.complete_widths(self.teacher, widths))
+            if arch not in out:
+                out.append(arch)
         return out
 
-    def unit(self, kind: str, widths: tuple[int, ...]) -> Unit:
-        hw = self.kinds[kind][1]
-        return Unit(kind, tuple(int(w) for w in widths), hw, self.settings,
-                    (self.teacher.input_nc, self.teacher.output_nc))
+
+def unit_grids(teacher: Arch, *, input_size: tuple[int, int], min_channels: int = 16):
+    """The family's latency units for ``teacher`` (:class:`MacsGrids` for a family without any)."""
+    family = family_of(teacher)
+    if family.latency_units:
+        return family.latency_unit_grids(teacher, input_size=input_size, min_channels=min_channels)
+    return MacsGrids(teacher, input_size=input_size, min_channels=min_channels)
 
 
 # ----------------------------------------------------------------------------- the table
@@ -315,13 +216,16 @@ class LatencyTable:
         except OSError as err:
             raise NasPruneError(f"cannot write the latency table {self.path}: {err.strerror or err}") from None
 
-    def fill(self, arch: Arch, units: Iterable[Unit], runtime: Runtime, *,
+    def fill(self, grids, units: Iterable[Unit], runtime: Runtime, *,
              log: Callable[[str], None] | None = None, save_every: int = 50) -> None:
-        """Time every unit not in the table yet (and the overhead), saving as it goes."""
+        """Time every unit not in the table yet (and the overhead), saving as it goes.
+
+        ``grids`` builds each unit's module (``grids.build(unit) -> (module, input shape)``).
+        """
         todo = [u for u in units if u.signature not in self.units]
         if self.overhead_ms is None:
             start = time.perf_counter()
-            mod, shape = build_unit(arch, Unit("null", (1,), (4, 4), ""))
+            mod, shape = small_modules()[1]().eval(), (1, 1, 4, 4)  # a trivial pass: the per-call overhead
             self.overhead_ms = statistics.median(runtime.time(mod, shape, warmup=3, repeats=30))
             self.seconds += time.perf_counter() - start
         if not todo:
@@ -331,7 +235,7 @@ class LatencyTable:
                 f"({runtime.device()}); cached in {self.path}")
         start = time.perf_counter()
         for i, unit in enumerate(todo, 1):
-            mod, shape = build_unit(arch, unit)
+            mod, shape = grids.build(unit)
             samples = runtime.time(mod, (runtime.batch, *shape[1:]), warmup=2, repeats=5,
                                    min_total_ms=20.0, max_repeats=50)
             self.units[unit.signature] = max(0.0, statistics.median(samples) - self.overhead_ms)
@@ -347,23 +251,13 @@ class LatencyTable:
 # ----------------------------------------------------------------------------- the predictor
 
 
-def arch_widths(arch: Arch) -> dict[str, int]:
-    """Widths of ``arch`` keyed by prunable-layer names (``nas_prune.plan``), zeros included."""
-    out = {f"stem.{i}": w for i, w in enumerate(arch.stem)}
-    for n, b in enumerate(arch.blocks):
-        out.update({f"blocks.{n}.res.{j}": w for j, w in enumerate(b.res)})
-        out.update({f"blocks.{n}.dw.{j}": w for j, w in enumerate(b.dw)})
-    out.update({f"head.{i}": w for i, w in enumerate(arch.head)})
-    return out
-
-
 def effective_width(w: int, high: int, block: int = 1) -> int:
     """The width whose cost a width ``w`` is charged: ``w`` up to ``block``, above it the
     next multiple of ``block`` (at most ``high``). Non-decreasing in ``w``."""
     return w if w <= block else min(-(-w // block) * block, high)
 
 
-def _dense(grid_values: np.ndarray, axes: Sequence[_Axis], block: int = 1) -> np.ndarray:
+def _dense(grid_values: np.ndarray, axes: Sequence[Axis], block: int = 1) -> np.ndarray:
     """Monotone (running max per axis) grid -> dense array over widths 0..high per axis,
     linear between grid points, each width charged at :func:`effective_width`."""
     g = grid_values.copy()
@@ -377,15 +271,14 @@ def _dense(grid_values: np.ndarray, axes: Sequence[_Axis], block: int = 1) -> np
 
 class LatencyModel:
     """Predicted latency (ms) of the students of one teacher:
-    ``fixed + scale_ends * (stem and head units) + scale_blocks * (block units)``.
+    ``fixed + scale_ends * ends + scale_blocks * blocks`` (the family's two parts of its units).
 
     Call it with ``{prunable-layer name: width}`` (as :class:`nas_prune.plan.MacsFormula`);
     non-decreasing in every width (both scales are > 0). Built by :func:`latency_model`.
     """
 
-    def __init__(self, grids: UnitGrids, costs: Mapping[str, float], *, fixed: float = 0.0,
+    def __init__(self, grids, costs: Mapping[str, float], *, fixed: float = 0.0,
                  scale_ends: float = 1.0, scale_blocks: float = 1.0, block: int = 1):
-        t = grids.teacher
         self.grids, self.fixed = grids, float(fixed)
         self.scale_ends, self.scale_blocks = float(scale_ends), float(scale_blocks)
         self.dense: dict[str, np.ndarray] = {}
@@ -395,34 +288,13 @@ class LatencyModel:
                 widths = tuple(a.grid[i] for a, i in zip(axes, point))
                 values[point] = costs[grids.unit(kind, widths).signature]
             self.dense[kind] = _dense(values, axes, block)
-        self.blocks = [
-            [(f"blocks.{n}.res.{j}", f"res{k}") for j, k in enumerate(t.res_kernel_sizes) if b.res[j]]
-            + [(f"blocks.{n}.dw.{j}", f"dw{k}") for j, k in enumerate(t.dw_kernel_sizes) if b.dw[j]]
-            for n, b in enumerate(t.blocks)
-        ]
-
     def units(self, widths: Mapping[str, int]) -> float:
         """Sum of the unit costs of the student with ``widths`` (ms, before calibration)."""
         return sum(self.parts(widths))
 
     def parts(self, widths: Mapping[str, int]) -> tuple[float, float]:
-        """``(stem and head units, block units)`` of the student with ``widths`` (ms)."""
-        d = self.dense
-        s0, s1, c = widths["stem.0"], widths["stem.1"], widths["stem.2"]
-        h0, h1 = widths["head.0"], widths["head.1"]
-        ends = d["stem0"][s0] + d["stem1"][s0, s1] + d["stem2"][s1, c]
-        ends += d["head0"][c, h0] + d["head1"][h0, h1] + d["final"][h1]
-        total = 0.0
-        for branches in self.blocks:
-            n = 0
-            for name, kind in branches:
-                m = widths.get(name, 0)
-                if m:
-                    total += d[kind][c, m]
-                    n += 1
-            if n:
-                total += d["merge"][c] + (n - 1) * d["add"][c]
-        return float(ends), float(total)
+        """The family's two parts of the student with ``widths`` (ms, before calibration)."""
+        return self.grids.parts(self.dense, widths)
 
     def __call__(self, widths: Mapping[str, int]) -> float:
         ends, blocks = self.parts(widths)
@@ -430,33 +302,13 @@ class LatencyModel:
 
     def predict(self, arch: Arch) -> float:
         """Predicted latency of a student architecture of the teacher."""
-        return self(arch_widths(arch))
-
-
-def calibration_archs(teacher: Arch, min_channels: int = 16) -> list[Arch]:
-    """The teacher with every width times 1, 1/2, 1/4, 1/8 (floors kept, branches >= 1), and
-    the smallest student (every branch dropped, stem/head at the floor); no repeats."""
-    from nas_prune.arch import Block
-
-    out = []
-    floor = teacher.with_widths(stem=[min(min_channels, w) for w in teacher.stem],
-                                blocks=[Block(res=(0,) * len(b.res), dw=(0,) * len(b.dw)) for b in teacher.blocks],
-                                head=[min(min_channels, w) for w in teacher.head])
-    for f in CALIBRATION_FACTORS:
-        def scale(w: int, floor: int) -> int:
-            return max(min(floor, w), round(w * f))
-
-        blocks = tuple(Block(res=tuple(scale(m, 1) if m else 0 for m in b.res),
-                             dw=tuple(scale(m, 1) if m else 0 for m in b.dw)) for b in teacher.blocks)
-        arch = teacher.with_widths(stem=[scale(w, min_channels) for w in teacher.stem], blocks=blocks,
-                                   head=[scale(w, min_channels) for w in teacher.head])
-        if arch not in out:
-            out.append(arch)
-    return out + ([floor] if floor not in out else [])
+        return self(self.grids.arch_widths(arch))
 
 
 def arch_signature(arch: Arch) -> str:
-    return hashlib.sha256(json.dumps(arch.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+    from nas_prune.arch import arch_to_dict
+
+    return hashlib.sha256(json.dumps(arch_to_dict(arch), sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -516,25 +368,25 @@ def latency_model(
         ``(model, table, calibration)``.
     """
     from nas_prune.latency.runtime import measure_interleaved
-    from nas_prune.model import build_generator
+    from nas_prune.model import build_generator, input_channels
 
-    grids = UnitGrids(teacher, input_size=input_size, min_channels=min_channels)
+    grids = unit_grids(teacher, input_size=input_size, min_channels=min_channels)
     table = LatencyTable.open(runtime, input_size, directory=directory, refresh=refresh)
-    table.fill(teacher, grids.units(), runtime, log=log)
+    table.fill(grids, grids.units(), runtime, log=log)
     model = LatencyModel(grids, table.units, block=runtime.channel_block)
-    archs = calibration_archs(teacher, min_channels)
+    archs = grids.calibration_archs(min_channels)
     missing = {arch_signature(a): a for a in archs if arch_signature(a) not in table.calibration}
     if missing:
         start = time.perf_counter()
         if log:
             log(f"latency table: timing {len(missing)} whole generators to calibrate")
-        shape = (runtime.batch, teacher.input_nc, *input_size)
+        shape = (runtime.batch, input_channels(teacher), *input_size)
         nets = {sig: build_generator(a).eval() for sig, a in missing.items()}
         for sig, lat in measure_interleaved(nets, runtime, shape, warmup=2, repeats=10).items():
             table.calibration[sig] = lat.median_ms
         table.seconds += time.perf_counter() - start
         table.save()
-    cal = fit_calibration([(*model.parts(arch_widths(a)), table.calibration[arch_signature(a)]) for a in archs],
+    cal = fit_calibration([(*model.parts(grids.arch_widths(a)), table.calibration[arch_signature(a)]) for a in archs],
                           fixed=table.overhead_ms or 0.0)
     model.fixed, model.scale_ends, model.scale_blocks = cal.fixed, cal.scale_ends, cal.scale_blocks
     return model, table, cal

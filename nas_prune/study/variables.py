@@ -15,32 +15,14 @@ DEFAULT_RANGE = (0.5, 2.0)
 
 
 def search_groups(arch: Arch) -> dict[str, tuple[str, ...]]:
-    """``{variable name: prunable layer names}`` for ``arch`` (module docstring).
-
-    Groups that would hold no layer (a kernel size no block has, an empty third)
-    are left out. Every prunable layer is in exactly one of ``stem``/``stream``/
-    ``head``/``res_kK``/``dw_kK``; branch layers are also in one depth group.
+    """``{variable name: prunable layer names}`` for ``arch``: the groups of layers whose
+    scores one study variable scales (the family's choice:
+    :meth:`nas_prune.families.base.GeneratorFamily.search_groups`). Groups that would hold no
+    layer are left out.
     """
-    import numpy as np
+    from nas_prune.families import family_of
 
-    from nas_prune.plan import prunable_layers
-
-    layers = prunable_layers(arch)
-    groups: dict[str, list[str]] = {"stem": [], "stream": [], "head": []}
-    for layer in layers:
-        if layer.kind == "stem":
-            groups["stream" if layer.index == 2 else "stem"].append(layer.name)
-        elif layer.kind == "head":
-            groups["head"].append(layer.name)
-    for kind, sizes in (("res", arch.res_kernel_sizes), ("dw", arch.dw_kernel_sizes)):
-        for j, k in enumerate(sizes):
-            groups[f"{kind}_k{k}"] = [
-                l.name for l in layers if l.kind == kind and l.index == j
-            ]
-    thirds = np.array_split(np.arange(arch.n_blocks), 3)
-    for name, blocks in zip(("early", "middle", "late"), thirds):
-        members = set(int(b) for b in blocks)
-        groups[name] = [l.name for l in layers if l.block is not None and l.block in members]
+    groups = family_of(arch).search_groups(arch)
     return {name: tuple(names) for name, names in groups.items() if names}
 
 

@@ -184,6 +184,11 @@ class InceptionFamily(GeneratorFamily):
 
         return MacsFormula(teacher, input_size=input_size, convention=convention)
 
+    def search_groups(self, arch):
+        from nas_prune.families.inception.plan import search_groups
+
+        return search_groups(arch)
+
     def default_criterion(self, arch):
         """``gamma`` when the norms are affine (CAT teachers), else ``l1`` (classic ResNet)."""
         return "gamma" if arch.affine else "l1"
@@ -199,3 +204,9 @@ class InceptionFamily(GeneratorFamily):
         from nas_prune.families.inception.slicing import slice_state_dict
 
         return slice_state_dict(plan, teacher_state_dict)
+
+    # latency
+    def latency_unit_grids(self, teacher, *, input_size, min_channels):
+        from nas_prune.families.inception.latency import UnitGrids
+
+        return UnitGrids(teacher, input_size=input_size, min_channels=min_channels)

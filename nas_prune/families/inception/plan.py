@@ -135,3 +135,32 @@ def describe_block(arch: Arch, n: int) -> str:
         if kept:
             parts.append(f"{kind} {' '.join(kept)}")
     return ", ".join(parts)
+
+
+def search_groups(arch: Arch) -> dict[str, tuple[str, ...]]:
+    """``{study variable: prunable layer names}``: stem, stream and head, one group per branch
+    kernel size, and the branches of the early, middle and late thirds of the blocks.
+
+    Groups that would hold no layer (a kernel size no block has, an empty third)
+    are left out. Every prunable layer is in exactly one of ``stem``/``stream``/
+    ``head``/``res_kK``/``dw_kK``; branch layers are also in one depth group.
+    """
+    import numpy as np
+
+    layers = prunable_layers(arch)
+    groups: dict[str, list[str]] = {"stem": [], "stream": [], "head": []}
+    for layer in layers:
+        if layer.kind == "stem":
+            groups["stream" if layer.index == 2 else "stem"].append(layer.name)
+        elif layer.kind == "head":
+            groups["head"].append(layer.name)
+    for kind, sizes in (("res", arch.res_kernel_sizes), ("dw", arch.dw_kernel_sizes)):
+        for j, k in enumerate(sizes):
+            groups[f"{kind}_k{k}"] = [
+                l.name for l in layers if l.kind == kind and l.index == j
+            ]
+    thirds = np.array_split(np.arange(arch.n_blocks), 3)
+    for name, blocks in zip(("early", "middle", "late"), thirds):
+        members = set(int(b) for b in blocks)
+        groups[name] = [l.name for l in layers if l.block is not None and l.block in members]
+    return {name: tuple(names) for name, names in groups.items() if names}
