@@ -120,3 +120,27 @@ def test_cli_search_distill_export(tmp_path, teacher_file):
     (y,) = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
     with torch.no_grad():
         assert np.abs(y - student(x).numpy()).max() < 1e-4
+
+
+@pytest.mark.slow
+def test_bench_unet_tiny(tmp_path):
+    import csv
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "results/unet/bench_unet.py"), "--tiny", "--repeats", "3",
+                           "--threads", "1", "--out", str(tmp_path)], capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(tmp_path / "unet.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["model"] for r in rows] == ["teacher", "student 1/2", "student 1/4", "student 1/8"]
+    for r in rows[1:]:
+        assert 0 <= int(r["gap_macs"]) and float(r["gap_pct"]) < 1.0  # every student just under its target
+        assert int(r["paper_macs"]) <= int(r["target_paper"]) and 10 < float(r["psnr_db"]) < 100
+        assert float(r["latency_min_ms"]) <= float(r["latency_median_ms"]) <= float(r["latency_max_ms"])
+    md = (tmp_path / "unet.md").read_text()
+    assert "Load average (1/5/15 min) at the start:" in md and "shared" in md

@@ -143,7 +143,7 @@ def main(argv=None) -> None:
             reached = res.macs["paper"]
             assert reached <= target, (name, reached, target)
             rows.append({"model": f"student {name}", "target_paper": target, "paper_macs": reached,
-                         "fvcore_macs": res.macs["fvcore"], "params": res.params,
+                         "fvcore_macs": res.macs["fvcore"], "params": res.params, "gap_macs": target - reached,
                          "gap_pct": f"{100 * (target - reached) / target:.4f}", "psnr_db": f"{psnr(y_s, y_t):.2f}",
                          "widths": FAM.describe(res.student_arch), "search_s": f"{took:.2f}"})
             models[f"student {name}"] = student
@@ -152,13 +152,15 @@ def main(argv=None) -> None:
     others = others_busy(sample)
     la_end = loadavg()
     base = lat["teacher"].median_ms
+    base_min = min(lat["teacher"].samples_ms)
     for r in rows:
         s = lat[r["model"]].samples_ms
         r.update(latency_median_ms=f"{lat[r['model']].median_ms:.1f}", latency_min_ms=f"{min(s):.1f}",
-                 latency_max_ms=f"{max(s):.1f}", speedup=f"{base / lat[r['model']].median_ms:.2f}")
+                 latency_max_ms=f"{max(s):.1f}", speedup=f"{base / lat[r['model']].median_ms:.2f}",
+                 speedup_min=f"{base_min / min(s):.2f}")
     args.out.mkdir(parents=True, exist_ok=True)
-    fields = ["model", "target_paper", "paper_macs", "fvcore_macs", "params", "gap_pct", "psnr_db",
-              "latency_median_ms", "latency_min_ms", "latency_max_ms", "speedup", "search_s", "widths"]
+    fields = ["model", "target_paper", "paper_macs", "fvcore_macs", "params", "gap_macs", "gap_pct", "psnr_db",
+              "latency_median_ms", "latency_min_ms", "latency_max_ms", "speedup", "speedup_min", "search_s", "widths"]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     w.writeheader()
@@ -172,14 +174,14 @@ def main(argv=None) -> None:
           f"{'an unknown number of' if others is None else f'{others:.2f}'} cores busy on average. The machine is "
           "shared with other work: the latencies are indicative, the MACs and PSNR exact.", "",
           "| model | target (paper) | MACs paper | MACs fvcore | params | gap under target | zero-shot PSNR to teacher | "
-          "latency ms | speed-up |", "|---|---|---|---|---|---|---|---|---|"]
+          "latency ms, median (min-max) | speed-up (medians) | speed-up (minima) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         tgt = format_macs(r["target_paper"]) if r["target_paper"] != "" else ""
-        gap = f"{float(r['gap_pct']):.3f}%" if r["gap_pct"] != "" else ""
+        gap = f"{r['gap_macs']:,} MACs ({float(r['gap_pct']):.4f}%)" if r["gap_pct"] != "" else ""
         ps = f"{r['psnr_db']} dB" if r["psnr_db"] != "" else ""
         md.append(f"| {r['model']} | {tgt} | {format_macs(r['paper_macs'])} | {format_macs(r['fvcore_macs'])} | "
                   f"{r['params'] / 1e6:.3f}M | {gap} | {ps} | {r['latency_median_ms']} ({r['latency_min_ms']}-"
-                  f"{r['latency_max_ms']}) | {r['speedup']}x |")
+                  f"{r['latency_max_ms']}) | {r['speedup']}x | {r['speedup_min']}x |")
     md += ["", "Widths (down / up per level):", ""] + [f"- {r['model']}: {r['widths']}" for r in rows]
     for name, text in (("unet.csv", buf.getvalue()), ("unet.md", "\n".join(md) + "\n")):
         tmp = args.out / f".{name}.tmp"
