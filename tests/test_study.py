@@ -380,7 +380,7 @@ def test_a_unet_teacher_takes_a_study(tmp_path):
     torch.save(randomize_(build_generator(teacher), seed=2).state_dict(), path)
     target = macs(teacher, input_size=32) // 3
     groups = search_groups(teacher)
-    assert set(groups) >= {"early", "middle", "late"}
+    assert set(groups) == {"down", "up", "outer", "middle", "inner"}  # the U-Net family's own groups
     assert {n for names in groups.values() for n in names} == {l.name for l in prunable_layers(teacher)}
     opts = {**COMMON, "target_macs": target}
     result = run_study(teacher=path, trials=3, out=tmp_path / "u", study_name="u", **opts)
