@@ -144,3 +144,23 @@ def test_bench_unet_tiny(tmp_path):
         assert float(r["latency_min_ms"]) <= float(r["latency_median_ms"]) <= float(r["latency_max_ms"])
     md = (tmp_path / "unet.md").read_text()
     assert "Load average (1/5/15 min) at the start:" in md and "shared" in md
+
+
+def test_the_shipped_recipe_runs_on_a_tiny_unet(tmp_path, teacher_file):
+    from nas_prune.demo_data import make_demo_dataset
+
+    data = make_demo_dataset(tmp_path / "data", size=32, n_train=4, n_test=2, seed=0)
+    sets = {"teacher": teacher_file, "data": data, "run_dir": tmp_path / "run", "prune.input_size": 32,
+            "prune.target_macs": "2M", "prune.min_channels": 4, "distill.max_steps": 2, "distill.batch_size": 2,
+            "distill.load_size": 36, "distill.crop_size": 32, "distill.device": "cpu", "distill.workers": 0,
+            "evaluate.crop_size": 32, "evaluate.inception": "null", "evaluate.save_real_stats": "false",
+            "export.input_size": 32}
+    args = ["run", "pix2pix_unet", "--threads", "1"]
+    for k, v in sets.items():
+        args += ["--set", f"{k}={v}"]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "run"
+    doc = json.loads((run / "prune" / "student" / "arch.json").read_text())
+    assert doc["arch"]["family"] == "unet" and doc["macs"]["paper"] <= 2_000_000
+    assert (run / "export" / "generator.onnx").is_file() and (run / "report" / "report.md").is_file()

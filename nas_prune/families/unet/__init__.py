@@ -103,6 +103,13 @@ class UnetFamily(GeneratorFamily):
         return best
 
     def input_size_limits(self, arch: UnetArch) -> list[tuple[int, str]]:
+        """One limit: ``2**num_downs``, where the innermost down conv writes a 1x1 map. That map
+        has no norm; the smallest normalised maps are 2x2 (the innermost up norm and level
+        n-2's down norm), so every norm runs at the smallest size: instance norm without
+        running statistics has 4 values per channel and image, batch norm in training has
+        4 per channel even at batch 1, and the tracked norms use their running statistics in
+        eval mode. Odd sizes at any level would break a concatenation, hence
+        :meth:`size_multiple`."""
         m = arch.size_multiple
         return [(m, f"its {arch.num_downs} stride-2 levels halve the input down to a 1x1 bottleneck at {m}x{m}")]
 
