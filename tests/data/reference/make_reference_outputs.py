@@ -7,7 +7,6 @@ set up as README.md in this folder says, and writes the safetensors files kept h
     PYTHONPATH=tv:pytorch-fid/src:drn:site:NAS_PRUNE/tests python make_reference_outputs.py OUT_DIR [inception] [drn] [vgg]
 """
 
-import math
 import sys
 from pathlib import Path
 
