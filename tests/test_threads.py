@@ -94,9 +94,54 @@ def test_use_threads_restores_and_auto_follows_the_load(machine, monkeypatch):
 
 
 def test_real_measurement_is_sane():
-    cores = threads.usable_cores()
-    assert 1 <= cores <= (torch.get_num_threads() + 1024)
-    assert threads.busy_cores(seconds=0.05) >= 0.0
+    """On this machine's real counters: usable cores follow affinity and quota; the cores other
+    processes keep busy lie between 0 and the cores there are, and a spinning child process is seen."""
+    import math
+    import os
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    want = len(cpus) if cpus else os.cpu_count()
+    quota = threads._cgroup_quota()
+    if quota is not None:
+        want = min(want, max(1, math.ceil(quota - 1e-9)))
+    assert threads.usable_cores() == max(1, want) <= (os.cpu_count() or 1)
+    if not os.path.exists("/proc/stat"):
+        pytest.skip("no /proc/stat: busy cores come from the load average here")
+    n = len(cpus) if cpus else os.cpu_count()
+    slack = 2.0 / (os.sysconf("SC_CLK_TCK") * 0.3)  # one jiffy at each end of the 0.3 s window
+    idle = threads.busy_cores(seconds=0.3)
+    assert 0.0 <= idle <= n + slack
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)  # let it start
+        busy = threads.busy_cores(seconds=0.3)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    # the child keeps a core busy; on a loaded machine it gets less, but then the others make up the rest
+    assert min(1.0, n) * 0.5 <= busy <= n + slack
+    # this process's own work is not counted: others = machine - own <= cores - own
+    stop = time.monotonic() + 0.6
+
+    def spin():
+        while time.monotonic() < stop:
+            pass
+
+    own = threading.Thread(target=spin)
+    own.start()
+    try:
+        since, cpu0, wall0 = threads.cpu_sample(), time.process_time(), time.monotonic()
+        time.sleep(0.4)
+        mine = threads.others_busy(since)
+        own_cores = (time.process_time() - cpu0) / (time.monotonic() - wall0)
+    finally:
+        own.join()
+    assert own_cores > 0.02  # the thread did run (a share of a core on a loaded machine)
+    assert mine is not None and 0.0 <= mine <= n - own_cores + 3 * slack  # jiffies vs process_time windows
 
 
 def test_deferred_announcement_waits_for_training(machine):
