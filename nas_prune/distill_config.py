@@ -239,7 +239,8 @@ class DistillResult:
         out_dir: the run folder.
         step: steps completed in total (including those before a resume).
         finished: the schedule ran to its end (not stopped by ``max_steps`` or Ctrl-C).
-        interrupted: stopped by Ctrl-C (a checkpoint was written).
+        interrupted: stopped by Ctrl-C, SIGTERM or SIGHUP (a checkpoint was written at the stop).
+        signal: the number of the signal that stopped it (:mod:`nas_prune.interrupt`), else None.
         metrics: last evaluation on the test split: ``psnr`` / ``ssim`` (dB / [0,1],
             to the real target; aligned data), ``psnr_teacher`` / ``ssim_teacher``
             (to the teacher's output), ``fid`` when an Inception extractor was given.
@@ -260,6 +261,7 @@ class DistillResult:
     history: list[dict[str, float]]
     images_per_second: float
     student: Any = None
+    signal: int | None = None
 
 
 def read_run_config(out_dir: str | os.PathLike) -> DistillConfig:

@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,9 +74,11 @@ def _outputs_record(folder: Path, outputs: Sequence[str]) -> dict[str, list]:
     from nas_prune.load import file_sha256
 
     record: dict[str, list] = {}
+    from nas_prune.locks import LOCK_FILE
+
     for name in outputs:
         root = folder / name
-        files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file())
+        files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file() and f.name != LOCK_FILE)
         for f in files:
             record[f.relative_to(folder).as_posix()] = [f.stat().st_size, file_sha256(f)]
     return record
@@ -245,10 +249,14 @@ class _Runner:
                 from nas_prune.recipe_check import as_recipe_keys
 
                 message = as_recipe_keys(message, stage)
+            from nas_prune.interrupt import signal_name, signum_of
+
+            why = {"error": message} if failed else {"signal": signal_name(signum_of(err))}
             state.update(status="failed" if failed else "interrupted", seconds=time.perf_counter() - t0,
-                         cpu_seconds=time.process_time() - c0, **({"error": message} if failed else {}))
-            self._write_state(stage, state)
-            self.log(f"[{stage}] {'failed: ' + message if failed else 'interrupted'}")
+                         cpu_seconds=time.process_time() - c0, **why)
+            with contextlib.suppress(Exception):  # e.g. a full disk: the error being raised says more
+                self._write_state(stage, state)
+            self.log(f"[{stage}] {'failed: ' + message if failed else 'interrupted by ' + why['signal']}")
             if isinstance(err, NasPruneError):
                 raise NasPruneError(f"{self.r.source}: [{stage}] {message}") from None
             raise
@@ -257,11 +265,16 @@ class _Runner:
         if choice is not None:
             state["threads"] = choice.to_json()
         if summary.get("interrupted"):
-            state.update(status="interrupted", seconds=seconds, cpu_seconds=cpu, summary=summary)
+            from nas_prune.interrupt import Interrupted, signal_name
+
+            signum = summary.get("signal") or signal.SIGINT
+            state.update(status="interrupted", seconds=seconds, cpu_seconds=cpu, summary=summary,
+                         signal=signal_name(signum))
             self._write_state(stage, state)
             self.outcomes.append(StageOutcome(stage, "interrupted", seconds, folder, summary))
-            self.log(f"[{stage}] interrupted at step {summary.get('step')}: run the same command again to resume")
-            raise KeyboardInterrupt
+            self.log(f"[{stage}] interrupted by {signal_name(signum)} at step {summary.get('step')}: "
+                     "run the same command again to resume")
+            raise Interrupted(signum)
         stamp = _hash({"full": full, "finished": time.time_ns()})
         state.update(status="done", seconds=seconds, cpu_seconds=cpu, summary=summary, stamp=stamp,
                      finished=time.strftime("%Y-%m-%dT%H:%M:%S"), outputs=_outputs_record(folder, outputs))
@@ -293,7 +306,7 @@ class _Runner:
             res = train_teacher(data=data, out=folder, config=cfg, resume=resume,
                                 on_step=self.hooks.get("train_teacher"))
             return {"teacher": str(res.teacher), "step": res.step, "interrupted": res.interrupted,
-                    "metrics": res.metrics}
+                    "signal": res.signal, "metrics": res.metrics}
 
         from nas_prune.train_teacher import TEACHER_FILE
 
@@ -345,7 +358,7 @@ class _Runner:
             res = distill(teacher=teacher, student=student, data=data, out=folder, config=cfg, resume=resume,
                           on_step=self.hooks.get(stage), label=stage, space=self.r.space)
             return {"student": str(folder / "final"), "step": res.step, "interrupted": res.interrupted,
-                    "finished": res.finished, "metrics": res.metrics, "images_per_second": res.images_per_second}
+                    "signal": res.signal, "finished": res.finished, "metrics": res.metrics, "images_per_second": res.images_per_second}
 
         inputs = {"data": data_id, "teacher": teacher_id, "student": student_id}
         self.run_stage(stage, opts, inputs, body, ["final"])
@@ -458,6 +471,14 @@ def run_recipe(
     from nas_prune.recipe_check import check_recipe
 
     check_recipe(recipe)  # what would stop the run later stops it now
+    from nas_prune.locks import hold
+
+    with hold(recipe.run_dir, command="run", option="run_dir"):  # one run of a run folder at a time
+        return _run(recipe, overrides=overrides, log=log, hooks=hooks)
+
+
+def _run(recipe: Recipe, *, overrides: Sequence[str], log, hooks) -> RunResult:
+    """:func:`run_recipe` with the run folder held."""
     runner = _Runner(recipe, log=log or print, hooks=hooks)
     t0 = time.perf_counter()
     from nas_prune.fileio import write_json

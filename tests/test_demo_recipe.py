@@ -1,8 +1,10 @@
-"""The CI-sized demo recipe end to end: interrupted mid-distill, resumed, skipped when done."""
+"""The CI-sized demo recipe end to end: stopped by SIGTERM mid-distill, resumed, skipped when done."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -19,7 +21,10 @@ DEMO_CI = shipped_dir("recipes") / "demo_ci.yaml"
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    """Run demo_ci, interrupt it at distill step 2, run it again; return what each run saw."""
+    """Run demo_ci, send it SIGTERM (as docker stop, systemd or Slurm do) at distill step 2, run it
+    again; return what each run saw."""
+    from nas_prune.interrupt import Interrupted
+
     run_dir = tmp_path_factory.mktemp("demo") / "run"
     overrides = [f"run_dir={run_dir}"]
     first_steps, second_steps, logs = [], [], []
@@ -27,11 +32,13 @@ def demo_run(tmp_path_factory):
     def stop_at_2(step, losses):
         first_steps.append(step)
         if step == 2:
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGTERM)  # a real signal, handled by nas_prune.interrupt
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted) as stopped:
         run_recipe(DEMO_CI, overrides=overrides, hooks={"distill": stop_at_2}, log=logs.append)
+    assert stopped.value.signum == signal.SIGTERM and stopped.value.exit_code == 143
     interrupted = json.loads((run_dir / "distill" / "stage.json").read_text())
+    interrupted["status.json"] = json.loads((run_dir / "distill" / "status.json").read_text())
     second = run_recipe(DEMO_CI, overrides=overrides, hooks={"distill": lambda s, v: second_steps.append(s)},
                         log=logs.append)
     return {"run_dir": run_dir, "overrides": overrides, "first_steps": first_steps, "second_steps": second_steps,
@@ -41,7 +48,10 @@ def demo_run(tmp_path_factory):
 def test_interrupted_distill_resumes_instead_of_starting_over(demo_run):
     assert demo_run["first_steps"] == [1, 2]
     assert demo_run["interrupted"]["status"] == "interrupted"
+    assert demo_run["interrupted"]["signal"] == "SIGTERM"
     assert demo_run["interrupted"]["summary"]["step"] == 2
+    status = demo_run["interrupted"]["status.json"]
+    assert (status["state"], status["step"], status["reason"]) == ("interrupted", 2, "SIGTERM")
     actions = {o.stage: o.action for o in demo_run["second"].stages}
     assert actions["dataset"] == actions["train_teacher"] == actions["prune"] == "skipped"
     assert actions["distill"] == "resumed"
@@ -49,7 +59,7 @@ def test_interrupted_distill_resumes_instead_of_starting_over(demo_run):
     assert actions["baseline"] == actions["evaluate"] == actions["export"] == actions["report"] == "ran"
     state = json.loads((demo_run["run_dir"] / "distill" / "stage.json").read_text())
     assert state["status"] == "done" and state["summary"]["step"] == 4 and state["summary"]["finished"]
-    assert any("interrupted at step 2" in line for line in demo_run["logs"])
+    assert any("interrupted by SIGTERM at step 2" in line for line in demo_run["logs"])
 
 
 def test_outputs(demo_run):
