@@ -148,7 +148,7 @@ class TrainProgress:
 
     def bar_losses(self, width: int, *, step: int, epoch: str, rate: str) -> str:
         """:meth:`losses_text` cut to what a ``width``-column bar leaves after its other columns."""
-        others = [self.label, " " * BAR_WIDTH, f"{step}/{self.total}", epoch, rate, "0:00:00"]
+        others = [self.label, " " * BAR_WIDTH, f"{self.total}/{self.total}", epoch, rate, "0:00:00"]
         room = width - sum(map(len, others)) - len(others)  # one space between columns
         text = self.losses_text()
         if len(text) <= room:
@@ -184,7 +184,8 @@ class TrainProgress:
         where = (f"{plural(self.step_no, 'step')} ({plural(self.step_no / self.steps_per_epoch, 'epoch')})"
                  if self.step_no >= self.total else f"stopped at step {self.step_no} of {self.total}")
         resumed = f", {done} of them now" if self.start and done else ""
-        last = f"; last {self.losses_text()}" if self.shown else ""
+        last = ("" if not self.shown else f"; last {self.losses_text()}" if self.shown_step == self.step_no
+                else f"; losses {self.losses_text()}")
         return f"{self.label}: {where}{resumed} in {format_duration(elapsed)}{rate}{last}"
 
     def _check_slow(self, seconds: float) -> None:

@@ -107,3 +107,13 @@ def check_finished(path: str | os.PathLike) -> None:
             f"{result} is not a finished result: the {command} run in {run} {what} at step {status.get('step')} "
             f"of {status.get('end_step')}; finish it with {how}"
         )
+
+
+def run_folder_hint(folder: str | os.PathLike) -> str | None:
+    """``"<folder> is a training run folder: give its result (<folder>/final)"`` when ``folder`` is
+    the folder of a training run (it holds ``status.json``), else None; commands say it where a
+    student folder was expected."""
+    status = read_status(folder)
+    if status is None or not status.get("outputs"):
+        return None
+    return f"{folder} is a training run folder: give its result ({Path(folder) / status['outputs'][0]})"

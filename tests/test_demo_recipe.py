@@ -85,6 +85,10 @@ def test_outputs(demo_run):
     assert "| student, distilled |" in report and "![test images](grid.png)" in report
     assert "The *pruned* column is the student straight out of one-step pruning" in report
     assert "pruned (no fine-tuning) is the sliced student before any training" in report
+    # whether distillation beat the baseline, with the numbers of the table and what they are worth
+    d, b = rows["student, distilled"], rows["student, no distillation"]
+    assert f"PSNR {d['psnr']:.2f} vs {b['psnr']:.2f} dB ({d['psnr'] - b['psnr']:+.2f})" in report
+    assert "single training run with a single seed" in report and "thresholds chosen, not measured" in report
     # the settings that ran, not the recipe's description: --set changes and defaults included
     assert "| distill | gcka 1, aligned, lambda_recon 100, lsgan, 1 + 1 epochs, 4 steps, batch 4, crop 32" in report
     assert "| baseline | no distillation, aligned, lambda_recon 100, lsgan, 1 + 1 epochs, 4 steps" in report
@@ -157,3 +161,20 @@ def test_prune_with_an_optuna_study(demo_run):
 
     arch, state, doc = read_student(run / "prune" / "student")
     assert state is not None and doc["macs"]["fvcore"] <= 2_500_000
+
+
+@pytest.mark.parametrize("distilled, baseline, verdict", [
+    ((21.65, 0.6069), (21.59, 0.6090), "scored about the same as the undistilled baseline"),  # the demo's numbers
+    ((22.40, 0.6300), (21.59, 0.6090), "beat the undistilled baseline"),
+    ((20.90, 0.5800), (21.59, 0.6090), "scored below the undistilled baseline"),
+    ((22.40, 0.5800), (21.59, 0.6090), "one metric higher, the other lower"),
+])
+def test_report_says_whether_distillation_beat_the_baseline(distilled, baseline, verdict):
+    from nas_prune.report import distillation_note
+
+    rows = {"student, distilled": {"psnr": distilled[0], "ssim": distilled[1]},
+            "student, no distillation": {"psnr": baseline[0], "ssim": baseline[1]}}
+    note = distillation_note(rows)
+    assert verdict in note and "single seed" in note and "below 0.5 dB PSNR and 0.01 SSIM" in note
+    assert f"PSNR {distilled[0]:.2f} vs {baseline[0]:.2f} dB" in note
+    assert distillation_note({"student, distilled": rows["student, distilled"]}) is None  # no baseline: no note
