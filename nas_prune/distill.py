@@ -50,7 +50,6 @@ import math
 import os
 import time
 import warnings
-from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -62,6 +61,7 @@ from nas_prune.distill_config import (
     DistillConfig,
     DistillResult,
     read_run_config,
+    run_config,
 )
 from nas_prune.distill_io import (Features, check_crop_size, data_fingerprint, open_tensorboard, resolve_models,
                                   save_student, setup_image_data)
@@ -144,22 +144,9 @@ def _distill(*, teacher, student, data, out: Path, config, resume: bool, space, 
         files=["config.json", "log.jsonl", str(loop.CHECKPOINT), "best_metrics.json", *students],
         adopt=["samples/*", "tb/*"], live=["log.jsonl", "tb/*"],
     )
-    if resume and config is None:
-        config = read_run_config(out)
-    config = (config or DistillConfig())
-    if options:
-        config = config.replace(**options)
+    config = run_config(out, config=config, options=options, resume=resume)
     if not resume:
         loop.check_fresh_run(out)
-    if resume:
-        saved = read_run_config(out)
-        for f in fields(DistillConfig):
-            if f.name in RESUMABLE_CHANGES:
-                continue
-            if getattr(saved, f.name) != getattr(config, f.name):
-                raise NasPruneError(
-                    f"resume: {f.name} is {getattr(config, f.name)!r}, the run in {out} used {getattr(saved, f.name)!r}"
-                )
     before = snapshot(out)
     try:
         run = _Run(teacher=teacher, student=student, data=Path(data), out=out, config=config, resume=resume,

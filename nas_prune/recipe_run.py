@@ -465,15 +465,18 @@ def run_recipe(
         NasPruneError: invalid recipe, a setting that would stop the run
             (:func:`nas_prune.recipe_check.check_recipe`, before the first stage), or a
             stage's user error (naming recipe keys, not command-line flags).
-        KeyboardInterrupt: a stage was interrupted (its checkpoint is kept; run again to resume).
+        KeyboardInterrupt: a stage was interrupted by Ctrl-C, SIGTERM or SIGHUP
+            (:class:`nas_prune.interrupt.Interrupted`; its checkpoint is kept; run again to resume).
     """
     recipe = path if isinstance(path, Recipe) else load_recipe(path, overrides=overrides)
     from nas_prune.recipe_check import check_recipe
 
     check_recipe(recipe)  # what would stop the run later stops it now
+    from nas_prune.interrupt import handle_signals
     from nas_prune.locks import hold
 
-    with hold(recipe.run_dir, command="run", option="run_dir"):  # one run of a run folder at a time
+    # SIGTERM / SIGHUP stop any stage as Ctrl-C does (nas_prune.interrupt); one run of a run folder at a time
+    with handle_signals(), hold(recipe.run_dir, command="run", option="run_dir"):
         return _run(recipe, overrides=overrides, log=log, hooks=hooks)
 
 

@@ -307,3 +307,33 @@ def test_ctrl_c_after_the_pipe_reader_died(tmp_path, data, files):
         from nas_prune.evaluate import open_generator
 
         open_generator(out / "final")
+
+
+def test_sigterm_in_a_study_queues_its_trial_again_and_frees_the_folder(tmp_path, tiny_arch, monkeypatch):
+    """`search --trials`: SIGTERM inside a trial stops the study like Ctrl-C; run again, it resumes."""
+    from conftest import randomize_
+    from nas_prune.locks import LOCK_FILE
+    from nas_prune.study import run_study
+    from nas_prune.study.worker import _Study
+
+    teacher_file = tmp_path / "tiny.pth"
+    torch.save(randomize_(build_generator(tiny_arch), seed=1).state_dict(), teacher_file)
+    kw = dict(teacher=teacher_file, target_macs=2_000_000, input_size=32, min_channels=4, calib_images=4, trials=3,
+              device="cpu", out=tmp_path / "study", study_name="s")
+    evaluate, calls = _Study.evaluate, []
+
+    def gated(self, study, trial):
+        calls.append(trial.number)
+        if len(calls) == 2:
+            _kill_self(signal.SIGTERM)
+        return evaluate(self, study, trial)
+
+    monkeypatch.setattr(_Study, "evaluate", gated)
+    with pytest.raises(interrupt.Interrupted) as stopped:
+        run_study(**kw)
+    assert stopped.value.signum == signal.SIGTERM and calls == [0, 1]
+    assert not (tmp_path / "study" / LOCK_FILE).exists()
+    monkeypatch.setattr(_Study, "evaluate", evaluate)
+    res = run_study(**kw)
+    finished = [t for t in res.trials if t.state in ("COMPLETE", "PRUNED")]
+    assert len(finished) == 3 and 0 not in res.ran  # trial 0 was kept, not run again

@@ -29,10 +29,13 @@ def _default_name(teacher: str | os.PathLike, target: int, convention: str, scor
 
 
 def _holding(fn):
-    """Give ``fn`` an ExitStack ``_held`` for the folder locks it takes, released however it ends."""
+    """Run ``fn`` under the stop-signal handler (SIGTERM / SIGHUP stop a study as Ctrl-C does:
+    :mod:`nas_prune.interrupt`), with an ExitStack ``_held`` for the folder locks it takes."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        with contextlib.ExitStack() as held:
+        from nas_prune.interrupt import handle_signals
+
+        with handle_signals(), contextlib.ExitStack() as held:
             return fn(*args, _held=held, **kwargs)
     return wrapper
 
