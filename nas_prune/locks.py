@@ -132,16 +132,17 @@ def _busy(folder: Path, records: list[dict], option: str) -> NasPruneError:
     return NasPruneError(f"{folder} is in use by {who}: wait for it to finish, or choose another {option}")
 
 
-def _flock(fd: int, mode: str) -> bool:
-    """Try to lock ``fd`` (``ex`` / ``sh``) without waiting; True without fcntl (pids decide then)."""
+def _flock(fd: int, mode: str) -> bool | None:
+    """Try to lock ``fd`` (``ex`` / ``sh``) without waiting: True, False (held by another), or None
+    where locks do not exist (no fcntl, a file system without them): the pids in the file decide then."""
     if fcntl is None:  # pragma: no cover - Windows
-        return True
+        return None
     try:
         fcntl.flock(fd, (fcntl.LOCK_EX if mode == "ex" else fcntl.LOCK_SH) | fcntl.LOCK_NB)
     except BlockingIOError:
         return False
-    except OSError:  # a file system without locks: the pids in the file decide
-        return True
+    except OSError:  # pragma: no cover - a file system without locks
+        return None
     return True
 
 
@@ -191,17 +192,23 @@ def _acquire(folder: Path, command: str, shared: str | None, option: str) -> _Ho
                 fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as err:
                 raise NasPruneError(f"cannot write {path}: {err.strerror or err}") from None
-            if _flock(fd, "ex"):  # nobody holds it: records left in it are stale
+            got = _flock(fd, "ex")
+            if got is not False:  # nobody holds it (True), or no locks here (None): the pids decide
                 if not _same_file(fd, path):
                     os.close(fd)
                     continue
                 records = _read(fd)
-                if fcntl is None and any(_alive(r) is not False for r in records):  # pragma: no cover
-                    os.close(fd)
-                    raise _busy(folder, records, option)
+                alive = [r for r in records if _alive(r) is not False]
+                if got is None and alive and not (shared is not None and all(r.get("study") == shared for r in alive)):
+                    os.close(fd)  # pragma: no cover - no locks on this system
+                    raise _busy(folder, alive, option)
+                if got is None and alive:  # pragma: no cover - fellow workers of the study, without locks
+                    with open(path, "a", encoding="utf-8") as fh:
+                        fh.write(json.dumps(_me(command, shared)) + "\n")
+                    return _Hold(fd, path, shared, created)
                 _stale_note(folder, records)
                 _write(fd, [_me(command, shared)])
-                if shared is not None and fcntl is not None and not _flock(fd, "sh"):
+                if shared is not None and got and not _flock(fd, "sh"):
                     os.close(fd)  # lost it while turning it into a shared lock: someone else holds it now
                     continue
                 return _Hold(fd, path, shared, created)
@@ -242,7 +249,8 @@ def _release(h: _Hold) -> None:
     if h.fd is None:
         return
     try:
-        last = h.shared is None or fcntl is None or _flock(h.fd, "ex")
+        got = None if h.shared is None else _flock(h.fd, "ex")
+        last = h.shared is None or got is True or (got is None and not any(_alive(r) for r in _read(h.fd)))
         if last and _same_file(h.fd, h.path):
             with contextlib.suppress(OSError):
                 h.path.unlink()
