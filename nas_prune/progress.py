@@ -130,7 +130,7 @@ class TrainProgress:
         if self._bar is not None:
             epoch, rate = self._epoch(step), self._rate()
             self._bar.update(self._task, completed=step, epoch=epoch, rate=rate,
-                             losses=self.bar_losses(self._bar.console.width, step=step, epoch=epoch, rate=rate))
+                             losses=self.bar_losses(self._bar.console.width, epoch=epoch, rate=rate))
         elif done == 1 or step % self.log_every == 0:
             self._print(self._line())
 
@@ -146,7 +146,7 @@ class TrainProgress:
         at = f"at step {self.shown_step}: " if self.shown_step != self.step_no else ""
         return at + _losses(self.shown)
 
-    def bar_losses(self, width: int, *, step: int, epoch: str, rate: str) -> str:
+    def bar_losses(self, width: int, *, epoch: str, rate: str) -> str:
         """:meth:`losses_text` cut to what a ``width``-column bar leaves after its other columns."""
         others = [self.label, " " * BAR_WIDTH, f"{self.total}/{self.total}", epoch, rate, "0:00:00"]
         room = width - sum(map(len, others)) - len(others)  # one space between columns

@@ -72,10 +72,9 @@ def _external(path: str | None) -> dict[str, Any] | None:
 def _outputs_record(folder: Path, outputs: Sequence[str]) -> dict[str, list]:
     """``{relative path: [size, sha256]}`` of every file of a stage's outputs (files or folders)."""
     from nas_prune.load import file_sha256
-
-    record: dict[str, list] = {}
     from nas_prune.locks import LOCK_FILE
 
+    record: dict[str, list] = {}
     for name in outputs:
         root = folder / name
         files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file() and f.name != LOCK_FILE)
@@ -358,7 +357,8 @@ class _Runner:
             res = distill(teacher=teacher, student=student, data=data, out=folder, config=cfg, resume=resume,
                           on_step=self.hooks.get(stage), label=stage, space=self.r.space)
             return {"student": str(folder / "final"), "step": res.step, "interrupted": res.interrupted,
-                    "signal": res.signal, "finished": res.finished, "metrics": res.metrics, "images_per_second": res.images_per_second}
+                    "signal": res.signal, "finished": res.finished, "metrics": res.metrics,
+                    "images_per_second": res.images_per_second}
 
         inputs = {"data": data_id, "teacher": teacher_id, "student": student_id}
         self.run_stage(stage, opts, inputs, body, ["final"])

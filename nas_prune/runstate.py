@@ -8,8 +8,9 @@ A training run (``distill``, ``train-teacher``) keeps ``status.json`` in its fol
 ``running`` is written when training starts, the others when it stops: ``done`` when it
 reached its last step (or ``--max-steps``), ``interrupted`` on Ctrl-C, SIGTERM or SIGHUP (a
 checkpoint is kept; ``--resume`` continues; ``reason`` names the signal), ``failed`` on an
-error (``reason`` is its one-line message). A run killed outright (SIGKILL) stays ``running``. The run's results (``outputs``: ``final/`` of a distillation, the teacher
-files of ``train-teacher``) are written only when it is done, and
+error (``reason`` is its one-line message). A run killed outright (SIGKILL) stays ``running``.
+The run's results (``outputs``: ``final/`` of a distillation, the teacher files of
+``train-teacher``) are written only when it is done, and
 :func:`check_finished` refuses them while the run is not, so an earlier result left in
 the folder is never taken for the result of the unfinished run.
 """
@@ -48,7 +49,7 @@ def stop_reason(err: BaseException) -> tuple[str, str]:
 
         return "interrupted", signal_name(signum_of(err))
     text = " ".join(str(err).split())
-    return "failed", (text if type(err).__name__ == "NasPruneError" else f"{type(err).__name__}: {text}".rstrip(": "))
+    return "failed", (text if isinstance(err, NasPruneError) else f"{type(err).__name__}: {text}".rstrip(": "))
 
 
 class RunStatus:

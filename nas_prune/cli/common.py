@@ -45,8 +45,8 @@ def user_errors() -> Iterator[None]:
         with handle_signals():
             yield
     except NasPruneError as err:
-        say(f"error: {err.message}")
-        for detail in err.details:
+        say(f"error: {getattr(err, 'message', str(err))}")
+        for detail in getattr(err, "details", ()):
             say(f"  - {detail}")
         raise typer.Exit(EXIT_USER_ERROR) from None
     except KeyboardInterrupt as err:
