@@ -506,11 +506,11 @@ class _Run:
         from nas_prune import interrupt
 
         status = RunStatus(self.out, *self.status, end_step=end, enabled=self.is_main)
-        status.write("running", self.step)
         # SIGINT / SIGTERM / SIGHUP: stop after the current step, write the checkpoint there
         # (a signal during a checkpoint write lets it finish), then say "interrupted"
         with interrupt.deferred() as stop:
             try:
+                status.write("running", self.step)
                 with progress:
                     interrupted = loop.train_loop(self, end=end, step=self.train_step, after_step=after_step,
                                                   end_of_epoch=end_of_epoch, on_step=self.on_step if self.is_main else None,

@@ -120,6 +120,9 @@ def deferred() -> Iterator[Stop]:
     A second signal raises :class:`Interrupted` at once. Installs the handler if no command did.
     """
     stop = Stop()
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield stop
+        return
     with handle_signals():
         _scopes.append(stop)
         try:

@@ -479,9 +479,9 @@ class _CycleRun:
         from nas_prune import interrupt
 
         status = RunStatus(self.out, "train-teacher", [TEACHER_FILE, TEACHER_B_FILE], end_step=end)
-        status.write("running", self.step)
         with interrupt.deferred() as stop:  # a signal stops after the current step, with a checkpoint
             try:
+                status.write("running", self.step)
                 with progress:
                     interrupted = loop.train_loop(self, end=end, step=self.train_step, after_step=after_step_shown,
                                                   end_of_epoch=end_of_epoch, on_step=self.on_step, stop=stop)
