@@ -173,7 +173,7 @@ def _stale_note(folder: Path, records: list[dict]) -> None:
     old = records[-1]
     gone = "no longer running" if _alive(old) is False else "its lock was released"
     warnings.warn(f"{folder}: took over the lock left by nas-prune {old.get('command', '?')} (pid {old['pid']} "
-                  f"on {old.get('host', '?')}, {gone})", RunWarning, stacklevel=4)
+                  f"on {old.get('host', '?')}, {gone})", RunWarning, stacklevel=5)
 
 
 def _acquire(folder: Path, command: str, shared: str | None, option: str) -> _Hold:

@@ -482,7 +482,14 @@ def run_recipe(
 
 def _run(recipe: Recipe, *, overrides: Sequence[str], log, hooks) -> RunResult:
     """:func:`run_recipe` with the run folder held."""
-    runner = _Runner(recipe, log=log or print, hooks=hooks)
+    if log is None:  # print, muted instead of failing when nobody reads stdout any more (nas_prune.pipes)
+        import sys
+
+        from nas_prune.pipes import emit
+
+        def log(line: str) -> None:
+            emit(line, stream=sys.stdout)
+    runner = _Runner(recipe, log=log, hooks=hooks)
     t0 = time.perf_counter()
     from nas_prune.fileio import write_json
     from nas_prune.outputs import check_out_files
