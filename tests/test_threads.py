@@ -51,10 +51,23 @@ def test_auto_counts_the_free_cores(machine, busy, workers, want):
 def test_explicit_count_and_environment_win(machine, monkeypatch):
     machine["busy"] = 2.0
     assert threads.choose_threads(2).threads == 2 and threads.choose_threads(2).source == "set"
-    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     c = threads.choose_threads("auto")
-    assert (c.threads, c.source) == (3, "OMP_NUM_THREADS")
+    assert (c.threads, c.source) == (1, "OMP_NUM_THREADS")
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    c = threads.choose_threads("auto")  # more than the cores: capped, as --threads
+    assert (c.threads, c.source, c.asked) == (2, "OMP_NUM_THREADS", 3)
     assert threads.choose_threads(1).threads == 1  # an explicit count beats the environment
+
+
+def test_more_threads_than_cores_are_capped_with_a_reason(machine):
+    """--threads 1000 on 2 cores: 2 threads, and the line says why (not that the CPU is slow)."""
+    c = threads.choose_threads(1000)
+    assert (c.threads, c.source, c.asked) == (2, "set", 1000)
+    assert c.describe() == ("2 threads (as set to 1000, capped at the 2 cores this process may use: more threads "
+                            "than cores only wait for each other)")
+    assert c.to_json()["asked"] == 1000
+    assert threads.choose_threads(2).asked is None and threads.choose_threads(2).describe() == "2 threads (as set)"
 
 
 def test_busy_between_subtracts_own_cpu(monkeypatch):
