@@ -217,8 +217,26 @@ def export_generator(
         _check_onnx(opset=opset, check=check)
     t0 = time.perf_counter()
     out = Path(out)
-    if out.is_dir() or not out.suffix:
+    folder = out.is_dir() or not out.suffix
+    if folder:
         out = out / f"generator{_SUFFIX[format]}"
+    from nas_prune.locks import hold
+
+    with hold(out.parent, command="export", enabled=folder):  # one writer per output folder (nas_prune.locks)
+        return _export_checked(model, out=out, format=format, size=size, batch_size=batch_size, opset=opset,
+                               dynamic=dynamic, check=check, atol=atol, seed=seed, space=space, t0=t0)
+
+
+def _export_checked(model: Any, *, out: Path, format: str, size: tuple[int, int], batch_size: int, opset: int,
+                    dynamic: bool, check: bool, atol: float, seed: int, space: Any, t0: float) -> ExportResult:
+    """:func:`export_generator` after its option checks, the output folder held."""
+    import torch
+
+    from nas_prune.evaluate import open_generator
+    from nas_prune.fileio import atomic_path
+    from nas_prune.model import Generator, check_forward_memory, check_input_size
+    from nas_prune.outputs import check_out_files
+
     is_module = isinstance(model, (Generator, torch.nn.Module))
     check_out_files([out], inputs=[] if is_module else [model])
     notes: list[str] = []

@@ -50,7 +50,6 @@ import math
 import os
 import time
 import warnings
-from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -62,6 +61,7 @@ from nas_prune.distill_config import (
     DistillConfig,
     DistillResult,
     read_run_config,
+    run_config,
 )
 from nas_prune.distill_io import (Features, check_crop_size, data_fingerprint, open_tensorboard, resolve_models,
                                   save_student, setup_image_data)
@@ -125,33 +125,41 @@ def distill(
             mode, a student outside the teacher's space, ...) or a NaN/inf loss (the
             last good checkpoint is kept and named in the message).
     """
+    from nas_prune.locks import hold
+
     out = Path(out)
+    # one writer per run folder (nas_prune.locks): a second distill, or --resume, of it is refused
+    with hold(out, command=status[0], enabled=os.environ.get("RANK", "0") == "0"):
+        return _distill(teacher=teacher, student=student, data=data, out=out, config=config, resume=resume,
+                        space=space, on_step=on_step, label=label, status=status, options=options)
+
+
+def _distill(*, teacher, student, data, out: Path, config, resume: bool, space, on_step, label: str, status,
+             options: dict) -> DistillResult:
+    """:func:`distill` with the run folder held."""
+    from nas_prune.outputs import snapshot, undo
+
     students = [f"{d}/{f}" for d in ("best", "final") for f in ("arch.json", "student.safetensors", "summary.md")]
     loop.check_run_dir(
         out, resume=resume, inputs=[x for x in (teacher, student, data) if isinstance(x, (str, os.PathLike))],
         files=["config.json", "log.jsonl", str(loop.CHECKPOINT), "best_metrics.json", *students],
         adopt=["samples/*", "tb/*"], live=["log.jsonl", "tb/*"],
     )
-    if resume and config is None:
-        config = read_run_config(out)
-    config = (config or DistillConfig())
-    if options:
-        config = config.replace(**options)
+    config = run_config(out, config=config, options=options, resume=resume)
     if not resume:
         loop.check_fresh_run(out)
-    if resume:
-        saved = read_run_config(out)
-        for f in fields(DistillConfig):
-            if f.name in RESUMABLE_CHANGES:
-                continue
-            if getattr(saved, f.name) != getattr(config, f.name):
-                raise NasPruneError(
-                    f"resume: {f.name} is {getattr(config, f.name)!r}, the run in {out} used {getattr(saved, f.name)!r}"
-                )
-    run = _Run(teacher=teacher, student=student, data=Path(data), out=out, config=config, resume=resume,
-               on_step=on_step, label=label, space=space)
-    run.status = status
-    return run.train()
+    before = snapshot(out)
+    try:
+        run = _Run(teacher=teacher, student=student, data=Path(data), out=out, config=config, resume=resume,
+                   on_step=on_step, label=label, space=space)
+        run.status = status
+        return run.train()
+    except BaseException:
+        # a fresh run that stops with nothing to resume from leaves nothing behind (config.json,
+        # status.json, tb/, log.jsonl): it removes what it wrote, and only that
+        if not resume and not (out / loop.CHECKPOINT).is_file() and os.environ.get("RANK", "0") == "0":
+            undo(out, before=before)
+        raise
 
 
 def open_run(*, teacher: Any, student: Any, data: str | os.PathLike, out: str | os.PathLike,
@@ -483,8 +491,10 @@ class _Run:
             nonlocal images
             n = batch["A"].shape[0] * self.world
             images += n
-            numbers = self._after_step(values, images, t0, show=progress.enabled and self.step == start_step + 1)
-            # the losses shown are those of the last step read on the host (log steps, and the first)
+            numbers = self._after_step(values, images, t0,
+                                       show=progress.enabled and self.step in (start_step + 1, end))
+            # the losses shown are those of the last step read on the host (log steps, the first and the
+            # last); the progress display says which step they come from
             progress.update(self.step, images=n, shown=None if numbers is None else shown_losses(numbers, ka_taps=ka_taps))
 
         def end_of_epoch():
@@ -494,25 +504,34 @@ class _Run:
             if cfg.save_every == 0:
                 self.save_checkpoint()
 
+        from nas_prune import interrupt
+
         status = RunStatus(self.out, *self.status, end_step=end, enabled=self.is_main)
-        status.write("running", self.step)
-        try:
-            with progress:
-                interrupted = loop.train_loop(self, end=end, step=self.train_step, after_step=after_step,
-                                              end_of_epoch=end_of_epoch, on_step=self.on_step if self.is_main else None)
-            self.check_finite()
-            finished = self.step >= self.total_steps
-            if not self.history or self.history[-1]["step"] != self.step:
-                self.evaluate()
-            self.save_checkpoint()
-            if self.is_main and not interrupted:  # an unfinished run has no final/ (nas_prune.runstate)
-                save_student(self.student, self.student_arch, self.out / "final", self.student_doc)
-            status.write("interrupted" if interrupted else "done", self.step)
-        except BaseException as err:
-            status.write("interrupted" if isinstance(err, KeyboardInterrupt) else "failed", self.step)
-            raise
-        finally:
-            self.cleanup()
+        # SIGINT / SIGTERM / SIGHUP: stop after the current step, write the checkpoint there
+        # (a signal during a checkpoint write lets it finish), then say "interrupted"
+        with interrupt.deferred() as stop:
+            try:
+                status.write("running", self.step)
+                with progress:
+                    interrupted = loop.train_loop(self, end=end, step=self.train_step, after_step=after_step,
+                                                  end_of_epoch=end_of_epoch, on_step=self.on_step if self.is_main else None,
+                                                  stop=stop)
+                self.check_finite()
+                finished = self.step >= self.total_steps
+                if not self.history or self.history[-1]["step"] != self.step:
+                    self.evaluate()
+                self.save_checkpoint()
+                interrupted = interrupted or stop.requested  # a signal after the last step: no final/ yet
+                finished = finished and not interrupted
+                if self.is_main and not interrupted:  # an unfinished run has no final/ (nas_prune.runstate)
+                    save_student(self.student, self.student_arch, self.out / "final", self.student_doc)
+                status.write("interrupted" if interrupted else "done", self.step,
+                             interrupt.signal_name(stop.signum) if interrupted else None)
+            except BaseException as err:
+                status.stopped(err, self.step)
+                raise
+            finally:
+                self.cleanup()
         elapsed = time.perf_counter() - t0
         ips = images / elapsed if elapsed > 0 and self.step > start_step else 0.0
         student = None
@@ -526,6 +545,7 @@ class _Run:
             out_dir=self.out, step=self.step, finished=finished, interrupted=interrupted,
             metrics=dict(self.history[-1]) if self.history else {}, best_metrics=dict(self.best),
             best_step=self.best_step, history=list(self.history), images_per_second=ips, student=student,
+            signal=stop.signum if interrupted else None,
         )
 
     def _after_step(self, values, images, t0, *, show: bool = False) -> dict[str, float] | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -239,7 +239,8 @@ class DistillResult:
         out_dir: the run folder.
         step: steps completed in total (including those before a resume).
         finished: the schedule ran to its end (not stopped by ``max_steps`` or Ctrl-C).
-        interrupted: stopped by Ctrl-C (a checkpoint was written).
+        interrupted: stopped by Ctrl-C, SIGTERM or SIGHUP (a checkpoint was written at the stop).
+        signal: the number of the signal that stopped it (:mod:`nas_prune.interrupt`), else None.
         metrics: last evaluation on the test split: ``psnr`` / ``ssim`` (dB / [0,1],
             to the real target; aligned data), ``psnr_teacher`` / ``ssim_teacher``
             (to the teacher's output), ``fid`` when an Inception extractor was given.
@@ -260,6 +261,7 @@ class DistillResult:
     history: list[dict[str, float]]
     images_per_second: float
     student: Any = None
+    signal: int | None = None
 
 
 def read_run_config(out_dir: str | os.PathLike) -> DistillConfig:
@@ -273,3 +275,25 @@ def read_run_config(out_dir: str | os.PathLike) -> DistillConfig:
         raise NasPruneError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
     return DistillConfig.from_dict(data.get("config", {}), where=str(path))
 
+
+
+def run_config(out: Path, *, config: DistillConfig | None, options: dict, resume: bool) -> DistillConfig:
+    """The config a run in ``out`` trains with: ``config`` (default: the saved one when resuming, else the
+    defaults) with ``options`` applied.
+
+    Raises:
+        NasPruneError: when resuming, a field outside ``RESUMABLE_CHANGES`` differs from the saved run's.
+    """
+    if resume and config is None:
+        config = read_run_config(out)
+    config = config or DistillConfig()
+    if options:
+        config = config.replace(**options)
+    if resume:
+        saved = read_run_config(out)
+        for f in fields(DistillConfig):
+            if f.name not in RESUMABLE_CHANGES and getattr(saved, f.name) != getattr(config, f.name):
+                raise NasPruneError(
+                    f"resume: {f.name} is {getattr(config, f.name)!r}, the run in {out} used {getattr(saved, f.name)!r}"
+                )
+    return config

@@ -10,10 +10,16 @@ from __future__ import annotations
 
 
 class NasPruneError(Exception):
-    """A problem with the user's input, reported in one line."""
+    """A problem with the user's input, reported in one line.
 
-    def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))
+    ``details``: several problems found at once (``nas-prune validate``); the CLI prints
+    ``message`` and then one line per problem, ``str(err)`` has them all on one line.
+    """
+
+    def __init__(self, message: str, *, details: tuple[str, ...] | list[str] = ()):
+        self.message = " ".join(str(message).split())
+        self.details = tuple(" ".join(str(d).split()) for d in details)
+        super().__init__(self.message + (" " + "; ".join(self.details) if self.details else ""))
 
 
 class RunWarning(UserWarning):

@@ -72,7 +72,7 @@ def open_generator(path: str | os.PathLike, *, space: Any = None, like: Any = No
     Raises:
         NasPruneError: a path that is none of these.
     """
-    from nas_prune.runstate import check_finished, read_status
+    from nas_prune.runstate import check_finished
 
     p = Path(path)
     check_finished(p)
@@ -91,10 +91,9 @@ def open_generator(path: str | os.PathLike, *, space: Any = None, like: Any = No
 
         p = student_folder(p)
     if p.is_dir() and not (p / "arch.json").is_file():
-        status = read_status(p)
-        if status is not None and status.get("outputs"):
-            raise NasPruneError(f"{p} is a training run folder: give its result ({p / status['outputs'][0]})")
-        raise NasPruneError(f"{p}: no arch.json (expected a checkpoint file or a student folder)")
+        from nas_prune.runstate import run_folder_hint
+
+        raise NasPruneError(run_folder_hint(p) or f"{p}: no arch.json (expected a checkpoint file or a student folder)")
     from nas_prune.export import load_student
 
     # arch.json is validated strictly: a document whose format is not nas-prune-arch is refused

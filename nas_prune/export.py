@@ -276,7 +276,10 @@ def read_document(path: str | os.PathLike) -> dict[str, Any]:
         raise NasPruneError(f"{arch_path} is a checkpoint, not a student folder (a folder with arch.json and "
                             "student.safetensors, as nas-prune search writes) or an arch.json")
     if not arch_path.is_file():
-        raise NasPruneError(f"architecture file not found: {arch_path}")
+        from nas_prune.runstate import check_finished, run_folder_hint
+
+        check_finished(arch_path)  # RUN/final/arch.json of a run that has not finished says so
+        raise NasPruneError(run_folder_hint(arch_path.parent) or f"architecture file not found: {arch_path}")
     try:
         doc = json.loads(arch_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:

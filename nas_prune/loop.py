@@ -5,15 +5,15 @@ then linear decay to 0 over ``epochs_decay`` epochs (set every step), data order
 augmentation as functions of ``(seed, epoch, index)`` (:class:`nas_prune.data.EpochBatchSampler`),
 and a checkpoint ``checkpoints/last.pt`` holding everything a step depends on (weights,
 optimiser states, step, RNG states), read back with ``weights_only=True`` so a resumed run
-continues exactly. Ctrl-C asks the loop to stop after the current step (with a checkpoint).
+continues exactly. Ctrl-C, SIGTERM or SIGHUP ask the loop to stop after the current step (with a
+checkpoint; :mod:`nas_prune.interrupt`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import signal
-import threading
 import warnings
 from dataclasses import fields, replace
 from pathlib import Path
@@ -292,30 +292,6 @@ def append_log(out: Path, record: Mapping[str, Any]) -> None:
 # ----------------------------------------------------------------------------- the loop
 
 
-class Stop:
-    """Ctrl-C handling: the first SIGINT asks the loop to stop after the current step."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self) -> "Stop":
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.getsignal(signal.SIGINT)
-
-            def handler(signum, frame):
-                if self.requested:  # second Ctrl-C: stop now, without a checkpoint
-                    raise KeyboardInterrupt
-                self.requested = True
-
-            signal.signal(signal.SIGINT, handler)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-
 def train_loop(
     run,
     *,
@@ -324,8 +300,9 @@ def train_loop(
     after_step: Callable[[dict, dict[str, float]], None],
     end_of_epoch: Callable[[], None],
     on_step: Callable[[int, dict[str, float]], None] | None,
+    stop=None,
 ) -> bool:
-    """Run steps until ``run.step == end`` or Ctrl-C; returns whether it was interrupted.
+    """Run steps until ``run.step == end`` or a stop signal; returns whether it was interrupted.
 
     ``run`` has ``step`` (steps done, advanced here), ``steps_per_epoch``, ``sampler``
     (an :class:`~nas_prune.data.EpochBatchSampler`, positioned at ``run.step`` so a
@@ -334,9 +311,15 @@ def train_loop(
     (an ``auto`` thread count follows the machine's load), then ``on_step(run.step, values)``
     (raising KeyboardInterrupt in it stops like Ctrl-C). ``end_of_epoch()`` runs when an
     epoch is complete and the loop was not interrupted.
+
+    ``stop``: the :class:`nas_prune.interrupt.Stop` of a :func:`nas_prune.interrupt.deferred`
+    block the caller holds around the loop and its final checkpoint (SIGINT, SIGTERM or SIGHUP
+    then stop the loop after the current step); without one the loop opens its own.
     """
+    from nas_prune import interrupt
+
     interrupted = False
-    with Stop() as stop:
+    with (contextlib.nullcontext(stop) if stop is not None else interrupt.deferred()) as stop:
         while run.step < end and not interrupted:
             run.sampler.epoch, run.sampler.start_batch = divmod(run.step, run.steps_per_epoch)
             for batch in run.loader:
@@ -347,8 +330,8 @@ def train_loop(
                 try:
                     if on_step is not None:
                         on_step(run.step, values)
-                except KeyboardInterrupt:
-                    stop.requested = True
+                except KeyboardInterrupt as err:
+                    stop.request(interrupt.signum_of(err))
                 if stop.requested:
                     interrupted = True
                     break

@@ -17,8 +17,12 @@ What this guarantees:
   manifest (live files by name), in the folder and its subfolders. A file edited since,
   and every file nas-prune did not write, stay where they are, and the command says so;
   folders are removed only when nothing but nas-prune's files was in them.
-- No command writes over one of its own inputs (:func:`check_inputs`; same resolved path
-  or the same file through a link).
+- No command writes over one of its own inputs, nor into an input folder (:func:`check_inputs`;
+  same resolved path or the same file through a link).
+- A run that fails before it has anything to resume from leaves nothing behind: it removes
+  the files it wrote (:func:`snapshot`, :func:`undo`), and only those.
+- One writer at a time: every command holds its output folder's lock while it writes
+  (:mod:`nas_prune.locks`; the lock file is not an output and is never listed).
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from nas_prune.errors import NasPruneError
 from nas_prune.checkpoint import file_sha256
 
 MANIFEST = ".nas-prune-manifest.json"
+#: The lock a writer holds on its output folder (:mod:`nas_prune.locks`); never an output.
+LOCK_FILE = ".nas-prune-lock"
 MANIFEST_FORMAT = "nas-prune-manifest"
 
 __all__ = [
@@ -50,6 +56,8 @@ __all__ = [
     "check_out_dir",
     "clear",
     "ClearReport",
+    "snapshot",
+    "undo",
 ]
 
 
@@ -223,22 +231,33 @@ def _same(a: Path, b: Path) -> bool:
 
 
 def check_inputs(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | os.PathLike | None]) -> None:
-    """Fail when a file about to be written is one of the command's inputs.
+    """Fail when a file about to be written is one of the command's inputs, or lies in an input folder.
+
+    Writing a new file into an input folder (``export S --out S``, ``distill --out S`` for the
+    student folder ``S``) destroys nothing but changes the folder and its manifest, so a recipe
+    sees its input changed; it is refused as well.
 
     Args:
         outputs: files the command will write (or replace).
         inputs: files and folders it reads (a folder's files count as inputs).
 
     Raises:
-        NasPruneError: an output is an input (same path, or the same file via a link).
+        NasPruneError: an output is an input (same path, or the same file via a link), or its
+            folder is an input folder (named in the message).
     """
+    inputs = [Path(i) for i in inputs if i is not None]
     ins = _input_files(inputs)
+    folders = [i for i in inputs if i.is_dir()]
     for o in outputs:
         o = Path(o)
         for i in ins:
             if _same(o, i):
                 raise NasPruneError(f"{o} is an input of this command: writing it would destroy it; "
                                     "choose another output path")
+        for d in folders:
+            if _same(o.parent, d):
+                raise NasPruneError(f"{o.parent} is an input of this command (it reads {d}): nas-prune does not "
+                                    "write into its inputs; choose another output path")
 
 
 def _inside(child: Path, parent: Path) -> bool:
@@ -317,7 +336,7 @@ def _scan(folder: Path, keep: Sequence[Path]) -> tuple[list[tuple[Path, str]], C
         here = Path(root)
         listed = read_manifest(here)
         for name in sorted(files + [d for d in dirs if (here / d).is_symlink()]):
-            if name == MANIFEST:
+            if name in (MANIFEST, LOCK_FILE):
                 continue
             path = here / name
             rel = str(path.relative_to(folder))
@@ -427,7 +446,7 @@ def check_out_dir(
     if force and (_inside(Path.cwd(), out) or out.resolve() == Path.home().resolve()):
         raise NasPruneError(f"--force with --out {out}: that is the current folder, one above it or the "
                             "home folder; give a folder of its own")
-    if not out.exists() or not any(out.iterdir()):
+    if not out.exists() or not any(p.name != LOCK_FILE for p in out.iterdir()):
         return
     if not force:
         raise NasPruneError(
@@ -437,3 +456,53 @@ def check_out_dir(
         if _inside(i, out):
             raise NasPruneError(f"--force with --out {out}: it holds the input {i}; choose another --out")
     clear(out, keep=inputs, in_the_way=writes, dry_run=dry_run)
+
+
+# ----------------------------------------------------------------------------- undoing a failed run
+
+
+def snapshot(folder: str | os.PathLike) -> frozenset[str]:
+    """Relative paths of every file and folder under ``folder`` now (empty when it does not exist)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return frozenset()
+    seen = set()
+    for root, dirs, files in os.walk(folder):
+        here = Path(root)
+        seen.update(str((here / n).relative_to(folder)) for n in (*dirs, *files))
+    return frozenset(seen)
+
+
+def undo(folder: str | os.PathLike, *, before: frozenset[str]) -> list[str]:
+    """Remove what nas-prune wrote in ``folder`` since :func:`snapshot` returned ``before``.
+
+    New files listed in their folder's manifest go (live files by name, others only while their
+    content is what nas-prune wrote), their manifest entries with them; new folders left empty
+    go too. Files that were there before, and files nas-prune did not write, stay. Returns the
+    removed files (relative paths).
+    """
+    folder = Path(folder)
+    removed: list[str] = []
+    if not folder.is_dir():
+        return removed
+    for root, dirs, files in os.walk(folder, topdown=False):
+        here = Path(root)
+        listed = read_manifest(here)
+        gone = []
+        for name in files:
+            rel = str((here / name).relative_to(folder))
+            entry = listed.get(name)
+            if rel in before or name in (MANIFEST, LOCK_FILE) or entry is None or not _matches(here / name, entry):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                (here / name).unlink()
+            gone.append(name)
+            removed.append(rel)
+        if gone:
+            with _locked(here):
+                _write_manifest(here, {k: v for k, v in read_manifest(here).items() if k not in gone})
+        rel_here = str(here.relative_to(folder)) if here != folder else ""
+        if here != folder and rel_here not in before:
+            with contextlib.suppress(OSError):
+                here.rmdir()  # only when empty
+    return sorted(removed)

@@ -6,6 +6,13 @@ time left and the current losses; it disappears at the end and one final line st
 (a pipe, a log file, ``nas-prune run`` under ``nohup``): the same as plain lines every
 ``log_every`` steps, then the final line. ``progress: false`` turns both off.
 
+A GPU loop reads its losses on the host only on log steps (and the first and last step),
+so between them the bar shows the losses of the last step read and says which one
+(``at step 50: d 0.52 ...``). The bar keeps ``step/total``, the epoch and the time left at
+80 columns: the losses are cut to the room left, never the rest. Writes that fail because
+nobody reads any more (a pipe whose reader died, a closed terminal) are muted
+(:mod:`nas_prune.pipes`): they never stop the run.
+
 A CPU step slower than :data:`SLOW_STEP_S` seconds gets one warning saying so, how long
 the run would take and what to change, whatever ``progress`` is.
 """
@@ -34,6 +41,14 @@ def _losses(values: Mapping[str, float]) -> str:
     return " ".join(f"{k} {v:.3g}" for k, v in values.items())
 
 
+def plural(n: float, word: str) -> str:
+    """``1 epoch``, ``2 epochs``, ``1.5 epochs`` (``n`` shown as ``{:.4g}``)."""
+    return f"{n:.4g} {word}{'' if n == 1 else 's'}"
+
+
+BAR_WIDTH = 12
+
+
 class TrainProgress:
     """Progress of one training loop (a context manager).
 
@@ -57,6 +72,7 @@ class TrainProgress:
         self.step_no = start
         self.images = 0
         self.shown: dict[str, float] = {}
+        self.shown_step = start
         self._bar = None
         self._task = None
         self._warned = not warn_slow
@@ -68,12 +84,21 @@ class TrainProgress:
         if self.enabled and sys.stderr.isatty():
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            from rich.table import Column
+
+            from nas_prune.pipes import SafeStream
+
+            def fixed() -> Column:
+                return Column(no_wrap=True)
 
             self._bar = Progress(
-                TextColumn("{task.description}", markup=False), BarColumn(bar_width=20), MofNCompleteColumn(),
-                TextColumn("{task.fields[epoch]}", markup=False), TextColumn("{task.fields[rate]}", markup=False),
-                TimeRemainingColumn(), TextColumn("{task.fields[losses]}", markup=False),
-                console=Console(stderr=True), transient=True,
+                TextColumn("{task.description}", markup=False, table_column=fixed()), BarColumn(bar_width=BAR_WIDTH),
+                MofNCompleteColumn(table_column=fixed()),
+                TextColumn("{task.fields[epoch]}", markup=False, table_column=fixed()),
+                TextColumn("{task.fields[rate]}", markup=False, table_column=fixed()),
+                TimeRemainingColumn(table_column=fixed()),
+                TextColumn("{task.fields[losses]}", markup=False, table_column=Column(no_wrap=True, overflow="ellipsis")),
+                console=Console(file=SafeStream(sys.stderr)), transient=True,
             )
             self._bar.start()
             self._task = self._bar.add_task(self.label, total=self.total, completed=self.start,
@@ -96,15 +121,16 @@ class TrainProgress:
         self._t_last = now
         self.step_no, self.images = step, self.images + images
         if shown is not None:
-            self.shown = dict(shown)
+            self.shown, self.shown_step = dict(shown), step
         done = step - self.start
         if done == 2 and not self._warned:
             self._check_slow(seconds)
         if not self.enabled:
             return
         if self._bar is not None:
-            self._bar.update(self._task, completed=step, epoch=self._epoch(step), rate=self._rate(),
-                             losses=_losses(self.shown))
+            epoch, rate = self._epoch(step), self._rate()
+            self._bar.update(self._task, completed=step, epoch=epoch, rate=rate,
+                             losses=self.bar_losses(self._bar.console.width, epoch=epoch, rate=rate))
         elif done == 1 or step % self.log_every == 0:
             self._print(self._line())
 
@@ -113,6 +139,22 @@ class TrainProgress:
         self._print(line)
 
     # -- text -----------------------------------------------------------------------------
+    def losses_text(self) -> str:
+        """The losses shown, and the step they come from when it is not the current one."""
+        if not self.shown:
+            return ""
+        at = f"at step {self.shown_step}: " if self.shown_step != self.step_no else ""
+        return at + _losses(self.shown)
+
+    def bar_losses(self, width: int, *, epoch: str, rate: str) -> str:
+        """:meth:`losses_text` cut to what a ``width``-column bar leaves after its other columns."""
+        others = [self.label, " " * BAR_WIDTH, f"{self.total}/{self.total}", epoch, rate, "0:00:00"]
+        room = width - sum(map(len, others)) - len(others)  # one space between columns
+        text = self.losses_text()
+        if len(text) <= room:
+            return text
+        return text[:room - 1] + "…" if room > 1 else ""
+
     def _elapsed(self) -> float:
         return time.perf_counter() - self._t0
 
@@ -132,17 +174,18 @@ class TrainProgress:
 
     def _line(self) -> str:
         return (f"{self.label}: step {self.step_no}/{self.total}, {self._epoch(self.step_no)}, {self._rate()}, "
-                f"{self._eta()} left; {_losses(self.shown)}")
+                f"{self._eta()} left; {self.losses_text()}")
 
     def final_line(self) -> str:
         """``<label>: N steps (E epochs) in m:ss, R images/s; last losses`` (or where it stopped)."""
         done = self.step_no - self.start
         elapsed = self._elapsed()
         rate = f", {self.images / elapsed:.1f} images/s" if elapsed > 0 and self.images else ""
-        where = (f"{self.step_no} steps ({self.step_no / self.steps_per_epoch:.4g} epochs)"
+        where = (f"{plural(self.step_no, 'step')} ({plural(self.step_no / self.steps_per_epoch, 'epoch')})"
                  if self.step_no >= self.total else f"stopped at step {self.step_no} of {self.total}")
         resumed = f", {done} of them now" if self.start and done else ""
-        last = f"; last {_losses(self.shown)}" if self.shown else ""
+        last = ("" if not self.shown else f"; last {self.losses_text()}" if self.shown_step == self.step_no
+                else f"; losses {self.losses_text()}")
         return f"{self.label}: {where}{resumed} in {format_duration(elapsed)}{rate}{last}"
 
     def _check_slow(self, seconds: float) -> None:
@@ -164,9 +207,11 @@ class TrainProgress:
 
     def _print(self, line: str) -> None:
         if self._bar is not None:
-            self._bar.console.print(line, highlight=False, markup=False)
+            self._bar.console.print(line, highlight=False, markup=False, soft_wrap=True)
         else:
-            print(line, file=sys.stderr, flush=True)
+            from nas_prune.pipes import emit
+
+            emit(line, stream=sys.stderr)
 
 
 def shown_losses(values: Mapping[str, Any], *, ka_taps: Mapping[str, int] | None = None) -> dict[str, float]:

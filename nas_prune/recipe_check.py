@@ -322,7 +322,7 @@ def check_recipe(recipe) -> list[str]:
     if len(c.problems) == 1:
         raise NasPruneError(f"{src}: {c.problems[0]}")
     if c.problems:
-        raise NasPruneError(f"{src}: {len(c.problems)} settings would stop the run: " + "; ".join(c.problems))
+        raise NasPruneError(f"{src}: {len(c.problems)} settings would stop the run:", details=c.problems)
     done = []
     if recipe.data is not None and "dataset" not in recipe.stages:
         spade = data_kind(c.teacher_arch) == "semantic"

@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,11 +72,12 @@ def _external(path: str | None) -> dict[str, Any] | None:
 def _outputs_record(folder: Path, outputs: Sequence[str]) -> dict[str, list]:
     """``{relative path: [size, sha256]}`` of every file of a stage's outputs (files or folders)."""
     from nas_prune.load import file_sha256
+    from nas_prune.locks import LOCK_FILE
 
     record: dict[str, list] = {}
     for name in outputs:
         root = folder / name
-        files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file())
+        files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file() and f.name != LOCK_FILE)
         for f in files:
             record[f.relative_to(folder).as_posix()] = [f.stat().st_size, file_sha256(f)]
     return record
@@ -245,10 +248,14 @@ class _Runner:
                 from nas_prune.recipe_check import as_recipe_keys
 
                 message = as_recipe_keys(message, stage)
+            from nas_prune.interrupt import signal_name, signum_of
+
+            why = {"error": message} if failed else {"signal": signal_name(signum_of(err))}
             state.update(status="failed" if failed else "interrupted", seconds=time.perf_counter() - t0,
-                         cpu_seconds=time.process_time() - c0, **({"error": message} if failed else {}))
-            self._write_state(stage, state)
-            self.log(f"[{stage}] {'failed: ' + message if failed else 'interrupted'}")
+                         cpu_seconds=time.process_time() - c0, **why)
+            with contextlib.suppress(Exception):  # e.g. a full disk: the error being raised says more
+                self._write_state(stage, state)
+            self.log(f"[{stage}] {'failed: ' + message if failed else 'interrupted by ' + why['signal']}")
             if isinstance(err, NasPruneError):
                 raise NasPruneError(f"{self.r.source}: [{stage}] {message}") from None
             raise
@@ -257,11 +264,16 @@ class _Runner:
         if choice is not None:
             state["threads"] = choice.to_json()
         if summary.get("interrupted"):
-            state.update(status="interrupted", seconds=seconds, cpu_seconds=cpu, summary=summary)
+            from nas_prune.interrupt import Interrupted, signal_name
+
+            signum = summary.get("signal") or signal.SIGINT
+            state.update(status="interrupted", seconds=seconds, cpu_seconds=cpu, summary=summary,
+                         signal=signal_name(signum))
             self._write_state(stage, state)
             self.outcomes.append(StageOutcome(stage, "interrupted", seconds, folder, summary))
-            self.log(f"[{stage}] interrupted at step {summary.get('step')}: run the same command again to resume")
-            raise KeyboardInterrupt
+            self.log(f"[{stage}] interrupted by {signal_name(signum)} at step {summary.get('step')}: "
+                     "run the same command again to resume")
+            raise Interrupted(signum)
         stamp = _hash({"full": full, "finished": time.time_ns()})
         state.update(status="done", seconds=seconds, cpu_seconds=cpu, summary=summary, stamp=stamp,
                      finished=time.strftime("%Y-%m-%dT%H:%M:%S"), outputs=_outputs_record(folder, outputs))
@@ -293,7 +305,7 @@ class _Runner:
             res = train_teacher(data=data, out=folder, config=cfg, resume=resume,
                                 on_step=self.hooks.get("train_teacher"))
             return {"teacher": str(res.teacher), "step": res.step, "interrupted": res.interrupted,
-                    "metrics": res.metrics}
+                    "signal": res.signal, "metrics": res.metrics}
 
         from nas_prune.train_teacher import TEACHER_FILE
 
@@ -345,7 +357,8 @@ class _Runner:
             res = distill(teacher=teacher, student=student, data=data, out=folder, config=cfg, resume=resume,
                           on_step=self.hooks.get(stage), label=stage, space=self.r.space)
             return {"student": str(folder / "final"), "step": res.step, "interrupted": res.interrupted,
-                    "finished": res.finished, "metrics": res.metrics, "images_per_second": res.images_per_second}
+                    "signal": res.signal, "finished": res.finished, "metrics": res.metrics,
+                    "images_per_second": res.images_per_second}
 
         inputs = {"data": data_id, "teacher": teacher_id, "student": student_id}
         self.run_stage(stage, opts, inputs, body, ["final"])
@@ -452,13 +465,31 @@ def run_recipe(
         NasPruneError: invalid recipe, a setting that would stop the run
             (:func:`nas_prune.recipe_check.check_recipe`, before the first stage), or a
             stage's user error (naming recipe keys, not command-line flags).
-        KeyboardInterrupt: a stage was interrupted (its checkpoint is kept; run again to resume).
+        KeyboardInterrupt: a stage was interrupted by Ctrl-C, SIGTERM or SIGHUP
+            (:class:`nas_prune.interrupt.Interrupted`; its checkpoint is kept; run again to resume).
     """
     recipe = path if isinstance(path, Recipe) else load_recipe(path, overrides=overrides)
     from nas_prune.recipe_check import check_recipe
 
     check_recipe(recipe)  # what would stop the run later stops it now
-    runner = _Runner(recipe, log=log or print, hooks=hooks)
+    from nas_prune.interrupt import handle_signals
+    from nas_prune.locks import hold
+
+    # SIGTERM / SIGHUP stop any stage as Ctrl-C does (nas_prune.interrupt); one run of a run folder at a time
+    with handle_signals(), hold(recipe.run_dir, command="run", option="run_dir"):
+        return _run(recipe, overrides=overrides, log=log, hooks=hooks)
+
+
+def _run(recipe: Recipe, *, overrides: Sequence[str], log, hooks) -> RunResult:
+    """:func:`run_recipe` with the run folder held."""
+    if log is None:  # print, muted instead of failing when nobody reads stdout any more (nas_prune.pipes)
+        import sys
+
+        from nas_prune.pipes import emit
+
+        def log(line: str) -> None:
+            emit(line, stream=sys.stdout)
+    runner = _Runner(recipe, log=log, hooks=hooks)
     t0 = time.perf_counter()
     from nas_prune.fileio import write_json
     from nas_prune.outputs import check_out_files

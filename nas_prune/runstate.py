@@ -3,13 +3,14 @@
 A training run (``distill``, ``train-teacher``) keeps ``status.json`` in its folder::
 
     {"command": "distill", "state": "running" | "interrupted" | "failed" | "done",
-     "step": 120, "end_step": 400, "outputs": ["final"]}
+     "step": 120, "end_step": 400, "outputs": ["final"], "reason": "SIGTERM"}
 
 ``running`` is written when training starts, the others when it stops: ``done`` when it
-reached its last step (or ``--max-steps``), ``interrupted`` on Ctrl-C (a checkpoint is
-kept; ``--resume`` continues), ``failed`` on an error. A run killed outright stays
-``running``. The run's results (``outputs``: ``final/`` of a distillation, the teacher
-files of ``train-teacher``) are written only when it is done, and
+reached its last step (or ``--max-steps``), ``interrupted`` on Ctrl-C, SIGTERM or SIGHUP (a
+checkpoint is kept; ``--resume`` continues; ``reason`` names the signal), ``failed`` on an
+error (``reason`` is its one-line message). A run killed outright (SIGKILL) stays ``running``.
+The run's results (``outputs``: ``final/`` of a distillation, the teacher files of
+``train-teacher``) are written only when it is done, and
 :func:`check_finished` refuses them while the run is not, so an earlier result left in
 the folder is never taken for the result of the unfinished run.
 """
@@ -28,14 +29,27 @@ STATES = ("running", "interrupted", "failed", "done")
 
 
 def write_status(out: str | os.PathLike, *, command: str, state: str, step: int, end_step: int,
-                 outputs: Sequence[str]) -> None:
-    """Record the state of the run in ``out`` (atomic)."""
+                 outputs: Sequence[str], reason: str | None = None) -> None:
+    """Record the state of the run in ``out`` (atomic); ``reason``: the signal or the error that stopped it."""
     from nas_prune.fileio import write_json
 
     if state not in STATES:
         raise ValueError(f"unknown run state {state!r}")
-    write_json(Path(out) / STATUS_FILE, {"command": command, "state": state, "step": int(step),
-                                         "end_step": int(end_step), "outputs": list(outputs)})
+    doc = {"command": command, "state": state, "step": int(step), "end_step": int(end_step), "outputs": list(outputs)}
+    if reason:
+        doc["reason"] = " ".join(str(reason).split())[:300]
+    write_json(Path(out) / STATUS_FILE, doc)
+
+
+def stop_reason(err: BaseException) -> tuple[str, str]:
+    """``(state, reason)`` of a run stopped by ``err``: ``("interrupted", "SIGTERM")`` for a signal
+    (Ctrl-C is SIGINT), else ``("failed", "<error type>: <message>")``."""
+    if isinstance(err, KeyboardInterrupt):
+        from nas_prune.interrupt import signal_name, signum_of
+
+        return "interrupted", signal_name(signum_of(err))
+    text = " ".join(str(err).split())
+    return "failed", (text if isinstance(err, NasPruneError) else f"{type(err).__name__}: {text}".rstrip(": "))
 
 
 class RunStatus:
@@ -45,10 +59,18 @@ class RunStatus:
                  enabled: bool = True):
         self.out, self.command, self.outputs, self.end_step, self.enabled = out, command, list(outputs), end_step, enabled
 
-    def write(self, state: str, step: int) -> None:
+    def write(self, state: str, step: int, reason: str | None = None) -> None:
         if self.enabled:
             write_status(self.out, command=self.command, state=state, step=step, end_step=self.end_step,
-                         outputs=self.outputs)
+                         outputs=self.outputs, reason=reason)
+
+    def stopped(self, err: BaseException, step: int) -> None:
+        """Record a run stopped by ``err`` (:func:`stop_reason`); never raises over ``err``."""
+        state, reason = stop_reason(err)
+        try:
+            self.write(state, step, reason)
+        except Exception:  # noqa: BLE001 - e.g. a full disk: the error being raised says more
+            pass
 
 
 def read_status(folder: str | os.PathLike) -> dict | None:
@@ -78,9 +100,21 @@ def check_finished(path: str | os.PathLike) -> None:
         how = (f"nas-prune run RECIPE again" if (run / "stage.json").is_file()
                else f"nas-prune {command} --resume --out {run}" + (" (with the same --teacher, --student and --data)"
                                                                      if command == "distill" else " --data DIR"))
-        what = {"interrupted": "was interrupted", "failed": "stopped on an error"}.get(
+        reason = status.get("reason")
+        what = {"interrupted": f"was interrupted{f' by {reason}' if reason else ''}",
+                "failed": f"stopped on an error{f' ({reason})' if reason else ''}"}.get(
             status["state"], "has not finished (it was killed, or is still running)")
         raise NasPruneError(
             f"{result} is not a finished result: the {command} run in {run} {what} at step {status.get('step')} "
             f"of {status.get('end_step')}; finish it with {how}"
         )
+
+
+def run_folder_hint(folder: str | os.PathLike) -> str | None:
+    """``"<folder> is a training run folder: give its result (<folder>/final)"`` when ``folder`` is
+    the folder of a training run (it holds ``status.json``), else None; commands say it where a
+    student folder was expected."""
+    status = read_status(folder)
+    if status is None or not status.get("outputs"):
+        return None
+    return f"{folder} is a training run folder: give its result ({Path(folder) / status['outputs'][0]})"

@@ -490,6 +490,23 @@ def search(
         )
     space_obj = load_space(space) if space is not None else None
     out_dir = Path(out) if out is not None else default_out_dir(teacher, target, convention, latency)
+    from nas_prune.locks import hold
+
+    with hold(out_dir, command="search", enabled=write):  # one writer per output folder (nas_prune.locks)
+        return _search_and_write(
+            teacher=teacher, space=space, space_obj=space_obj, out_dir=out_dir, write=write, force=force, t0=t0,
+            target=target, convention=convention, size=size, min_channels=min_channels, importance=importance,
+            round_to=round_to, fill=fill, calib_data=calib_data, calib_images=calib_images, verify=verify,
+            latency=latency)
+
+
+def _search_and_write(*, teacher, space, space_obj, out_dir: Path, write: bool, force: bool, t0: float, target,
+                      convention, size, min_channels, importance, round_to, fill, calib_data, calib_images, verify,
+                      latency) -> SearchResult:
+    """:func:`search` with the output folder held."""
+    from nas_prune.load import load_generator
+    from nas_prune.space import shipped_space_of
+
     if write:
         from nas_prune.export import student_files
         from nas_prune.outputs import check_out_dir

@@ -9,7 +9,9 @@ number of threads is chosen, not inherited.
 
 The rule (``threads: auto``, the default of the commands and of recipes):
 
-1. ``--threads N`` (a recipe's ``threads: N``) wins; then ``OMP_NUM_THREADS`` if set.
+1. ``--threads N`` (a recipe's ``threads: N``) wins; then ``OMP_NUM_THREADS`` if set. Either is
+   capped at the usable cores (below), and the thread line says so: more threads than cores only
+   wait for each other (``--threads 1000`` on 2 cores made a step 46 s long).
 2. Otherwise ``usable = cores this process may run on`` (``os.sched_getaffinity``,
    capped by a cgroup CPU quota), ``busy = cores used by other processes`` (measured
    over 0.3 s from ``/proc/stat`` minus this process's own CPU time; the 1-minute
@@ -190,6 +192,7 @@ class ThreadChoice:
         cores: usable cores; busy: cores used by other processes (auto only);
         workers: data-loader processes counted against the cores (auto only).
         changes: ``(step, threads)`` when auto changed the count during training.
+        asked: the count asked for when it was more than the usable cores (then capped), else None.
     """
 
     threads: int
@@ -198,10 +201,15 @@ class ThreadChoice:
     busy: float | None = None
     workers: int = 0
     changes: list[tuple[int | None, int]] = field(default_factory=list)
+    asked: int | None = None
 
     def describe(self) -> str:
         """One line, e.g. ``1 thread (auto: 2 cores, 1.0 busy with other processes)``."""
         n = f"{self.threads} thread{'s' if self.threads != 1 else ''}"
+        where = "as set" if self.source == "set" else self.source
+        if self.asked is not None:
+            return (f"{n} ({where} to {self.asked}, capped at the {self.cores} cores this process may use: "
+                    "more threads than cores only wait for each other)")
         if self.source == "set":
             return f"{n} (as set)"
         if self.source != "auto":
@@ -211,6 +219,8 @@ class ThreadChoice:
 
     def to_json(self) -> dict:
         out = {"threads": self.threads, "source": self.source, "cores": self.cores}
+        if self.asked is not None:
+            out["asked"] = self.asked
         if self.busy is not None:
             out["busy_cores"] = round(self.busy, 2)
         if self.workers:
@@ -233,8 +243,12 @@ def choose_threads(spec: int | str | None = "auto", *, workers: int = 0) -> Thre
     """
     spec = parse_threads(spec)
     cores = usable_cores()
+
+    def capped(n: int, source: str) -> ThreadChoice:
+        return ThreadChoice(min(n, cores), source, cores, asked=n if n > cores else None)
+
     if isinstance(spec, int):
-        return ThreadChoice(spec, "set", cores)
+        return capped(spec, "set")
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env:
         try:
@@ -242,7 +256,7 @@ def choose_threads(spec: int | str | None = "auto", *, workers: int = 0) -> Thre
         except ValueError:
             n = 0
         if n >= 1:
-            return ThreadChoice(n, "OMP_NUM_THREADS", cores)
+            return capped(n, "OMP_NUM_THREADS")
     workers = max(0, min(workers, cores - 1))
     busy = busy_cores()
     return ThreadChoice(_auto_count(cores, busy, workers), "auto", cores, busy, workers)

@@ -154,7 +154,8 @@ class TeacherResult:
         out_dir: run folder.
         teacher: path of ``teacher.safetensors`` (the A->B generator).
         step: steps done in total; finished: the schedule ran to its end;
-        interrupted: stopped by Ctrl-C (a checkpoint was written).
+        interrupted: stopped by Ctrl-C, SIGTERM or SIGHUP (a checkpoint was written at the stop);
+        signal: the number of that signal (:mod:`nas_prune.interrupt`), else None.
         metrics: last test evaluation (pix2pix: ``psnr`` / ``ssim``).
         seconds: wall time of this invocation.
     """
@@ -166,6 +167,7 @@ class TeacherResult:
     interrupted: bool
     metrics: dict[str, float]
     seconds: float
+    signal: int | None = None
 
 
 def teacher_arch(config: TeacherConfig):
@@ -252,6 +254,14 @@ def train_teacher(
     if options:
         config = config.replace(**options)
     out, data = Path(out), Path(data)
+    from nas_prune.locks import hold
+
+    with hold(out, command="train-teacher"):  # one writer per run folder (nas_prune.locks)
+        return _train_teacher(config, data=data, out=out, resume=resume, on_step=on_step, t0=t0)
+
+
+def _train_teacher(config: TeacherConfig, *, data: Path, out: Path, resume: bool, on_step, t0: float) -> TeacherResult:
+    """:func:`train_teacher` with the run folder held."""
     loop.check_run_dir(out, resume=resume, inputs=[data],
                        files=["config.json", "log.jsonl", str(loop.CHECKPOINT), TEACHER_FILE, TEACHER_B_FILE],
                        adopt=["best_metrics.json", "samples/*", "best/*", "final/*", "tb/*"],
@@ -267,7 +277,15 @@ def train_teacher(
     arch = teacher_arch(config)
     if config.objective == "pix2pix":
         return _train_pix2pix(arch, config, data=data, out=out, resume=resume, on_step=on_step, t0=t0)
-    return _CycleRun(arch, config, data=data, out=out, resume=resume, on_step=on_step).train(t0)
+    from nas_prune.outputs import snapshot, undo
+
+    before = snapshot(out)
+    try:
+        return _CycleRun(arch, config, data=data, out=out, resume=resume, on_step=on_step).train(t0)
+    except BaseException:
+        if not resume and not (out / loop.CHECKPOINT).is_file():  # nothing to resume from: leave nothing
+            undo(out, before=before)
+        raise
 
 
 def _train_pix2pix(arch, config: TeacherConfig, *, data: Path, out: Path, resume: bool, on_step, t0: float) -> TeacherResult:
@@ -289,7 +307,8 @@ def _train_pix2pix(arch, config: TeacherConfig, *, data: Path, out: Path, resume
     if not res.interrupted:  # an unfinished run leaves no teacher file (nas_prune.runstate)
         _save_generator(res.student, teacher_path)
     return TeacherResult(out_dir=out, teacher=teacher_path, step=res.step, finished=res.finished,
-                         interrupted=res.interrupted, metrics=dict(res.metrics), seconds=time.perf_counter() - t0)
+                         interrupted=res.interrupted, metrics=dict(res.metrics), seconds=time.perf_counter() - t0,
+                         signal=res.signal)
 
 
 class _ImagePool:
@@ -460,22 +479,29 @@ class _CycleRun:
             after_step(batch, values)
             progress.update(self.step, images=2 * batch["A"].shape[0], shown=shown_losses(values))
 
+        from nas_prune import interrupt
+
         status = RunStatus(self.out, "train-teacher", [TEACHER_FILE, TEACHER_B_FILE], end_step=end)
-        status.write("running", self.step)
-        try:
-            with progress:
-                interrupted = loop.train_loop(self, end=end, step=self.train_step, after_step=after_step_shown,
-                                              end_of_epoch=end_of_epoch, on_step=self.on_step)
-            self.save_checkpoint()
-            teacher = self.out / TEACHER_FILE
-            if not interrupted:  # an unfinished run leaves no teacher files (nas_prune.runstate)
-                _save_generator(self.g_a, teacher)
-                _save_generator(self.g_b, self.out / TEACHER_B_FILE)
-            status.write("interrupted" if interrupted else "done", self.step)
-        except BaseException as err:
-            status.write("interrupted" if isinstance(err, KeyboardInterrupt) else "failed", self.step)
-            raise
+        with interrupt.deferred() as stop:  # a signal stops after the current step, with a checkpoint
+            try:
+                status.write("running", self.step)
+                with progress:
+                    interrupted = loop.train_loop(self, end=end, step=self.train_step, after_step=after_step_shown,
+                                                  end_of_epoch=end_of_epoch, on_step=self.on_step, stop=stop)
+                self.save_checkpoint()
+                interrupted = interrupted or stop.requested
+                teacher = self.out / TEACHER_FILE
+                if not interrupted:  # an unfinished run leaves no teacher files (nas_prune.runstate)
+                    _save_generator(self.g_a, teacher)
+                    _save_generator(self.g_b, self.out / TEACHER_B_FILE)
+                status.write("interrupted" if interrupted else "done", self.step,
+                             interrupt.signal_name(stop.signum) if interrupted else None)
+            except BaseException as err:
+                status.stopped(err, self.step)
+                raise
         if interrupted:
             loop.warn_interrupted(self.step, self.out)
-        return TeacherResult(out_dir=self.out, teacher=teacher, step=self.step, finished=self.step >= self.total_steps,
-                             interrupted=interrupted, metrics={}, seconds=time.perf_counter() - t0)
+        return TeacherResult(out_dir=self.out, teacher=teacher, step=self.step,
+                             finished=self.step >= self.total_steps and not interrupted,
+                             interrupted=interrupted, metrics={}, seconds=time.perf_counter() - t0,
+                             signal=stop.signum if interrupted else None)

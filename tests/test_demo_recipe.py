@@ -1,8 +1,10 @@
-"""The CI-sized demo recipe end to end: interrupted mid-distill, resumed, skipped when done."""
+"""The CI-sized demo recipe end to end: stopped by SIGTERM mid-distill, resumed, skipped when done."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -19,7 +21,10 @@ DEMO_CI = shipped_dir("recipes") / "demo_ci.yaml"
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    """Run demo_ci, interrupt it at distill step 2, run it again; return what each run saw."""
+    """Run demo_ci, send it SIGTERM (as docker stop, systemd or Slurm do) at distill step 2, run it
+    again; return what each run saw."""
+    from nas_prune.interrupt import Interrupted
+
     run_dir = tmp_path_factory.mktemp("demo") / "run"
     overrides = [f"run_dir={run_dir}"]
     first_steps, second_steps, logs = [], [], []
@@ -27,11 +32,13 @@ def demo_run(tmp_path_factory):
     def stop_at_2(step, losses):
         first_steps.append(step)
         if step == 2:
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGTERM)  # a real signal, handled by nas_prune.interrupt
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted) as stopped:
         run_recipe(DEMO_CI, overrides=overrides, hooks={"distill": stop_at_2}, log=logs.append)
+    assert stopped.value.signum == signal.SIGTERM and stopped.value.exit_code == 143
     interrupted = json.loads((run_dir / "distill" / "stage.json").read_text())
+    interrupted["status.json"] = json.loads((run_dir / "distill" / "status.json").read_text())
     second = run_recipe(DEMO_CI, overrides=overrides, hooks={"distill": lambda s, v: second_steps.append(s)},
                         log=logs.append)
     return {"run_dir": run_dir, "overrides": overrides, "first_steps": first_steps, "second_steps": second_steps,
@@ -41,7 +48,10 @@ def demo_run(tmp_path_factory):
 def test_interrupted_distill_resumes_instead_of_starting_over(demo_run):
     assert demo_run["first_steps"] == [1, 2]
     assert demo_run["interrupted"]["status"] == "interrupted"
+    assert demo_run["interrupted"]["signal"] == "SIGTERM"
     assert demo_run["interrupted"]["summary"]["step"] == 2
+    status = demo_run["interrupted"]["status.json"]
+    assert (status["state"], status["step"], status["reason"]) == ("interrupted", 2, "SIGTERM")
     actions = {o.stage: o.action for o in demo_run["second"].stages}
     assert actions["dataset"] == actions["train_teacher"] == actions["prune"] == "skipped"
     assert actions["distill"] == "resumed"
@@ -49,7 +59,7 @@ def test_interrupted_distill_resumes_instead_of_starting_over(demo_run):
     assert actions["baseline"] == actions["evaluate"] == actions["export"] == actions["report"] == "ran"
     state = json.loads((demo_run["run_dir"] / "distill" / "stage.json").read_text())
     assert state["status"] == "done" and state["summary"]["step"] == 4 and state["summary"]["finished"]
-    assert any("interrupted at step 2" in line for line in demo_run["logs"])
+    assert any("interrupted by SIGTERM at step 2" in line for line in demo_run["logs"])
 
 
 def test_outputs(demo_run):
@@ -75,6 +85,10 @@ def test_outputs(demo_run):
     assert "| student, distilled |" in report and "![test images](grid.png)" in report
     assert "The *pruned* column is the student straight out of one-step pruning" in report
     assert "pruned (no fine-tuning) is the sliced student before any training" in report
+    # whether distillation beat the baseline, with the numbers of the table and what they are worth
+    d, b = rows["student, distilled"], rows["student, no distillation"]
+    assert f"PSNR {d['psnr']:.2f} vs {b['psnr']:.2f} dB ({d['psnr'] - b['psnr']:+.2f})" in report
+    assert "single training run with a single seed" in report and "thresholds chosen, not measured" in report
     # the settings that ran, not the recipe's description: --set changes and defaults included
     assert "| distill | gcka 1, aligned, lambda_recon 100, lsgan, 1 + 1 epochs, 4 steps, batch 4, crop 32" in report
     assert "| baseline | no distillation, aligned, lambda_recon 100, lsgan, 1 + 1 epochs, 4 steps" in report
@@ -147,3 +161,20 @@ def test_prune_with_an_optuna_study(demo_run):
 
     arch, state, doc = read_student(run / "prune" / "student")
     assert state is not None and doc["macs"]["fvcore"] <= 2_500_000
+
+
+@pytest.mark.parametrize("distilled, baseline, verdict", [
+    ((21.65, 0.6069), (21.59, 0.6090), "scored about the same as the undistilled baseline"),  # the demo's numbers
+    ((22.40, 0.6300), (21.59, 0.6090), "beat the undistilled baseline"),
+    ((20.90, 0.5800), (21.59, 0.6090), "scored below the undistilled baseline"),
+    ((22.40, 0.5800), (21.59, 0.6090), "one metric higher, the other lower"),
+])
+def test_report_says_whether_distillation_beat_the_baseline(distilled, baseline, verdict):
+    from nas_prune.report import distillation_note
+
+    rows = {"student, distilled": {"psnr": distilled[0], "ssim": distilled[1]},
+            "student, no distillation": {"psnr": baseline[0], "ssim": baseline[1]}}
+    note = distillation_note(rows)
+    assert verdict in note and "single seed" in note and "below 0.5 dB PSNR and 0.01 SSIM" in note
+    assert f"PSNR {distilled[0]:.2f} vs {baseline[0]:.2f} dB" in note
+    assert distillation_note({"student, distilled": rows["student, distilled"]}) is None  # no baseline: no note

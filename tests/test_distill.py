@@ -112,8 +112,8 @@ def test_resume_after_interruption_is_exact(tmp_path, data, teacher):
 
     assert not (tmp_path / "b" / "final").exists()
     assert read_status(tmp_path / "b") == {"command": "distill", "state": "interrupted", "step": 3, "end_step": 6,
-                                           "outputs": ["final"]}
-    with pytest.raises(NasPruneError, match=r"was interrupted at step 3 of 6; finish it with nas-prune distill --resume"):
+                                           "outputs": ["final"], "reason": "SIGINT"}
+    with pytest.raises(NasPruneError, match=r"was interrupted by SIGINT at step 3 of 6; finish it with nas-prune distill --resume"):
         open_generator(tmp_path / "b" / "final")
     rest = distill(teacher=teacher, student=S_ARCH, data=data, out=tmp_path / "b", resume=True)
     assert rest.step == 6 and rest.finished

@@ -173,11 +173,34 @@ def test_unavailable_runtimes_are_one_line_errors(monkeypatch):
 
 
 def test_measure_latency_on_onnxruntime_and_torch():
+    """Real clocks: every timed pass is one forward pass, the samples fit inside the wall time of
+    the call, the median is theirs, and torch runs the network exactly warmup + repeats times."""
+    import statistics
+    import time
+
     net = build_generator(TEACHER).eval()
-    for name in ("torch-cpu", "onnxruntime"):
-        lat = measure_latency(net, input_size=SIZE, runtime=name, threads=1, warmup=1, repeats=3)
-        assert lat.runtime == name and lat.threads == 1 and len(lat.samples_ms) == 3
-        assert lat.median_ms > 0 and lat.input_shape == (1, 3, 32, 32)
+    calls = []
+    hook = net.register_forward_hook(lambda *_: calls.append(time.perf_counter()))
+    try:
+        for name in ("torch-cpu", "onnxruntime"):
+            calls.clear()
+            t0 = time.perf_counter()
+            lat = measure_latency(net, input_size=SIZE, runtime=name, threads=1, warmup=2, repeats=5)
+            wall_ms = (time.perf_counter() - t0) * 1000.0
+            assert lat.runtime == name and lat.threads == 1 and lat.warmup == 2 and len(lat.samples_ms) == 5
+            assert lat.input_shape == (1, 3, 32, 32) and "1 threads" in lat.device
+            assert all(s > 0 for s in lat.samples_ms)
+            assert sum(lat.samples_ms) < wall_ms  # timed passes are part of the call, warm-up excluded
+            assert lat.median_ms == statistics.median(lat.samples_ms)
+            assert lat.min_ms <= lat.median_ms <= lat.max_ms
+            if name == "torch-cpu":
+                assert len(calls) == 2 + 5  # each timed sample is one pass of this very network
+                # a sample lies between the ends of two consecutive passes (same clock; 0.05 ms for
+                # the return from the pass after its forward hook)
+                gaps = [(b - a) * 1000.0 for a, b in zip(calls[2:], calls[3:])]
+                assert all(s <= g + 0.05 for s, g in zip(lat.samples_ms[1:], gaps)), (lat.samples_ms, gaps)
+    finally:
+        hook.remove()
 
 
 # ----------------------------------------------------------------------------- the table

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -120,9 +121,19 @@ def test_cat_layout_round_trip(tmp_path, seed, suffix):
     # hole that the file cannot explain, and is refused by name
     kept = [n for n, b in enumerate(arch.blocks) if not b.is_identity]
     holes = [n for n in range(max(kept, default=-1)) if arch.blocks[n].is_identity]
+    x = torch.randn(2, arch.input_nc, 16, 16)
+    with torch.no_grad():
+        want = model(x)
     if holes:
         with pytest.raises(NasPruneError, match=rf"missing keys: features\.{holes[0]}\.\*"):
             load_generator(path)
+        # the same tensors with the architecture beside them (a nas-prune student) give the outputs
+        from nas_prune.export import FORMAT, VERSION, write_student
+
+        folder = write_student(tmp_path / "s", document={"format": FORMAT, "version": VERSION, "arch": arch.to_dict()},
+                               state_dict=read_tensors(path))
+        with torch.no_grad():
+            assert torch.equal(load_generator(folder / "student.safetensors").build()(x), want)
         return
     loaded = load_generator(path)
     assert loaded.layout == "cat"
@@ -130,10 +141,16 @@ def test_cat_layout_round_trip(tmp_path, seed, suffix):
     rebuilt = loaded.arch
     assert rebuilt.stem == arch.stem and rebuilt.head == arch.head and rebuilt.norm == arch.norm
     assert rebuilt.n_blocks == len(kept) and (not kept or kept[-1] == len(kept) - 1)
-    x = torch.randn(2, arch.input_nc, 16, 16)
-    if arch.padding == "reflect":
-        with torch.no_grad():
-            assert (loaded.build()(x) - model(x)).abs().max().item() <= 1e-5  # outputs in [-1, 1]
+    # The padding (reflect unless a space or an arch.json says otherwise) is the only one of them that
+    # changes outputs: with the teacher's padding the loaded weights give its outputs in every case
+    # (trailing identity blocks and empty kernel-size slots dropped).
+    assert rebuilt.padding == "reflect"
+    model_as_loaded = build_generator(dataclasses.replace(rebuilt, padding=arch.padding))
+    model_as_loaded.load_state_dict(loaded.state_dict, strict=True)
+    with torch.no_grad():
+        assert (model_as_loaded.eval()(x) - want).abs().max().item() <= 1e-5  # outputs in [-1, 1]
+        if arch.padding == "reflect" or not kept:  # blocks are where the padding setting acts
+            assert (loaded.build()(x) - want).abs().max().item() <= 1e-5
 
 
 @pytest.mark.parametrize("seed", range(6))

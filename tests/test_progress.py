@@ -66,3 +66,53 @@ def test_gcka_is_shown_as_kernel_alignment():
 @pytest.mark.parametrize("seconds, text", [(0, "0:00"), (75, "1:15"), (3725, "1:02:05")])
 def test_format_duration(seconds, text):
     assert prog.format_duration(seconds) == text
+
+
+def test_losses_say_which_step_they_come_from(clock, capsys):
+    """A GPU loop reads its losses on log steps only: between them they are labelled with their step."""
+    p = prog.TrainProgress(label="distill", total=120, start=0, steps_per_epoch=40, log_every=50)
+    with p:
+        for step in range(1, 61):
+            clock["t"] += 1.0
+            p.update(step, images=4, shown={"d": 0.5} if step in (1, 50) else None)
+            if step == 20:
+                assert p.losses_text() == "at step 1: d 0.5"
+    assert p.losses_text() == "at step 50: d 0.5"
+    assert p.final_line().endswith("; losses at step 50: d 0.5")
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].endswith("left; d 0.5") and err[1].startswith("distill: step 50/120") and err[1].endswith("; d 0.5")
+
+
+def test_one_epoch_is_singular(clock, capsys):
+    p, _ = _run(clock, 1.0, total=4)
+    assert p.final_line().startswith("distill: 4 steps (1 epoch) in")
+    assert prog.plural(1, "step") == "1 step" and prog.plural(2.5, "epoch") == "2.5 epochs"
+
+
+def test_the_bar_keeps_steps_and_time_left_at_80_columns(clock, monkeypatch):
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(prog.sys, "stderr", Terminal())
+    monkeypatch.setenv("COLUMNS", "80")
+    long = {f"loss_{i}": 0.123456 for i in range(12)}
+    p = prog.TrainProgress(label="distill", total=40000, start=0, steps_per_epoch=400, log_every=50)
+    with p:
+        for step in range(1, 3):
+            clock["t"] += 1.0
+            p.update(step, images=16, shown=long if step == 1 else None)
+        bar = p._bar
+    from rich.console import Console
+
+    out = io.StringIO()
+    Console(file=out, width=80, color_system=None).print(bar.make_tasks_table(bar.tasks))
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 and len(lines[0]) <= 80, lines
+    text = lines[0]
+    assert text.startswith("distill" + " " * (prog.BAR_WIDTH + 1))  # the bar keeps its width (no colour: blank)
+    assert "2/40000" in text and "ep 0.0/100" in text and "16.0 img/s" in text
+    assert "at step 1: loss_" in text and text.rstrip().endswith("…")  # the losses are cut, nothing else
+    assert any(part.count(":") == 2 for part in text.split())  # the time left, h:mm:ss

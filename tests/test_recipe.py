@@ -36,8 +36,11 @@ def test_shipped_recipe_validates_and_names_its_command(path):
         assert result.exit_code == 0, result.output
         assert "valid recipe" in result.output
         return
-    # the paper recipes carry placeholders: validate names every one by its recipe key, on one line
-    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    # the paper recipes carry placeholders: validate names every one by its recipe key, one line each
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and lines[0].startswith("error: "), result.output
+    assert len(lines) == (1 if len(left) == 1 else 1 + len(left)), result.output
+    assert all(line.startswith("  - ") and "replace the placeholder" in line for line in lines[1:]), result.output
     for key, _ in left:
         where = key if key in ("data", "teacher", "student", "space") else f"stages.{key}"
         assert f"{where}: replace the placeholder" in result.output and f"--set {key}=" in result.output

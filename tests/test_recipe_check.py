@@ -85,10 +85,12 @@ def test_pix2pix_recipes_take_a_batch_norm_resnet_teacher(tmp_path, recipe):
     assert result.exit_code == 0, result.output
     assert "checked teacher: stem 16/32/64 | 9 blocks | head 32/16" in result.output
     assert "checked data:" in result.output and "(aligned)" in result.output
-    # a stage's options wrap under their indent at 80 columns, not at column 0
+    # off a terminal (here a pipe) nothing is re-wrapped: one line per stage, no trailing spaces
     lines = result.output.splitlines()
-    assert all(len(line) <= 80 for line in lines if "file:" not in line and "checked" not in line)
-    assert all(line.startswith("  ") for line in lines[1:]) and any(line.startswith("      ") for line in lines)
+    assert all(line.startswith("  ") for line in lines[1:]) and not any(line.startswith("      ") for line in lines)
+    assert all(line == line.rstrip() for line in lines)
+    stages = [line for line in lines if line.startswith("  distill: ")]
+    assert len(stages) == 1 and len(stages[0]) > 80 and "batch_size=2" in stages[0]
 
 
 def test_only_the_inception_placeholder_left(h2z):
@@ -115,7 +117,11 @@ def test_only_the_inception_placeholder_left(h2z):
 def test_each_setting_that_would_stop_the_run(h2z, extra, message):
     result = _validate(*_sets(h2z), *extra)
     assert result.exit_code == 2, result.output
-    assert len(result.output.strip().splitlines()) == 1 and message in result.output, result.output
+    lines = result.output.strip().splitlines()
+    assert message in result.output, result.output
+    # one problem: one line; several: a line that counts them, then one line per problem
+    assert len(lines) == 1 or (lines[0].endswith(f"{len(lines) - 1} settings would stop the run:")
+                               and all(line.startswith("  - ") for line in lines[1:])), result.output
     assert "--inception" not in result.output and "--batch-size" not in result.output
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -227,10 +228,21 @@ def test_journal_storage_and_finetune_reports(tmp_path, teacher_file):
                        storage=f"journal:{journal}", score="finetune:4", **COMMON)
     assert journal.is_file() and result.storage == f"journal:{journal}"
     study = optuna.load_study(study_name="j", storage=open_storage(f"journal:{journal}", out=tmp_path).storage)
-    for t in study.get_trials():
-        if t.user_attrs.get("evaluated"):  # finetune trials report for trial pruning
-            assert sorted(t.intermediate_values) == [1, 2, 3, 4]
-            assert t.values[0] == pytest.approx(t.intermediate_values[4])
+    trials = study.get_trials()
+    assert len(trials) == 3
+    evaluated = [t for t in trials if t.user_attrs.get("evaluated")]
+    # every trial was fine-tuned here or reused the score of an identical student
+    assert sorted(t.number for t in evaluated) == sorted(result.evaluated) and 0 in result.evaluated
+    for t in trials:
+        if t not in evaluated:
+            hit = trials[t.user_attrs["cached_from"]]
+            assert hit in evaluated and t.user_attrs["widths"] == hit.user_attrs["widths"]
+            assert t.values == hit.values and not t.intermediate_values
+    for t in evaluated:  # finetune trials report after each step, for trial pruning
+        assert t.state == optuna.trial.TrialState.COMPLETE  # 3 trials: too few for the pruner to stop one
+        assert sorted(t.intermediate_values) == [1, 2, 3, 4]
+        assert all(math.isfinite(v) for v in t.intermediate_values.values())
+        assert t.values[0] == pytest.approx(t.intermediate_values[4])
 
 
 # ----------------------------------------------------------------------------- processes

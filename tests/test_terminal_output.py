@@ -120,3 +120,53 @@ def test_missing_tensorboard_is_said_once(monkeypatch, tmp_path):
     said = [str(w.message) for w in caught if issubclass(w.category, RunWarning)]
     assert said == ["TensorBoard is not installed, so no tb/ scalars are written (log.jsonl has them); "
                     "pip install tensorboard to get them"]
+
+
+def test_output_in_a_pipe_is_not_rewrapped_and_has_no_trailing_spaces(monkeypatch):
+    import io
+
+    from nas_prune.cli.common import console
+    from nas_prune.tables import new_table, num_column, text_column
+
+    piped = io.StringIO()  # not a terminal
+    monkeypatch.setattr("sys.stdout", piped)
+    monkeypatch.setenv("COLUMNS", "80")
+    out = console()
+    long = "checked data: " + ", ".join(f"image_{i:03d}.png" for i in range(20))
+    out.print(long, highlight=False)
+    table = new_table(title="t")
+    text_column(table, "stage")
+    num_column(table, "seconds")
+    table.add_row("distill", "1.5")
+    table.add_row("a-much-longer-stage-name", "12.25")
+    out.print(table)
+    lines = piped.getvalue().splitlines()
+    assert lines[0] == long and len(long) > 80  # one line, as printed
+    assert all(line == line.rstrip() for line in lines), lines
+    assert any("a-much-longer-stage-name" in line and "12.25" in line for line in lines)
+
+
+def test_safe_stream_mutes_a_reader_that_went_away():
+    from nas_prune.pipes import SafeStream, emit
+
+    class Gone:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    s = SafeStream(Gone())
+    assert s.write("a line\n") == 7 and s.gone
+    s.flush()  # nothing raised, nothing written
+    assert emit("x", stream=Gone()) is False
+
+    class Other:
+        def write(self, text):
+            raise OSError(28, "No space left on device")  # not a reader that went away: raised
+
+        def flush(self):
+            pass
+
+    with pytest.raises(OSError):
+        SafeStream(Other()).write("x\n")

@@ -51,10 +51,23 @@ def test_auto_counts_the_free_cores(machine, busy, workers, want):
 def test_explicit_count_and_environment_win(machine, monkeypatch):
     machine["busy"] = 2.0
     assert threads.choose_threads(2).threads == 2 and threads.choose_threads(2).source == "set"
-    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     c = threads.choose_threads("auto")
-    assert (c.threads, c.source) == (3, "OMP_NUM_THREADS")
+    assert (c.threads, c.source) == (1, "OMP_NUM_THREADS")
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    c = threads.choose_threads("auto")  # more than the cores: capped, as --threads
+    assert (c.threads, c.source, c.asked) == (2, "OMP_NUM_THREADS", 3)
     assert threads.choose_threads(1).threads == 1  # an explicit count beats the environment
+
+
+def test_more_threads_than_cores_are_capped_with_a_reason(machine):
+    """--threads 1000 on 2 cores: 2 threads, and the line says why (not that the CPU is slow)."""
+    c = threads.choose_threads(1000)
+    assert (c.threads, c.source, c.asked) == (2, "set", 1000)
+    assert c.describe() == ("2 threads (as set to 1000, capped at the 2 cores this process may use: more threads "
+                            "than cores only wait for each other)")
+    assert c.to_json()["asked"] == 1000
+    assert threads.choose_threads(2).asked is None and threads.choose_threads(2).describe() == "2 threads (as set)"
 
 
 def test_busy_between_subtracts_own_cpu(monkeypatch):
@@ -94,9 +107,54 @@ def test_use_threads_restores_and_auto_follows_the_load(machine, monkeypatch):
 
 
 def test_real_measurement_is_sane():
-    cores = threads.usable_cores()
-    assert 1 <= cores <= (torch.get_num_threads() + 1024)
-    assert threads.busy_cores(seconds=0.05) >= 0.0
+    """On this machine's real counters: usable cores follow affinity and quota; the cores other
+    processes keep busy lie between 0 and the cores there are, and a spinning child process is seen."""
+    import math
+    import os
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    want = len(cpus) if cpus else os.cpu_count()
+    quota = threads._cgroup_quota()
+    if quota is not None:
+        want = min(want, max(1, math.ceil(quota - 1e-9)))
+    assert threads.usable_cores() == max(1, want) <= (os.cpu_count() or 1)
+    if not os.path.exists("/proc/stat"):
+        pytest.skip("no /proc/stat: busy cores come from the load average here")
+    n = len(cpus) if cpus else os.cpu_count()
+    slack = 2.0 / (os.sysconf("SC_CLK_TCK") * 0.3)  # one jiffy at each end of the 0.3 s window
+    idle = threads.busy_cores(seconds=0.3)
+    assert 0.0 <= idle <= n + slack
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)  # let it start
+        busy = threads.busy_cores(seconds=0.3)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    # the child keeps a core busy; on a loaded machine it gets less, but then the others make up the rest
+    assert min(1.0, n) * 0.5 <= busy <= n + slack
+    # this process's own work is not counted: others = machine - own <= cores - own
+    stop = time.monotonic() + 0.6
+
+    def spin():
+        while time.monotonic() < stop:
+            pass
+
+    own = threading.Thread(target=spin)
+    own.start()
+    try:
+        since, cpu0, wall0 = threads.cpu_sample(), time.process_time(), time.monotonic()
+        time.sleep(0.4)
+        mine = threads.others_busy(since)
+        own_cores = (time.process_time() - cpu0) / (time.monotonic() - wall0)
+    finally:
+        own.join()
+    assert own_cores > 0.02  # the thread did run (a share of a core on a loaded machine)
+    assert mine is not None and 0.0 <= mine <= n - own_cores + 3 * slack  # jiffies vs process_time windows
 
 
 def test_deferred_announcement_waits_for_training(machine):

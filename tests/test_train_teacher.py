@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import numpy as np
 import pytest
 import torch
@@ -52,12 +55,15 @@ def test_cyclegan_trains_both_generators_and_resumes_exactly(tmp_path, unaligned
 
     def stop_at_3(step, losses):
         assert {"g_gan", "cycle", "idt", "d_a", "d_b"} <= set(losses)
-        if step == 3:
-            raise KeyboardInterrupt
+        if step == 3:  # a real SIGTERM (docker stop, Slurm): stops after this step with a checkpoint
+            os.kill(os.getpid(), signal.SIGTERM)
 
     with pytest.warns(UserWarning, match="interrupted at step 3"):
         first = train_teacher(data=unaligned, out=tmp_path / "b", on_step=stop_at_3, **opts)
-    assert first.interrupted and first.step == 3
+    assert first.interrupted and first.step == 3 and first.signal == signal.SIGTERM
+    from nas_prune.runstate import read_status
+
+    assert read_status(tmp_path / "b")["reason"] == "SIGTERM"
     with pytest.raises(NasPruneError, match="already holds a run"):
         train_teacher(data=unaligned, out=tmp_path / "b", **opts)
     with pytest.raises(NasPruneError, match="resume: lambda_cycle"):

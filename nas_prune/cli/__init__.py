@@ -79,5 +79,14 @@ _plain_usage()
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point.
+
+    stdout and stderr are wrapped so that a reader that went away (``| tee`` killed, a closed
+    terminal) mutes the output instead of failing the command (:mod:`nas_prune.pipes`).
+    """
+    import sys
+
+    from nas_prune.pipes import SafeStream
+
+    sys.stdout, sys.stderr = SafeStream(sys.stdout), SafeStream(sys.stderr)
     app()

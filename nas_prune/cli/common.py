@@ -1,4 +1,4 @@
-"""Helpers shared by the CLI commands: one-line errors and the rich console."""
+"""Helpers shared by the CLI commands: one-line errors, stop signals and the rich console."""
 
 from __future__ import annotations
 
@@ -16,42 +16,59 @@ EXIT_USER_ERROR = 2
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn :class:`NasPruneError` (and Ctrl-C) into a one-line message and a non-zero exit.
+    """Turn :class:`NasPruneError` (and stop signals) into a one-line message and a non-zero exit.
+
+    SIGINT, SIGTERM and SIGHUP stop the command cleanly (:mod:`nas_prune.interrupt`: a
+    training loop stops after its step with a checkpoint), with ``interrupted by SIGTERM``
+    and exit status 128 + the signal's number (130, 143, 129).
 
     A failed memory allocation (:func:`is_out_of_memory`) is a one-line error with exit 2 as
     well: commands check sizes before allocating, this catches what the estimate missed.
 
     Warnings of training runs (:class:`nas_prune.loop.RunWarning`, e.g. an interrupted run)
     show as one line ``warning: ...`` (no file name or source line); others keep Python's format.
+    An error with several problems (``details``) shows one per line.
     """
+    from nas_prune.interrupt import exit_code, handle_signals, signal_name, signum_of
     from nas_prune.loop import RunWarning
 
     previous = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, RunWarning):
-            typer.echo(f"warning: {message}", err=True)
+            say(f"warning: {message}")
         else:
             previous(message, category, filename, lineno, file, line)
 
     warnings.showwarning = show
     try:
-        yield
+        with handle_signals():
+            yield
     except NasPruneError as err:
-        typer.echo(f"error: {err}", err=True)
+        say(f"error: {getattr(err, 'message', str(err))}")
+        for detail in getattr(err, "details", ()):
+            say(f"  - {detail}")
         raise typer.Exit(EXIT_USER_ERROR) from None
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as err:
+        signum = signum_of(err)
+        say(f"interrupted by {signal_name(signum)}")
+        raise typer.Exit(exit_code(signum)) from None
     except (MemoryError, RuntimeError) as err:
         if not is_out_of_memory(err):
             raise
         first = (str(err).strip().splitlines() or [type(err).__name__])[-1]
-        typer.echo(f"error: out of memory ({' '.join(first.split())[:200]}): use a smaller --input-size, "
-                   "--crop-size or --batch-size", err=True)
+        say(f"error: out of memory ({' '.join(first.split())[:200]}): use a smaller --input-size, "
+            "--crop-size or --batch-size")
         raise typer.Exit(EXIT_USER_ERROR) from None
     finally:
         warnings.showwarning = previous
+
+
+def say(line: str) -> None:
+    """One line on stderr; a reader that went away (EPIPE) mutes it, never fails the command."""
+    from nas_prune.pipes import emit
+
+    emit(line, stream=sys.stderr)
 
 
 def is_out_of_memory(err: BaseException) -> bool:
@@ -63,10 +80,19 @@ def is_out_of_memory(err: BaseException) -> bool:
 
 
 def console(stderr: bool = False):
-    """A rich Console (imported lazily); ``stderr=True`` keeps stdout clean for ``--json``."""
+    """A rich Console (imported lazily); ``stderr=True`` keeps stdout clean for ``--json``.
+
+    Off a terminal (a pipe, a file) lines are not re-wrapped at 80 columns and carry no
+    trailing spaces, so logs grep cleanly (tables still fit 80 columns); writes to a reader
+    that went away are muted (:class:`nas_prune.pipes.SafeStream`).
+    """
     from rich.console import Console
 
-    return Console(stderr=stderr, file=sys.stderr if stderr else sys.stdout)
+    from nas_prune.pipes import SafeStream
+
+    stream = sys.stderr if stderr else sys.stdout
+    tty = SafeStream(stream).isatty()
+    return Console(file=SafeStream(stream, strip=not tty), soft_wrap=not tty)
 
 
 THREADS_HELP = ("CPU threads for torch: N, or auto = the cores not busy with other processes (re-checked "
@@ -83,5 +109,4 @@ def torch_threads(value: str, *, workers: int = 0, quiet: bool = False):
     from nas_prune.threads import parse_threads, use_threads
 
     spec = parse_threads(value, where="--threads")
-    return use_threads(spec, workers=workers, announce="training",
-                       log=None if quiet else (lambda line: typer.echo(line, err=True)))
+    return use_threads(spec, workers=workers, announce="training", log=None if quiet else say)

@@ -158,8 +158,11 @@ def distill_cli(
     m = result.metrics
     shown = ", ".join(f"{k} {v:.4g}" for k, v in m.items() if k != "step")
     if result.interrupted:
-        c.print(f"interrupted at step {result.step}; continue with the same command and --resume")
-        raise typer.Exit(130)
+        from nas_prune.interrupt import exit_code, signal_name
+
+        c.print(f"interrupted by {signal_name(result.signal)} at step {result.step}; continue with the same "
+                "command and --resume")
+        raise typer.Exit(exit_code(result.signal))
     c.print(f"step {result.step}: {shown or 'no test split'}")
     if result.best_metrics:
         c.print(f"best (step {result.best_step}) student: {out / 'best'}; final student: {out / 'final'}")

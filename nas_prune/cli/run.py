@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from nas_prune.cli import app
-from nas_prune.cli.common import console, user_errors
+from nas_prune.cli.common import console, say, user_errors
 from nas_prune.shipped import shipped_names
 
 _RECIPE_HELP = f"A YAML file, or the name of a shipped recipe ({', '.join(shipped_names('recipes'))})."
@@ -32,8 +32,9 @@ def run_cli(
 
         if threads is not None:
             overrides = [*overrides, f"threads={threads}"]
-        # typer.echo finds sys.stderr at each call, so lines go above a live progress bar
-        result = run_recipe(recipe, overrides=overrides, log=lambda line: typer.echo(line, err=True))
+        # say finds sys.stderr at each call, so lines go above a live progress bar; a reader of
+        # the pipe that went away mutes them, never the run (nas_prune.pipes)
+        result = run_recipe(recipe, overrides=overrides, log=say)
     from nas_prune.tables import new_table, num_column, text_column
 
     table = new_table(title=f"{result.run_dir}")
@@ -69,19 +70,19 @@ def validate_cli(
 
     out = console()
 
-    def say(text: str, indent: str = "", wrap: bool = False) -> None:
-        if wrap:  # a stage's options wrap under their own indent, not at column 0
+    def line(text: str, indent: str = "", wrap: bool = False) -> None:
+        if wrap and out.is_terminal:  # a stage's options wrap under their own indent (in a pipe: one line)
             text = textwrap.fill(text, width=max(40, out.width - 1), initial_indent=indent,
                                  subsequent_indent=indent + "    ", break_on_hyphens=False, break_long_words=False)
         else:
             text = indent + text
         out.print(text, highlight=False, markup=False, soft_wrap=True)
 
-    say(f"{recipe}: valid recipe {r.name} -> {r.run_dir}")
+    line(f"{recipe}: valid recipe {r.name} -> {r.run_dir}")
     if r.path is not None and str(r.path) != str(recipe):
-        say(f"file: {r.path}", "  ")
+        line(f"file: {r.path}", "  ")
     for stage, opts in r.stages.items():
         shown = ", ".join(f"{k}={v}" for k, v in opts.items()) or "defaults"
-        say(f"{stage}: {shown}", "  ", wrap=True)
-    for line in checked:
-        say(f"checked {line}", "  ")
+        line(f"{stage}: {shown}", "  ", wrap=True)
+    for item in checked:
+        line(f"checked {item}", "  ")

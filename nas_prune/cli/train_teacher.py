@@ -59,11 +59,16 @@ def train_teacher_cli(
             )
     info = {"teacher": str(res.teacher), "step": res.step, "finished": res.finished, "interrupted": res.interrupted,
             "metrics": res.metrics, "seconds": round(res.seconds, 1)}
+    from nas_prune.interrupt import exit_code, signal_name
+
     if as_json:
         typer.echo(json.dumps(info, indent=2))
-        return
-    c = console()
-    state = "finished" if res.finished else ("interrupted (resume with --resume)" if res.interrupted else "stopped at --max-steps")
-    c.print(f"teacher: {res.teacher} after {res.step} steps, {state}", highlight=False)
-    if res.metrics:
-        c.print("test: " + ", ".join(f"{k} {v:.4g}" for k, v in res.metrics.items() if k != "step"), highlight=False)
+    else:
+        c = console()
+        state = ("finished" if res.finished else (f"interrupted by {signal_name(res.signal)} (resume with --resume)"
+                                                  if res.interrupted else "stopped at --max-steps"))
+        c.print(f"teacher: {res.teacher} after {res.step} steps, {state}", highlight=False)
+        if res.metrics:
+            c.print("test: " + ", ".join(f"{k} {v:.4g}" for k, v in res.metrics.items() if k != "step"), highlight=False)
+    if res.interrupted:  # as a shell reports a process stopped by the signal (nas_prune.interrupt)
+        raise typer.Exit(exit_code(res.signal))

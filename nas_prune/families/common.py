@@ -75,19 +75,25 @@ def parse_macs(value: str | int | float) -> int:
     """Parse a MACs budget: ``2.6G``, ``2.6B`` (= G, as papers write it), ``2600M``, ``2.6e9``.
 
     Raises:
-        NasPruneError: unparsable or not positive.
+        NasPruneError: unparsable or not positive, or typed without a unit and far below any
+            generator (``2.6``: "did you mean 2.6G?").
     """
+    unit = ""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         number = float(value)
     else:
         m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?\d+)?)\s*([kKmMgGbBtT]?)\s*", str(value))
         if not m:
             raise NasPruneError(f"MACs value {value!r}: expected a number like 2.6G, 2.6B, 2600M or 2.6e9")
-        number = float(m.group(1)) * _SUFFIX[m.group(2).upper()]
+        unit = m.group(2)
+        number = float(m.group(1)) * _SUFFIX[unit.upper()]
     if not math.isfinite(number):
         raise NasPruneError(f"MACs value {value!r}: not a finite number")
     if number <= 0:
         raise NasPruneError(f"MACs value {value!r}: must be positive")
+    if not unit and number < 1e4 and not isinstance(value, int):  # typed by a person (text, 2.6): a unit left out
+        raise NasPruneError(f"MACs value {value!r} has no unit and is {number:g} MACs, far below any generator; "
+                            f"did you mean {str(value).strip()}G?")
     return int(round(number))
 
 

@@ -69,11 +69,12 @@ def check_out(
 def held_result(out: Path, *, name: str, config: Mapping[str, Any], storage: str | None) -> str | None:
     """None when ``out`` is new, empty or holds study ``name`` run with ``config``; else what it holds."""
     from nas_prune.export import ARCH_FILE
+    from nas_prune.locks import LOCK_FILE
     from nas_prune.outputs import MANIFEST
 
     db = out / STORAGE_FILE
     lock = db.with_name(db.name + ".nas-prune.lock")
-    if not out.is_dir() or not any(p.name not in (MANIFEST, lock.name) for p in out.iterdir()):
+    if not out.is_dir() or not any(p.name not in (MANIFEST, lock.name, LOCK_FILE) for p in out.iterdir()):
         return None
     if db.exists():
         if storage is not None:

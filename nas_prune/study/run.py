@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -27,6 +29,19 @@ def _default_name(teacher: str | os.PathLike, target: int, convention: str, scor
     return f"{default_out_dir(teacher, target, convention).name}-{score}-{'+'.join(objectives)}"
 
 
+def _holding(fn):
+    """Run ``fn`` under the stop-signal handler (SIGTERM / SIGHUP stop a study as Ctrl-C does:
+    :mod:`nas_prune.interrupt`), with an ExitStack ``_held`` for the folder locks it takes."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from nas_prune.interrupt import handle_signals
+
+        with handle_signals(), contextlib.ExitStack() as held:
+            return fn(*args, _held=held, **kwargs)
+    return wrapper
+
+
+@_holding
 def run_study(
     *,
     teacher: str | os.PathLike,
@@ -61,6 +76,7 @@ def run_study(
     plot: bool = True,
     grace_s: float = 120.0,
     log: Callable[[str], None] | None = None,
+    _held: contextlib.ExitStack | None = None,
 ) -> StudyResult:
     """Run (or resume, or join) an Optuna study and export the picked student.
 
@@ -213,6 +229,10 @@ def run_study(
         latency_repeats=latency_repeats, grace_s=grace_s, heartbeat_s=HEARTBEAT_S, poll_s=0.5,
         evaluated=[], ran=[], say=say,
     )
+    from nas_prune.locks import hold
+
+    # workers of this study share --out; any other writer of it is refused (nas_prune.locks)
+    _held.enter_context(hold(out, command="search --trials", shared=name))
     open_storage(storage, out=out, check_only=True)
     check_out(out, name=name, config=worker.config(), storage=storage, force=force,
               inputs=[teacher, space, calib_data])
