@@ -335,9 +335,10 @@ def _read_weights(path: Path, arch: Arch) -> dict[str, "torch.Tensor"]:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
         raise NasPruneError(f"{path}: not a readable safetensors file ({err})") from None
-    from nas_prune.load import check_finite, check_state
+    from nas_prune.load import check_state
+    from nas_prune.tensor_checks import check_weights
 
-    check_finite(state, path)
+    check_weights(state, path)
     return check_state(build_generator(arch).state_dict(), state, path,
                        what="weights do not match the architecture in arch.json")
 

@@ -201,7 +201,9 @@ def load_generator(
     path = Path(path)
     check_finished(path)
     tensors = read_tensors(path)
-    check_finite(tensors, path)
+    from nas_prune.tensor_checks import check_weights
+
+    check_weights(tensors, path)  # dense, floating point, finite
     student = _student_beside(path)
     if student is not None:
         return _load_student_file(path, student, space)
@@ -234,17 +236,13 @@ def load_generator(
 
 
 def check_finite(tensors: Mapping[str, "torch.Tensor"], path: Path) -> None:
-    """Raise NasPruneError naming the tensors that hold NaN or infinite values (first three)."""
-    import torch
+    """Raise NasPruneError naming the tensors that hold NaN or infinite values (first three).
 
-    bad = []
-    for key, value in tensors.items():
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            bad.append(f"{key} ({int((~torch.isfinite(value)).sum())} of {value.numel()} values)")
-    if bad:
-        more = f" (+{len(bad) - 3} more tensors)" if len(bad) > 3 else ""
-        raise NasPruneError(f"{path}: non-finite weights (NaN or inf) in {', '.join(bad[:3])}{more}; "
-                            "the checkpoint is corrupt or was saved after a diverged training step")
+    Kept for callers; :func:`nas_prune.tensor_checks.check_weights` checks layouts and dtypes too.
+    """
+    from nas_prune.tensor_checks import check_finite as finite
+
+    finite(tensors, path)
 
 
 def _student_beside(path: Path) -> Path | None:

@@ -244,6 +244,11 @@ def load_checkpoint(out: Path, *, version: int) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any reader failure means a bad file
         raise NasPruneError(f"{path}: cannot be read ({type(err).__name__})") from None
+    from nas_prune.tensor_checks import check_layout, nested_tensors
+
+    if not isinstance(state, dict):
+        raise NasPruneError(f"{path}: not a training checkpoint (found {type(state).__name__})")
+    check_layout(nested_tensors(state), path)
     if state.get("version") != version:
         raise NasPruneError(f"{path}: checkpoint version {state.get('version')} is not supported")
     return state
