@@ -187,17 +187,11 @@ def load_space(path: str | os.PathLike) -> "SearchSpace | SpadeSpace":
     Raises:
         NasPruneError: missing file, YAML syntax error (with line), or a bad field.
     """
-    import yaml
-
+    from nas_prune.fileio import read_yaml
     from nas_prune.shipped import resolve_shipped
 
     path, _ = resolve_shipped("search_spaces", path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise NasPruneError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+    data = read_yaml(path, what="search space")
     if isinstance(data, Mapping) and "family" in data:
         from nas_prune.spade.space import SpadeSpace
 
