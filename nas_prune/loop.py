@@ -285,14 +285,30 @@ def check_fresh_run(out: Path) -> None:
 
 
 def append_log(out: Path, record: Mapping[str, Any]) -> None:
-    """One JSON line in ``out/log.jsonl`` (listed as a live file of nas-prune, :mod:`nas_prune.outputs`)."""
+    """One JSON line in ``out/log.jsonl`` (listed as a live file of nas-prune, :mod:`nas_prune.outputs`).
+
+    A write the system refuses (a full disk) is one error naming the file, and a partly
+    appended line is cut off again: the log stays a file of whole lines.
+    """
+    from nas_prune.fileio import write_failed
     from nas_prune.outputs import check_replaceable, record as own
 
     path = out / "log.jsonl"
     check_replaceable(path)
     own(path, live=True)
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(dict(record)) + "\n")
+    line = (json.dumps(dict(record)) + "\n").encode("utf-8")
+    with open(path, "ab", buffering=0) as fh:  # unbuffered: nothing left to flush after a failure
+        size = fh.tell()
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[fh.write(view):]
+        except OSError as err:
+            try:
+                fh.truncate(size)
+            except OSError:
+                pass
+            raise write_failed(path, err) from None
 
 
 # ----------------------------------------------------------------------------- the loop

@@ -212,3 +212,25 @@ def test_replacing_a_student_beside_a_study_keeps_the_old_one_whole_when_the_dis
         write_student(tmp_path / "S", document=doc, state_dict={"w": torch.zeros(3)}, summary="new", beside=True)
     monkeypatch.undo()
     assert {p.name: p.read_bytes() for p in (tmp_path / "S").iterdir()} == before
+
+
+def test_a_log_line_that_does_not_fit_is_cut_off_and_named(tmp_path):
+    """Under a file-size limit the log keeps its whole lines and the error names it."""
+    code = textwrap.dedent(f"""
+        import resource
+        from pathlib import Path
+        from nas_prune.errors import NasPruneError
+        from nas_prune.loop import append_log
+        out = Path({str(tmp_path)!r})
+        append_log(out, {{"step": 1}})
+        resource.setrlimit(resource.RLIMIT_FSIZE, (60, 60))
+        try:
+            append_log(out, {{"step": 2, "pad": "x" * 100}})
+        except NasPruneError as err:
+            print(err)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "log.jsonl: file too large" in proc.stdout, proc.stdout
+    assert (tmp_path / "log.jsonl").read_text() == '{"step": 1}\n'
