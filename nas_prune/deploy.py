@@ -211,7 +211,9 @@ def export_generator(
     import torch
 
     from nas_prune.evaluate import open_generator
-    from nas_prune.fileio import atomic_path
+    import io
+
+    from nas_prune.fileio import atomic_path, naming_failures
     from nas_prune.macs import parse_input_size
     from nas_prune.model import Generator, check_forward_memory, check_input_size
     from nas_prune.outputs import check_out_files
@@ -253,7 +255,12 @@ def export_generator(
                 _onnx_export(net, x, tmp, opset=opset, dynamic=dynamic)
             else:
                 traced = _trace(net, x)
-                torch.jit.save(traced, str(tmp))
+                # serialised in memory, then written: torch.jit.save straight to a file aborts the
+                # process (C++ terminate, SIGABRT) when the disk refuses a write, leaving the temporary
+                buffer = io.BytesIO()
+                torch.jit.save(traced, buffer)
+                with naming_failures(out):
+                    tmp.write_bytes(buffer.getvalue())
         if check:
             run = _run_onnx(tmp) if format == "onnx" else _run_torchscript(tmp)
             inputs = [x]

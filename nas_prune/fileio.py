@@ -209,23 +209,29 @@ def read_text(path: str | os.PathLike, *, what: str = "file", max_bytes: int = M
         NasPruneError: missing or unreadable file, too large, or not UTF-8 (byte and offset named).
     """
     path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():  # a FIFO would block, /dev/zero never end
+        raise NasPruneError(f"{path} is not a regular file (a device, FIFO or socket); give {_a(what)} as a file")
     try:
         with open(path, "rb") as f:
             raw = f.read(max_bytes + 1)
     except FileNotFoundError:
         raise NasPruneError(f"{what} not found: {path}") from None
     except IsADirectoryError:
-        raise NasPruneError(f"{path} is a folder, not a {what}") from None
+        raise NasPruneError(f"{path} is a folder, not {_a(what)}") from None
     except OSError as err:
         raise NasPruneError(f"{path}: cannot be read ({err.strerror or err})") from None
     if len(raw) > max_bytes:
-        raise NasPruneError(f"{path}: larger than {max_bytes:,} bytes, too large for a {what}; is it the right file?")
+        raise NasPruneError(f"{path}: larger than {max_bytes:,} bytes, too large for {_a(what)}; is it the right file?")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         raise NasPruneError(f"{path}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}); "
-                            f"is it a {what}?") from None
+                            f"is it {_a(what)}?") from None
     return text.removeprefix("\ufeff")
+
+
+def _a(what: str) -> str:
+    return f"{'an' if what[:1].lower() in 'aeiou' else 'a'} {what}"
 
 
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
@@ -244,9 +250,9 @@ def json_depth(text: str) -> int:
 
 
 def _too_deep(source: str, depth: int | None, max_depth: int) -> NasPruneError:
-    found = f"{depth} levels deep" if depth is not None else f"more than {max_depth} levels deep"
-    return NasPruneError(f"{source}: lists / mappings nested {found}, more than the {max_depth} accepted; "
-                         "is it the right file?")
+    found = f"{depth} levels deep, more than the {max_depth} accepted" if depth is not None else (
+        f"more than {max_depth} levels deep")
+    return NasPruneError(f"{source}: lists / mappings nested {found}; is it the right file?")
 
 
 def loads_json(text: str, *, source: str, max_depth: int = MAX_DEPTH) -> Any:

@@ -203,13 +203,22 @@ def set_lr(cfg, *, step: int, steps_per_epoch: int, optimizers: Iterable) -> flo
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file renamed over ``path``: never a half-written checkpoint."""
+    """``torch.save`` to a temporary file renamed over ``path``: never a half-written checkpoint.
+
+    The checkpoint is serialised in memory and then written, so a write the disk refuses is a
+    plain ``OSError`` (named by :func:`nas_prune.fileio.atomic_path`) rather than torch's
+    "unexpected pos" from inside its zip writer, which can also abort the process.
+    """
+    import io
+
     import torch
 
     from nas_prune.fileio import atomic_path
 
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        tmp.write_bytes(buffer.getvalue())
 
 
 def rng_state() -> dict:
