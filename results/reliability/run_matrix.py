@@ -316,25 +316,56 @@ def reference_run(ws: Path) -> dict:
 # ----------------------------------------------------------------------------- table
 
 
-def write_table(rows: list[dict], out: Path, *, command: str, seconds: float) -> None:
+def _counts(rows: list[dict]) -> str:
     counts = {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS}
     lost = sum(len(r["lost_or_changed"]) for r in rows)
+    return (f"{len(rows)} cases: {counts['pass']} pass, {counts['lost']} lost data ({lost} files lost or changed), "
+            f"{counts['silently wrong']} silently wrong, {counts['traceback']} tracebacks, "
+            f"{counts['half-written']} half-written, {counts['hang']} hangs, "
+            f"{counts['unclear message']} unclear messages")
+
+
+def merge(rows: list[dict], out: Path) -> tuple[list[dict], list[dict]]:
+    """Rows of this run, then the rows of ``out/matrix.json`` that this run did not redo (``--only``).
+
+    Returns ``(every row, the rows kept from earlier runs)``; a kept row carries its ``run``.
+    """
+    path = out / "matrix.json"
+    if not path.is_file():
+        return rows, []
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    done = {r["case"] for r in rows}
+    kept = [{**r, "run": r.get("run", doc.get("command"))} for r in doc.get("rows", []) if r["case"] not in done]
+    return kept + rows, kept
+
+
+def write_table(rows: list[dict], out: Path, *, command: str, seconds: float, pending: list[Case] = (),
+                kept: list[dict] = ()) -> None:
+    """``matrix.md`` and ``matrix.json``: counts of every row, of this run, and the cases not run yet."""
+    this = [r for r in rows if r not in kept]
     lines = [
-        "# Reliability matrix: bad input and interrupted runs",
+        "# Reliability matrix: bad input, hostile files, full disks and interrupted runs",
         "",
-        f"Regenerate: `{command}` ({seconds / 60:.0f} min on this machine). Every row is a real subprocess of the",
-        "`nas-prune` CLI on tiny models; the script and its cases are `run_matrix.py` and `cases.py` here.",
+        f"Regenerate: `python results/reliability/run_matrix.py` (every case; the last run here was `{command}`, "
+        f"{seconds / 60:.0f} min on this machine). Every row is a real subprocess of the `nas-prune` CLI on tiny "
+        "models; the script and its cases are `run_matrix.py`, `cases.py`, `cases_files.py` and `cases_runs.py` here.",
         "",
-        f"**{len(rows)} cases: {counts['pass']} pass, {counts['lost']} lost data ({lost} files lost or changed), "
-        f"{counts['silently wrong']} silently wrong, {counts['traceback']} tracebacks, "
-        f"{counts['half-written']} half-written, {counts['hang']} hangs, "
-        f"{counts['unclear message']} unclear messages.**",
+        f"**{_counts(rows)}.**",
         "",
+    ]
+    if kept:
+        earlier = sorted({r["run"] for r in kept if r.get("run")})
+        lines += [f"This run (`{command}`): {_counts(this)}. The other {len(kept)} rows are kept from an earlier "
+                  f"run ({', '.join(f'`{e}`' for e in earlier) or 'unrecorded'}).", ""]
+    if pending:
+        lines += [f"Not run yet: {len(pending)} cases ({', '.join(sorted({c.category for c in pending}))}); "
+                  "listed at the end.", ""]
+    lines += [
         "Verdicts: *pass* = what the case expects (a one-line `error:` with exit 2 and no file touched, or success "
-        "where success is right); *lost* = a file that existed before was removed or changed; *silently wrong* = "
-        "exit 0 where an error was due, or a check of the result failed; *half-written* = an error that left new "
-        "files; *hang* = still running at its timeout (killed); *unclear message* = another exit code, not exactly "
-        "one `error:` line, or a message without the expected words.",
+        "where success is right, or the exit a signal calls for); *lost* = a file that existed before was removed or "
+        "changed; *silently wrong* = exit 0 where an error was due, or a check of the result failed; *half-written* = "
+        "an error that left new files; *hang* = still running at its timeout (killed); *unclear message* = another "
+        "exit code, not exactly one `error:` line, or a message without the expected words.",
         "",
         "| # | category | case | exit | message | files lost / changed | verdict |",
         "|---|---|---|---|---|---|---|",
@@ -345,9 +376,17 @@ def write_table(rows: list[dict], out: Path, *, command: str, seconds: float) ->
             msg = msg[:257] + "..."
         files = ", ".join(r["lost_or_changed"]) or "0"
         lines.append(f"| {i} | {r['category']} | {r['case']} | {r['exit']} | {msg} | {files} | {r['verdict']} |")
+    if pending:
+        lines += ["", "## Not run yet", "", "| category | case | command |", "|---|---|---|"]
+        for c in pending:
+            cmd = " ".join(c.args)
+            cmd = cmd if len(cmd) < 160 else cmd[:157] + "..."
+            lines.append(f"| {c.category} | {c.name} | `nas-prune {cmd}` |")
     out.mkdir(parents=True, exist_ok=True)
     (out / "matrix.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (out / "matrix.json").write_text(json.dumps({"command": command, "counts": counts, "rows": rows}, indent=1) + "\n",
+    counts = {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS}
+    (out / "matrix.json").write_text(json.dumps({"command": command, "counts": counts, "rows": rows,
+                                                 "not_run": [c.name for c in pending]}, indent=1) + "\n",
                                      encoding="utf-8")
 
 
@@ -392,7 +431,10 @@ def main() -> None:
                 rows += run_chain(scratch / f"chain-{signal.Signals(sig).name}", sig, ref)
         command = "python results/reliability/run_matrix.py" + (f" --only '{args.only}'" if args.only else "") + (
             " --no-kill" if args.no_kill else "")
-        write_table(rows, args.out, command=command, seconds=time.perf_counter() - t0)
+        rows, kept = merge(rows, args.out)
+        have = {r["case"] for r in rows}
+        pending = [c for c in every if c.name not in have]
+        write_table(rows, args.out, command=command, seconds=time.perf_counter() - t0, pending=pending, kept=kept)
         print(f"wrote {args.out / 'matrix.md'}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
