@@ -325,18 +325,21 @@ def _counts(rows: list[dict]) -> str:
             f"{counts['unclear message']} unclear messages")
 
 
-def merge(rows: list[dict], out: Path) -> tuple[list[dict], list[dict]]:
-    """Rows of this run, then the rows of ``out/matrix.json`` that this run did not redo (``--only``).
+def merge(rows: list[dict], out: Path, order: list[str]) -> tuple[list[dict], list[dict]]:
+    """The rows of this run and those of ``out/matrix.json`` that it did not redo (``--only``), in
+    the order of ``order`` (case names; the ``run`` chains last).
 
     Returns ``(every row, the rows kept from earlier runs)``; a kept row carries its ``run``.
     """
     path = out / "matrix.json"
-    if not path.is_file():
-        return rows, []
-    doc = json.loads(path.read_text(encoding="utf-8"))
-    done = {r["case"] for r in rows}
-    kept = [{**r, "run": r.get("run", doc.get("command"))} for r in doc.get("rows", []) if r["case"] not in done]
-    return kept + rows, kept
+    kept: list[dict] = []
+    if path.is_file():
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        done = {r["case"] for r in rows}
+        kept = [{**r, "run": r.get("run", doc.get("command"))} for r in doc.get("rows", []) if r["case"] not in done]
+    rank = {name: i for i, name in enumerate(order)}
+    every = sorted(kept + rows, key=lambda r: rank.get(r["case"], len(rank)))  # stable: chains keep their order
+    return every, kept
 
 
 def write_table(rows: list[dict], out: Path, *, command: str, seconds: float, pending: list[Case] = (),
@@ -358,8 +361,11 @@ def write_table(rows: list[dict], out: Path, *, command: str, seconds: float, pe
         lines += [f"This run (`{command}`): {_counts(this)}. The other {len(kept)} rows are kept from an earlier "
                   f"run ({', '.join(f'`{e}`' for e in earlier) or 'unrecorded'}).", ""]
     if pending:
-        lines += [f"Not run yet: {len(pending)} cases ({', '.join(sorted({c.category for c in pending}))}); "
-                  "listed at the end.", ""]
+        chains = "" if any(r["case"].startswith("SIGTERM chain") for r in rows) else (
+            ", and the `run` chains stopped by SIGTERM and SIGHUP (9 rows each; they run with `--only signals` "
+            "or with every case)")
+        lines += [f"Not run yet: {len(pending)} cases ({', '.join(sorted({c.category for c in pending}))}; "
+                  f"listed at the end){chains}.", ""]
     lines += [
         "Verdicts: *pass* = what the case expects (a one-line `error:` with exit 2 and no file touched, or success "
         "where success is right, or the exit a signal calls for); *lost* = a file that existed before was removed or "
@@ -385,9 +391,25 @@ def write_table(rows: list[dict], out: Path, *, command: str, seconds: float, pe
     out.mkdir(parents=True, exist_ok=True)
     (out / "matrix.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     counts = {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS}
-    (out / "matrix.json").write_text(json.dumps({"command": command, "counts": counts, "rows": rows,
-                                                 "not_run": [c.name for c in pending]}, indent=1) + "\n",
+    (out / "matrix.json").write_text(json.dumps({"command": command, "seconds": round(seconds), "counts": counts,
+                                                 "rows": rows, "not_run": [c.name for c in pending]}, indent=1) + "\n",
                                      encoding="utf-8")
+
+
+def render(out: Path) -> None:
+    """``matrix.md`` again from ``matrix.json`` (rows in case order), without running anything."""
+    import re
+
+    doc = json.loads((out / "matrix.json").read_text(encoding="utf-8"))
+    seconds = doc.get("seconds")
+    if seconds is None:  # recorded in matrix.md only, by older versions of this script
+        found = re.search(r"(\d+) min on this machine", (out / "matrix.md").read_text(encoding="utf-8"))
+        seconds = 60 * int(found.group(1)) if found else 0
+    last = [r for r in doc["rows"] if "run" not in r]
+    rows, kept = merge(last, out, [c.name for c in cases()])
+    have = {r["case"] for r in rows}
+    write_table(rows, out, command=doc["command"], seconds=seconds, kept=kept,
+                pending=[c for c in cases() if c.name not in have])
 
 
 def main() -> None:
@@ -396,7 +418,11 @@ def main() -> None:
                         help="comma-separated categories (files,dtypes) or text found in case names")
     parser.add_argument("--no-kill", action="store_true", help="skip the SIGINT / SIGKILL chains")
     parser.add_argument("--out", type=Path, default=HERE)
+    parser.add_argument("--render", action="store_true", help="rewrite matrix.md from matrix.json, running nothing")
     args = parser.parse_args()
+    if args.render:
+        render(args.out)
+        return
     t0 = time.perf_counter()
     scratch = Path(tempfile.mkdtemp(prefix="nas-prune-matrix-"))
     try:
@@ -431,7 +457,7 @@ def main() -> None:
                 rows += run_chain(scratch / f"chain-{signal.Signals(sig).name}", sig, ref)
         command = "python results/reliability/run_matrix.py" + (f" --only '{args.only}'" if args.only else "") + (
             " --no-kill" if args.no_kill else "")
-        rows, kept = merge(rows, args.out)
+        rows, kept = merge(rows, args.out, [c.name for c in every])
         have = {r["case"] for r in rows}
         pending = [c for c in every if c.name not in have]
         write_table(rows, args.out, command=command, seconds=time.perf_counter() - t0, pending=pending, kept=kept)
