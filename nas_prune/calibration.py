@@ -116,7 +116,7 @@ def _from_folder(
 def _load(files: list[Path], channels: int, size: tuple[int, int]) -> "torch.Tensor":
     """Read, convert, resize (bicubic, to ``size`` = (H, W)) and stack image files."""
     import torch
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     from nas_prune.data import load_image, to_tensor
 
@@ -126,8 +126,8 @@ def _load(files: list[Path], channels: int, size: tuple[int, int]) -> "torch.Ten
     for path in files:
         try:
             batch.append(to_tensor(load_image(path, mode).resize((W, H), Image.BICUBIC)))
-        except (OSError, UnidentifiedImageError) as err:
-            raise NasPruneError(f"--calib-data: cannot read {path}: {err}") from None
+        except NasPruneError as err:  # names the file
+            raise NasPruneError(f"--calib-data: {err}") from None
     return torch.stack(batch)
 
 

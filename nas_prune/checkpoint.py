@@ -103,14 +103,10 @@ def _unwrap(raw: Any, path: Path) -> dict[str, "torch.Tensor"]:
 
 
 def check_finite(tensors: Mapping[str, "torch.Tensor"], path: Path) -> None:
-    """Raise NasPruneError naming the tensors that hold NaN or infinite values (first three)."""
-    import torch
+    """Raise NasPruneError naming the tensors that hold NaN or infinite values (first three).
 
-    bad = []
-    for key, value in tensors.items():
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            bad.append(f"{key} ({int((~torch.isfinite(value)).sum())} of {value.numel()} values)")
-    if bad:
-        more = f" (+{len(bad) - 3} more tensors)" if len(bad) > 3 else ""
-        raise NasPruneError(f"{path}: non-finite weights (NaN or inf) in {', '.join(bad[:3])}{more}; "
-                            "the checkpoint is corrupt or was saved after a diverged training step")
+    Kept for callers; :func:`nas_prune.tensor_checks.check_weights` checks layouts and dtypes too.
+    """
+    from nas_prune.tensor_checks import check_finite as finite
+
+    finite(tensors, path)

@@ -19,8 +19,10 @@ Only PIL, numpy and torch are used (no torchvision). Files that are not images, 
 that PIL cannot decode, are skipped with one warning that counts them; a split
 without any usable image is an error.
 
-Images of more than 8 bits per channel are scaled to 8 bits, never clipped
-(:func:`load_image`): 16-bit grayscale (PIL modes ``I;16``, ``I;16B``, ``I``: full
+Every image is read upright (EXIF orientation applied, so the A|B halves of a pair are
+cut from the picture as it is displayed), a decompression bomb is an error naming the file,
+and images of more than 8 bits per channel are scaled to 8 bits, never clipped
+(:func:`load_image`, :mod:`nas_prune.images`): 16-bit grayscale (PIL modes ``I;16``, ``I;16B``, ``I``: full
 scale 65535), 32-bit float (``F``: full scale 1.0, or 255 / 65535 when the values
 exceed it); 16-bit colour PNGs and TIFFs are read by PIL as 8-bit ``RGB`` already.
 """
@@ -36,9 +38,10 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from nas_prune.errors import NasPruneError
+from nas_prune.images import is_readable, open_image
 
 __all__ = [
     "IMG_EXTENSIONS",
@@ -108,15 +111,6 @@ def list_images(folder: Path) -> tuple[list[Path], list[Path]]:
     return images, others
 
 
-def _readable(path: Path) -> bool:
-    try:
-        with Image.open(path) as im:
-            im.verify()
-        return True
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        return False
-
-
 def _scan(folder: Path, *, split: str) -> list[Path]:
     """Usable images of one split folder; warns once about skipped files.
 
@@ -126,7 +120,7 @@ def _scan(folder: Path, *, split: str) -> list[Path]:
     if not folder.is_dir():
         raise NasPruneError(f"split folder not found: {folder}")
     images, others = list_images(folder)
-    good = [p for p in images if _readable(p)]
+    good = [p for p in images if is_readable(p)]
     corrupt = len(images) - len(good)
     if corrupt or others:
         first = next((p for p in images if p not in set(good)), None) or others[0]
@@ -149,33 +143,10 @@ def detect_layout(root: Path) -> str | None:
     return None
 
 
-_HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I;16S", "I", "F")
-
-
-def to_8bit(im: Image.Image) -> Image.Image:
-    """``im`` with more than 8 bits per channel scaled to an 8-bit ``L`` image; others unchanged.
-
-    Integer modes (``I;16*``, ``I``) have full scale 65535 (16-bit files). Float (``F``)
-    images have full scale 1.0, or 255 / 65535 when their largest value exceeds it.
-    PIL's own ``convert`` clips such images to white, which is why this exists.
-    """
-    if im.mode not in _HIGH_BIT_MODES:
-        return im
-    arr = np.asarray(im, dtype=np.float64)
-    if im.mode == "F":
-        top = float(np.nanmax(arr)) if arr.size else 0.0
-        full = 1.0 if top <= 1.0 else 255.0 if top <= 255.0 else 65535.0
-    else:
-        full = 65535.0
-    arr = np.nan_to_num(arr / full * 255.0, nan=0.0)
-    return Image.fromarray(np.clip(np.round(arr), 0, 255).astype(np.uint8), "L")
-
-
 def load_image(path: str | os.PathLike, mode: str) -> Image.Image:
-    """Read ``path`` as an 8-bit ``mode`` (``L`` or ``RGB``) image, high bit depths scaled (:func:`to_8bit`)."""
-    with Image.open(path) as im:
-        im.load()
-        return to_8bit(im).convert(mode)
+    """Read ``path`` as an 8-bit ``mode`` (``L`` or ``RGB``) image, upright, high bit depths scaled
+    (:func:`nas_prune.images.open_image`)."""
+    return open_image(path, mode)
 
 
 def _load_rgb(path: Path, channels: int) -> Image.Image:

@@ -49,6 +49,7 @@ from PIL import Image
 
 from nas_prune.data import IMG_EXTENSIONS, TransformConfig, check_data_folder, to_tensor
 from nas_prune.errors import NasPruneError
+from nas_prune.images import open_image
 
 __all__ = [
     "CITYSCAPES_LABELS",
@@ -136,13 +137,10 @@ def _folder_files(root: Path, split: str) -> tuple[list[Path], list[Path], list[
 
 def _read_index_map(path: Path) -> np.ndarray:
     """An integer map ``(H, W)`` from a PNG: palette indices, gray levels or 16/32-bit values."""
-    try:
-        with Image.open(path) as im:
-            if im.mode not in ("P", "L", "I", "I;16", "I;16B", "I;16L", "1"):
-                raise NasPruneError(f"{path}: a label or instance map must be a single-channel index PNG, got mode {im.mode}")
-            return np.asarray(im, dtype=np.int64)
-    except (OSError, SyntaxError, ValueError) as err:
-        raise NasPruneError(f"{path}: cannot be read ({err})") from None
+    im = open_image(path)  # upright, as its photo
+    if im.mode not in ("P", "L", "I", "I;16", "I;16B", "I;16L", "1"):
+        raise NasPruneError(f"{path}: a label or instance map must be a single-channel index PNG, got mode {im.mode}")
+    return np.asarray(im, dtype=np.int64)
 
 
 class SegDataset(torch.utils.data.Dataset):
@@ -216,11 +214,7 @@ class SegDataset(torch.utils.data.Dataset):
                                 f"({self.n_labels} labels: the generator's input channels"
                                 f"{' minus the instance-edge channel' if self.instances else ''})")
         h, w = label.shape
-        try:
-            with Image.open(self.image_paths[index]) as im:
-                photo = im.convert("RGB")
-        except (OSError, SyntaxError, ValueError) as err:
-            raise NasPruneError(f"{self.image_paths[index]}: cannot be read ({err})") from None
+        photo = open_image(self.image_paths[index], "RGB")
         if photo.size != (w, h):
             raise NasPruneError(f"{self.image_paths[index]}: {photo.size[0]}x{photo.size[1]} image for a "
                                 f"{w}x{h} label map ({self.label_paths[index].name})")

@@ -202,11 +202,7 @@ def export_generator(
     """
     import torch
 
-    from nas_prune.evaluate import open_generator
-    from nas_prune.fileio import atomic_path
     from nas_prune.macs import parse_input_size
-    from nas_prune.model import Generator, check_forward_memory, check_input_size
-    from nas_prune.outputs import check_out_files
 
     if format not in FORMATS:
         raise NasPruneError(f"format {format!r} is not one of {', '.join(FORMATS)}")
@@ -230,10 +226,12 @@ def export_generator(
 def _export_checked(model: Any, *, out: Path, format: str, size: tuple[int, int], batch_size: int, opset: int,
                     dynamic: bool, check: bool, atol: float, seed: int, space: Any, t0: float) -> ExportResult:
     """:func:`export_generator` after its option checks, the output folder held."""
+    import io
+
     import torch
 
     from nas_prune.evaluate import open_generator
-    from nas_prune.fileio import atomic_path
+    from nas_prune.fileio import atomic_path, naming_failures
     from nas_prune.model import Generator, check_forward_memory, check_input_size
     from nas_prune.outputs import check_out_files
 
@@ -259,7 +257,12 @@ def _export_checked(model: Any, *, out: Path, format: str, size: tuple[int, int]
                 _onnx_export(net, x, tmp, opset=opset, dynamic=dynamic)
             else:
                 traced = _trace(net, x)
-                torch.jit.save(traced, str(tmp))
+                # serialised in memory, then written: torch.jit.save straight to a file aborts the
+                # process (C++ terminate, SIGABRT) when the disk refuses a write, leaving the temporary
+                buffer = io.BytesIO()
+                torch.jit.save(traced, buffer)
+                with naming_failures(out):
+                    tmp.write_bytes(buffer.getvalue())
         if check:
             run = _run_onnx(tmp) if format == "onnx" else _run_torchscript(tmp)
             inputs = [x]

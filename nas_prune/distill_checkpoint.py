@@ -14,6 +14,7 @@ from nas_prune import loop
 from nas_prune.distill_config import CHECKPOINT_VERSION
 from nas_prune.distill_io import check_same_inputs, data_fingerprint
 from nas_prune.errors import NasPruneError
+from nas_prune.fileio import loads_json, read_json
 
 __all__ = ["save", "load"]
 
@@ -42,7 +43,9 @@ def save(run) -> None:
 def load(run) -> None:
     """Restore a run from ``checkpoints/last.pt`` after checking it belongs to this run."""
     state = loop.load_checkpoint(run.out, version=CHECKPOINT_VERSION)
-    info = json.loads((run.out / "config.json").read_text(encoding="utf-8"))
+    info = read_json(run.out / "config.json", what="run config")
+    if not isinstance(info, dict):
+        raise NasPruneError(f"{run.out / 'config.json'}: expected a JSON object")
     if info.get("student_arch") != run.student_arch.to_dict():
         raise NasPruneError(f"resume: the student architecture differs from the one of the run in {run.out}")
     if info.get("world_size", 1) != run.world:
@@ -62,6 +65,6 @@ def load(run) -> None:
         run.scaler.load_state_dict(state["scaler"])
     loop.set_rng_state(state)
     run.step = int(state["step"])
-    run.history = json.loads(state["history"])
-    best = json.loads(state["best"])
+    run.history = loads_json(str(state["history"]), source=f"{run.out / loop.CHECKPOINT} history")
+    best = loads_json(str(state["best"]), source=f"{run.out / loop.CHECKPOINT} best")
     run.best, run.best_step = best["metrics"], best["step"]

@@ -7,7 +7,6 @@ at validation, not hours into a run); :class:`DistillResult` is what a run retur
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import asdict, dataclass, field, fields
@@ -269,10 +268,11 @@ def read_run_config(out_dir: str | os.PathLike) -> DistillConfig:
     path = Path(out_dir) / "config.json"
     if not path.is_file():
         raise NasPruneError(f"nothing to resume: {path} not found")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise NasPruneError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    from nas_prune.fileio import read_json
+
+    data = read_json(path, what="run config")
+    if not isinstance(data, dict):
+        raise NasPruneError(f"{path}: expected a JSON object, found {type(data).__name__}")
     return DistillConfig.from_dict(data.get("config", {}), where=str(path))
 
 

@@ -32,7 +32,6 @@ do not match its widths all fail with a message naming the field.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -41,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from nas_prune.arch import Arch, arch_from_dict, fits_within
 from nas_prune.errors import NasPruneError
-from nas_prune.fileio import dumps_readable
+from nas_prune.fileio import dumps_readable, read_json
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -280,10 +279,7 @@ def read_document(path: str | os.PathLike) -> dict[str, Any]:
 
         check_finished(arch_path)  # RUN/final/arch.json of a run that has not finished says so
         raise NasPruneError(run_folder_hint(arch_path.parent) or f"architecture file not found: {arch_path}")
-    try:
-        doc = json.loads(arch_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise NasPruneError(f"{arch_path}: not valid JSON ({err})") from None
+    doc = read_json(arch_path, what="architecture file")
     validate_document(doc, source=str(arch_path))
     return doc
 
@@ -324,10 +320,10 @@ def _read_weights(path: Path, arch: Arch) -> dict[str, "torch.Tensor"]:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
         raise NasPruneError(f"{path}: not a readable safetensors file ({err})") from None
-    from nas_prune.checkpoint import check_finite
     from nas_prune.families.common import check_state
+    from nas_prune.tensor_checks import check_weights
 
-    check_finite(state, path)
+    check_weights(state, path)
     return check_state(build_generator(arch).state_dict(), state, path,
                        what="weights do not match the architecture in arch.json")
 
@@ -395,8 +391,10 @@ def write_student(
     """Write a student folder: ``arch.json``, ``student.safetensors``, ``summary.md``.
 
     A new (or empty) ``out`` is built as a temporary sibling folder renamed to ``out``, so
-    all files appear together or none do. Otherwise each file is written atomically,
-    ``arch.json`` (what makes a folder a student) last. Every file is listed in the
+    all files appear together or none do. Otherwise every file is written to a temporary
+    beside it first and the temporaries are renamed only once all are written, ``arch.json``
+    (what makes a folder a student) last: a write that fails (a full disk) leaves the earlier
+    files as they were and no temporary behind. Every file is listed in the
     folder's manifest (:mod:`nas_prune.outputs`).
 
     Args:
@@ -430,28 +428,44 @@ def write_student(
     if summary is not None:
         contents[SUMMARY_FILE] = summary.encode("utf-8")
     if out.is_dir() and any(out.iterdir()):
-        from nas_prune.fileio import write_bytes
+        import contextlib
+
+        from nas_prune.fileio import atomic_path, naming_failures
 
         for name in (WEIGHTS_FILE, SUMMARY_FILE, ARCH_FILE):
             if name not in contents and (out / name).exists():
                 (out / name).unlink()  # an earlier student's file (checked replaceable above)
                 forget(out / name)
-        for name in names:
-            write_bytes(out / name, contents[name])
+        # every file is written to its temporary first and renamed only when all are written (in
+        # the order of ``names``: contexts exit last-entered first), so a full disk leaves the
+        # earlier student whole, never new weights beside an old arch.json
+        with contextlib.ExitStack() as stack:
+            temps = {name: stack.enter_context(atomic_path(out / name)) for name in reversed(names)}
+            for name, tmp in temps.items():
+                with naming_failures(out / name):
+                    tmp.write_bytes(contents[name])
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    from nas_prune.fileio import naming_failures, write_failed
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as err:
+        raise write_failed(out, err) from None
     try:
         for name in names:
-            (tmp / name).write_bytes(contents[name])
-            record(tmp / name)
+            with naming_failures(out / name):
+                (tmp / name).write_bytes(contents[name])
+                record(tmp / name)
         if out.is_dir():
             out.rmdir()  # empty
-        os.replace(tmp, out)
+        with naming_failures(out):
+            os.replace(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out
+
 
 
 def student_files() -> list[str]:

@@ -171,7 +171,9 @@ def load_stats(path: str | os.PathLike) -> dict[str, Any]:
     if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
         raise NasPruneError(f"{path}: sigma: shape {sigma.shape} does not match mu {mu.shape}")
     feats = data.get("features")
-    meta = json.loads(str(data["meta"])) if "meta" in data else {}
+    from nas_prune.fileio import loads_json
+
+    meta = loads_json(str(data["meta"]), source=f"{path} meta") if "meta" in data else {}
     return {"mu": mu, "sigma": sigma, "features": feats, "meta": meta}
 
 

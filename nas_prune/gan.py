@@ -154,7 +154,11 @@ def read_state_dict(path: str | os.PathLike, *, what: str = "checkpoint") -> dic
             break
     if not isinstance(obj, Mapping) or not any(isinstance(v, torch.Tensor) for v in obj.values()):
         raise NasPruneError(f"{what} {path}: no state dict of tensors found")
-    return {str(k).removeprefix("module."): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    from nas_prune.tensor_checks import check_weights
+
+    state = {str(k).removeprefix("module."): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    check_weights(state, f"{what} {path}")
+    return state
 
 
 def discriminator_from_state_dict(state: Mapping[str, torch.Tensor], *, source: str = "discriminator") -> PatchDiscriminator:

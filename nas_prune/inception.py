@@ -256,6 +256,9 @@ def _read(path: Path) -> Mapping[str, torch.Tensor]:
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not any(isinstance(v, torch.Tensor) for v in obj.values()):
         raise NasPruneError(f"Inception weights {path}: no state dict of tensors found")
+    from nas_prune.tensor_checks import check_weights
+
+    check_weights({str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}, f"Inception weights {path}")
     return obj
 
 

@@ -113,7 +113,9 @@ def load_generator(
     path = Path(path)
     check_finished(path)
     tensors = read_tensors(path)
-    check_finite(tensors, path)
+    from nas_prune.tensor_checks import check_weights
+
+    check_weights(tensors, path)  # dense, floating point, finite
     student = _student_beside(path)
     if student is not None:
         return _load_student_file(path, student, space)

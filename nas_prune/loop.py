@@ -202,13 +202,22 @@ def set_lr(cfg, *, step: int, steps_per_epoch: int, optimizers: Iterable) -> flo
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file renamed over ``path``: never a half-written checkpoint."""
+    """``torch.save`` to a temporary file renamed over ``path``: never a half-written checkpoint.
+
+    The checkpoint is serialised in memory and then written, so a write the disk refuses is a
+    plain ``OSError`` (named by :func:`nas_prune.fileio.atomic_path`) rather than torch's
+    "unexpected pos" from inside its zip writer, which can also abort the process.
+    """
+    import io
+
     import torch
 
     from nas_prune.fileio import atomic_path
 
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        tmp.write_bytes(buffer.getvalue())
 
 
 def rng_state() -> dict:
@@ -243,6 +252,11 @@ def load_checkpoint(out: Path, *, version: int) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any reader failure means a bad file
         raise NasPruneError(f"{path}: cannot be read ({type(err).__name__})") from None
+    from nas_prune.tensor_checks import check_layout, nested_tensors
+
+    if not isinstance(state, dict):
+        raise NasPruneError(f"{path}: not a training checkpoint (found {type(state).__name__})")
+    check_layout(nested_tensors(state), path)
     if state.get("version") != version:
         raise NasPruneError(f"{path}: checkpoint version {state.get('version')} is not supported")
     return state
@@ -279,14 +293,30 @@ def check_fresh_run(out: Path) -> None:
 
 
 def append_log(out: Path, record: Mapping[str, Any]) -> None:
-    """One JSON line in ``out/log.jsonl`` (listed as a live file of nas-prune, :mod:`nas_prune.outputs`)."""
+    """One JSON line in ``out/log.jsonl`` (listed as a live file of nas-prune, :mod:`nas_prune.outputs`).
+
+    A write the system refuses (a full disk) is one error naming the file, and a partly
+    appended line is cut off again: the log stays a file of whole lines.
+    """
+    from nas_prune.fileio import write_failed
     from nas_prune.outputs import check_replaceable, record as own
 
     path = out / "log.jsonl"
     check_replaceable(path)
     own(path, live=True)
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(dict(record)) + "\n")
+    line = (json.dumps(dict(record)) + "\n").encode("utf-8")
+    with open(path, "ab", buffering=0) as fh:  # unbuffered: nothing left to flush after a failure
+        size = fh.tell()
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[fh.write(view):]
+        except OSError as err:
+            try:
+                fh.truncate(size)
+            except OSError:
+                pass
+            raise write_failed(path, err) from None
 
 
 # ----------------------------------------------------------------------------- the loop

@@ -83,9 +83,11 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, dict]:
     An unreadable manifest counts as none: nothing in the folder is then taken as nas-prune's.
     """
     path = Path(folder) / MANIFEST
+    from nas_prune.readers import read_json
+
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        doc = read_json(path, what="manifest")
+    except NasPruneError:  # missing, unreadable, too large or too deep
         return {}
     files = doc.get("files") if isinstance(doc, dict) and doc.get("format") == MANIFEST_FORMAT else None
     return {k: v for k, v in files.items() if isinstance(v, dict)} if isinstance(files, dict) else {}

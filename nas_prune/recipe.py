@@ -211,22 +211,18 @@ def _suggest(key: str, known: Sequence[str]) -> str:
 
 
 def _read_yaml(path: Path) -> Any:
-    import yaml
+    from nas_prune.fileio import read_yaml
+
+    return read_yaml(path, what="recipe")
+
+
+def _parse_value(raw: str, *, source: str = "--set value") -> Any:
+    """``raw`` read as YAML, or the text itself when it is not valid YAML (bounded: :mod:`nas_prune.fileio`)."""
+    from nas_prune.fileio import InvalidSyntaxError, loads_yaml
 
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise NasPruneError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
-
-
-def _parse_value(raw: str) -> Any:
-    import yaml
-
-    try:
-        return yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+        return loads_yaml(raw, source=source) if raw.strip() else None
+    except InvalidSyntaxError:
         return raw
 
 
@@ -250,7 +246,7 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str], *, source
         parts = key.split(".")
         if parts[0] in STAGES:
             parts = ["stages", *parts]
-        value = _parse_value(raw)
+        value = _parse_value(raw, source=f"{source} {key}")
         node = out
         for i, part in enumerate(parts[:-1]):
             nxt = node.get(part)

@@ -183,10 +183,13 @@ class _Runner:
         path = self.folder(stage) / STAGE_FILE
         if not path.is_file():
             return None
+        from nas_prune.fileio import read_json
+
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
+            state = read_json(path, what="stage state")
+        except NasPruneError:
             return None
+        return state if isinstance(state, dict) else None
 
     def _write_state(self, stage: str, state: dict[str, Any]) -> None:
         from nas_prune.fileio import write_json

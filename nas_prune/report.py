@@ -11,7 +11,6 @@ the input and the real target.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -31,10 +30,13 @@ NOISE_SSIM = 0.01
 def _read_json(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
+    from nas_prune.fileio import read_json
+
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
+        doc = read_json(path)
+    except NasPruneError:
         return None
+    return doc if isinstance(doc, dict) else None
 
 
 #: Column labels of the grid for the models a recipe run compares (the report names them in full).

@@ -17,7 +17,6 @@ the folder is never taken for the result of the unfinished run.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Sequence
@@ -76,9 +75,11 @@ class RunStatus:
 def read_status(folder: str | os.PathLike) -> dict | None:
     """The status of the run in ``folder``, or None when it has none (or it is unreadable)."""
     path = Path(folder) / STATUS_FILE
+    from nas_prune.fileio import read_json
+
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        doc = read_json(path, what="status file")
+    except NasPruneError:
         return None
     return doc if isinstance(doc, dict) and doc.get("state") in STATES else None
 
@@ -97,7 +98,7 @@ def check_finished(path: str | os.PathLike) -> None:
         if status["state"] == "done":
             return
         command = status.get("command", "distill")
-        how = (f"nas-prune run RECIPE again" if (run / "stage.json").is_file()
+        how = ("nas-prune run RECIPE again" if (run / "stage.json").is_file()
                else f"nas-prune {command} --resume --out {run}" + (" (with the same --teacher, --student and --data)"
                                                                      if command == "distill" else " --data DIR"))
         reason = status.get("reason")

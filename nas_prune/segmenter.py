@@ -202,7 +202,7 @@ def load_segmenter(path: str | os.PathLike | None, *, device: str | torch.device
             file, another layout, missing / unexpected keys, or wrong shapes.
     """
     from nas_prune.gan import read_state_dict
-    from nas_prune.load import check_state
+    from nas_prune.families.common import check_state
 
     if path is None:
         raise NasPruneError(f"mIoU needs the DRN-D-105 segmenter weights: {SEGMENTER_HINT} (--segmenter PATH)")

@@ -70,4 +70,6 @@ def resolve_shipped(kind: str, name_or_path: str | os.PathLike) -> tuple[Path, b
     names = ", ".join(shipped_names(kind)) or "none"
     if path.is_dir():
         raise NasPruneError(f"{what} {text} is a folder; give a YAML file or a shipped name ({names})")
+    if path.exists():  # a device, FIFO or socket: reading it would block or never end
+        raise NasPruneError(f"{what} {text} is not a regular file (a device, FIFO or socket); give a YAML file")
     raise NasPruneError(f"{what} not found: {text} (no such file, and the shipped {what}s are: {names})")

@@ -48,17 +48,11 @@ def load_space(path: str | os.PathLike) -> Any:
     Raises:
         NasPruneError: missing file, YAML syntax error (with line), or a bad field.
     """
-    import yaml
-
+    from nas_prune.fileio import read_yaml
     from nas_prune.shipped import resolve_shipped
 
     path, _ = resolve_shipped("search_spaces", path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise NasPruneError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+    data = read_yaml(path, what="search space")
     if not isinstance(data, Mapping):
         raise NasPruneError(f"{path}: expected a mapping at the top level")
     name = data.get("family", DEFAULT_FAMILY)

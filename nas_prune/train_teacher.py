@@ -25,7 +25,6 @@ takes ``--teacher``) and, for CycleGAN, ``teacher_BtoA.safetensors``.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -400,7 +399,12 @@ class _CycleRun:
     def _load(self) -> None:
         if not (self.out / loop.CHECKPOINT).is_file():
             raise NasPruneError(f"nothing to resume: {self.out / loop.CHECKPOINT} not found")
-        saved = json.loads((self.out / "config.json").read_text(encoding="utf-8"))["config"]
+        from nas_prune.fileio import read_json
+
+        doc = read_json(self.out / "config.json", what="run config")
+        saved = doc.get("config") if isinstance(doc, dict) else None
+        if not isinstance(saved, dict):
+            raise NasPruneError(f"{self.out / 'config.json'}: no config object; is it a train-teacher run folder?")
         for key, value in self.cfg.to_dict().items():
             if key not in self.RESUMABLE and saved.get(key) != value:
                 raise NasPruneError(f"resume: {key} is {value!r}, the run in {self.out} used {saved.get(key)!r}")

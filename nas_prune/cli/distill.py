@@ -33,7 +33,7 @@ def parse_distill(methods: str, weights: dict[str, Optional[float]]) -> dict[str
 
 def parse_options(items: List[str]) -> dict[str, dict[str, Any]]:
     """``["gcka.centered=true", "crd.patch=4"]`` -> ``{"gcka": {"centered": True}, "crd": {"patch": 4}}``."""
-    import yaml
+    from nas_prune.fileio import InvalidSyntaxError, loads_yaml
 
     out: dict[str, dict[str, Any]] = {}
     for item in items:
@@ -42,8 +42,8 @@ def parse_options(items: List[str]) -> dict[str, dict[str, Any]]:
         if not sep or not dot or not method or not option:
             raise NasPruneError(f"--distill-option {item!r}: expected METHOD.OPTION=VALUE, e.g. gcka.centered=true")
         try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
+            value = loads_yaml(raw, source=f"--distill-option {key}")
+        except InvalidSyntaxError:
             value = raw
         out.setdefault(method.strip(), {})[option.strip()] = value
     return out

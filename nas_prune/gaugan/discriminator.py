@@ -142,7 +142,7 @@ def load_multiscale_discriminator(path: str | os.PathLike, *, in_channels: int |
         NasPruneError: unreadable file, another layout, missing/unexpected keys or wrong shapes.
     """
     from nas_prune.gan import read_state_dict
-    from nas_prune.load import check_state
+    from nas_prune.families.common import check_state
 
     state = read_state_dict(path, what="discriminator checkpoint")
     src = str(path)

@@ -125,7 +125,7 @@ def load_vgg19(path: str | os.PathLike | None, *, device: str | torch.device = "
             file, missing / unexpected keys, or wrong shapes.
     """
     from nas_prune.gan import read_state_dict
-    from nas_prune.load import check_state
+    from nas_prune.families.common import check_state
 
     if path is None:
         raise NasPruneError(f"GauGAN's perceptual loss needs VGG19 weights: {VGG_WEIGHTS_HINT} (--vgg PATH)")

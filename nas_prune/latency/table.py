@@ -195,14 +195,17 @@ class LatencyTable:
         table = cls(key, path)
         if refresh or not path.exists():
             return table
+        from nas_prune.errors import NasPruneError
+        from nas_prune.fileio import read_json
+
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
+            doc = read_json(path, what="latency table")
             if doc.get("key") != key:
                 return table
             table.units = {str(k): float(v) for k, v in doc.get("units", {}).items()}
             table.overhead_ms = None if doc.get("overhead_ms") is None else float(doc["overhead_ms"])
             table.calibration = {str(k): float(v) for k, v in doc.get("calibration", {}).items()}
-        except (OSError, ValueError, TypeError, AttributeError):
+        except (NasPruneError, OSError, ValueError, TypeError, AttributeError):
             return cls(key, path)
         return table
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from nas_prune.errors import NasPruneError
+from nas_prune.fileio import read_json
 from nas_prune.study.records import TrialRecord
 from nas_prune.study.storage import STORAGE_FILE, _file_lock
 from nas_prune.study.variables import scaled_scores
@@ -96,8 +97,8 @@ def held_result(out: Path, *, name: str, config: Mapping[str, Any], storage: str
     for doc in (out / ARCH_FILE, out / STUDENT_DIR / ARCH_FILE):
         if doc.is_file():
             try:
-                prov = json.loads(doc.read_text(encoding="utf-8")).get("provenance") or {}
-            except (OSError, ValueError, AttributeError):
+                prov = read_json(doc, what="architecture file").get("provenance") or {}
+            except (NasPruneError, OSError, ValueError, AttributeError):
                 return f"a {doc.name} that cannot be read"
             study = prov.get("study") if isinstance(prov, dict) else None
             if not isinstance(study, dict):

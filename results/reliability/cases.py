@@ -7,7 +7,19 @@ expectation is one of:
   no file of the workspace changed or removed, no file added;
 * ``ok``: exit 0 and ``check`` (if any) finds nothing wrong in what was written;
 * ``safe``: either a one-line error or success, but no file outside ``may_change`` is
-  changed or removed and ``check`` (if any) passes.
+  changed or removed and ``check`` (if any) passes;
+* ``stopped``: the command is sent ``signal`` while it runs and must exit with ``exit_code``,
+  without a traceback, and ``check`` must pass (the run recorded as interrupted, say).
+
+``runner`` runs the command under a real fault (``run_matrix.py: wrap``): ``fsize:BYTES``
+(a file-size limit), ``tmpfs:SIZE:DIR`` (DIR a tmpfs of SIZE in a private mount namespace;
+what is left on it is copied to ``DIR.copy`` for ``check``), ``rofs:DIR`` (a read-only
+mount), ``pipe:CMD`` (stdout piped into the shell command CMD). ``background`` is a command
+started first and kept running while the case runs (a concurrent writer), once ``ready``
+exists. Every case that runs past ``timeout`` seconds is a *hang*.
+
+``run_matrix.py`` adds the cases of the other categories, in ``cases_files.py`` (hostile files, dtypes, images,
+JSON / YAML, full disks) and ``cases_runs.py`` (signals, concurrent writers, piped output).
 """
 
 from __future__ import annotations
@@ -43,6 +55,14 @@ class Case:
     env: dict[str, str] = field(default_factory=dict)
     first: list[str] | None = None  # a command run before the case (not judged)
     prepare: Callable[[Path], None] | None = None  # then this, on the workspace
+    runner: str | None = None  # fsize:BYTES, tmpfs:SIZE:DIR, rofs:DIR or pipe:CMD (module docstring)
+    background: list[str] | None = None  # a concurrent command, running while the case runs
+    ready: str | None = None  # the path whose existence shows ``background`` (or the case, for ``signal``) is under way
+    signal: int | None = None  # sent to the case's command once ``ready`` exists (plus ``delay`` seconds)
+    delay: float = 1.0
+    group: bool = False  # send ``signal`` to the whole process group (Ctrl-C in a shell pipeline)
+    exit_code: int | None = None  # the exit expected after ``signal``
+    timeout: float = 600.0
 
 
 # ----------------------------------------------------------------------------- workspace
