@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from nas_prune.errors import NasPruneError
 from nas_prune.study.records import TrialRecord
-from nas_prune.study.storage import STORAGE_FILE, _file_lock
+from nas_prune.study.storage import STORAGE_FILE, file_lock
 from nas_prune.study.variables import scaled_scores
 from nas_prune.study.worker import CONFIG_ATTR, _short, _Study, _widths_key
 
@@ -72,13 +72,13 @@ def held_result(out: Path, *, name: str, config: Mapping[str, Any], storage: str
     from nas_prune.outputs import MANIFEST
 
     db = out / STORAGE_FILE
-    lock = db.with_name(db.name + ".nas-prune.lock")
-    if not out.is_dir() or not any(p.name not in (MANIFEST, lock.name) for p in out.iterdir()):
+    legacy_lock = db.name + ".nas-prune.lock"  # the lock file of earlier versions
+    if not out.is_dir() or not any(p.name not in (MANIFEST, legacy_lock) for p in out.iterdir()):
         return None
     if db.exists():
         if storage is not None:
             return f"a study database ({STORAGE_FILE}) that --storage does not use"
-        with _file_lock(lock):  # workers starting together: wait until the study is set up
+        with file_lock(db):  # workers starting together: wait until the study is set up
             studies = _studies_in(db)
         if studies is None:
             return f"a {STORAGE_FILE} that is not a readable study database"
