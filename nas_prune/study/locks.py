@@ -65,7 +65,7 @@ def _try_flock(fd: int) -> bool:
 
 
 @contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path, *, say: Callable[[str], None] | None = None) -> Iterator[None]:
     """Hold the workers' lock of an existing study file ``path`` once (see :class:`_FileLock`).
 
     Only for a process with no SQLite connection to ``path`` open: the descriptor is closed
@@ -73,7 +73,7 @@ def file_lock(path: Path) -> Iterator[None]:
     """
     lock = _FileLock(path)
     try:
-        with lock.hold(say=lambda _line: None, what=str(path)):
+        with lock.hold(say=say or (lambda _line: None), what=str(path)):
             yield
     finally:
         lock.close()

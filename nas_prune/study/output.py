@@ -7,7 +7,7 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from nas_prune.errors import NasPruneError
 from nas_prune.study.records import TrialRecord
@@ -31,6 +31,7 @@ def check_out(
     storage: str | None,
     force: bool,
     inputs: Sequence[str | os.PathLike | None],
+    say: Callable[[str], None] | None = None,
 ) -> None:
     """Check the output folder of a study before it opens its storage.
 
@@ -49,7 +50,7 @@ def check_out(
     check_writable(out)
     writes = [STORAGE_FILE] * (storage is None) + [TRIALS_FILE, PLOT_FILE]
     writes += student_files()
-    other = held_result(out, name=name, config=config, storage=storage)
+    other = held_result(out, name=name, config=config, storage=storage, say=say)
     if other is None:
         check_inputs([out / w for w in writes], inputs)
         db = [STORAGE_FILE + x for x in ("", "-wal", "-shm", "-journal", ".nas-prune.lock")]
@@ -66,7 +67,8 @@ def check_out(
     check_out_dir(out, force=True, inputs=inputs, writes=writes)
 
 
-def held_result(out: Path, *, name: str, config: Mapping[str, Any], storage: str | None) -> str | None:
+def held_result(out: Path, *, name: str, config: Mapping[str, Any], storage: str | None,
+                say: Callable[[str], None] | None = None) -> str | None:
     """None when ``out`` is new, empty or holds study ``name`` run with ``config``; else what it holds."""
     from nas_prune.export import ARCH_FILE
     from nas_prune.outputs import MANIFEST
@@ -78,7 +80,7 @@ def held_result(out: Path, *, name: str, config: Mapping[str, Any], storage: str
     if db.exists():
         if storage is not None:
             return f"a study database ({STORAGE_FILE}) that --storage does not use"
-        with file_lock(db):  # workers starting together: wait until the study is set up
+        with file_lock(db, say=say):  # workers starting together: wait until the study is set up
             studies = _studies_in(db)
         if studies is None:
             return f"a {STORAGE_FILE} that is not a readable study database"

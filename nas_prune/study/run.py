@@ -230,7 +230,7 @@ def run_study(
         evaluated=[], ran=[], say=say,
     )
     check_out(out, name=name, config=worker.config(), storage=storage, force=force,
-              inputs=[teacher, space, calib_data])
+              inputs=[teacher, space, calib_data], say=say)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
