@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 from nas_prune.errors import NasPruneError
 
 LOCK_WAIT_S = 60.0  # longest wait for a lock another process holds (workers hold it for milliseconds)
-SAY_WAIT_S = 2.0  # a wait longer than this is said
+SAY_WAIT_S = 5.0  # a wait longer than this is said (creating the tables on a busy server takes seconds)
 _SERVER_LOCK_KEY = 0x6E61737072756E  # pg_advisory_lock key ("nasprun")
 _SERVER_LOCK_NAME = "nas-prune-study"  # MySQL GET_LOCK name
 

@@ -154,7 +154,10 @@ class _Study:
                 running = [t for t in trials if t.state == TrialState.RUNNING]
                 if not announced:
                     announced = True
-                    if finished:
+                    if running:
+                        self.say(f"joining: {finished} of {self.n_trials} trials finished, {len(running)} "
+                                 "running on other workers")
+                    elif finished:
                         self.say(f"resuming: {finished} of {self.n_trials} trials already finished")
                 if finished >= self.n_trials:
                     return
