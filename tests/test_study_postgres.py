@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -312,3 +313,64 @@ def test_pick_is_checked_before_the_study(tmp_path, teacher_file):
     with pytest.raises(NasPruneError, match=r"--pick 99: a study of 3 trials ranks at most 3 students \(--pick 0\.\.2\)"):
         run_study(teacher=teacher_file, trials=3, out=out, pick=99, **COMMON)
     assert not out.exists()  # nothing ran, nothing written
+
+
+# ----------------------------------------------------------------------------- retries without a server
+
+
+def test_ctrl_c_requeues_the_trial(monkeypatch, tmp_path, teacher_file):
+    from nas_prune.study.worker import _Study
+
+    kw = dict(teacher=teacher_file, trials=3, out=tmp_path / "c", study_name="c", **COMMON)
+    evaluate, calls = _Study.evaluate, []
+
+    def interrupted(self, study, trial):
+        calls.append(trial.number)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return evaluate(self, study, trial)
+
+    monkeypatch.setattr(_Study, "evaluate", interrupted)
+    lines = []
+    with pytest.raises(KeyboardInterrupt):
+        run_study(**kw, log=lines.append)
+    assert f"trial {calls[1]} was interrupted (stopped by the user): marked failed, its parameters queued again" \
+        in lines
+    result = run_study(**kw)
+    trials = optuna.load_study(study_name="c", storage=f"sqlite:///{tmp_path / 'c' / 'study.db'}").get_trials()
+    assert trials[calls[1]].state.name == "FAIL"
+    [retry] = result.retried
+    assert retry.retry_of == calls[1] and retry.state == "COMPLETE"
+    assert trials[retry.number].params == trials[calls[1]].params
+    assert result.to_json()["finished"] == 3
+
+
+def test_journal_trial_without_heartbeat_is_retried(tmp_path, teacher_file):
+    """A journal has no Optuna heartbeat: the trial's own ``heartbeat`` attribute tells."""
+    journal = f"journal:{tmp_path / 'j.log'}"
+    kw = dict(teacher=teacher_file, out=tmp_path / "j", storage=journal, study_name="j", **COMMON)
+    run_study(**kw, trials=1)
+    store = open_storage(journal, out=tmp_path)
+    study = optuna.load_study(study_name="j", storage=store.storage)
+    stale = study.ask({g: optuna.distributions.FloatDistribution(0.5, 2.0, log=True)
+                           for g in study.trials[0].params})
+    stale.set_user_attr("worker", {"host": "elsewhere", "pid": 1})
+    stale.set_user_attr("heartbeat", time.time() - 60)  # its worker stopped a minute ago
+    fresh = study.ask({g: optuna.distributions.FloatDistribution(0.5, 2.0, log=True) for g in study.trials[0].params})
+    fresh.set_user_attr("worker", {"host": "elsewhere", "pid": 2})
+    fresh.set_user_attr("heartbeat", time.time() + 3600)  # alive (until the test ends it)
+    store.close()
+    lines = []
+
+    def finish_fresh(line):
+        lines.append(line)
+        if line.startswith("3 of 4 trials finished; the study is still running elsewhere"):
+            study.tell(fresh.number, [0.0])  # the live worker finishes its trial
+
+    result = run_study(**kw, trials=4, grace_s=30, log=finish_fresh)
+    pattern = rf"trial {stale.number} was interrupted \(no heartbeat for (\d+) s\): marked failed, its parameters queued again"
+    [waited] = [int(m.group(1)) for m in map(lambda line: re.fullmatch(pattern, line), lines) if m]
+    assert 60 <= waited < 600
+    assert [(r.retry_of, r.state) for r in result.retried] == [(stale.number, "COMPLETE")]
+    assert result.trials[stale.number].state == "FAIL" and result.trials[fresh.number].state == "COMPLETE"
+    assert result.to_json()["finished"] == 4
