@@ -7,6 +7,7 @@ where the server binaries or psycopg are missing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -239,27 +240,34 @@ def _listing(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in folder.iterdir()}
 
 
-def test_locked_sqlite_storage_fails_fast(monkeypatch, tmp_path, teacher_file):
-    users = tmp_path / "mine"
-    users.mkdir()
-    db = users / "optuna.db"
-    optuna.create_study(storage=f"sqlite:///{db}", study_name="theirs")
-    before = _listing(users)
+@contextlib.contextmanager
+def _sqlite_locked(db: Path):
+    """Another process holds an exclusive lock on SQLite file ``db`` (a write in progress)."""
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sqlite3, sys, time\ncon = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
          "con.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\ntime.sleep(120)", str(db)],
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        monkeypatch.setattr(locks, "LOCK_WAIT_S", 2.0)
-        out = tmp_path / "out"
+        yield
+    finally:
+        holder.kill()
+        holder.communicate()
+
+
+def test_locked_sqlite_storage_fails_fast(monkeypatch, tmp_path, teacher_file):
+    users = tmp_path / "mine"
+    users.mkdir()
+    db = users / "optuna.db"
+    optuna.create_study(storage=f"sqlite:///{db}", study_name="theirs")
+    before = _listing(users)
+    monkeypatch.setattr(locks, "LOCK_WAIT_S", 2.0)
+    out = tmp_path / "out"
+    with _sqlite_locked(db):
         start = time.monotonic()
         res = CliRunner().invoke(app, ["search", "--teacher", str(teacher_file), *CLI_COMMON, "--trials", "2",
                                        "--storage", f"sqlite:///{db}", "--out", str(out)])
         took = time.monotonic() - start
-    finally:
-        holder.kill()
-        holder.communicate()
     text = " ".join(res.output.split())
     assert res.exit_code == 2 and "Traceback" not in res.output, res.output
     assert "waiting up to 2 s" in text
@@ -267,6 +275,21 @@ def test_locked_sqlite_storage_fails_fast(monkeypatch, tmp_path, teacher_file):
     assert took < 60  # the bound, not SQLite's 120 s busy timeout (the teacher is loaded first)
     assert not out.exists()  # no empty --out
     assert _listing(users) == before  # no lock file, no manifest, the database untouched
+
+
+def test_locked_default_study_database(monkeypatch, tmp_path, teacher_file):
+    kw = dict(teacher=teacher_file, out=tmp_path / "d", study_name="d", **COMMON)
+    run_study(**kw, trials=1)
+    before = _listing(tmp_path / "d")
+    monkeypatch.setattr(locks, "LOCK_WAIT_S", 1.0)
+    with _sqlite_locked(tmp_path / "d" / "study.db"):
+        with pytest.raises(NasPruneError, match=r"the study database .*study\.db: the database is locked by another "
+                                                 r"process \(waited 1 s\); stop that process$"):
+            run_study(**kw, trials=2)
+    after = _listing(tmp_path / "d")
+    for name in ("study.db-wal", "study.db-shm"):  # the lock holder's, left by its kill
+        after.pop(name, None)
+    assert after == before
 
 
 def test_study_lock_held_by_a_stuck_process(monkeypatch, tmp_path, teacher_file):

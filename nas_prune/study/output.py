@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from nas_prune.errors import NasPruneError
 from nas_prune.study.records import TrialRecord
-from nas_prune.study.storage import STORAGE_FILE, file_lock
+from nas_prune.study.locks import file_lock
+from nas_prune.study.storage import STORAGE_FILE
 from nas_prune.study.variables import scaled_scores
 from nas_prune.study.worker import CONFIG_ATTR, _short, _Study, _widths_key
 

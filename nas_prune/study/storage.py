@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 from nas_prune.errors import NasPruneError
 from nas_prune.study import locks
 from nas_prune.study.liveness import _retry_callback
-from nas_prune.study.locks import _FileLock, _ServerLock, file_lock  # noqa: F401 (file_lock: public here)
+from nas_prune.study.locks import _FileLock, _ServerLock
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -187,6 +187,7 @@ def open_storage(
     say = say or (lambda _line: None)
     heartbeat = max(1, int(min(HEARTBEAT_S, grace_s / 4)))
     grace = max(heartbeat + 1, int(round(grace_s)))
+    given = bool(url)
     if url is None or url == "":
         if check_only:
             return None
@@ -227,7 +228,8 @@ def open_storage(
     store = StudyStorage(None, shown, db, grace_s=float(grace), heartbeat_s=float(heartbeat), say=say)
     store._retry = _retry_callback(say, grace)
     if db is not None:
-        return _open_sqlite(url, db, store, heartbeat=heartbeat, grace=grace)
+        return _open_sqlite(url, db, store, heartbeat=heartbeat, grace=grace,
+                            label=f"--storage {shown}" if given else f"the study database {db}")
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if backend in ("postgresql", "mysql", "mariadb"):
         kwargs["connect_args"] = {"connect_timeout": 10}  # an unreachable server fails in 10 s
@@ -272,13 +274,13 @@ def _open_journal(url: str, *, check_only: bool, grace_s: float, heartbeat_s: fl
     return store
 
 
-def _open_sqlite(url: str, db: Path, store: StudyStorage, *, heartbeat: int, grace: int) -> StudyStorage:
+def _open_sqlite(url: str, db: Path, store: StudyStorage, *, heartbeat: int, grace: int, label: str) -> StudyStorage:
     import sqlalchemy.exc
 
     mine = _ours_before(db, *(db.with_name(db.name + x) for x in ("-wal", "-shm", "-journal")))
     created = _create_file(db, store.url)
     try:
-        _wait_unlocked(db, store)
+        _wait_unlocked(db, store, label)
         store._file = _FileLock(db)
         kwargs = {"connect_args": {"timeout": 120}}  # other workers' writes take milliseconds
         store.storage = _create_rdb(url, kwargs, store, heartbeat=heartbeat, grace=grace)
@@ -378,7 +380,7 @@ def _remove_created(path: Path, created: bool) -> None:
                         path.with_name(path.name + x).unlink()
 
 
-def _wait_unlocked(db: Path, store: StudyStorage) -> None:
+def _wait_unlocked(db: Path, store: StudyStorage, label: str) -> None:
     """Wait (bounded) until no other process holds a write lock on SQLite file ``db``.
 
     SQLite would wait its busy timeout (120 s, for workers' short writes) at every
@@ -405,12 +407,12 @@ def _wait_unlocked(db: Path, store: StudyStorage) -> None:
             con.close()
         if time.monotonic() > deadline:
             raise NasPruneError(
-                f"--storage {store.url}: the database is locked by another process (waited {locks.LOCK_WAIT_S:.0f} s); "
-                "stop that process or use another --storage"
+                f"{label}: the database is locked by another process (waited {locks.LOCK_WAIT_S:.0f} s); "
+                "stop that process" + (" or use another --storage" if label.startswith("--storage") else "")
             )
         if not said:
             said = True
-            store.say(f"--storage {store.url}: the database is locked by another process; "
+            store.say(f"{label}: the database is locked by another process; "
                       f"waiting up to {locks.LOCK_WAIT_S:.0f} s")
         time.sleep(0.2)
 
