@@ -152,14 +152,14 @@ def test_three_workers_start_together_on_an_empty_database(pg, tmp_path, teacher
 
 
 def test_schema_creation_race(pg, tmp_path):
-    """Six processes open one empty database at the same instant (the bare storage, no study)."""
+    """Four processes open one empty database at the same instant (the bare storage, no study)."""
     url = pg.new_database()
     start = time.time() + 3
     code = ("import sys, time\nfrom nas_prune.study import open_storage\n"
             "time.sleep(max(0, float(sys.argv[2]) - time.time()))\n"
             "open_storage(sys.argv[1], out='.').close()\nprint('opened')")
     procs = [subprocess.Popen([sys.executable, "-c", code, url, str(start)], cwd=tmp_path, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(6)]
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
     for p in procs:
         out, err = p.communicate(timeout=300)
         assert p.returncode == 0 and out.strip() == "opened", err
