@@ -342,10 +342,12 @@ def test_killed_worker_is_resumed(tmp_path, teacher_file):
     finished = [t for t in after if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(finished) == 2
     assert after[killed[0]].state.name == "FAIL"  # the interrupted trial ...
-    retry = [t for t in after if t.user_attrs.get("retry_of") == killed[0]]
+    retry = [t for t in after if t.system_attrs.get("failed_trial") == killed[0]]
     # ... is run again with its parameters (a worker killed while Optuna was still writing them
     # leaves only some: those are kept, the rest are sampled anew)
     assert len(retry) == 1
+    assert [(r.number, r.retry_of) for r in result.retried] == [(retry[0].number, killed[0])]
+    assert result.to_json()["retried"] == [{"trial": retry[0].number, "retry_of": killed[0]}]
     assert {k: retry[0].params[k] for k in after[killed[0]].params} == after[killed[0]].params
     for n in done:  # finished trials are kept, not repeated
         assert (after[n].state.name, after[n].values, after[n].datetime_complete) == before[n]
@@ -369,7 +371,7 @@ def test_cli_study_and_errors(tmp_path, teacher_file):
     assert res.exit_code == 0 and "top trials" in res.output and "one-step" in res.output
     for extra, msg in (
         (["--trials", "0"], "--trials must be an integer >= 1"),
-        (["--trials", "2", "--pick", "9"], "--pick 9: the ranking has"),
+        (["--trials", "2", "--pick", "9"], "--pick 9: a study of 2 trials ranks at most 2 students"),
         (["--trials", "2", "--storage", "nope://x"], "--storage nope://x"),
         (["--pick", "1"], "--pick needs --trials N"),
         (["--trials", "2", "--score", "finetune"], "--score 'finetune'"),

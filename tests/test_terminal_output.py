@@ -85,7 +85,7 @@ def test_study_table_fits_80_columns_without_cut_cells():
     front = [rec(12, 24.31, 31.4), rec(0, 24.55, 54.8, one_step=True)]
     result = NS(convention="paper", objectives=("quality", "latency"), study_name="latest_net_G_A-2.6G-paper",
                 trials=front, front=front, one_step=front[1], pick=0, notes=[], picked=front[0],
-                storage="sqlite:///runs/x/study.db", student_dir="runs/x", plot=None)
+                storage="sqlite:///runs/x/study.db", student_dir="runs/x", plot=None, retried=[])
     con, buf = _console()
     render_study(result, con)
     text = buf.getvalue()

@@ -39,7 +39,7 @@ def search_cli(
     score: str = typer.Option("zero-shot", "--score", help="Candidate score: zero-shot (fidelity of the sliced student to the teacher) or finetune:STEPS (short distillation first).", rich_help_panel="Optuna search"),
     objectives: str = typer.Option("quality", "--objectives", help="quality (PSNR to the teacher) or quality,latency (NSGA-II, Pareto front).", rich_help_panel="Optuna search"),
     score_size: Optional[str] = typer.Option(None, "--score-size", help="N or HxW the fidelity is measured at (default --input-size; smaller is faster).", rich_help_panel="Optuna search"),
-    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage: RDB URL (sqlite:///f.db, postgresql://...) or journal:PATH (default <out>/study.db).", rich_help_panel="Optuna search"),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage shared by workers: RDB URL (sqlite:///f.db, postgresql://... with the postgres extra) or journal:PATH (default <out>/study.db); see docs/studies.md.", rich_help_panel="Optuna search"),
     study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name (default from teacher, target, score, objectives).", rich_help_panel="Optuna search"),
     pick: Optional[int] = typer.Option(None, "--pick", help="Export this index of the Pareto front (sorted by latency) / quality ranking (default: best quality).", rich_help_panel="Optuna search"),
     seed: int = typer.Option(0, "--seed", help="Sampler seed.", rich_help_panel="Optuna search"),

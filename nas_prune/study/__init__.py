@@ -47,15 +47,21 @@ processes, on one machine or many, can run the same command on one storage:
 
 - ``trials`` counts finished trials (complete or pruned) in the study, over all
   workers and runs. A worker starts a trial only while finished + running trials
-  are fewer than ``trials``, and waits while others run the last ones, so the
-  study ends with exactly ``trials`` finished trials. On one machine the check and
-  the trial creation hold a file lock next to a SQLite or journal file; with a
-  database server, a trial created in a race beyond ``trials`` is marked failed
-  with the user attribute ``surplus`` before anything runs.
-- Each running trial records its worker (host, pid) and a heartbeat every 10 s. A
-  trial whose worker died (a dead pid on this host, or no heartbeat for
-  ``grace_s`` seconds) is marked failed and its parameters are enqueued again, so
-  killing a worker loses no trial and re-running never repeats a finished one.
+  are fewer than ``trials``, and waits while others run the last ones (saying that
+  the study is still running elsewhere), so the study ends with exactly ``trials``
+  finished trials and every worker exports the same pick. The check and the trial
+  creation hold the storage's lock (:mod:`nas_prune.study.storage`: ``flock`` on the
+  SQLite or journal file, an advisory lock on PostgreSQL, ``GET_LOCK`` on MySQL); on
+  other servers a trial created in a race beyond ``trials`` is marked failed with the
+  user attribute ``surplus`` before anything runs. Workers may start together on an
+  empty database: Optuna's tables are created under the same lock.
+- Each running trial records its worker (host, pid) and Optuna's heartbeat (RDB
+  storages; a ``heartbeat`` user attribute on journals) every ``min(10, grace_s / 4)``
+  s. A trial whose worker died (a dead pid on this host, or no heartbeat for
+  ``grace_s`` seconds) is marked failed and Optuna's ``RetryFailedTrialCallback``
+  queues its parameters again (at most 3 times), so killing a worker loses no trial
+  and re-running never repeats a finished one; :attr:`StudyResult.retried` lists the
+  retries.
 - SQLite files are opened in WAL mode with ``synchronous=NORMAL`` (readers do not
   block the writer; a killed process loses nothing, a machine crash may lose the
   last commits). Keep them on a local disk; across machines use a database server.
@@ -63,8 +69,8 @@ processes, on one machine or many, can run the same command on one storage:
   when they sample, so workers propose different candidates and one worker's run
   is reproducible.
 
-Inspect a study with ``optuna-dashboard sqlite:///<out>/study.db`` (a separate
-package); trial user attributes hold the widths, MACs, PSNR, GCKA, latency and the
+Several machines: ``docs/studies.md``. Inspect a study with
+``optuna-dashboard sqlite:///<out>/study.db`` (a separate package); trial user attributes hold the widths, MACs, PSNR, GCKA, latency and the
 trial whose score a cached trial reused.
 
 Output folder: a student folder like a one-step result (``arch.json``,

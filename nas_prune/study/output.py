@@ -7,12 +7,13 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from nas_prune.errors import NasPruneError
 from nas_prune.fileio import read_json
 from nas_prune.study.records import TrialRecord
-from nas_prune.study.storage import STORAGE_FILE, _file_lock
+from nas_prune.study.locks import file_lock
+from nas_prune.study.storage import STORAGE_FILE
 from nas_prune.study.variables import scaled_scores
 from nas_prune.study.worker import CONFIG_ATTR, _short, _Study, _widths_key
 
@@ -32,6 +33,7 @@ def check_out(
     storage: str | None,
     force: bool,
     inputs: Sequence[str | os.PathLike | None],
+    say: Callable[[str], None] | None = None,
 ) -> None:
     """Check the output folder of a study before it opens its storage.
 
@@ -50,7 +52,7 @@ def check_out(
     check_writable(out)
     writes = [STORAGE_FILE] * (storage is None) + [TRIALS_FILE, PLOT_FILE]
     writes += student_files()
-    other = held_result(out, name=name, config=config, storage=storage)
+    other = held_result(out, name=name, config=config, storage=storage, say=say)
     if other is None:
         check_inputs([out / w for w in writes], inputs)
         db = [STORAGE_FILE + x for x in ("", "-wal", "-shm", "-journal", ".nas-prune.lock")]
@@ -67,20 +69,21 @@ def check_out(
     check_out_dir(out, force=True, inputs=inputs, writes=writes)
 
 
-def held_result(out: Path, *, name: str, config: Mapping[str, Any], storage: str | None) -> str | None:
+def held_result(out: Path, *, name: str, config: Mapping[str, Any], storage: str | None,
+                say: Callable[[str], None] | None = None) -> str | None:
     """None when ``out`` is new, empty or holds study ``name`` run with ``config``; else what it holds."""
     from nas_prune.export import ARCH_FILE
     from nas_prune.locks import LOCK_FILE
     from nas_prune.outputs import MANIFEST
 
     db = out / STORAGE_FILE
-    lock = db.with_name(db.name + ".nas-prune.lock")
-    if not out.is_dir() or not any(p.name not in (MANIFEST, lock.name, LOCK_FILE) for p in out.iterdir()):
+    legacy_lock = db.name + ".nas-prune.lock"  # the lock file of earlier versions
+    if not out.is_dir() or not any(p.name not in (MANIFEST, legacy_lock, LOCK_FILE) for p in out.iterdir()):
         return None
     if db.exists():
         if storage is not None:
             return f"a study database ({STORAGE_FILE}) that --storage does not use"
-        with _file_lock(lock):  # workers starting together: wait until the study is set up
+        with file_lock(db, say=say):  # workers starting together: wait until the study is set up
             studies = _studies_in(db)
         if studies is None:
             return f"a {STORAGE_FILE} that is not a readable study database"

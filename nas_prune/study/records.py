@@ -29,6 +29,8 @@ class TrialRecord:
         one_step: all multipliers are 1 (CAT's one-step solution).
         cached_from: the trial whose score this one reused, or None.
         summary: :meth:`Arch.summary` of the student.
+        retry_of: the interrupted trial (its worker died or stopped) whose parameters
+            this trial runs again, or None (Optuna's ``retry_history``).
     """
 
     number: int
@@ -44,6 +46,7 @@ class TrialRecord:
     one_step: bool
     cached_from: int | None
     summary: str | None
+    retry_of: int | None = None
 
     @classmethod
     def from_trial(cls, trial: "optuna.trial.FrozenTrial") -> "TrialRecord":
@@ -63,7 +66,16 @@ class TrialRecord:
             one_step=bool(trial.params) and all(float(v) == 1.0 for v in trial.params.values()),
             cached_from=ua.get("cached_from"),
             summary=ua.get("summary"),
+            retry_of=_retry_of(trial),
         )
+
+
+def _retry_of(trial: "optuna.trial.FrozenTrial") -> int | None:
+    history = trial.system_attrs.get("retry_history")
+    if history:
+        return int(history[-1])
+    first = trial.system_attrs.get("failed_trial")
+    return None if first is None else int(first)
 
 
 def pareto_front(records: Sequence[TrialRecord], *, objectives: Sequence[str]) -> list[TrialRecord]:
@@ -140,6 +152,11 @@ class StudyResult:
     def picked(self) -> TrialRecord:
         return self.front[self.pick]
 
+    @property
+    def retried(self) -> list[TrialRecord]:
+        """Trials that run again the parameters of an interrupted trial (all workers)."""
+        return [r for r in self.trials if r.retry_of is not None]
+
     def to_json(self) -> dict[str, Any]:
         """Machine-readable summary (what ``--json`` prints)."""
 
@@ -148,6 +165,7 @@ class StudyResult:
                 "number": r.number, "state": r.state, "params": r.params, "quality": r.quality,
                 "psnr": r.psnr, "gcka": r.gcka, "latency_ms": r.latency_ms, "macs": r.macs,
                 "params_count": r.params_count, "one_step": r.one_step, "cached_from": r.cached_from,
+                "retry_of": r.retry_of,
             }
 
         return {
@@ -159,6 +177,7 @@ class StudyResult:
             "calibration": self.calibration,
             "target": {"macs": self.target_macs, "convention": self.convention},
             "finished": sum(r.state in ("COMPLETE", "PRUNED") for r in self.trials),
+            "retried": [{"trial": r.number, "retry_of": r.retry_of} for r in self.retried],
             "front": [rec(r) for r in self.front],
             "pick": self.pick,
             "picked": rec(self.picked),

@@ -95,6 +95,14 @@ def render_study(result: StudyResult, console, *, top: int = 10) -> None:
     console.print(table)
     for line in result.notes:
         console.print(line)
+    retried = result.retried
+    if retried:
+        pairs = ", ".join(f"trial {r.retry_of} ran again as trial {r.number}" for r in retried)
+        many = len(retried) > 1
+        console.print(f"{len(retried)} trial{'s' if many else ''} retried after {'their workers' if many else 'its worker'} "
+                      f"stopped: {pairs}")
+    else:
+        console.print("0 trials retried (no worker was interrupted)")
     p, o = result.picked, result.one_step
     if o is not None and p.number != o.number:
         diff = f"{p.psnr - o.psnr:+.2f} dB PSNR"

@@ -14,12 +14,26 @@ from nas_prune.macs import format_macs, parse_input_size
 from nas_prune.study.output import PLOT_FILE, TRIALS_FILE, _export, _write_trials_csv, check_out
 from nas_prune.study.records import StudyResult, TrialRecord, pareto_front
 from nas_prune.study.render import plot_pareto
-from nas_prune.study.storage import HEARTBEAT_S, open_storage
+from nas_prune.study.storage import open_storage
 from nas_prune.study.variables import DEFAULT_RANGE, parse_objectives, search_groups
 from nas_prune.study.worker import _Study
 
 if TYPE_CHECKING:  # pragma: no cover
     from nas_prune.latency.runtime import Runtime
+
+
+def _remove_if_empty(out: Path) -> None:
+    """Remove folder ``out`` if it holds nothing but nas-prune's manifest."""
+    from nas_prune.outputs import MANIFEST
+
+    try:
+        entries = list(out.iterdir())
+        if all(p.name == MANIFEST and p.is_file() for p in entries):
+            for p in entries:
+                p.unlink()
+            out.rmdir()
+    except OSError:
+        pass
 
 
 def _default_name(teacher: str | os.PathLike, target: int, convention: str, score: str, objectives) -> str:
@@ -148,6 +162,9 @@ def run_study(
         raise NasPruneError(f"quality metric {quality_metric!r}: choose psnr or gcka")
     if pick is not None and pick < 0:
         raise NasPruneError(f"--pick must be >= 0, got {pick}")
+    if pick is not None and pick >= trials:  # the pick list holds at most one student per trial
+        raise NasPruneError(f"--pick {pick}: a study of {trials} trials ranks at most {trials} students "
+                            f"(--pick 0..{trials - 1})")
     low, high = (float(v) for v in multiplier_range)
     if not (0 < low <= 1.0 <= high) or low == high:
         raise NasPruneError(f"multiplier range must satisfy 0 < low <= 1 <= high, low < high; got {low}, {high}")
@@ -176,6 +193,7 @@ def run_study(
     from nas_prune.outputs import check_writable
 
     check_writable(out)
+    open_storage(storage, out=out, check_only=True)  # URL form and database driver, before any work
     say = log or (lambda _line: None)
 
     space_obj = load_space(space) if space is not None else None
@@ -226,18 +244,23 @@ def run_study(
         store=None, study_name=name, n_trials=trials, seed=seed, probe=probe,
         train_images=train_images, finetune=finetune, measure_latency=measure_latency,
         device=dev, latency_size=l_size, latency_threads=latency_threads, latency_runtime=l_runtime,
-        latency_repeats=latency_repeats, grace_s=grace_s, heartbeat_s=HEARTBEAT_S, poll_s=0.5,
+        latency_repeats=latency_repeats, poll_s=0.5,
         evaluated=[], ran=[], say=say,
     )
     from nas_prune.locks import hold
 
     # workers of this study share --out; any other writer of it is refused (nas_prune.locks)
     _held.enter_context(hold(out, command="search --trials", shared=name))
-    open_storage(storage, out=out, check_only=True)
     check_out(out, name=name, config=worker.config(), storage=storage, force=force,
-              inputs=[teacher, space, calib_data])
+              inputs=[teacher, space, calib_data], say=say)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    store = worker.store = open_storage(storage, out=out)
+    try:
+        store = worker.store = open_storage(storage, out=out, grace_s=grace_s, say=say)
+    except BaseException:
+        if created:
+            _remove_if_empty(out)  # a storage that cannot be opened leaves no empty --out
+        raise
     try:
         study = worker.open_study()
         worker.run(study)
@@ -253,7 +276,8 @@ def run_study(
         index = max(range(len(front)), key=lambda i: (front[i].quality, -front[i].number))
     elif pick >= len(front):
         what = "Pareto front" if len(objs) == 2 else "ranking"
-        raise NasPruneError(f"--pick {pick}: the {what} has {len(front)} trials (0..{len(front) - 1})")
+        raise NasPruneError(f"--pick {pick}: the {what} has {len(front)} trials (0..{len(front) - 1}); the "
+                            f"study is kept in {store.url}: re-run with --pick 0..{len(front) - 1} to export one")
     else:
         index = pick
     one_step = next((r for r in records if r.one_step and r.state == "COMPLETE"), None)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from nas_prune.errors import NasPruneError
 from nas_prune.macs import format_macs
-from nas_prune.study.storage import _file_lock, _Heartbeat, _pid_alive
+from nas_prune.study.liveness import _Heartbeat, _pid_alive
 from nas_prune.study.variables import scaled_scores
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -60,7 +60,7 @@ class _Study:
 
         directions = ["maximize"] + (["minimize"] if "latency" in self.objectives else [])
         config = self.config()
-        with _file_lock(self.store.lock_path):
+        with self.store.lock():
             try:
                 study = optuna.create_study(
                     storage=self.store.storage, study_name=self.study_name, directions=directions
@@ -114,60 +114,67 @@ class _Study:
     # -- the worker loop ------------------------------------------------------------------
 
     def recover_stale(self, study: "optuna.Study") -> None:
-        """Fail running trials whose worker is gone and enqueue their parameters again."""
+        """Fail running trials whose worker is gone and queue their parameters again.
+
+        Optuna's heartbeat check first (RDB storages); then trials of a dead pid on this
+        host (at once), trials without heartbeat for ``grace_s`` on a journal storage, and
+        trials whose worker died before recording anything.
+        """
         from optuna.trial import TrialState
 
+        self.store.fail_stale(study)
         now = time.time()
         host = socket.gethostname()
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            worker = t.user_attrs.get("worker") or {}
-            beat = t.user_attrs.get("heartbeat")
-            if beat is None:
-                beat = t.datetime_start.timestamp() if t.datetime_start else now
-            mine_dead = (
-                worker.get("host") == host and worker.get("pid") != os.getpid()
-                and not _pid_alive(int(worker.get("pid", -1)))
-            )
-            if not (mine_dead or now - beat > self.grace_s):
+            worker = t.user_attrs.get("worker")
+            start = t.datetime_start.timestamp() if t.datetime_start else now
+            if worker is not None and worker.get("host") == host and worker.get("pid") != os.getpid() \
+                    and not _pid_alive(int(worker.get("pid", -1))):
+                why = "its worker died"
+            elif worker is None and now - start > self.store.grace_s:
+                why = f"its worker stopped before it began, {now - start:.0f} s ago"
+            elif not self.store.heartbeat_enabled and now - t.user_attrs.get("heartbeat", start) > self.store.grace_s:
+                why = f"no heartbeat for {now - t.user_attrs.get('heartbeat', start):.0f} s"
+            else:
                 continue
-            try:
-                study.tell(t.number, state=TrialState.FAIL)
-            except (ValueError, RuntimeError):
-                continue  # another worker got there first
-            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number, **(
-                {"one_step": True} if t.user_attrs.get("one_step") else {})})
-            why = "its worker died" if mine_dead else f"no heartbeat for {now - beat:.0f} s"
-            self.say(f"trial {t.number} was interrupted ({why}): marked failed, its parameters queued again")
+            self.store.fail_and_retry(study, t.number, why=why)
 
     def run(self, study: "optuna.Study") -> None:
         from optuna.trial import TrialState
 
         finished_states = (TrialState.COMPLETE, TrialState.PRUNED)
         distributions = self.distributions()
-        announced = False
+        announced = waiting = False
         while True:
             trial = None
-            with _file_lock(self.store.lock_path):
+            with self.store.lock():
                 self.recover_stale(study)
                 trials = study.get_trials(deepcopy=False)
                 finished = sum(t.state in finished_states for t in trials)
-                running = sum(t.state == TrialState.RUNNING for t in trials)
+                running = [t for t in trials if t.state == TrialState.RUNNING]
                 if not announced:
                     announced = True
-                    if finished:
+                    if running:
+                        self.say(f"joining: {finished} of {self.n_trials} trials finished, {len(running)} "
+                                 "running on other workers")
+                    elif finished:
                         self.say(f"resuming: {finished} of {self.n_trials} trials already finished")
                 if finished >= self.n_trials:
                     return
-                if finished + running < self.n_trials:
+                if finished + len(running) < self.n_trials:
                     study.sampler = self.sampler(len(trials))
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
                         trial = study.ask(distributions)
                     trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
-                    trial.set_user_attr("heartbeat", time.time())
+                    self.store.beat(trial)
             if trial is None:  # other workers run the last trials; wait for them (or their death)
+                if not waiting:
+                    waiting = True
+                    self.say(self.elsewhere(finished, running))
                 time.sleep(self.poll_s)
                 continue
+            waiting = False
             earlier = study.get_trials(
                 deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
             )
@@ -177,12 +184,22 @@ class _Study:
                 continue
             self.run_trial(study, trial)
 
+    def elsewhere(self, finished: int, running: Sequence[Any]) -> str:
+        """What a worker with nothing left to start says while others run the last trials."""
+        where = []
+        for t in running:
+            w = t.user_attrs.get("worker") or {}
+            where.append(f"trial {t.number} on {w.get('host', '?')} (pid {w.get('pid', '?')})")
+        return (f"{finished} of {self.n_trials} trials finished; the study is still running elsewhere: "
+                f"{', '.join(where) or 'trials starting'}. Waiting for them, so that every worker exports "
+                "the same pick (stopping now loses nothing: re-run this command to export later)")
+
     def run_trial(self, study: "optuna.Study", trial: "optuna.trial.Trial") -> None:
         import optuna
         from optuna.trial import TrialState
 
         try:
-            with _Heartbeat(trial, self.heartbeat_s):
+            with _Heartbeat(trial, self.store):
                 values = self.evaluate(study, trial)
         except optuna.TrialPruned:
             study.tell(trial, state=TrialState.PRUNED)
@@ -190,10 +207,11 @@ class _Study:
             return
         except BaseException as err:
             with contextlib.suppress(Exception):
-                study.tell(trial, state=TrialState.FAIL)
                 if isinstance(err, KeyboardInterrupt):
                     # the candidate itself is fine: queue it again for the next run
-                    study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+                    self.store.fail_and_retry(study, trial.number, why="stopped by the user")
+                else:
+                    study.tell(trial, state=TrialState.FAIL)
             raise
         study.tell(trial, values)
         self.ran.append(trial.number)
@@ -301,7 +319,7 @@ class _Study:
             if not any(t.state == TrialState.RUNNING and t.number < number for t in same):
                 return None
             time.sleep(self.poll_s)  # an earlier trial is scoring this student right now
-            with _file_lock(self.store.lock_path):
+            with self.store.lock():
                 self.recover_stale(study)
 
 
