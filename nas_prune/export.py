@@ -441,9 +441,9 @@ def write_student(
         # earlier student whole, never new weights beside an old arch.json
         with contextlib.ExitStack() as stack:
             temps = {name: stack.enter_context(atomic_path(out / name)) for name in reversed(names)}
-            for name, tmp in temps.items():
+            for name in names:  # written in order too: the weights, the largest file, fail first
                 with naming_failures(out / name):
-                    tmp.write_bytes(contents[name])
+                    temps[name].write_bytes(contents[name])
         return out
     from nas_prune.fileio import naming_failures, write_failed
 
