@@ -74,7 +74,7 @@ def search_cli(
                                latency_runtime=runtime, latency_threads=threads,
                                log=None if as_json else console(stderr=True).print)
         else:
-            from nas_prune.search import render_result as render
+            from nas_prune.search_render import render_result as render
             from nas_prune.search import search
 
             result = search(**common, force=force, target_latency=target_latency, runtime=runtime,

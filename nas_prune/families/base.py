@@ -289,6 +289,12 @@ class GeneratorFamily:
             groups[name] = [l.name for l in layers[k * n // 3:(k + 1) * n // 3]]
         return {g: tuple(v) for g, v in groups.items() if v}
 
+    def smallest_student_text(self, teacher: Any, *, min_channels: int, round_to: int | None) -> str:
+        """What the smallest reachable student is, in words, for the "target below the smallest
+        reachable student" error (default: every layer at its floor)."""
+        rounded = f" rounded to {round_to}" if round_to else ""
+        return f"every prunable layer at its floor, --min-channels {min_channels}{rounded}"
+
     # ---------------------------------------------------------------- importance
     criteria: ClassVar[tuple[str, ...]] = ("gamma", "l1")
     #: Criteria that run the network on calibration inputs (the core supplies them).

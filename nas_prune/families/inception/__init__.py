@@ -184,6 +184,10 @@ class InceptionFamily(GeneratorFamily):
 
         return MacsFormula(teacher, input_size=input_size, convention=convention)
 
+    def smallest_student_text(self, teacher, *, min_channels, round_to):
+        rounded = f" rounded to {round_to}" if round_to else ""
+        return f"every branch dropped, stem/head at {min_channels} channels{rounded}"
+
     def search_groups(self, arch):
         from nas_prune.families.inception.plan import search_groups
 

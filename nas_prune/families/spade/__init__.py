@@ -219,6 +219,11 @@ class SpadeFamily(GeneratorFamily):
     def default_criterion(self, arch):
         return "gamma"
 
+    def smallest_student_text(self, teacher, *, min_channels, round_to):
+        rounded = f" rounded to {round_to}" if round_to else ""
+        return (f"every branch dropped, the stream at its floor (--min-channels {min_channels} times the "
+                f"granularity that keeps its segments in proportion){rounded}")
+
     def importance(self, criterion, arch, state_dict, *, calib=None):
         from nas_prune.families.spade.importance import spade_importance
 
