@@ -168,14 +168,15 @@ class BlurNet(nn.Module):
         self.register_buffer("blur", _blur_kernel(c))
         self.c2 = nn.Conv2d(c, 2 * c, 3, padding=1)
         self.n2 = nn.InstanceNorm2d(2 * c)
+        self.c3 = nn.Conv2d(2 * c, c, 3, padding=1)
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
-        self.out = nn.Conv2d(2 * c, 3, 3, padding=1)
+        self.out = nn.Conv2d(c, 3, 3, padding=1)
 
     def forward(self, x):
         a = F.relu(self.n1(self.c1(x)))
         a = F.conv2d(F.pad(a, (1, 1, 1, 1), mode="reflect"), self.blur, stride=2, groups=self.blur.shape[0])
         b = F.relu(self.n2(self.c2(a)))
-        return self.out(self.up(b))
+        return self.out(self.up(F.relu(self.c3(b))))
 
 
 class StoredWidthBlur(BlurNet):
@@ -190,7 +191,7 @@ class StoredWidthBlur(BlurNet):
         a = F.relu(self.n1(self.c1(x)))
         a = F.conv2d(F.pad(a, (1, 1, 1, 1), mode="reflect"), self.blur, stride=2, groups=self.width)
         b = F.relu(self.n2(self.c2(a)))
-        return self.out(self.up(b))
+        return self.out(self.up(F.relu(self.c3(b))))
 
 
 class NothingPrunable(nn.Module):

@@ -90,7 +90,6 @@ def prune_module(
         reference_shape = _output_shape(module, example_input)
     # plan buffer slices and instance-norm running stats before the graph changes
     slices = []
-    tape_channels = getattr(trace, "_tape_channels", {})
     for owner, bname, dim, node, gids in trace.buffer_slices:
         if not set(gids) & set(kept_roots):
             continue
