@@ -138,7 +138,10 @@ def build_model(trace, tape, fn2node, forms: dict) -> MacsModel:
             full_costs.append(int(cf))
             continue
         out_c = op.out_shape[1] if len(op.out_shape) > 1 else 1
-        ob = form_of(op.out_fn, out_c)
+        if kind == "out" and op.in_fn in fn2node and len(op.in_shape) > 1 and op.in_shape[1] == out_c:
+            ob = form_of(op.in_fn, out_c)  # channel-preserving: the input's node is the surer one
+        else:
+            ob = form_of(op.out_fn, out_c)
         if kind == "dense":
             in_c = op.in_shape[1] if len(op.in_shape) > 1 else 1
             a.append(form_of(op.in_fn, in_c))

@@ -51,6 +51,26 @@ _RECORDED = _CONV | _CONVT | _NORM | _MUL | {
 }
 
 
+#: functional activations with an ``inplace`` argument: traced out of place (an in-place op on
+#: a view, such as instance norm's output, would replace the view's autograd node)
+_INPLACE_ARG = {"relu", "relu6", "leaky_relu", "hardtanh", "elu", "selu", "celu", "silu", "mish",
+                "hardswish", "hardsigmoid", "threshold", "rrelu", "dropout", "dropout2d", "alpha_dropout"}
+
+
+def _out_of_place(func, args: tuple, kwargs: dict) -> tuple[tuple, dict, bool]:
+    """``(args, kwargs, was in place)`` with ``inplace=False``, for functions that take it."""
+    import inspect
+
+    try:
+        bound = inspect.signature(func).bind(*args, **kwargs)
+    except (TypeError, ValueError):
+        return args, kwargs, False
+    if not bound.arguments.get("inplace"):
+        return args, kwargs, False
+    bound.arguments["inplace"] = False
+    return bound.args, bound.kwargs, True
+
+
 def _arg(args: tuple, kwargs: dict, index: int, name: str, default: Any = None) -> Any:
     if name in kwargs:
         return kwargs[name]
@@ -99,6 +119,9 @@ class Tape(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: D105
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
+        was_inplace = False
+        if name in _INPLACE_ARG:
+            args, kwargs, was_inplace = _out_of_place(func, args, kwargs)
         first = next((a for a in args if isinstance(a, torch.Tensor)), None)
         in_fn = first.grad_fn if first is not None else None
         in_shape = tuple(first.shape) if first is not None else ()
@@ -127,7 +150,7 @@ class Tape(TorchFunctionMode):
             elif name in ("interpolate", "upsample"):
                 op.extra["mode"] = _arg(args, kwargs, 3, "mode", "nearest")
             elif name == "leaky_relu":
-                op.extra["inplace"] = bool(_arg(args, kwargs, 2, "inplace", False)) or self.in_flipped
+                op.extra["inplace"] = was_inplace or self.in_flipped
             elif name in ("pixel_shuffle", "pixel_unshuffle"):
                 op.extra["factor"] = int(args[1] if len(args) > 1 else next(iter(kwargs.values())))
             self.ops.append(op)

@@ -272,7 +272,8 @@ def trace_groups(
             fn2node[fn] = dg.module2node[m]
 
     ran = {m for m in fn2module.values()}
-    lost = [names[m] for m in ran if m not in dg.module2node and (len(m._parameters) or len(m._buffers))]
+    lost = [names[m] for m in ran if m not in dg.module2node and (
+        any(p is not None for p in m._parameters.values()) or any(b is not None for b in m._buffers.values()))]
     if lost:
         raise NasPruneError(
             f"{', '.join(sorted(lost)[:3])} ran but is not in the traced graph (an in-place op on its output, "
