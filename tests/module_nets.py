@@ -194,6 +194,30 @@ class StoredWidthBlur(BlurNet):
         return self.out(self.up(F.relu(self.c3(b))))
 
 
+class InplaceOnNormViews(nn.Module):
+    """CAT-style branches: ``F.relu(norm(conv(x)), inplace=True)`` on affine instance norm
+    (whose output is a view) and ``F.dropout``, summed into a residual stream."""
+
+    def __init__(self, c: int = 16):
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.stem_norm = nn.InstanceNorm2d(c, affine=True)
+        self.a = nn.Conv2d(c, c, 3, padding=1)
+        self.a_norm = nn.InstanceNorm2d(c, affine=True)
+        self.b = nn.Conv2d(c, c, 1)
+        self.b_norm = nn.InstanceNorm2d(c, affine=True)
+        self.a_out = nn.Conv2d(c, c, 3, padding=1)
+        self.b_out = nn.Conv2d(c, c, 1)
+        self.out = nn.Conv2d(c, 3, 3, padding=1)
+
+    def forward(self, x):
+        s = F.relu(self.stem_norm(self.stem(x)), inplace=True)
+        ha = F.dropout(F.relu(self.a_norm(self.a(s)), inplace=True), 0.5, self.training, True)
+        hb = F.relu(self.b_norm(self.b(s)), True)
+        s = s + self.a_out(ha) + self.b_out(hb)
+        return torch.tanh(self.out(s))
+
+
 class NothingPrunable(nn.Module):
     """One conv straight to the image: its only group is the output."""
 

@@ -45,9 +45,10 @@ CASES = {
     "MobileSmall": {"c": 12},
     "NormZoo": {"c": 16},
     "BlurNet": {"c": 16},
+    "InplaceOnNormViews": {"c": 16},
 }
 #: generators whose norms do not mix channels (group norm does), for the silencing test
-CHANNELWISE = ["UNetSmall", "ResnetSmall", "RRDBSmall", "MobileSmall", "BlurNet"]
+CHANNELWISE = ["UNetSmall", "ResnetSmall", "RRDBSmall", "MobileSmall", "BlurNet", "InplaceOnNormViews"]
 
 
 def _randomise(net: nn.Module, seed: int = 0) -> nn.Module:
@@ -395,3 +396,23 @@ def test_bad_kept_channels_are_refused():
     mtrace = trace_groups(mobile, x)
     with pytest.raises(NasPruneError, match="together"):
         prune_module(mobile, {"up.0:out": list(range(1, 48))}, example_input=x, trace=mtrace)
+
+
+@pytest.mark.slow
+def test_bench_tiny(tmp_path):
+    import os
+    import re
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "bench.md"
+    proc = subprocess.run([sys.executable, str(root / "results/any_generator/bench.py"), "--tiny", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    md = out.read_text()
+    rows = [line for line in md.splitlines() if re.match(r"\| \w+Small|\| NormZoo|\| BlurNet", line)]
+    assert len(rows) == 6
+    spread = r"[\d.]+ / [\d.]+ / [\d.]+"
+    assert all(re.search(rf"\| \d+\.\d\d% \|.*\| {spread} \| {spread} \| [\d.]+x \|", r) for r in rows)
+    assert re.search(r"load average \(1/5/15 min\) at the start: .* other processes kept [\d.]+ cores busy", md)

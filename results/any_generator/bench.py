@@ -1,6 +1,7 @@
 """One-step pruning of arbitrary generator classes through the ``module`` family: one row each.
 
     python results/any_generator/bench.py [--size 128] [--repeats 15] [--out results/any_generator/bench.md]
+    python results/any_generator/bench.py --tiny     # smoke test (32x32, a few seconds)
 
 Generators: the test zoo of ``tests/module_nets.py`` at bench widths (U-Net with concat skips,
 CycleGAN-like ResNet, RRDB dense blocks, inverted residuals with PixelShuffle, group/instance
@@ -101,10 +102,11 @@ def timed(net, x, repeats: int, other, xs):
 
 
 def spread(v: list[float]) -> str:
-    return f"{statistics.median(v) * 1e3:.1f} ({min(v) * 1e3:.1f}-{max(v) * 1e3:.1f})"
+    """``min / median / max`` in milliseconds."""
+    return f"{min(v) * 1e3:.1f} / {statistics.median(v) * 1e3:.1f} / {max(v) * 1e3:.1f}"
 
 
-def teachers(size: int):
+def teachers(size: int, *, shipped_resnet: bool = True):
     for name, kwargs in ZOO:
         net, spec, sha = load_model_spec(f"{NETS}:{name}", args=kwargs)
         torch.manual_seed(0)
@@ -112,6 +114,8 @@ def teachers(size: int):
             if p.dim() > 1:
                 torch.nn.init.kaiming_uniform_(p, a=0.2)
         yield f"{name} {kwargs}", spread_gammas(net), size, None
+    if not shipped_resnet:
+        return
     from nas_prune.macs import count_macs
     from nas_prune.model import build_generator
     from nas_prune.profile import resolve_arch
@@ -127,11 +131,14 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--out", type=Path, default=None, help="also write the table (markdown) here")
+    ap.add_argument("--tiny", action="store_true", help="smoke test: 32x32, 2 repeats, no 256x256 ResNet")
     args = ap.parse_args()
+    if args.tiny:
+        args.size, args.repeats = 32, 2
     torch.set_num_threads(1)
     la0, sample = os.getloadavg(), cpu_sample()
     rows, notes = [], []
-    for label, teacher, size, shipped in teachers(args.size):
+    for label, teacher, size, shipped in teachers(args.size, shipped_resnet=not args.tiny):
         x = torch.zeros(1, 3, size, size)
         t0 = time.perf_counter()
         trace = trace_groups(copy.deepcopy(teacher), x)
@@ -164,19 +171,21 @@ def main() -> None:
     la1 = os.getloadavg()
     head = ["generator", "teacher MACs (fvcore)", "student MACs", "gap under target", "trace, s",
             "search, ms", "params teacher", "params student", "PSNR to teacher, dB",
-            "teacher ms (min-max)", "student ms (min-max)", "speed-up", "groups prunable (left whole: why)"]
+            "teacher ms (min / median / max)", "student ms (min / median / max)", "speed-up", "groups prunable (left whole: why)"]
     lines = [
-        f"<!-- python results/any_generator/bench.py --size {args.size} --repeats {args.repeats} -->",
+        f"<!-- python results/any_generator/bench.py --size {args.size} --repeats {args.repeats}"
+        f"{' --tiny' if args.tiny else ''} -->",
         f"Input {args.size}x{args.size} (resnet_9blocks: 256x256); target = half the teacher's fvcore MACs; "
         "torch CPU, 1 thread.", "",
         "| " + " | ".join(head) + " |", "|" + "---|" * len(head),
     ]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     lines += ["", *notes, "",
-              f"Load average (1/5/15 min) at the start: {la0[0]:.2f}/{la0[1]:.2f}/{la0[2]:.2f}, at the end: "
-              f"{la1[0]:.2f}/{la1[1]:.2f}/{la1[2]:.2f}; other processes kept "
-              f"{'an unknown number of' if others is None else f'{others:.2f}'} cores busy. The machine was shared "
-              "with other jobs during this run: timings (trace, search, ms columns, speed-up) are indicative only."]
+              f"load average (1/5/15 min) at the start: {la0[0]:.2f} / {la0[1]:.2f} / {la0[2]:.2f}; at the end: "
+              f"{la1[0]:.2f} / {la1[1]:.2f} / {la1[2]:.2f}; other processes kept "
+              f"{'an unknown number of' if others is None else f'{others:.2f}'} cores busy during the run. "
+              "The machine was shared with other jobs: the timings (trace, search, ms columns, speed-up) "
+              "are indicative only."]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

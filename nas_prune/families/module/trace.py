@@ -194,7 +194,11 @@ def trace_groups(
             cannot count (:func:`.tape.check_supported`).
     """
     import torch
-    import torch_pruning as tp
+
+    try:
+        import torch_pruning as tp
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise NasPruneError(f"the module family needs Torch-Pruning: pip install 'nas-prune[module]' ({err})") from None
 
     from nas_prune.families.module import macs as macs_mod
     from nas_prune.families.module.importance import score_groups
