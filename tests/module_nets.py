@@ -218,6 +218,75 @@ class InplaceOnNormViews(nn.Module):
         return torch.tanh(self.out(s))
 
 
+class SqueezeExcite(nn.Module):
+    """A squeeze-excitation gate: pooled vector -> Linear -> Linear -> sigmoid, reshaped with
+    ``view`` and multiplied into the features. The view couples channels Torch-Pruning cannot
+    follow, so the gated group is left whole; the Linear bottleneck stays prunable."""
+
+    def __init__(self, c: int = 16):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, c, 3, padding=1)
+        self.fc1 = nn.Linear(c, 4)
+        self.fc2 = nn.Linear(4, c)
+        self.c2 = nn.Conv2d(c, c, 3, padding=1)
+        self.out = nn.Conv2d(c, 3, 3, padding=1)
+
+    def forward(self, x):
+        a = F.relu(self.c1(x))
+        w = torch.sigmoid(self.fc2(F.relu(self.fc1(F.adaptive_avg_pool2d(a, 1).flatten(1)))))
+        a = a * w.view(-1, a.shape[1], 1, 1)
+        return self.out(F.relu(self.c2(a)))
+
+
+class FunctionalShuffle(nn.Module):
+    """``F.pixel_shuffle`` without a module: the channel count changes across an op the graph
+    takes as channel-preserving, so the groups around it are left whole."""
+
+    def __init__(self, c: int = 8):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, c, 3, padding=1)
+        self.c2 = nn.Conv2d(c, 4 * c, 3, padding=1)
+        self.c3 = nn.Conv2d(2 * c, c, 3, padding=1)
+        self.out = nn.Conv2d(c, 3, 3, padding=1)
+
+    def forward(self, x):
+        a = F.relu(self.c1(x))
+        b = F.avg_pool2d(F.pixel_shuffle(self.c2(a), 2), 2)
+        return self.out(F.relu(self.c3(torch.cat([a, b], 1))))
+
+
+class LearnedScale(nn.Module):
+    """A learnable per-channel scale ``[1, C, 1, 1]`` outside any layer (sliced with its
+    channels), and a tuple output (image, scalar)."""
+
+    def __init__(self, c: int = 16):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, c, 3, padding=1)
+        self.scale = nn.Parameter(torch.linspace(0.5, 1.5, c).view(1, c, 1, 1))
+        self.c2 = nn.Conv2d(c, c, 3, padding=1)
+        self.out = nn.Conv2d(c, 3, 3, padding=1)
+
+    def forward(self, x):
+        a = F.relu(self.c1(x)) * self.scale
+        y = self.out(F.relu(self.c2(a)))
+        return y, y.mean()
+
+
+class GroupNormOverConcat(nn.Module):
+    """Group norm (2 groups) over the concat of two groups' channels: left whole."""
+
+    def __init__(self, c: int = 8):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, c, 3, padding=1)
+        self.c2 = nn.Conv2d(c, c, 3, padding=1)
+        self.gn = nn.GroupNorm(2, 2 * c)
+        self.out = nn.Conv2d(2 * c, 3, 3, padding=1)
+
+    def forward(self, x):
+        a = F.relu(self.c1(x))
+        return self.out(self.gn(torch.cat([a, self.c2(a)], 1)))
+
+
 class NothingPrunable(nn.Module):
     """One conv straight to the image: its only group is the output."""
 

@@ -251,6 +251,41 @@ def test_stored_width_blur_group_is_left_whole_and_listed():
     assert trace.groups["c2:out"].prunable
 
 
+@pytest.mark.parametrize("cls, whole, prunable, reason", [
+    (mn.SqueezeExcite, ["c1:out"], ["fc1:out", "c2:out"], "reshaped"),
+    (mn.FunctionalShuffle, ["c1:out"], ["c3:out"], "channel count changes across PixelShuffleBackward0 (32 -> 8)"),
+    (mn.GroupNormOverConcat, ["c1:out", "c2:out"], [], "group norm gn over channels of several groups"),
+])
+def test_what_cannot_be_pruned_is_left_whole_and_listed(cls, whole, prunable, reason):
+    net = _randomise(cls())
+    x = torch.zeros(1, 3, SIZE, SIZE)
+    trace = trace_groups(net, x)
+    for gid in whole:
+        assert not trace.groups[gid].prunable and reason in trace.groups[gid].reason
+    assert sorted(g.id for g in trace.prunable) == sorted(prunable)
+    assert trace.macs.teacher["fvcore"] == measure_macs(net, _x())
+    if prunable:
+        sel = select_channels(trace, target_macs=max(trace.macs.teacher["fvcore"] * 7 // 10, trace.macs.macs(
+            {gid: 1 for gid in prunable})))
+        student, _ = prune_module(net, sel.kept, example_input=x, trace=trace)
+        assert measure_macs(student, _x()) == sel.macs
+        assert measure_macs(student, _x(), convention="paper") == trace.macs.macs(sel.counts, convention="paper")
+
+
+def test_learned_scale_is_sliced_and_tuple_outputs_work():
+    net = _randomise(mn.LearnedScale())
+    x = torch.zeros(1, 3, SIZE, SIZE)
+    trace = trace_groups(net, x)
+    assert trace.groups["c1:out"].prunable
+    kept = [0, 3, 5, 6, 9, 15]
+    expected = net.scale[0, kept, 0, 0].detach().clone()
+    student, _ = prune_module(net, {"c1:out": kept}, example_input=x, trace=trace)
+    assert torch.equal(student.scale[0, :, 0, 0], expected)
+    y, m = student(_x())
+    assert y.shape == (1, 3, SIZE, SIZE) and m.dim() == 0
+    assert measure_macs(student, _x(), convention="paper") == trace.macs.macs({"c1:out": 6}, convention="paper")
+
+
 def test_keep_leaves_groups_whole():
     net, _, _ = _teacher("UNetSmall")
     trace = trace_groups(net, torch.zeros(1, 3, SIZE, SIZE), keep=["down1"])

@@ -210,9 +210,10 @@ def default_taps(trace, *, fractions: Sequence[float] = (0.25, 0.5, 0.75)) -> li
     """Top-level children whose outputs lie nearest ``fractions`` of the cumulative MACs.
 
     Children are taken below single-child wrappers (``self.model = nn.Sequential(...)``);
-    the last child (the image) is never a tap. Returns module paths, in run order, no repeats.
+    the last child (the image) and children whose output is not a 4-D feature map are never
+    taps. Returns module paths, in run order, no repeats.
     """
-    profile = trace.taps_profile[:-1]
+    profile = [(n, c) for n, c, is_map in trace.taps_profile[:-1] if is_map]
     total = trace.macs.teacher["fvcore"] if trace.macs is not None else 0
     if not profile or total <= 0:
         return []

@@ -88,7 +88,8 @@ class Trace:
         groups: every group by id (prunable or not), in root order.
         input_shape: the example input's shape (``[N, C, H, W]``); MACs are for that size.
         macs: the closed-form MACs model (:class:`nas_prune.families.module.macs.MacsModel`).
-        taps_profile: ``(child name, cumulative fvcore MACs at its output)`` in execution order.
+        taps_profile: ``(child name, cumulative fvcore MACs at its output, output is a 4-D
+            feature map)`` in execution order.
     """
 
     module: Any
@@ -97,7 +98,7 @@ class Trace:
     input_shape: list[int]
     keep: list[str]
     macs: Any = None
-    taps_profile: list[tuple[str, int]] = field(default_factory=list)
+    taps_profile: list[tuple[str, int, bool]] = field(default_factory=list)
     # internals for prune_module: node -> [(group id, positions, roots)], buffer slices
     node_items: dict = field(default_factory=dict)
     buffer_slices: list = field(default_factory=list)
@@ -234,7 +235,7 @@ def trace_groups(
     body = _top_children(module)
     for cname, child in body:
         hooks.append(child.register_forward_pre_hook(lambda m, i, _n=cname: setattr(tape, "child", _n)))
-        hooks.append(child.register_forward_hook(lambda m, i, o, _n=cname: _child_done(tape, _n)))
+        hooks.append(child.register_forward_hook(lambda m, i, o, _n=cname: _child_done(tape, _n, o)))
     tape.child_ends = []  # type: ignore[attr-defined]
 
     outputs: list = []
@@ -308,8 +309,11 @@ def _top_children(module) -> list[tuple[str, Any]]:
     return [(f"{prefix}{n}", c) for n, c in mod.named_children()]
 
 
-def _child_done(tape, name: str) -> None:
-    tape.child_ends.append((name, len(tape.ops)))
+def _child_done(tape, name: str, output) -> None:
+    import torch
+
+    is_map = isinstance(output, torch.Tensor) and output.dim() == 4
+    tape.child_ends.append((name, len(tape.ops), is_map))
     tape.child = None
 
 
@@ -476,6 +480,19 @@ def _apply_rules(trace: Trace, tape, names: dict, fn2node: dict, keep: Iterable[
                 if other != gid:
                     g.leave_whole(f"its channels overlap group {other} at {_node_name(dg, node)}")
                     groups[other].leave_whole(f"its channels overlap group {gid} at {_node_name(dg, node)}")
+    # Torch-Pruning takes every op it does not know as channel-preserving: where the traced
+    # channel count changes across one (F.pixel_shuffle, a broadcast from one channel, a
+    # mean over channels), the groups it coupled there are wrong
+    for node in dg.module2node.values():
+        if node.type != tp.ops.OPTYPE.ELEMENTWISE:
+            continue
+        c_out = tape.channels.get(node.grad_fn)
+        for in_node in node.inputs:
+            c_in = _node_channels(trace, in_node, "out", tape.channels)
+            if c_out is not None and c_in is not None and c_in != c_out:
+                for gid in by_node.get(node, set()) | by_node.get(in_node, set()):
+                    groups[gid].leave_whole(f"channel count changes across {type(node.grad_fn).__name__} "
+                                            f"({c_in} -> {c_out}), an op Torch-Pruning takes as channel-preserving")
     # a unit must cover the same number of positions at every node it reaches
     for (node, space), items in trace.node_items.items():
         for gid, positions, roots in items:
@@ -545,15 +562,16 @@ def _plan_buffers(trace: Trace, tape, fn2node: dict, by_node: dict) -> None:
     trace.buffer_slices = [(owner, bname, dim, node, gids) for (owner, bname), dim, node, t, gids in planned.values()]
 
 
-def _taps_profile(tape, model) -> list[tuple[str, int]]:
-    """``(child, cumulative fvcore MACs after it)`` for the top-level children, in run order."""
+def _taps_profile(tape, model) -> list[tuple[str, int, bool]]:
+    """``(child, cumulative fvcore MACs after it, output is a feature map)`` for the top-level
+    children, in run order (a child run twice counts at its last run)."""
     costs = model.op_costs_fvcore  # per recorded op, at full width
     out, seen = [], set()
-    for name, end in getattr(tape, "child_ends", []):
+    for name, end, is_map in getattr(tape, "child_ends", []):
         if name in seen:
-            out = [(n, c) for n, c in out if n != name]
+            out = [row for row in out if row[0] != name]
         seen.add(name)
-        out.append((name, int(sum(costs[:end]))))
+        out.append((name, int(sum(costs[:end])), is_map))
     return out
 
 
