@@ -256,18 +256,19 @@ class FunctionalShuffle(nn.Module):
 
 
 class LearnedScale(nn.Module):
-    """A learnable per-channel scale ``[1, C, 1, 1]`` outside any layer (sliced with its
-    channels), and a tuple output (image, scalar)."""
+    """A learnable per-channel scale and a per-channel shift buffer, both ``[1, C, 1, 1]`` and
+    outside any layer (sliced with their channels), and a tuple output (image, scalar)."""
 
     def __init__(self, c: int = 16):
         super().__init__()
         self.c1 = nn.Conv2d(3, c, 3, padding=1)
         self.scale = nn.Parameter(torch.linspace(0.5, 1.5, c).view(1, c, 1, 1))
+        self.register_buffer("shift", torch.linspace(-0.1, 0.1, c).view(1, c, 1, 1))
         self.c2 = nn.Conv2d(c, c, 3, padding=1)
         self.out = nn.Conv2d(c, 3, 3, padding=1)
 
     def forward(self, x):
-        a = F.relu(self.c1(x)) * self.scale
+        a = F.relu(self.c1(x)) * self.scale + self.shift
         y = self.out(F.relu(self.c2(a)))
         return y, y.mean()
 
@@ -285,6 +286,20 @@ class GroupNormOverConcat(nn.Module):
     def forward(self, x):
         a = F.relu(self.c1(x))
         return self.out(self.gn(torch.cat([a, self.c2(a)], 1)))
+
+
+class BufferAdd(nn.Module):
+    """A ``[C, H, W]`` buffer added to the features: only ``[..., C, 1, 1]`` buffers are sliced
+    with their channels, so the group it meets is left whole (and listed)."""
+
+    def __init__(self, c: int = 8):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, c, 3, padding=1)
+        self.register_buffer("ramp", torch.linspace(0, 1, 32).view(1, 1, 32).expand(c, 32, 32).clone())
+        self.out = nn.Conv2d(c, 3, 3, padding=1)
+
+    def forward(self, x):
+        return self.out(F.relu(self.c1(x)) + self.ramp)
 
 
 class NothingPrunable(nn.Module):

@@ -255,6 +255,7 @@ def test_stored_width_blur_group_is_left_whole_and_listed():
     (mn.SqueezeExcite, ["c1:out"], ["fc1:out", "c2:out"], "reshaped"),
     (mn.FunctionalShuffle, ["c1:out"], ["c3:out"], "channel count changes across PixelShuffleBackward0 (32 -> 8)"),
     (mn.GroupNormOverConcat, ["c1:out", "c2:out"], [], "group norm gn over channels of several groups"),
+    (mn.BufferAdd, ["c1:out"], [], "buffer ramp (8, 32, 32) used in add"),
 ])
 def test_what_cannot_be_pruned_is_left_whole_and_listed(cls, whole, prunable, reason):
     net = _randomise(cls())
@@ -279,8 +280,10 @@ def test_learned_scale_is_sliced_and_tuple_outputs_work():
     assert trace.groups["c1:out"].prunable
     kept = [0, 3, 5, 6, 9, 15]
     expected = net.scale[0, kept, 0, 0].detach().clone()
-    student, _ = prune_module(net, {"c1:out": kept}, example_input=x, trace=trace)
-    assert torch.equal(student.scale[0, :, 0, 0], expected)
+    shift = net.shift[0, kept, 0, 0].clone()
+    student, record = prune_module(net, {"c1:out": kept}, example_input=x, trace=trace)
+    assert torch.equal(student.scale[0, :, 0, 0], expected) and torch.equal(student.shift[0, :, 0, 0], shift)
+    assert record["kept"] == {"c1:out": kept, "c2:out": list(range(16))}
     y, m = student(_x())
     assert y.shape == (1, 3, SIZE, SIZE) and m.dim() == 0
     assert measure_macs(student, _x(), convention="paper") == trace.macs.macs({"c1:out": 6}, convention="paper")

@@ -134,7 +134,8 @@ def prune_module(
         "source_sha256": source_sha256,
         "input_size": list(example_input.shape),
         "keep": list(keep),
-        "kept": {gid: sorted(kept_roots[gid]) for gid in trace.groups if gid in kept_roots},
+        "kept": {g.id: sorted(kept_roots[g.id]) if g.id in kept_roots else sorted(r for u in g.units for r in u)
+                 for g in trace.groups.values() if g.prunable},
         "groups": {
             g.id: {"channels": sum(len(u) for u in g.units),
                    "kept": len(kept_roots[g.id]) if g.id in kept_roots else sum(len(u) for u in g.units),

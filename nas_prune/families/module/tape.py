@@ -107,8 +107,9 @@ class Op:
 class Tape(TorchFunctionMode):
     """Records the ops of :data:`_RECORDED` and the channel count of every autograd node."""
 
-    def __init__(self) -> None:
+    def __init__(self, buffer_ids: set[int] | None = None) -> None:
         super().__init__()
+        self.buffer_ids = buffer_ids or set()  # calls reading one of these are recorded too
         self.ops: list[Op] = []
         self.channels: dict[Any, int] = {}  # grad_fn -> dim-1 size of the tensor it made
         self.child: str | None = None
@@ -130,7 +131,9 @@ class Tape(TorchFunctionMode):
             self.channels.setdefault(out.grad_fn, int(out.shape[1]))
         if name in _UNSUPPORTED:
             self.unsupported.add(name)
-        if name in _RECORDED and isinstance(out, torch.Tensor) and first is not None:
+        reads_buffer = bool(self.buffer_ids) and name not in _RECORDED and any(
+            isinstance(a, torch.Tensor) and id(a) in self.buffer_ids for a in list(args) + list(kwargs.values()))
+        if (name in _RECORDED or reads_buffer) and isinstance(out, torch.Tensor) and first is not None:
             op = Op(name, in_fn, out.grad_fn, in_shape, tuple(out.shape), child=self.child)
             op.tensors = [a for a in list(args) + list(kwargs.values()) if isinstance(a, torch.Tensor)]
             if name in _CONV or name in _CONVT:

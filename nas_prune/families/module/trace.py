@@ -75,6 +75,11 @@ class Group:
     def channels(self) -> int:
         return len(self.units)
 
+    @property
+    def min_channels(self) -> int:
+        """The fewest units the group may keep (its ``multiple``; ``select_channels`` may ask more)."""
+        return min(self.multiple, self.channels)
+
     def leave_whole(self, reason: str) -> None:
         if self.prunable:
             self.prunable, self.reason = False, reason
@@ -213,7 +218,10 @@ def trace_groups(
 
     shuffle_cls = _shuffle_pruner_class()
     shuffle = shuffle_cls()
-    tape = Tape()
+    norm_types = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.instancenorm._InstanceNorm,
+                  torch.nn.GroupNorm, torch.nn.LayerNorm)
+    tape = Tape(buffer_ids={id(b) for m in module.modules() if not isinstance(m, norm_types)
+                            for b in m.buffers(recurse=False)})
     hooks = []
     fn2module: dict[Any, Any] = {}
 
@@ -551,7 +559,7 @@ def _plan_buffers(trace: Trace, tape, fn2node: dict, by_node: dict) -> None:
             c = op.out_shape[1] if len(op.out_shape) > 1 else None
             shape = tuple(t.shape)
             dim = len(shape) - (len(op.out_shape) - 1)
-            ok = (op.name in ("mul", "__mul__", "__rmul__", "mul_", "__imul__") and c is not None and 0 <= dim < len(shape)
+            ok = (op.name in _BROADCAST_OPS and c is not None and 0 <= dim < len(shape)
                   and shape[dim] == c and all(s == 1 for i, s in enumerate(shape) if i != dim) and node is not None)
             if ok:
                 planned.setdefault(id(t), (buffers[id(t)], dim, node, t, gids))
@@ -560,6 +568,12 @@ def _plan_buffers(trace: Trace, tape, fn2node: dict, by_node: dict) -> None:
                     groups[gid].leave_whole(f"buffer {'.'.join(x for x in buffers[id(t)] if x)} {shape} used in {op.name}")
     # buffers used elsewhere (other ops, e.g. x + self.bias_buffer) are checked by the probe
     trace.buffer_slices = [(owner, bname, dim, node, gids) for (owner, bname), dim, node, t, gids in planned.values()]
+
+
+#: elementwise ops through which a ``[..., C, 1, 1]`` buffer broadcasts along the channels
+_BROADCAST_OPS = {"mul", "__mul__", "__rmul__", "mul_", "__imul__", "add", "__add__", "__radd__", "add_",
+                  "__iadd__", "sub", "__sub__", "__rsub__", "sub_", "__isub__", "div", "__truediv__",
+                  "__rtruediv__", "div_", "__itruediv__", "where", "maximum", "minimum"}
 
 
 def _taps_profile(tape, model) -> list[tuple[str, int, bool]]:
