@@ -273,6 +273,18 @@ def test_what_cannot_be_pruned_is_left_whole_and_listed(cls, whole, prunable, re
         assert measure_macs(student, _x(), convention="paper") == trace.macs.macs(sel.counts, convention="paper")
 
 
+def test_frozen_weights_trace_the_same():
+    net, _, _ = _teacher("UNetSmall")
+    x = torch.zeros(1, 3, SIZE, SIZE)
+    free = trace_groups(copy.deepcopy(net), x)
+    net.requires_grad_(False)
+    frozen = trace_groups(net, x)
+    assert [g.id for g in frozen.prunable] == [g.id for g in free.prunable] and len(free.prunable) == 5
+    assert not any(p.requires_grad for p in net.parameters())
+    with pytest.raises(NasPruneError, match=r"expected one image"):
+        trace_groups(net, torch.zeros(2, 3, SIZE, SIZE))
+
+
 def test_learned_scale_is_sliced_and_tuple_outputs_work():
     net = _randomise(mn.LearnedScale())
     x = torch.zeros(1, 3, SIZE, SIZE)

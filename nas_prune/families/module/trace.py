@@ -210,6 +210,8 @@ def trace_groups(
     from nas_prune.families.module.importance import score_groups
     from nas_prune.families.module.tape import Tape, check_supported
 
+    if example_input.dim() < 3 or example_input.shape[0] != 1:
+        raise NasPruneError(f"example input {tuple(example_input.shape)}: expected one image, [1, C, H, W]")
     names = {m: n for n, m in module.named_modules()}
     all_names = set(names.values())
     for k in keep:
@@ -261,6 +263,10 @@ def trace_groups(
         m.inplace = False
         hooks.append(m.register_forward_pre_hook(lambda *_: setattr(tape, "in_flipped", True)))
         hooks.append(m.register_forward_hook(lambda *_: setattr(tape, "in_flipped", False)))
+    # the graph is read from autograd: frozen weights (requires_grad False) would hide it
+    frozen = [p for p in module.parameters() if not p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(True)
     was_training = module.training
     dg = tp.DependencyGraph()
     try:
@@ -274,6 +280,8 @@ def trace_groups(
             h.remove()
         for m in inplace:
             m.inplace = True
+        for p in frozen:
+            p.requires_grad_(False)
         module.train(was_training)
     check_supported(tape)
     _teach_shuffles(dg)
