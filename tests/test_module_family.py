@@ -273,6 +273,36 @@ def test_what_cannot_be_pruned_is_left_whole_and_listed(cls, whole, prunable, re
         assert measure_macs(student, _x(), convention="paper") == trace.macs.macs(sel.counts, convention="paper")
 
 
+class _AreaThenMatmul(nn.Module):
+    def __init__(self, matmul: bool = False):
+        super().__init__()
+        self.matmul = matmul
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.c2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.out = nn.ConvTranspose2d(8, 3, 4, 2, 1)
+
+    def forward(self, x):
+        a = nn.functional.interpolate(torch.relu(self.c1(x)), scale_factor=0.5, mode="area")
+        a = self.c2(a)
+        if self.matmul:
+            a = a + torch.matmul(a, a.transpose(2, 3)) * 0.01
+        return self.out(a)
+
+
+def test_area_interpolation_counts_and_unsupported_ops_are_named():
+    net = _randomise(_AreaThenMatmul())
+    x = torch.zeros(1, 3, SIZE, SIZE)
+    trace = trace_groups(net, x)
+    sel = select_channels(trace, target_macs=trace.macs.teacher["fvcore"] * 6 // 10)
+    for c in ("fvcore", "paper"):
+        assert trace.macs.teacher[c] == measure_macs(net, _x(), convention=c)
+    student, _ = prune_module(net, sel.kept, example_input=x, trace=trace)
+    for c in ("fvcore", "paper"):
+        assert trace.macs.macs(sel.counts, convention=c) == measure_macs(student, _x(), convention=c)
+    with pytest.raises(NasPruneError, match="the module uses matmul: the module family counts MACs only of"):
+        trace_groups(_AreaThenMatmul(matmul=True), x)
+
+
 def test_frozen_weights_trace_the_same():
     net, _, _ = _teacher("UNetSmall")
     x = torch.zeros(1, 3, SIZE, SIZE)

@@ -129,6 +129,7 @@ def build_model(trace, tape, fn2node, forms: dict) -> MacsModel:
     full_costs = []
     for op in tape.ops:
         kind, cf, cp = op_cost(op)
+        fixed["paper"] += int(op.extra.get("paper_const", 0))
         if kind == "free":
             full_costs.append(0)
             continue

@@ -20,6 +20,8 @@ batch norm (no stats)  5/elem affine, 4 without     1/elem affine, 0 without
 instance/group/layer   5/elem affine, 4 without     1/elem affine, 0 without
 upsample nearest       1/output element             0
 upsample bilinear      4/output element             4/output element
+upsample area          1/input element              1/output element (+1 per spatial dim
+                                                    with a scale_factor: its size multiply)
 adaptive avg pool      1/input element              1/output element
 avg pool, mean         0                            1/output element
 mul (incl. x * 0.2)    0                            1/output element
@@ -152,6 +154,10 @@ class Tape(TorchFunctionMode):
                 op.extra["affine"] = _arg(args, kwargs, 2, "weight") is not None
             elif name in ("interpolate", "upsample"):
                 op.extra["mode"] = _arg(args, kwargs, 3, "mode", "nearest")
+                if op.extra["mode"] == "area" and _arg(args, kwargs, 2, "scale_factor") is not None:
+                    # traced, the output size is computed by one tensor multiply per spatial dim,
+                    # which torchprofile counts (1 each)
+                    op.extra["paper_const"] = len(op.out_shape) - 2
             elif name == "leaky_relu":
                 op.extra["inplace"] = was_inplace or self.in_flipped
             elif name in ("pixel_shuffle", "pixel_unshuffle"):
@@ -218,6 +224,10 @@ def op_cost(op: Op) -> tuple[str, float, float]:
         return ("out", f * per, p * per) if per is not None else ("const", f * math.prod(outs), p * math.prod(outs))
     if name in ("interpolate", "upsample"):
         mode = op.extra["mode"]
+        if mode == "area":  # runs adaptive_avg_pool2d: fvcore 1 per input element, paper 1 per output
+            if len(ins) >= 2 and ins[1] == outs[1]:
+                return "out", math.prod(ins) // ins[1], per
+            return "const", math.prod(ins), math.prod(outs)
         f, p = {"nearest": (1, 0), "bilinear": (4, 4)}.get(mode, (0, 0))
         return ("out", f * per, p * per) if per is not None else ("const", f * math.prod(outs), p * math.prod(outs))
     if name == "adaptive_avg_pool2d":
