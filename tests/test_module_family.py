@@ -160,6 +160,27 @@ def test_onnx_export_matches(pruned_case, tmp_path):
     assert np.abs(got - expected).max() < 1e-4
 
 
+@pytest.mark.parametrize("name", list(CASES))
+def test_analytic_equals_counters_on_random_students(name):
+    """Random kept subsets (whole units, multiples of group norm's groups), not the search's."""
+    import random
+
+    teacher, _, _ = _teacher(name, seed=2)
+    x = torch.zeros(1, 3, SIZE, SIZE)
+    rng = random.Random(name)
+    for _ in range(2):
+        trace = trace_groups(copy.deepcopy(teacher), x, probe=False)
+        kept, counts = {}, {}
+        for g in trace.prunable:
+            k = rng.randrange(1, g.channels // g.multiple + 1) * g.multiple
+            units = rng.sample(range(g.channels), k)
+            kept[g.id] = sorted(r for u in units for r in g.units[u])
+            counts[g.id] = k
+        student, _ = prune_module(trace.module, kept, example_input=x, trace=trace)
+        for c in ("fvcore", "paper"):
+            assert trace.macs.macs(counts, convention=c) == measure_macs(student, _x(), convention=c), c
+
+
 @pytest.mark.parametrize("name", CHANNELWISE)
 def test_kept_indices_cut_the_right_weights(name):
     """Silence the dropped channels in the teacher (zero every conv input weight that reads
