@@ -487,6 +487,10 @@ def test_bad_kept_channels_are_refused():
     net, _, _ = _teacher("UNetSmall")
     x = torch.zeros(1, 3, SIZE, SIZE)
     trace = trace_groups(net, x)
+    with pytest.raises(NasPruneError, match="another module object"):
+        prune_module(copy.deepcopy(net), {}, example_input=x, trace=trace)
+    everything = select_channels(trace, target_macs=trace.macs.teacher["fvcore"])
+    assert everything.threshold is None and everything.macs == trace.macs.teacher["fvcore"]
     with pytest.raises(NasPruneError, match="no group 'nope:out'"):
         prune_module(net, {"nope:out": [0]}, example_input=x, trace=trace)
     with pytest.raises(NasPruneError, match="not prunable"):

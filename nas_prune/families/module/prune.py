@@ -66,6 +66,8 @@ def prune_module(
 
     if trace is None:
         trace = trace_groups(module, example_input, keep=keep, probe=_probe)
+    elif trace.module is not module:
+        raise NasPruneError("prune_module: the trace was made on another module object (pass trace.module)")
     kept_roots: dict[str, set[int]] = {}
     for gid, idxs in kept.items():
         g = trace.groups.get(gid)

@@ -24,7 +24,8 @@ class Selection:
         kept: group id -> kept root-channel indices (every prunable group; sorted).
         counts: group id -> kept units.
         macs: MACs of the student in the search's convention; ``target``, ``teacher`` too.
-        threshold: the global threshold (units scoring above it are kept before the fill).
+        threshold: the global threshold (units scoring above it are kept before the fill);
+            None when the teacher already fits the target (everything kept).
         filled: units added by the fill pass.
     """
 
@@ -34,7 +35,7 @@ class Selection:
     target: int
     teacher: int
     convention: str
-    threshold: float
+    threshold: float | None
     filled: int = 0
     smallest: int = 0
     criteria: dict[str, str] = field(default_factory=dict)
@@ -94,7 +95,7 @@ def select_channels(
         return np.clip(above // mult * mult, mins, full)
 
     if teacher <= target_macs:
-        k, threshold = full, float("-inf")
+        k, threshold = full.copy(), None
     else:
         values = np.unique(np.concatenate([np.array(g.scores, dtype=float) for g in groups]))
         lo, hi = 0, len(values) - 1  # counts_at(values[-1]) == mins fits
