@@ -88,8 +88,10 @@ def prune_module(
                 raise NasPruneError(f"kept channels: group {gid} must keep or drop channels {unit} together")
         kept_roots[gid] = idxs
 
-    with torch.no_grad():
-        reference_shape = _output_shape(module, example_input)
+    reference_shape = trace.output_shape
+    if reference_shape is None:
+        with torch.no_grad():
+            reference_shape = _output_shape(module, example_input)
     # plan buffer slices and instance-norm running stats before the graph changes
     slices = []
     for owner, bname, dim, node, gids in trace.buffer_slices:

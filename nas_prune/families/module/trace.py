@@ -109,6 +109,7 @@ class Trace:
     buffer_slices: list = field(default_factory=list)
     root_modules: dict = field(default_factory=dict)
     output_nodes: set = field(default_factory=set)
+    output_shape: Any = None  # as prune_module's shape check compares it
 
     @property
     def prunable(self) -> list[Group]:
@@ -249,11 +250,13 @@ def trace_groups(
     tape.child_ends = []  # type: ignore[attr-defined]
 
     outputs: list = []
+    shapes: list = []
 
     def forward_fn(model, x):
         with tape:
             out = model(x)
         outputs.extend(o for o in (out if isinstance(out, (tuple, list)) else [out]) if isinstance(o, torch.Tensor))
+        shapes.append(tuple(tuple(o.shape) for o in outputs) if isinstance(out, (tuple, list)) else tuple(out.shape))
         return out
 
     # In-place activations on a view (instance norm's output) replace its autograd node, so
@@ -302,6 +305,7 @@ def trace_groups(
         )
     trace = Trace(module=module, graph=dg, groups={}, input_shape=list(example_input.shape), keep=list(keep))
     trace.output_nodes = {fn2node[o.grad_fn] for o in outputs if o.grad_fn in fn2node}
+    trace.output_shape = shapes[0] if shapes else None
     _collect_groups(trace, names)
     _apply_rules(trace, tape, names, fn2node, keep)
     forms = macs_mod.node_forms(trace, tape, fn2node)
