@@ -131,6 +131,18 @@ def test_every_group_has_a_criterion_and_the_output_is_whole(pruned_case):
     assert any(g.criterion == "gamma" for g in trace.prunable) == has_affine_norm
 
 
+def test_summary_rows_name_criterion_or_reason(pruned_case):
+    from nas_prune.families.module import group_rows
+
+    name, teacher, trace, sel, student, _ = pruned_case
+    rows = {r["group"]: r for r in group_rows(trace, sel)}
+    assert set(rows) == set(trace.groups)
+    for g in trace.groups.values():
+        r = rows[g.id]
+        assert (r["criterion"] is None) == (not g.prunable) and (r["left whole"] is None) == g.prunable
+        assert r["kept"] == (len(sel.kept[g.id]) if g.prunable else r["channels"])
+
+
 def test_rebuild_from_record_gives_the_same_outputs(pruned_case, tmp_path):
     name, teacher, trace, sel, student, record = pruned_case
     text = json.dumps(record)

@@ -30,7 +30,8 @@ Public API (keyword-only options)::
 * :func:`trace_groups` ``(module, example_input, *, keep) -> Trace``: ``trace.groups`` (id
   ``<root path>:out``, units, min multiple, criterion, scores, ``prunable``/``reason``) and
   ``trace.macs`` (``macs(counts, convention=...)``, ``teacher``).
-* :func:`select_channels` ``(trace, *, target_macs, convention, min_channels, fill) -> Selection``.
+* :func:`select_channels` ``(trace, *, target_macs, convention, min_channels, fill) -> Selection``;
+  :func:`group_rows` ``(trace, selection)``: one summary row per group (criterion, or why left whole).
 * :func:`prune_module` ``(module, kept, *, example_input, keep, trace, spec, args,
   source_sha256) -> (module, record)``; :func:`rebuild` ``(record, *, source_check,
   allow_changed_source, cwd)``; :func:`check_record`.
@@ -40,12 +41,12 @@ Public API (keyword-only options)::
 
 from nas_prune.families.module.macs import MacsModel, measure_macs
 from nas_prune.families.module.prune import check_record, default_taps, prune_module, rebuild
-from nas_prune.families.module.select import Selection, select_channels
+from nas_prune.families.module.select import Selection, group_rows, select_channels
 from nas_prune.families.module.spec import load_model_spec, load_weights, read_state_dict, sha256_file
 from nas_prune.families.module.trace import Group, Trace, trace_groups
 
 __all__ = [
-    "Group", "MacsModel", "Selection", "Trace", "check_record", "default_taps", "load_model_spec",
+    "Group", "MacsModel", "Selection", "Trace", "check_record", "default_taps", "group_rows", "load_model_spec",
     "load_weights", "measure_macs", "prune_module", "read_state_dict", "rebuild", "select_channels",
     "sha256_file", "trace_groups",
 ]

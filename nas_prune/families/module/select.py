@@ -135,3 +135,20 @@ def select_channels(
         convention=convention, threshold=threshold, filled=filled, smallest=smallest,
         criteria={g.id: g.criterion for g in groups},
     )
+
+
+def group_rows(trace, selection: Selection | None = None) -> list[dict]:
+    """One row per group for a summary: id, members, channels, kept, criterion, and why a group
+    is left whole. ``kept`` is the selection's count (all channels for groups it leaves whole)."""
+    rows = []
+    for g in trace.groups.values():
+        channels = sum(len(u) for u in g.units)
+        kept = channels
+        if selection is not None and g.id in selection.kept:
+            kept = len(selection.kept[g.id])
+        rows.append({
+            "group": g.id, "members": len(g.members), "channels": channels, "kept": kept,
+            "criterion": g.criterion if g.prunable else None,
+            "left whole": None if g.prunable else g.reason,
+        })
+    return rows
