@@ -2,7 +2,7 @@
 
 Point it at your code and weights; nas-prune traces the module once, finds the channels that
 must be pruned together (Torch-Pruning's dependency graph, with the corrections listed in
-:mod:`.trace`), scores them (``|gamma|`` or L1, :mod:`.importance`), searches one global
+:mod:`.trace` and applied by :mod:`.rules`), scores them (``|gamma|`` or L1, :mod:`.importance`), searches one global
 threshold to a MACs target on a closed-form count (:mod:`.macs`, :mod:`.select`), cuts the
 module with explicit indices and writes a JSON record from which the student is rebuilt
 with the user's code alone (:mod:`.prune`). Importing the user's code *runs* it; weights

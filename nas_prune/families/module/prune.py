@@ -62,7 +62,7 @@ def prune_module(
     """
     import torch
 
-    from nas_prune.families.module.trace import _node_channels, trace_groups
+    from nas_prune.families.module.trace import trace_groups
 
     if trace is None:
         trace = trace_groups(module, example_input, keep=keep, probe=_probe)
