@@ -1,4 +1,9 @@
-"""The ``module`` family's engine: one-step pruning of any generator class the user has.
+"""The ``module`` family: one-step pruning of any generator class the user has.
+
+:class:`ModuleFamily` (:mod:`.family`, registered as ``module``) puts the engine below behind
+the family protocol, with :class:`ModuleArch` (:mod:`.arch`) as its architecture: the
+import spec, args, source hash, trace input and kept indices per group. So ``nas-prune
+profile|search|distill|evaluate|export ... --model nets.py:NAME`` work as for a shipped family.
 
 Point it at your code and weights; nas-prune traces the module once, finds the channels that
 must be pruned together (Torch-Pruning's dependency graph, with the corrections listed in
@@ -39,6 +44,8 @@ Public API (keyword-only options)::
   convention)`` (fvcore / torchprofile on a real forward pass).
 """
 
+from nas_prune.families.module.arch import ModuleArch
+from nas_prune.families.module.family import ModuleFamily  # registers the family
 from nas_prune.families.module.macs import MacsModel, measure_macs
 from nas_prune.families.module.prune import check_record, default_taps, prune_module, rebuild
 from nas_prune.families.module.select import Selection, group_rows, select_channels
@@ -46,7 +53,7 @@ from nas_prune.families.module.spec import load_model_spec, load_weights, read_s
 from nas_prune.families.module.trace import Group, Trace, trace_groups
 
 __all__ = [
-    "Group", "MacsModel", "Selection", "Trace", "check_record", "default_taps", "group_rows", "load_model_spec",
+    "Group", "MacsModel", "ModuleArch", "ModuleFamily", "Selection", "Trace", "check_record", "default_taps", "group_rows", "load_model_spec",
     "load_weights", "measure_macs", "prune_module", "read_state_dict", "rebuild", "select_channels",
     "sha256_file", "trace_groups",
 ]

@@ -17,8 +17,11 @@ from __future__ import annotations
 from typing import Any
 
 
-def score_groups(trace) -> None:
-    """Fill ``criterion`` and ``scores`` of every prunable group of ``trace`` (in place)."""
+def score_groups(trace, *, prefer: str = "gamma") -> None:
+    """Fill ``criterion`` and ``scores`` of every prunable group of ``trace`` (in place).
+
+    ``prefer="l1"`` scores every group by L1, affine norms or not.
+    """
     import torch
 
     norm_types = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.instancenorm._InstanceNorm,
@@ -39,7 +42,7 @@ def score_groups(trace) -> None:
         if not g.prunable:
             continue
         found = per_group.get(gid, {})
-        criterion = "gamma" if "gamma" in found else "l1"
+        criterion = "gamma" if prefer != "l1" and "gamma" in found else "l1"
         unit_of = {r: u for u, unit in enumerate(g.units) for r in unit}
         values: list[list[float]] = [[] for _ in g.units]
         for m, positions, roots in found.get(criterion, []):

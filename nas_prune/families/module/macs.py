@@ -67,6 +67,7 @@ class MacsModel:
     fixed: dict[str, int]  # convention -> cost of constant ops
     teacher: dict[str, int] = field(default_factory=dict)
     op_costs_fvcore: list[int] = field(default_factory=list)
+    op_child: list = field(default_factory=list)  # [T] top-level child running each charged op (None: outside)
 
     def vector(self, counts: Mapping[str, int] | None) -> "np.ndarray":
         import numpy as np
@@ -85,6 +86,21 @@ class MacsModel:
         va = v[self.a]
         vb = np.where(self.b >= 0, v[np.maximum(self.b, 0)], 1)
         return int(self.fixed[convention] + int(np.sum(self.coef[convention] * va * vb)))
+
+    def macs_by_child(self, k: "np.ndarray", convention: str = "fvcore") -> dict:
+        """``{top-level child (None: outside any): MACs}`` for a count vector ``k``; the constant
+        ops (grouped convs left whole, ...) are under the key ``"(fixed)"``. Sums to :meth:`macs_vec`."""
+        import numpy as np
+
+        v = self.const + (self.matrix @ k if self.matrix.shape[1] else 0)
+        vb = np.where(self.b >= 0, v[np.maximum(self.b, 0)], 1)
+        per_op = self.coef[convention] * v[self.a] * vb
+        out: dict = {}
+        for child, cost in zip(self.op_child, per_op.tolist()):
+            out[child] = out.get(child, 0) + int(cost)
+        if self.fixed[convention]:
+            out["(fixed)"] = out.get("(fixed)", 0) + int(self.fixed[convention])
+        return out
 
     def macs(self, counts: Mapping[str, int] | None = None, *, convention: str = "fvcore") -> int:
         """MACs with ``counts[group id]`` units kept (missing groups: all kept).
@@ -125,6 +141,7 @@ def build_model(trace, tape, fn2node, forms: dict) -> MacsModel:
 
     a, b = [], []
     coef = {"fvcore": [], "paper": []}
+    children: list = []
     fixed = {"fvcore": 0, "paper": 0}
     full_costs = []
     for op in tape.ops:
@@ -154,6 +171,7 @@ def build_model(trace, tape, fn2node, forms: dict) -> MacsModel:
             full_costs.append(int(cf) * out_c)
         coef["fvcore"].append(int(cf))
         coef["paper"].append(int(cp))
+        children.append(op.child)
     matrix = np.zeros((len(consts), len(gids)), dtype=np.int64)
     for i, row in enumerate(rows):
         for j, m in row.items():
@@ -168,6 +186,7 @@ def build_model(trace, tape, fn2node, forms: dict) -> MacsModel:
         coef={k: np.array(v, dtype=np.int64) for k, v in coef.items()},
         fixed=fixed,
         op_costs_fvcore=full_costs,
+        op_child=children,
     )
     model.teacher = {c: model.macs(None, convention=c) for c in CONVENTIONS}
     return model
