@@ -103,6 +103,7 @@ class UserModel:
         args: keyword arguments of NAME (JSON values).
         allow_changed_source: build a student whose source file changed since it was made.
         input_size: ``(H, W)`` to trace the module at (None: the family's default, 256x256).
+        keep: module paths whose channels are never pruned (``search --keep``).
 
     The code is *executed* when imported; the weights file is still loaded safely.
     """
@@ -111,10 +112,12 @@ class UserModel:
     args: Any = None
     allow_changed_source: bool = False
     input_size: tuple[int, int] | None = None
+    keep: tuple[str, ...] = ()
 
 
 def user_model(model: str | None = None, model_args: str | Mapping | None = None, *,
-               allow_changed_source: bool = False, input_size: Any = None) -> UserModel | None:
+               allow_changed_source: bool = False, input_size: Any = None,
+               keep: Any = ()) -> UserModel | None:
     """The :class:`UserModel` of the CLI options (None when none is given).
 
     Raises:
@@ -124,7 +127,10 @@ def user_model(model: str | None = None, model_args: str | Mapping | None = None
 
     from nas_prune.families.common import parse_input_size
 
+    keep = tuple(k.strip() for item in (keep or ()) for k in str(item).split(",") if k.strip())
     if model is None and model_args is None and not allow_changed_source:
+        if keep:
+            raise NasPruneError("--keep names modules of a generator built with --model")
         return None
     if model_args is not None and model is None:
         raise NasPruneError("--model-args needs --model")
@@ -137,7 +143,9 @@ def user_model(model: str | None = None, model_args: str | Mapping | None = None
     if not isinstance(args, Mapping):
         raise NasPruneError(f"--model-args: expected a JSON object like '{{\"ngf\": 64}}', got {model_args}")
     size = None if input_size is None else parse_input_size(input_size)
-    return UserModel(model, dict(args), allow_changed_source, size)
+    if keep and model is None:
+        raise NasPruneError("--keep names modules of a generator built with --model")
+    return UserModel(model, dict(args), allow_changed_source, size, keep)
 
 
 def code_options(model: UserModel | None):
@@ -183,7 +191,8 @@ def load_generator(
             raise NasPruneError("--space does not apply to a generator built with --model")
         family = code_family()
         arch, state = family.load_code(tensors, path=path, model=model.spec, args=model.args or {},
-                                       allow_changed_source=allow, input_size=model.input_size, notes=notes)
+                                       allow_changed_source=allow, input_size=model.input_size,
+                                       keep=model.keep, notes=notes)
         return LoadedGenerator(arch=arch, state_dict=state, layout=family.native_layout, sha256=file_sha256(path),
                                path=path, notes=notes)
     found = _detect(list(tensors))

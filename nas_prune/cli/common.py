@@ -120,8 +120,8 @@ CHANGED_SOURCE_HELP = "Build a student whose --model source file changed since a
 MODEL_PANEL = "Your own generator (--model)"
 
 
-def user_model(model, model_args, allow_changed_source: bool, input_size=None):
+def user_model(model, model_args, allow_changed_source: bool, input_size=None, *, keep=()):
     """The library's :class:`nas_prune.load.UserModel` of the ``--model`` options (None without them)."""
     from nas_prune.load import user_model as make
 
-    return make(model, model_args, allow_changed_source=allow_changed_source, input_size=input_size)
+    return make(model, model_args, allow_changed_source=allow_changed_source, input_size=input_size, keep=keep)

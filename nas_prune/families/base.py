@@ -117,12 +117,13 @@ class GeneratorFamily:
         raise NotImplementedError
 
     def load_code(self, tensors: Mapping[str, "torch.Tensor"], *, path, model: str, args: Mapping[str, Any],
-                  allow_changed_source: bool, input_size: tuple[int, int] | None,
+                  allow_changed_source: bool, input_size: tuple[int, int] | None, keep: Sequence[str] = (),
                   notes: list[str]) -> tuple[Any, dict[str, "torch.Tensor"]]:
         """``(arch, state_dict)`` of the user's generator ``model`` (an import spec) built with
         ``args`` and loaded strictly with ``tensors`` (only when :attr:`from_code`).
 
-        ``input_size`` (H, W) is where the module may be traced (None: the family's default).
+        ``input_size`` (H, W) is where the module may be traced (None: the family's default);
+        ``keep`` names modules whose channels are never pruned (``search --keep``).
         """
         raise NasPruneError(f"{self.title} generators are not built from code")
 

@@ -166,7 +166,7 @@ class ModuleFamily(GeneratorFamily):
     def load_state(self, tensors, *, path, layout, space, like, notes):
         raise NasPruneError(f"{path}: a module generator is loaded with --model SPEC")
 
-    def load_code(self, tensors, *, path, model, args, allow_changed_source, input_size, notes):
+    def load_code(self, tensors, *, path, model, args, allow_changed_source, input_size, keep=(), notes):
         import torch
 
         from nas_prune.families.module.spec import load_model_spec
@@ -178,19 +178,14 @@ class ModuleFamily(GeneratorFamily):
         module.load_state_dict(state, strict=True)
         h, w = input_size or (DEFAULT_TRACE_SIDE, DEFAULT_TRACE_SIDE)
         c = _input_channels(module)
-        arch = ModuleArch(model=spec, args_json=json.dumps(dict(args), sort_keys=True), source_sha256=sha, input_size=(1, c, h, w), keep=(), kept=(),
-            allow_changed_source=allow_changed_source)
+        arch = ModuleArch(model=spec, args_json=json.dumps(dict(args), sort_keys=True), source_sha256=sha,
+                          input_size=(1, c, h, w), keep=tuple(keep), kept=(), allow_changed_source=allow_changed_source)
         trace = _trace(arch, module=module)
         arch = dataclasses.replace(arch, kept=_teacher_kept(trace))
         notes.append(f"built {spec}({', '.join(f'{k}={v!r}' for k, v in dict(args).items())}) from your code "
                      f"(sha256 {sha[:16]}...), traced at {c}x{h}x{w}: {len(trace.prunable)} prunable groups, "
                      f"{len(trace.groups) - len(trace.prunable)} left whole")
         return arch, state
-
-    def with_keep(self, arch: ModuleArch, keep: Sequence[str]) -> ModuleArch:
-        """The teacher ``arch`` with ``keep`` module paths never pruned (``search --keep``)."""
-        arch = dataclasses.replace(arch, keep=tuple(keep), kept=())
-        return dataclasses.replace(arch, kept=_teacher_kept(_trace(arch)))
 
     # architectures
     def arch_to_dict(self, arch: ModuleArch) -> dict[str, Any]:
