@@ -63,6 +63,15 @@ class ModuleArch:
     def input_nc(self) -> int:
         return int(self.input_size[1])
 
+    @property
+    def output_nc(self) -> int:
+        """Channels of the (first) output, from the trace of the teacher-shaped module."""
+        from nas_prune.families.module.family import _trace
+
+        shape = _trace(self).output_shape
+        first = shape[0] if shape and isinstance(shape[0], tuple) else shape
+        return int(first[1])
+
     def record(self) -> dict[str, Any]:
         """The engine's record (:data:`nas_prune.families.module.prune.FORMAT`)."""
         from nas_prune.families.module.prune import FORMAT, VERSION
