@@ -262,6 +262,15 @@ class ModuleFamily(GeneratorFamily):
         except NasPruneError as err:
             raise NasPruneError(str(err).replace("--input-size", option, 1)) from None
 
+    def size_multiple(self, arch: ModuleArch) -> int:
+        """``2**k`` for a module whose smallest feature map is ``2**k`` times smaller than its
+        input at the traced size (4 at least: the commands' sizes are multiples of 4)."""
+        _, _, h0, w0 = arch.input_size
+        sides = [min(h0 // s[2], w0 // s[3]) for s in self._shapes(arch).values() if len(s) == 4 and s[2] and s[3]]
+        f = max(sides, default=1)
+        f = 1 << (max(f, 1).bit_length() - 1)  # the power of two at or below it
+        return max(4, f)
+
     def min_input_size(self, arch: ModuleArch) -> tuple[int, int]:
         """The traced size (known to run; smaller ones may too)."""
         return int(arch.input_size[2]), int(arch.input_size[3])
