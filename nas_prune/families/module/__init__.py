@@ -4,6 +4,8 @@
 the family protocol, with :class:`ModuleArch` (:mod:`.arch`) as its architecture: the
 import spec, args, source hash, trace input and kept indices per group. So ``nas-prune
 profile|search|distill|evaluate|export ... --model nets.py:NAME`` work as for a shipped family.
+:mod:`.teacher` holds the arch's teacher-shaped module and its traces (cached); :mod:`.groups`
+the trace's data, :mod:`.cut` the structural edit.
 
 Point it at your code and weights; nas-prune traces the module once, finds the channels that
 must be pruned together (Torch-Pruning's dependency graph, with the corrections listed in

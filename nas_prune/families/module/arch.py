@@ -66,9 +66,9 @@ class ModuleArch:
     @property
     def output_nc(self) -> int:
         """Channels of the (first) output, from the trace of the teacher-shaped module."""
-        from nas_prune.families.module.family import _trace
+        from nas_prune.families.module.teacher import trace_of
 
-        shape = _trace(self).output_shape
+        shape = trace_of(self).output_shape
         first = shape[0] if shape and isinstance(shape[0], tuple) else shape
         return int(first[1])
 

@@ -29,86 +29,14 @@ import dataclasses
 import json
 import math
 import types
-from collections import OrderedDict
 from typing import Any, Callable, Mapping, Sequence
 
 from nas_prune.errors import NasPruneError
 from nas_prune.families import GeneratorFamily, register_family
-from nas_prune.families.base import CHANGED_SOURCE_ALLOWED
 from nas_prune.families.common import LayerCost, PrunableLayer, check_state
 from nas_prune.families.module.arch import ModuleArch, module_fits_within
-
-#: Side of the square input a module is traced at when the command names none.
-DEFAULT_TRACE_SIDE = 256
-
-
-class _Lru(OrderedDict):
-    def __init__(self, size: int):
-        super().__init__()
-        self.size = size
-
-    def put(self, key, value):
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.size:
-            self.popitem(last=False)
-        return value
-
-
-_TRACES = _Lru(8)     # (code key, input shape) -> Trace of the teacher-shaped module
-_TEMPLATES = _Lru(8)  # arch -> built module (copied by build)
-_SHAPES = _Lru(16)    # arch -> {module path: output shape} at the arch's input size
-_CRITERION: dict = {}  # code key -> the criterion of the last importance run
-
-
-def _one_line(err: BaseException) -> str:
-    return f"{type(err).__name__}: {' '.join(str(err).split())[:240]}"
-
-
-def _fresh(arch: ModuleArch):
-    """The teacher-shaped module from the user's code (fresh weights, eval mode, on the CPU)."""
-    import torch
-
-    from nas_prune.families.module.spec import load_model_spec
-
-    with torch.device("cpu"):
-        module, _, sha = load_model_spec(arch.model, args=arch.args)
-    if sha != arch.source_sha256 and not (arch.allow_changed_source or CHANGED_SOURCE_ALLOWED.get()):
-        raise NasPruneError(
-            f"the source of {arch.model} changed since this architecture was made (sha256 "
-            f"{arch.source_sha256} then, {sha} now); pass --allow-changed-source to build it anyway")
-    return module
-
-
-def _trace(arch: ModuleArch, size: tuple[int, int] | None = None, *, module=None):
-    """The trace of the teacher-shaped module at ``size`` (default: the arch's), cached."""
-    import torch
-
-    from nas_prune.families.module.trace import trace_groups
-
-    shape = tuple(arch.input_size) if size is None else (1, arch.input_nc, int(size[0]), int(size[1]))
-    key = (arch.code_key(), shape)
-    if key in _TRACES:
-        _TRACES.move_to_end(key)
-        return _TRACES[key]
-    module = _fresh(arch) if module is None else module
-    try:
-        trace = trace_groups(module, torch.zeros(shape), keep=list(arch.keep))
-    except NasPruneError:
-        raise
-    except Exception as err:  # noqa: BLE001 - the user's forward pass
-        raise NasPruneError(f"--input-size {shape[2]}x{shape[3]}: the module does not run at this size "
-                            f"({_one_line(err)})") from None
-    return _TRACES.put(key, trace)
-
-
-def _unit(g) -> int:
-    return len(g.units[0]) if g.units else 1
-
-
-def _teacher_kept(trace) -> tuple:
-    return tuple((g.id, tuple(sorted(r for u in g.units for r in u))) for g in trace.prunable)
-
+from nas_prune.families.module.teacher import (CRITERION, SHAPES, TEMPLATES, DEFAULT_TRACE_SIDE, fresh, teacher_kept,
+                                               trace_of, unit_of)
 
 def _forward_with_features(self, x, taps: Sequence[str]):
     """``(output, {tap: feature})``: the outputs of the modules at the paths ``taps``."""
@@ -180,8 +108,8 @@ class ModuleFamily(GeneratorFamily):
         c = _input_channels(module)
         arch = ModuleArch(model=spec, args_json=json.dumps(dict(args), sort_keys=True), source_sha256=sha,
                           input_size=(1, c, h, w), keep=tuple(keep), kept=(), allow_changed_source=allow_changed_source)
-        trace = _trace(arch, module=module)
-        arch = dataclasses.replace(arch, kept=_teacher_kept(trace))
+        trace = trace_of(arch, module=module)
+        arch = dataclasses.replace(arch, kept=teacher_kept(trace))
         notes.append(f"built {spec}({', '.join(f'{k}={v!r}' for k, v in dict(args).items())}) from your code "
                      f"(sha256 {sha[:16]}...), traced at {c}x{h}x{w}: {len(trace.prunable)} prunable groups, "
                      f"{len(trace.groups) - len(trace.prunable)} left whole")
@@ -197,9 +125,9 @@ class ModuleFamily(GeneratorFamily):
     def table_rows(self, arch: ModuleArch) -> list[tuple[str, str, str]]:
         """One row per channel group, in root order: kept channels and the criterion, or
         ``whole`` and why a group is left whole; the stage is the group's top-level child."""
-        trace = _trace(arch)
+        trace = trace_of(arch)
         kept = arch.widths
-        forced = _CRITERION.get(arch.code_key())
+        forced = CRITERION.get(arch.code_key())
         rows = []
         for g in trace.groups.values():
             if g.prunable:
@@ -230,15 +158,15 @@ class ModuleFamily(GeneratorFamily):
 
         from nas_prune.families.module.prune import prune_module
 
-        template = _TEMPLATES.get(arch)
+        template = TEMPLATES.get(arch)
         if template is None:
-            module = _fresh(arch)
-            full = dict(_teacher_kept(_trace(arch)))
+            module = fresh(arch)
+            full = dict(teacher_kept(trace_of(arch)))
             if any(tuple(idx) != full.get(g) for g, idx in arch.kept):
                 with torch.device("cpu"):
                     module, _ = prune_module(module, arch.kept_dict, example_input=torch.zeros(arch.input_size),
                                              keep=list(arch.keep))
-            template = _TEMPLATES.put(arch, module)
+            template = TEMPLATES.put(arch, module)
         module = copy.deepcopy(template).train()
         module.arch = arch
         module.forward_with_features = types.MethodType(_forward_with_features, module)
@@ -258,7 +186,7 @@ class ModuleFamily(GeneratorFamily):
             if h < side or w < side:
                 raise NasPruneError(f"{option} {h}x{w} is too small: {why}; use a size >= {side}")
         try:
-            _trace(arch, (h, w))
+            trace_of(arch, (h, w))
         except NasPruneError as err:
             raise NasPruneError(str(err).replace("--input-size", option, 1)) from None
 
@@ -278,8 +206,8 @@ class ModuleFamily(GeneratorFamily):
     def _shapes(self, arch: ModuleArch) -> dict[str, tuple]:
         import torch
 
-        if arch in _SHAPES:
-            return _SHAPES[arch]
+        if arch in SHAPES:
+            return SHAPES[arch]
         net = self.build(arch).eval()
         shapes: dict[str, tuple] = {}
         handles = [m.register_forward_hook(lambda m, i, o, _n=n: shapes.__setitem__(_n, tuple(o.shape)))
@@ -290,7 +218,7 @@ class ModuleFamily(GeneratorFamily):
         finally:
             for h in handles:
                 h.remove()
-        return _SHAPES.put(arch, shapes)
+        return SHAPES.put(arch, shapes)
 
     def forward_bytes(self, arch: ModuleArch, size, *, batch: int = 1) -> int:
         """float32 bytes of the input and every top-level child's output at once (a U-Net's
@@ -299,18 +227,18 @@ class ModuleFamily(GeneratorFamily):
 
         shapes = self._shapes(arch)
         _, c, h0, w0 = arch.input_size
-        elems = c * h0 * w0 + sum(math.prod(shapes[n]) for n, _ in _top_children(_trace(arch).module)
+        elems = c * h0 * w0 + sum(math.prod(shapes[n]) for n, _ in _top_children(trace_of(arch).module)
                                   if n in shapes)
         return int(4 * batch * elems * (size[0] * size[1]) / (h0 * w0))
 
     # taps
     def tap_names(self, arch: ModuleArch) -> list[str]:
-        return [n for n, _ in _trace(arch).module.named_modules() if n]
+        return [n for n, _ in trace_of(arch).module.named_modules() if n]
 
     def default_taps(self, arch: ModuleArch) -> list[str]:
         from nas_prune.families.module.prune import default_taps
 
-        return default_taps(_trace(arch))
+        return default_taps(trace_of(arch))
 
     def tap_channels(self, arch: ModuleArch, tap: str) -> int:
         self.check_taps(arch, [tap])
@@ -325,14 +253,14 @@ class ModuleFamily(GeneratorFamily):
 
         widths = arch.widths
         model = trace.macs
-        return np.array([widths.get(g, trace.groups[g].channels * _unit(trace.groups[g])) // _unit(trace.groups[g])
+        return np.array([widths.get(g, trace.groups[g].channels * unit_of(trace.groups[g])) // unit_of(trace.groups[g])
                          for g in model.group_ids], dtype=np.int64)
 
     def layer_costs(self, arch: ModuleArch, size, convention: str) -> list[LayerCost]:
         """One row per top-level child: its MACs (closed form at ``size``) and parameters."""
         from nas_prune.families.module.trace import _top_children
 
-        trace = _trace(arch, size)
+        trace = trace_of(arch, size)
         by_child = trace.macs.macs_by_child(self._counts(trace, arch), convention)
         params: dict[str, int] = {}
         children = [n for n, _ in _top_children(trace.module)]
@@ -348,19 +276,19 @@ class ModuleFamily(GeneratorFamily):
 
     def _student_params(self, arch: ModuleArch) -> list[tuple[str, int]]:
         key = ("params", arch)
-        if key not in _SHAPES:
-            _SHAPES.put(key, [(n, p.numel()) for n, p in self.build(arch).named_parameters()])
-        return _SHAPES[key]
+        if key not in SHAPES:
+            SHAPES.put(key, [(n, p.numel()) for n, p in self.build(arch).named_parameters()])
+        return SHAPES[key]
 
     def count_params(self, arch: ModuleArch) -> int:
         return sum(p for _, p in self._student_params(arch))
 
     # pruning
     def prunable_layers(self, arch: ModuleArch) -> list[PrunableLayer]:
-        trace = _trace(arch)
+        trace = trace_of(arch)
         widths = arch.widths
-        return [PrunableLayer(name=g.id, kind="group", width=widths.get(g.id, g.channels * _unit(g)), index=i,
-                              unit=_unit(g) * g.multiple, floor=True)
+        return [PrunableLayer(name=g.id, kind="group", width=widths.get(g.id, g.channels * unit_of(g)), index=i,
+                              unit=unit_of(g) * g.multiple, floor=True)
                 for i, g in enumerate(trace.prunable)]
 
     def layer_rule(self, layer, teacher, *, min_channels: int, round_to: int | None) -> tuple[int, int]:
@@ -371,16 +299,16 @@ class ModuleFamily(GeneratorFamily):
 
     def arch_from_widths(self, teacher: ModuleArch, widths: Mapping[str, int]) -> ModuleArch:
         """The first ``width`` root channels (whole units, in unit order) of every group."""
-        trace = _trace(teacher)
+        trace = trace_of(teacher)
         kept = {}
         for g in trace.prunable:
-            w = widths.get(g.id, g.channels * _unit(g))
-            kept[g.id] = sorted(r for u in g.units[: w // _unit(g)] for r in u)
+            w = widths.get(g.id, g.channels * unit_of(g))
+            kept[g.id] = sorted(r for u in g.units[: w // unit_of(g)] for r in u)
         return teacher.with_kept(kept)
 
     def arch_from_kept(self, teacher: ModuleArch, kept: Mapping[str, Sequence[int]]) -> ModuleArch:
         """The student keeping exactly these root channels (whole units: checked)."""
-        trace = _trace(teacher)
+        trace = trace_of(teacher)
         for g in trace.prunable:
             idx = set(kept.get(g.id, ()))
             for unit in g.units:
@@ -395,9 +323,9 @@ class ModuleFamily(GeneratorFamily):
         """The engine's closed form at ``input_size``: one matrix-vector product per call."""
         import numpy as np
 
-        trace = _trace(teacher, input_size)
+        trace = trace_of(teacher, input_size)
         model = trace.macs
-        units = [_unit(trace.groups[g]) for g in model.group_ids]
+        units = [unit_of(trace.groups[g]) for g in model.group_ids]
         full = [trace.groups[g].channels * u for g, u in zip(model.group_ids, units)]
 
         def formula(widths: Mapping[str, int]) -> int:
@@ -409,7 +337,7 @@ class ModuleFamily(GeneratorFamily):
     def search_groups(self, arch: ModuleArch) -> dict[str, tuple[str, ...]]:
         """One study variable per top-level child holding prunable groups (at most 8; else
         early / middle / late thirds of the groups)."""
-        trace = _trace(arch)
+        trace = trace_of(arch)
         by_stage: dict[str, list[str]] = {}
         for g in trace.prunable:
             by_stage.setdefault(self._stage_of(trace, g.root), []).append(g.id)
@@ -434,7 +362,7 @@ class ModuleFamily(GeneratorFamily):
 
         if criterion not in self.criteria:
             raise NasPruneError(f"importance {criterion!r} is not available for module generators: choose gamma or l1")
-        module = _fresh(arch)
+        module = fresh(arch)
         module.load_state_dict(check_state(module.state_dict(), state_dict, "teacher"), strict=True)
         trace = trace_groups(module, torch.zeros(arch.input_size), keep=list(arch.keep))
         if not trace.prunable:
@@ -443,10 +371,10 @@ class ModuleFamily(GeneratorFamily):
                                 + (f" (groups left whole: {'; '.join(reasons)[:300]})" if reasons else ""))
         if criterion == "l1":
             score_groups(trace, prefer="l1")
-        _CRITERION[arch.code_key()] = criterion
+        CRITERION[arch.code_key()] = criterion
         scores = {}
         for g in trace.prunable:
-            s = torch.zeros(g.channels * _unit(g), dtype=torch.float64)
+            s = torch.zeros(g.channels * unit_of(g), dtype=torch.float64)
             for u, unit in enumerate(g.units):
                 s[list(unit)] = float(g.scores[u])
             scores[g.id] = s
@@ -459,7 +387,7 @@ class ModuleFamily(GeneratorFamily):
         from nas_prune.families.module.prune import prune_module
 
         teacher = plan.teacher
-        module = _fresh(teacher)
+        module = fresh(teacher)
         module.load_state_dict(check_state(module.state_dict(), teacher_state_dict, "teacher"), strict=True)
         kept = {g: [int(i) for i in idx] for g, idx in plan.kept.items()}
         module, _ = prune_module(module, kept, example_input=torch.zeros(teacher.input_size), keep=list(teacher.keep))

@@ -24,7 +24,7 @@ CONVENTIONS = ("fvcore", "paper")
 
 def node_forms(trace, tape, fn2node) -> dict:
     """``{node: (const, {group id: channels per unit})}`` for every node's output tensor."""
-    from nas_prune.families.module.trace import _node_channels
+    from nas_prune.families.module.groups import _node_channels
 
     forms = {}
     for (node, space), items in trace.node_items.items():

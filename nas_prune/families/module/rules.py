@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
-from nas_prune.families.module.trace import Trace, _node_channels, _node_name
+from nas_prune.families.module.groups import Trace, _node_channels, _node_name
 
 
 def apply_rules(trace: Trace, tape, names: dict, fn2node: dict, keep: Iterable[str]) -> None:
