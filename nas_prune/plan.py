@@ -306,8 +306,7 @@ class ThresholdFamily:
         lo, hi = 0, self.n_candidates - 1
         smallest = self.widths_at(hi)
         floor_macs = self.macs(smallest)
-        floors = (f"every branch dropped, stem/head at {self.min_channels} channels"
-                  f"{f' rounded to {self.round_to}' if self.round_to else ''}")
+        floors = family_of(self.teacher).floor_text(min_channels=self.min_channels, round_to=self.round_to)
         if target_macs is not None and floor_macs > target_macs:
             raise NasPruneError(
                 f"target {format_macs(target_macs, conv)} is below the smallest reachable "

@@ -133,7 +133,11 @@ def test_distill_a_few_steps_at_a_named_tap_then_evaluate(world, searched):
     out = world / "D"
     _cli("distill", "--teacher", world / "G.pth", *_model(world), "--student", searched, "--data", world / "data",
          "--mode", "aligned", "--max-steps", 2, "--batch-size", 2, "--crop-size", SIZE, "--load-size", SIZE,
-         "--taps", "down1,up1", "--distill", "gcka,mse", "--out", out, "--no-progress")
+         "--taps", "down1,up1", "--distill", "gcka,mse,crd,akdg,ackd", "--log-every", 1, "--out", out, "--no-progress")
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
+    seen = {k for rec in log for k in rec}
+    for method in ("gcka", "mse", "crd", "akdg", "ackd"):
+        assert any(method in k for k in seen), (method, sorted(seen))
     doc = json.loads((out / "final" / "arch.json").read_text())
     assert doc["arch"]["family"] == "module"
     config = json.loads((out / "config.json").read_text())
@@ -241,3 +245,15 @@ def test_nothing_prunable_is_one_line(world, tmp_path):
     torch.save(module_nets.NothingPrunable().state_dict(), tmp_path / "N.pth")
     _fails(["search", "--teacher", tmp_path / "N.pth", "--model", f"{world / 'nets.py'}:NothingPrunable",
             "--input-size", SIZE, "--target-macs", "1K", "--out", tmp_path / "o"], "nothing in the module is prunable")
+
+
+def test_package_module_spec_through_the_cli(world, tmp_path, monkeypatch):
+    (tmp_path / "mypkg").mkdir()
+    (tmp_path / "mypkg" / "__init__.py").write_text("")
+    shutil.copy(world / "nets.py", tmp_path / "mypkg" / "nets.py")
+    monkeypatch.chdir(tmp_path)
+    report = json.loads(_cli("profile", world / "G.pth", "--model", "mypkg.nets:UNetSmall", "--model-args", ARGS,
+                             "--input-size", SIZE, "--json"))
+    full = json.loads(_cli("profile", world / "G.pth", *_model(world), "--input-size", SIZE, "--json"))
+    assert report["macs"] == full["macs"] and report["params"] == full["params"]
+    assert "mypkg.nets:UNetSmall" in " ".join(report["notes"])

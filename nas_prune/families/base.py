@@ -312,6 +312,11 @@ class GeneratorFamily:
         step = round_to or 1
         return step, (min(layer.width, -(-min_channels // step) * step) if layer.has_floor else 0)
 
+    def floor_text(self, *, min_channels: int, round_to: int | None) -> str:
+        """What the smallest student of the threshold search is, for the target-out-of-reach error."""
+        return (f"every branch dropped, stem/head at {min_channels} channels"
+                f"{f' rounded to {round_to}' if round_to else ''}")
+
     def search_groups(self, arch: Any) -> dict[str, tuple[str, ...]]:
         """``{variable: prunable layer names}``: the layers whose scores one Optuna study
         variable scales together (``search --trials``).

@@ -297,6 +297,10 @@ class ModuleFamily(GeneratorFamily):
         step = math.lcm(layer.unit, round_to or 1)
         return step, min(layer.width, max(step, -(-min_channels // step) * step))
 
+    def floor_text(self, *, min_channels: int, round_to: int | None) -> str:
+        return (f"every group at {min_channels} channels or one unit"
+                f"{f', rounded to {round_to}' if round_to else ''}; the output channels and --keep modules whole")
+
     def arch_from_widths(self, teacher: ModuleArch, widths: Mapping[str, int]) -> ModuleArch:
         """The first ``width`` root channels (whole units, in unit order) of every group."""
         trace = trace_of(teacher)
