@@ -102,7 +102,7 @@ def test_search_lands_under_the_target_and_records_the_code(world, searched):
     assert any(len(v) < w for v, w in zip(arch["kept"].values(), (8, 16, 16, 16, 8)))
     assert doc["provenance"]["kept"] == arch["kept"]
     assert "(gamma)" in (searched / "summary.md").read_text()
-    assert "outc.0:out | 3 (whole: the model's output channels)" in (searched / "summary.md").read_text()
+    assert "| outc | outc.0:out 3 (whole: the model's output channels) |" in (searched / "summary.md").read_text()
 
 
 def test_rebuilt_from_arch_json_alone_matches_the_engine(world, searched):
@@ -162,6 +162,12 @@ def test_distill_taps_default_and_unknown_tap(world, searched):
     assert tap_channels(arch, "down1") == len(arch.kept_dict["down1.0:out"])
     with pytest.raises(NasPruneError, match="unknown feature layer 'nope'"):
         check_taps(arch, ["nope"])
+
+
+def test_profile_latency_of_a_student(world, searched):
+    report = json.loads(_cli("profile", searched, "--latency", "--repeats", 2, "--input-size", SIZE, "--json"))
+    assert report["kind"] == "arch-json" and report["latency"]["runtime"] == "torch-cpu"
+    assert report["latency"]["runs"] == 2 and 0 < report["latency"]["min_ms"] <= report["latency"]["median_ms"]
 
 
 def test_changed_source_is_refused_through_the_cli_unless_allowed(world, searched, tmp_path):

@@ -35,8 +35,8 @@ from nas_prune.errors import NasPruneError
 from nas_prune.families import GeneratorFamily, register_family
 from nas_prune.families.common import LayerCost, PrunableLayer, check_state
 from nas_prune.families.module.arch import ModuleArch, module_fits_within
-from nas_prune.families.module.teacher import (CRITERION, SHAPES, TEMPLATES, DEFAULT_TRACE_SIDE, fresh, teacher_kept,
-                                               trace_of, unit_of)
+from nas_prune.families.module.teacher import (CRITERION, DEFAULT_TRACE_SIDE, SHAPES, TEMPLATES, allowed, fresh,
+                                               teacher_kept, trace_of, unit_of)
 
 def _forward_with_features(self, x, taps: Sequence[str]):
     """``(output, {tap: feature})``: the outputs of the modules at the paths ``taps``."""
@@ -123,20 +123,20 @@ class ModuleFamily(GeneratorFamily):
         return module_fits_within(student, teacher)
 
     def table_rows(self, arch: ModuleArch) -> list[tuple[str, str, str]]:
-        """One row per channel group, in root order: kept channels and the criterion, or
-        ``whole`` and why a group is left whole; the stage is the group's top-level child."""
+        """One row per top-level child holding channel groups (its stage in :meth:`layer_costs`):
+        each group's kept channels and criterion, or ``whole`` and why it is left whole."""
         trace = trace_of(arch)
         kept = arch.widths
         forced = CRITERION.get(arch.code_key())
-        rows = []
+        rows: dict[str, list[str]] = {}
         for g in trace.groups.values():
             if g.prunable:
                 crit = "l1" if forced == "l1" else g.criterion
-                text = f"{kept.get(g.id, sum(len(u) for u in g.units))} ({crit})"
+                text = f"{g.id} {kept.get(g.id, sum(len(u) for u in g.units))} ({crit})"
             else:
-                text = f"{sum(len(u) for u in g.units)} (whole: {g.reason})"
-            rows.append((g.id, text, self._stage_of(trace, g.root)))
-        return rows
+                text = f"{g.id} {sum(len(u) for u in g.units)} (whole: {g.reason})"
+            rows.setdefault(self._stage_of(trace, g.root), []).append(text)
+        return [(stage, "; ".join(texts), stage) for stage, texts in rows.items()]
 
     @staticmethod
     def _stage_of(trace, path: str) -> str:
@@ -158,7 +158,8 @@ class ModuleFamily(GeneratorFamily):
 
         from nas_prune.families.module.prune import prune_module
 
-        template = TEMPLATES.get(arch)
+        key = (arch, allowed(arch))
+        template = TEMPLATES.get(key)
         if template is None:
             module = fresh(arch)
             full = dict(teacher_kept(trace_of(arch)))
@@ -166,7 +167,7 @@ class ModuleFamily(GeneratorFamily):
                 with torch.device("cpu"):
                     module, _ = prune_module(module, arch.kept_dict, example_input=torch.zeros(arch.input_size),
                                              keep=list(arch.keep))
-            template = TEMPLATES.put(arch, module)
+            template = TEMPLATES.put(key, module)
         module = copy.deepcopy(template).train()
         module.arch = arch
         module.forward_with_features = types.MethodType(_forward_with_features, module)

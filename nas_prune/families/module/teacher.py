@@ -42,6 +42,11 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {' '.join(str(err).split())[:240]}"
 
 
+def allowed(arch) -> bool:
+    """Whether a changed source file may be built for ``arch`` now."""
+    return bool(arch.allow_changed_source or CHANGED_SOURCE_ALLOWED.get())
+
+
 def fresh(arch):
     """The teacher-shaped module from the user's code (fresh weights, eval mode, on the CPU)."""
     import torch
@@ -50,7 +55,7 @@ def fresh(arch):
 
     with torch.device("cpu"):
         module, _, sha = load_model_spec(arch.model, args=arch.args)
-    if sha != arch.source_sha256 and not (arch.allow_changed_source or CHANGED_SOURCE_ALLOWED.get()):
+    if sha != arch.source_sha256 and not allowed(arch):
         raise NasPruneError(
             f"the source of {arch.model} changed since this architecture was made (sha256 "
             f"{arch.source_sha256} then, {sha} now); pass --allow-changed-source to build it anyway")
@@ -64,7 +69,7 @@ def trace_of(arch, size: tuple[int, int] | None = None, *, module=None):
     from nas_prune.families.module.trace import trace_groups
 
     shape = tuple(arch.input_size) if size is None else (1, arch.input_nc, int(size[0]), int(size[1]))
-    key = (arch.code_key(), shape)
+    key = (arch.code_key(), shape, allowed(arch))  # what was built while allowed is not reused unallowed
     if key in TRACES:
         TRACES.move_to_end(key)
         return TRACES[key]
