@@ -190,6 +190,9 @@ def test_changed_source_is_refused_through_the_cli_unless_allowed(world, searche
     _cli("export", folder, "--out", tmp_path / "a.pt", "--format", "torchscript", "--input-size", SIZE,
          "--allow-changed-source")
     assert (tmp_path / "a.pt").is_file()
+    # what was built while allowed (cached in this process) is still refused without the flag
+    _fails(["export", folder, "--out", tmp_path / "b.pt", "--format", "torchscript", "--input-size", SIZE],
+           "changed since")
 
 
 def test_optuna_trials(world):
