@@ -78,7 +78,7 @@ class ModuleFamily(GeneratorFamily):
     title = "module (--model)"
     layouts = ("module",)
     native_layout = "module"
-    layout_hint = ""  # never recognised by keys: chosen with --model
+    layout_hint = "or any other generator: give its code with --model FILE.py:NAME"  # never recognised by keys
     data_kind = "images"
     default_objective = "pix2pix"
     settings = ()
