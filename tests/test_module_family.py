@@ -532,4 +532,5 @@ def test_bench_tiny(tmp_path):
     assert len(rows) == 6
     spread = r"[\d.]+ / [\d.]+ / [\d.]+"
     assert all(re.search(rf"\| \d+\.\d\d% \|.*\| {spread} \| {spread} \| [\d.]+x \|", r) for r in rows)
+    assert all(re.search(r"\| same, [\d.]+ \|$", r) for r in rows)  # the command's path keeps the engine's student
     assert re.search(r"load average \(1/5/15 min\) at the start: .* other processes kept [\d.]+ cores busy", md)

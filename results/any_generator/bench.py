@@ -19,6 +19,10 @@ zero-shot PSNR of the student's output to the teacher's on crops of scikit-image
 function the slice keeps, not image quality), and the torch-CPU speed-up at one thread: teacher
 and student timed in alternation (``--repeats`` rounds), median with min/max. The load average
 at the start and end and the cores other processes kept busy are reported with the table.
+The last column runs the same search through the command's path (``nas-prune search --teacher
+W.pth --model tests/module_nets.py:NAME --model-args ... --min-channels 1``: load, the family
+protocol, the core's threshold search, slicing, the fvcore check): ``same`` when its student has
+the engine's widths and its fvcore check passed, and the command's seconds end to end.
 """
 
 from __future__ import annotations
@@ -107,13 +111,14 @@ def spread(v: list[float]) -> str:
 
 
 def teachers(size: int, *, shipped_resnet: bool = True):
+    """``(label, teacher module, input side, shipped MACs or None, (spec, args) or None)``."""
     for name, kwargs in ZOO:
         net, spec, sha = load_model_spec(f"{NETS}:{name}", args=kwargs)
         torch.manual_seed(0)
         for p in net.parameters():
             if p.dim() > 1:
                 torch.nn.init.kaiming_uniform_(p, a=0.2)
-        yield f"{name} {kwargs}", spread_gammas(net), size, None
+        yield f"{name} {kwargs}", spread_gammas(net), size, None, (f"{NETS}:{name}", kwargs)
     if not shipped_resnet:
         return
     from nas_prune.macs import count_macs
@@ -121,9 +126,30 @@ def teachers(size: int, *, shipped_resnet: bool = True):
     from nas_prune.profile import resolve_arch
 
     arch = resolve_arch("resnet_9blocks")[0]
+    torch.manual_seed(0)
     net = build_generator(arch).eval()
     shipped = {c: count_macs(arch, input_size=256, convention=c) for c in ("fvcore", "paper")}
-    yield "resnet_9blocks (shipped family's module, ngf 64)", spread_gammas(net), 256, shipped
+    yield "resnet_9blocks (shipped family's module, ngf 64)", spread_gammas(net), 256, shipped, None
+
+
+def via_command(teacher, code, size: int, target: int, kept_counts: dict) -> str:
+    """``nas-prune search --teacher W.pth --model SPEC --model-args ARGS --min-channels 1`` (the library
+    call the command makes, nothing written): ``same`` when it keeps the engine's widths and MACs, and its seconds."""
+    import json
+    import tempfile
+
+    from nas_prune.load import user_model
+    from nas_prune.search import search
+
+    with tempfile.TemporaryDirectory() as tmp:
+        w = Path(tmp) / "G.pth"
+        torch.save(teacher.state_dict(), w)
+        t0 = time.perf_counter()
+        res = search(teacher=w, model=user_model(code[0], json.dumps(code[1]), input_size=size), target_macs=target,
+                     input_size=size, min_channels=1, write=False)
+        secs = time.perf_counter() - t0
+    same = res.plan.widths == kept_counts and res.measured_fvcore == res.macs["fvcore"]
+    return f"{'same' if same else 'DIFFERENT'}, {secs:.1f}"
 
 
 def main() -> None:
@@ -138,7 +164,7 @@ def main() -> None:
     torch.set_num_threads(1)
     la0, sample = os.getloadavg(), cpu_sample()
     rows, notes = [], []
-    for label, teacher, size, shipped in teachers(args.size, shipped_resnet=not args.tiny):
+    for label, teacher, size, shipped, code in teachers(args.size, shipped_resnet=not args.tiny):
         x = torch.zeros(1, 3, size, size)
         t0 = time.perf_counter()
         trace = trace_groups(copy.deepcopy(teacher), x)
@@ -159,19 +185,22 @@ def main() -> None:
             p = statistics.mean(psnr(student(im[None]), teacher(im[None])) for im in imgs)
         tt, ts = timed(teacher, x, args.repeats if size == args.size else max(3, args.repeats // 3), student, x)
         whole = [g for g in trace.groups.values() if not g.prunable]
+        command = "-" if code is None else via_command(
+            teacher, code, size, target, {g: len(v) for g, v in sel.kept.items()})
         rows.append([
             label, f"{trace.macs.teacher['fvcore'] / 1e6:.1f}M", f"{sel.macs / 1e6:.1f}M",
             f"{(target - sel.macs) / target * 100:.2f}%", f"{t1 - t0:.2f}", f"{(t2 - t1) * 1e3:.1f}",
             f"{sum(q.numel() for q in teacher.parameters()):,}", f"{sum(q.numel() for q in student.parameters()):,}",
             f"{p:.1f}", spread(tt), spread(ts), f"{statistics.median(tt) / statistics.median(ts):.2f}x",
-            f"{len(trace.prunable)}/{len(trace.groups)} ({', '.join(sorted({g.reason for g in whole}))})",
+            f"{len(trace.prunable)}/{len(trace.groups)} ({', '.join(sorted({g.reason for g in whole}))})", command,
         ])
         print(" | ".join(rows[-1]), flush=True)
     others = others_busy(sample)
     la1 = os.getloadavg()
     head = ["generator", "teacher MACs (fvcore)", "student MACs", "gap under target", "trace, s",
             "search, ms", "params teacher", "params student", "PSNR to teacher, dB",
-            "teacher ms (min / median / max)", "student ms (min / median / max)", "speed-up", "groups prunable (left whole: why)"]
+            "teacher ms (min / median / max)", "student ms (min / median / max)", "speed-up", "groups prunable (left whole: why)",
+            "`search --model`: student, s"]
     lines = [
         f"<!-- python results/any_generator/bench.py --size {args.size} --repeats {args.repeats}"
         f"{' --tiny' if args.tiny else ''} -->",
