@@ -19,7 +19,7 @@ def search_cli(
     space: Optional[Path] = typer.Option(None, "--space", help="Search space the teacher must belong to: a YAML file or a shipped name (cat_inception)."),
     convention: str = typer.Option("fvcore", "--convention", help="Convention of the target: fvcore or paper (ConvTranspose over output pixels, as CAT / GAN Compression report)."),
     input_size: str = typer.Option("256", "--input-size", help="Input size the MACs are counted at: N or HxW, divisible by 4 (SPADE: by 2^n, e.g. 64)."),
-    min_channels: int = typer.Option(16, "--min-channels", help="Floor on stem and head widths (branches may reach 0); SPADE: floor on ngf (fc width >= 16x this)."),
+    min_channels: int = typer.Option(16, "--min-channels", help="Floor on stem and head widths (branches may reach 0); SPADE: floor on ngf (fc width >= 16x this); --model: floor of every channel group."),
     importance: Optional[str] = typer.Option(None, "--importance", help="Channel importance: gamma | l1 | activation (default gamma when the norms are affine, else l1)."),
     round_to: Optional[str] = typer.Option(None, "--round-to", help="Round every width down to a multiple of N (floors up), still under the target; auto: the multiple with the best measured speed per MAC on --runtime."),
     fill: bool = typer.Option(True, "--fill/--no-fill", help="After thresholding, add the next channels by score while they fit (--no-fill: CAT's plain threshold)."),
