@@ -179,6 +179,7 @@ def export_generator(
     atol: float = 1e-4,
     seed: int = 0,
     space: Any = None,
+    user_model: Any = None,
 ) -> ExportResult:
     """Write ``model`` as ONNX or TorchScript to ``out`` and check it against PyTorch.
 
@@ -195,6 +196,8 @@ def export_generator(
         atol: largest accepted absolute difference (outputs are in [-1, 1]).
         space: search space (YAML path or shipped name) of a checkpoint ``model``: it gives a
             SPADE teacher the settings its shapes cannot show (upsampling, activation).
+        user_model: the user's generator code (:class:`nas_prune.load.UserModel`, ``--model``)
+            a checkpoint ``model`` is the state dict of.
 
     Raises:
         NasPruneError: bad format or size, or exported outputs that differ by more than ``atol``
@@ -218,13 +221,17 @@ def export_generator(
         out = out / f"generator{_SUFFIX[format]}"
     from nas_prune.locks import hold
 
-    with hold(out.parent, command="export", enabled=folder):  # one writer per output folder (nas_prune.locks)
+    from nas_prune.load import code_options
+
+    with hold(out.parent, command="export", enabled=folder), code_options(user_model):  # one writer per folder
         return _export_checked(model, out=out, format=format, size=size, batch_size=batch_size, opset=opset,
-                               dynamic=dynamic, check=check, atol=atol, seed=seed, space=space, t0=t0)
+                               dynamic=dynamic, check=check, atol=atol, seed=seed, space=space, t0=t0,
+                               user_model=user_model)
 
 
 def _export_checked(model: Any, *, out: Path, format: str, size: tuple[int, int], batch_size: int, opset: int,
-                    dynamic: bool, check: bool, atol: float, seed: int, space: Any, t0: float) -> ExportResult:
+                    dynamic: bool, check: bool, atol: float, seed: int, space: Any, t0: float,
+                    user_model: Any = None) -> ExportResult:
     """:func:`export_generator` after its option checks, the output folder held."""
     import io
 
@@ -238,7 +245,7 @@ def _export_checked(model: Any, *, out: Path, format: str, size: tuple[int, int]
     is_module = isinstance(model, (Generator, torch.nn.Module))
     check_out_files([out], inputs=[] if is_module else [model])
     notes: list[str] = []
-    net = model if is_module else open_generator(model, space=space, notes=notes)
+    net = model if is_module else open_generator(model, space=space, notes=notes, model=user_model)
     net = net.to("cpu").eval()
     from nas_prune.model import size_multiple
 

@@ -65,6 +65,7 @@ def distill(
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     label: str = "distill",
     status: tuple[str, list[str]] = ("distill", ["final"]),
+    model: Any = None,
     **options: Any,
 ) -> DistillResult:
     """Fine-tune ``student`` by distilling from ``teacher`` on the dataset in ``data``.
@@ -94,6 +95,9 @@ def distill(
         label: how the progress display names the run (:mod:`nas_prune.progress`).
         status: ``(command, outputs)`` recorded in ``status.json`` (:mod:`nas_prune.runstate`);
             ``final/`` is written only when the run is done.
+        model: the user's generator code (:class:`nas_prune.load.UserModel`, ``--model``):
+            a ``teacher`` path is its state dict; ``model.allow_changed_source`` lets a
+            student whose source file changed be built.
 
     Returns:
         A :class:`DistillResult` with the final and best test metrics.
@@ -107,7 +111,11 @@ def distill(
 
     out = Path(out)
     # one writer per run folder (nas_prune.locks): a second distill, or --resume, of it is refused
-    with hold(out, command=status[0], enabled=os.environ.get("RANK", "0") == "0"):
+    from nas_prune.load import code_options, load_generator
+
+    with hold(out, command=status[0], enabled=os.environ.get("RANK", "0") == "0"), code_options(model):
+        if model is not None and model.spec is not None and isinstance(teacher, (str, os.PathLike)):
+            teacher = load_generator(teacher, model=model)
         return _distill(teacher=teacher, student=student, data=data, out=out, config=config, resume=resume,
                         space=space, on_step=on_step, label=label, status=status, options=options)
 

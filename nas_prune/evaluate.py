@@ -58,7 +58,8 @@ __all__ = [
 # ----------------------------------------------------------------------------- models
 
 
-def open_generator(path: str | os.PathLike, *, space: Any = None, like: Any = None, notes: list[str] | None = None):
+def open_generator(path: str | os.PathLike, *, space: Any = None, like: Any = None, notes: list[str] | None = None,
+                   model: Any = None):
     """Load any generator nas-prune reads, in eval mode on CPU.
 
     Accepted: a teacher checkpoint (``.pth`` / ``.pt`` / ``.safetensors``, CAT or
@@ -68,6 +69,7 @@ def open_generator(path: str | os.PathLike, *, space: Any = None, like: Any = No
     ``space`` (YAML path, shipped name or space object) and ``like`` (a student's
     architecture) give a checkpoint the settings its shapes cannot show
     (:func:`nas_prune.load.load_generator`); what loading assumed is appended to ``notes``.
+    ``model`` (:class:`nas_prune.load.UserModel`) builds a checkpoint from the user's code.
 
     Raises:
         NasPruneError: a path that is none of these.
@@ -82,7 +84,7 @@ def open_generator(path: str | os.PathLike, *, space: Any = None, like: Any = No
         from nas_prune.distill_io import open_space
         from nas_prune.load import load_generator
 
-        loaded = load_generator(p, space=open_space(space), like=like)
+        loaded = load_generator(p, space=open_space(space), like=like, model=model)
         if notes is not None:
             notes.extend(loaded.notes)
         return loaded.build()
@@ -104,7 +106,7 @@ def _is_checkpoint(obj: Any) -> bool:
     return isinstance(obj, (str, os.PathLike)) and Path(obj).is_file() and Path(obj).suffix != ".json"
 
 
-def open_models(models: Mapping[str, Any], *, space: Any = None, notes: list[str]) -> dict[str, Any]:
+def open_models(models: Mapping[str, Any], *, space: Any = None, notes: list[str], model: Any = None) -> dict[str, Any]:
     """``{name: generator in eval mode}``; checkpoint files are read last, with ``space``.
 
     Without a space, SPADE checkpoints (teachers) follow the settings their shapes cannot
@@ -122,7 +124,8 @@ def open_models(models: Mapping[str, Any], *, space: Any = None, notes: list[str
     for name, m in models.items():
         if _is_checkpoint(m):
             said: list[str] = []
-            nets[name] = open_generator(m, space=space, like=None if space is not None else like, notes=said)
+            nets[name] = open_generator(m, space=space, like=None if space is not None else like, notes=said,
+                                        model=model)
             notes.extend(f"{name}: {note}" for note in said)
     return {name: nets[name] for name in models}
 
@@ -181,6 +184,7 @@ def evaluate(
     device: str = "cpu",
     out: str | os.PathLike | None = None,
     space: Any = None,
+    model: Any = None,
 ) -> EvalResult:
     """Run each model on the ``split`` of ``data`` and score it.
 
@@ -211,6 +215,8 @@ def evaluate(
             ``models``: it gives a SPADE teacher the settings its shapes cannot show
             (upsampling, activation). Without it, a SPADE checkpoint follows the SPADE
             students evaluated with it (:func:`open_models`).
+        model: the user's generator code (:class:`nas_prune.load.UserModel`, ``--model``) the
+            checkpoint files among ``models`` are state dicts of.
 
     Raises:
         NasPruneError: bad data, unknown reference, statistics without Inception weights, ...
@@ -251,7 +257,11 @@ def evaluate(
         inputs=[*(m for m in models.values() if isinstance(m, (str, os.PathLike))), data, inception, real_stats],
     )
     load_notes: list[str] = []
-    nets = {name: net.to(device) for name, net in open_models(models, space=space, notes=load_notes).items()}
+    from nas_prune.load import code_options
+
+    with code_options(model):
+        nets = {name: net.to(device)
+                for name, net in open_models(models, space=space, notes=load_notes, model=model).items()}
     notes.extend(load_notes)
     first = next(iter(nets.values())).arch
     for name, net in nets.items():

@@ -36,11 +36,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from nas_prune.arch import arch_from_dict, fits_within
 from nas_prune.errors import NasPruneError
-from nas_prune.families import families, family_of, get_family, layout_hints
+from nas_prune.families.base import CHANGED_SOURCE_ALLOWED, changed_source_allowed
+from nas_prune.families import code_family, families, family_of, get_family, layout_hints
 from nas_prune.families import detect_layout as _detect
 from nas_prune.checkpoint import check_finite, file_sha256, read_tensors  # noqa: F401  (historical names)
 from nas_prune.families.common import check_state, missing_blocks_error, missing_branch_keys  # noqa: F401
@@ -91,8 +92,70 @@ def detect_layout(keys: list[str]) -> str | None:
     return None if found is None else found[1]
 
 
+@dataclass(frozen=True)
+class UserModel:
+    """The user's generator code: ``--model SPEC [--model-args JSON] [--allow-changed-source]``.
+
+    Attributes:
+        spec: ``nets.py:NAME`` or ``package.module:NAME`` (a class or a factory returning an
+            nn.Module); None when only ``allow_changed_source`` is given (a student's arch.json
+            names its code).
+        args: keyword arguments of NAME (JSON values).
+        allow_changed_source: build a student whose source file changed since it was made.
+        input_size: ``(H, W)`` to trace the module at (None: the family's default, 256x256).
+        keep: module paths whose channels are never pruned (``search --keep``).
+
+    The code is *executed* when imported; the weights file is still loaded safely.
+    """
+
+    spec: str | None = None
+    args: Any = None
+    allow_changed_source: bool = False
+    input_size: tuple[int, int] | None = None
+    keep: tuple[str, ...] = ()
+
+
+def user_model(model: str | None = None, model_args: str | Mapping | None = None, *,
+               allow_changed_source: bool = False, input_size: Any = None,
+               keep: Any = ()) -> UserModel | None:
+    """The :class:`UserModel` of the CLI options (None when none is given).
+
+    Raises:
+        NasPruneError: ``--model-args`` is not a JSON object, or given without ``--model``.
+    """
+    import json
+
+    from nas_prune.families.common import parse_input_size
+
+    keep = tuple(k.strip() for item in (keep or ()) for k in str(item).split(",") if k.strip())
+    if model is None and model_args is None and not allow_changed_source:
+        if keep:
+            raise NasPruneError("--keep names modules of a generator built with --model")
+        return None
+    if model_args is not None and model is None:
+        raise NasPruneError("--model-args needs --model")
+    args = model_args if model_args is not None else {}
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except json.JSONDecodeError as err:
+            raise NasPruneError(f"--model-args: not JSON ({err.msg} at character {err.pos}): {model_args}") from None
+    if not isinstance(args, Mapping):
+        raise NasPruneError(f"--model-args: expected a JSON object like '{{\"ngf\": 64}}', got {model_args}")
+    size = None if input_size is None else parse_input_size(input_size)
+    if keep and model is None:
+        raise NasPruneError("--keep names modules of a generator built with --model")
+    return UserModel(model, dict(args), allow_changed_source, size, keep)
+
+
+def code_options(model: UserModel | None):
+    """A context for a command's whole run: ``--allow-changed-source`` in force while it lasts
+    (every generator built from a changed source file inside is allowed)."""
+    return changed_source_allowed(bool(model is not None and model.allow_changed_source) or CHANGED_SOURCE_ALLOWED.get())
+
+
 def load_generator(
-    path: str | os.PathLike, *, space: Any = None, like: Any = None
+    path: str | os.PathLike, *, space: Any = None, like: Any = None, model: UserModel | None = None
 ) -> LoadedGenerator:
     """Read a generator checkpoint, infer its architecture and return it in CAT's layout.
 
@@ -102,6 +165,9 @@ def load_generator(
         like: a student's architecture: without ``space``, a checkpoint of the same family
             takes from it the settings its shapes cannot show (a CAT SPADE teacher's
             upsampling and activation: :mod:`nas_prune.families.spade.load`).
+        model: the user's generator code (:class:`UserModel`): the module is built from it
+            and ``path`` must hold its state dict (keys and shapes checked, first mismatches
+            listed); the code-building family (``module``) handles it.
 
     Raises:
         NasPruneError: missing/unreadable file, pickled objects, unknown layout,
@@ -117,10 +183,21 @@ def load_generator(
 
     check_weights(tensors, path)  # dense, floating point, finite
     student = _student_beside(path)
+    allow = bool(model is not None and model.allow_changed_source)
     if student is not None:
-        return _load_student_file(path, student, space)
-    found = _detect(list(tensors))
+        with changed_source_allowed(allow or CHANGED_SOURCE_ALLOWED.get()):
+            return _load_student_file(path, student, space)
     notes: list[str] = []
+    if model is not None and model.spec is not None:
+        if space is not None:
+            raise NasPruneError("--space does not apply to a generator built with --model")
+        family = code_family()
+        arch, state = family.load_code(tensors, path=path, model=model.spec, args=model.args or {},
+                                       allow_changed_source=allow, input_size=model.input_size,
+                                       keep=model.keep, notes=notes)
+        return LoadedGenerator(arch=arch, state_dict=state, layout=family.native_layout, sha256=file_sha256(path),
+                               path=path, notes=notes)
+    found = _detect(list(tensors))
     if found is None:
         first = ", ".join(list(tensors)[:4])
         raise NasPruneError(f"{path}: unknown checkpoint layout (first keys: {first}); expected {layout_hints()}")

@@ -102,7 +102,7 @@ class PrunePlan:
 
     def student_arch(self) -> Arch:
         """The student's :class:`Arch` (same settings as the teacher, pruned widths)."""
-        return arch_from_widths(self.teacher, self.widths)
+        return family_of(self.teacher).arch_from_kept(self.teacher, self.kept)
 
     def is_identity(self) -> bool:
         """True when every channel of the teacher is kept (nothing pruned)."""

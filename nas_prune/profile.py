@@ -26,8 +26,10 @@ from nas_prune.macs import (
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
 
 
-def resolve_arch(source: str | os.PathLike, *, space_path: str | os.PathLike | None = None) -> tuple[Arch, str, Any]:
-    """Find the architecture behind ``source``.
+def resolve_arch(source: str | os.PathLike, *, space_path: str | os.PathLike | None = None,
+                 model: Any = None) -> tuple[Arch, str, Any]:
+    """Find the architecture behind ``source`` (``model``: the user's code for a checkpoint,
+    :class:`nas_prune.load.UserModel`).
 
     Returns:
         ``(arch, kind, loaded)`` where kind is ``space``, ``checkpoint`` or ``arch-json``
@@ -58,7 +60,7 @@ def resolve_arch(source: str | os.PathLike, *, space_path: str | os.PathLike | N
     if path.suffix in CHECKPOINT_SUFFIXES:
         from nas_prune.load import load_generator
 
-        loaded = load_generator(path, space=space)
+        loaded = load_generator(path, space=space, model=model)
         return loaded.arch, "checkpoint", loaded
     raise NasPruneError(
         f"{path}: cannot profile a {path.suffix or 'suffix-less'} file; give a checkpoint "
@@ -79,6 +81,7 @@ def profile(
     threads: int | None = None,
     batch: int = 1,
     repeats: int = 20,
+    model: Any = None,
 ) -> dict[str, Any]:
     """Profile ``source`` (see the module docstring) and return a JSON-ready report.
 
@@ -93,6 +96,7 @@ def profile(
             median of ``repeats`` passes after 3 warm-up passes
             (:func:`nas_prune.latency.runtime.measure_latency`). A named ``runtime``
             implies ``latency``.
+        model: the user's generator code for a checkpoint ``source`` (:class:`nas_prune.load.UserModel`).
 
     Returns:
         ``{"model", "kind", "arch", "input_size", "params", "macs": {convention: total},
@@ -111,7 +115,15 @@ def profile(
         if repeats < 1:
             raise NasPruneError(f"latency repeats must be >= 1, got {repeats}")
         rt = Runtime(runtime or "torch-cpu", threads=threads, batch=batch)
-    arch, kind, loaded = resolve_arch(source, space_path=space_path)
+    from nas_prune.load import code_options
+
+    with code_options(model):
+        return _profile(source, size=size, convention=convention, per_layer=per_layer, measure=measure,
+                        space_path=space_path, rt=rt, repeats=repeats, model=model)
+
+
+def _profile(source, *, size, convention, per_layer, measure, space_path, rt, repeats, model) -> dict[str, Any]:
+    arch, kind, loaded = resolve_arch(source, space_path=space_path, model=model)
     from nas_prune.model import check_forward_memory, check_input_size
 
     check_input_size(arch, size)

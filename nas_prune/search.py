@@ -44,7 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from nas_prune.latency.runtime import Runtime
     from nas_prune.latency.target import LatencyOptions, LatencyReport
-    from nas_prune.load import LoadedGenerator
+    from nas_prune.load import LoadedGenerator, UserModel
 
 DEFAULT_RUNS = Path("runs") / "search"
 VERIFY_MODES = ("fast", "full", "off")
@@ -453,6 +453,7 @@ def search(
     batch: int = 1,
     latency_cache: str | os.PathLike | None = None,
     refresh_latency: bool = False,
+    model: "UserModel | None" = None,
 ) -> SearchResult:
     """Load ``teacher``, prune it to ``target_macs`` and/or ``target_latency``, export the student folder.
 
@@ -467,6 +468,8 @@ def search(
         force: replace what nas-prune wrote in an existing output folder; other files stay
             (:func:`nas_prune.outputs.clear`).
         write: export the folder (false: only compute).
+        model: the user's generator code (:class:`nas_prune.load.UserModel`, ``--model``):
+            ``teacher`` is its state dict; ``model.keep`` names modules never pruned.
 
     Raises:
         NasPruneError: any user error, before anything is written.
@@ -497,12 +500,12 @@ def search(
             teacher=teacher, space=space, space_obj=space_obj, out_dir=out_dir, write=write, force=force, t0=t0,
             target=target, convention=convention, size=size, min_channels=min_channels, importance=importance,
             round_to=round_to, fill=fill, calib_data=calib_data, calib_images=calib_images, verify=verify,
-            latency=latency)
+            latency=latency, model=model)
 
 
 def _search_and_write(*, teacher, space, space_obj, out_dir: Path, write: bool, force: bool, t0: float, target,
                       convention, size, min_channels, importance, round_to, fill, calib_data, calib_images, verify,
-                      latency) -> SearchResult:
+                      latency, model=None) -> SearchResult:
     """:func:`search` with the output folder held."""
     from nas_prune.load import load_generator
     from nas_prune.space import shipped_space_of
@@ -513,7 +516,7 @@ def _search_and_write(*, teacher, space, space_obj, out_dir: Path, write: bool, 
 
         check_out_dir(out_dir, force=force, inputs=[teacher, space], writes=student_files(),
                       dry_run=True)
-    loaded = load_generator(teacher, space=space_obj)
+    loaded = load_generator(teacher, space=space_obj, model=model)
     load_s = time.perf_counter() - t0
     result = prune_to_target(
         loaded,

@@ -110,3 +110,18 @@ def torch_threads(value: str, *, workers: int = 0, quiet: bool = False):
 
     spec = parse_threads(value, where="--threads")
     return use_threads(spec, workers=workers, announce="training", log=None if quiet else say)
+
+
+MODEL_HELP = ("Your generator code: FILE.py:NAME or package.module:NAME, NAME a class or a function returning an "
+              "nn.Module; the checkpoint is its state dict. The code is imported, i.e. executed; the weights file "
+              "is still loaded safely.")
+MODEL_ARGS_HELP = "Keyword arguments of NAME as a JSON object, e.g. '{\"ngf\": 64}' (recorded in arch.json)."
+CHANGED_SOURCE_HELP = "Build a student whose --model source file changed since arch.json was written (both hashes are named otherwise)."
+MODEL_PANEL = "Your own generator (--model)"
+
+
+def user_model(model, model_args, allow_changed_source: bool, input_size=None, *, keep=()):
+    """The library's :class:`nas_prune.load.UserModel` of the ``--model`` options (None without them)."""
+    from nas_prune.load import user_model as make
+
+    return make(model, model_args, allow_changed_source=allow_changed_source, input_size=input_size, keep=keep)

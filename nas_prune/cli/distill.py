@@ -9,7 +9,7 @@ from typing import Any, List, Optional
 import typer
 
 from nas_prune.cli import app
-from nas_prune.cli.common import THREADS_HELP, console, torch_threads, user_errors
+from nas_prune.cli.common import CHANGED_SOURCE_HELP, MODEL_ARGS_HELP, MODEL_HELP, MODEL_PANEL, user_model, THREADS_HELP, console, torch_threads, user_errors
 from nas_prune.errors import NasPruneError
 
 _METHOD_LAMBDAS = ("mse", "crd", "akdg", "ackd")
@@ -76,7 +76,7 @@ def distill_cli(
     lambda_crd: Optional[float] = typer.Option(None, "--lambda-crd", help="Weight of CRD, whose per-image losses are averaged over the batch: the published pix2pix setting (batch 4) is 4, CycleGAN 10 [1]."),
     lambda_akdg: Optional[float] = typer.Option(None, "--lambda-akdg", help="Weight of AKDG, whose distillation discriminator sees input and output; --distill-option akdg.conditional=false shows it the output only, as the paper [1]."),
     lambda_ackd: Optional[float] = typer.Option(None, "--lambda-ackd", help="Weight of ACKD [1]."),
-    distill_layers: Optional[str] = typer.Option(None, "--distill-layers", help="Feature layers, e.g. stem,block3,block6,block9 [stem + blocks at 1/3, 2/3, 3/3]."),
+    distill_layers: Optional[str] = typer.Option(None, "--distill-layers", "--taps", help="Feature layers, e.g. stem,block3,block6,block9 [stem + blocks at 1/3, 2/3, 3/3]; for --model, module paths (default: the top-level children at about 1/4, 1/2 and 3/4 of the MACs)."),
     distill_option: Optional[List[str]] = typer.Option(None, "--distill-option", metavar="METHOD.OPTION=VALUE", help="METHOD.OPTION=VALUE, repeatable, e.g. gcka.centered=true."),
     teacher_d: Optional[Path] = typer.Option(None, "--teacher-discriminator", help="Start the discriminator from this checkpoint."),
     ndf: Optional[int] = typer.Option(None, "--ndf", help="Discriminator width [64]."),
@@ -100,6 +100,9 @@ def distill_cli(
     threads: str = typer.Option("auto", "--threads", metavar="N|auto", help=THREADS_HELP, show_default=False),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar or progress lines."),
+    code: Optional[str] = typer.Option(None, "--model", metavar="SPEC", help=MODEL_HELP, rich_help_panel=MODEL_PANEL),
+    model_args: Optional[str] = typer.Option(None, "--model-args", metavar="JSON", help=MODEL_ARGS_HELP, rich_help_panel=MODEL_PANEL),
+    allow_changed_source: bool = typer.Option(False, "--allow-changed-source", help=CHANGED_SOURCE_HELP, rich_help_panel=MODEL_PANEL),
 ) -> None:
     """Fine-tune a student with GAN + L1 + feature distillation (GCKA by default) from its teacher.
 
@@ -151,7 +154,8 @@ def distill_cli(
             config = DistillConfig(**overrides)
         with torch_threads(threads, workers=config.workers):
             result = distill(teacher=teacher, student=student, data=data, out=out, config=config, resume=resume,
-                             space=str(space) if space is not None else None)
+                             space=str(space) if space is not None else None,
+                             model=user_model(code, model_args, allow_changed_source))
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun, process 0 reports
     c = console()

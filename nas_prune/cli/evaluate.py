@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from nas_prune.cli import app
-from nas_prune.cli.common import THREADS_HELP, console, torch_threads, user_errors
+from nas_prune.cli.common import CHANGED_SOURCE_HELP, MODEL_ARGS_HELP, MODEL_HELP, MODEL_PANEL, user_model, THREADS_HELP, console, torch_threads, user_errors
 
 
 @app.command("evaluate", short_help="Score generators: PSNR/SSIM, FID/KID, MACs, params.")
@@ -35,6 +35,9 @@ def evaluate_cli(
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for metrics.json and metrics.md."),
     threads: str = typer.Option("auto", "--threads", metavar="N|auto", help=THREADS_HELP, show_default=False),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON only."),
+    code: Optional[str] = typer.Option(None, "--model", metavar="SPEC", help=MODEL_HELP + " Applies to the checkpoint files among MODEL.", rich_help_panel=MODEL_PANEL),
+    model_args: Optional[str] = typer.Option(None, "--model-args", metavar="JSON", help=MODEL_ARGS_HELP, rich_help_panel=MODEL_PANEL),
+    allow_changed_source: bool = typer.Option(False, "--allow-changed-source", help=CHANGED_SOURCE_HELP, rich_help_panel=MODEL_PANEL),
 ) -> None:
     """Score generators on a test split: PSNR/SSIM (paired), FID/KID (with --inception), mIoU (SPADE, with --segmenter), MACs, params."""
     with user_errors():
@@ -58,7 +61,8 @@ def evaluate_cli(
                            real_stats=real_stats, save_real_stats=save_real_stats, segmenter=segmenter,
                            kid_subsets=kid_subsets,
                            kid_subset_size=kid_subset_size, seed=seed, device=device, out=out,
-                           space=str(space) if space is not None else None)
+                           space=str(space) if space is not None else None,
+                           model=user_model(code, model_args, allow_changed_source))
     if as_json:
         typer.echo(json.dumps(res.to_json(), indent=2))
         return

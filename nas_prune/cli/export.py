@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from nas_prune.cli import app
-from nas_prune.cli.common import THREADS_HELP, console, torch_threads, user_errors
+from nas_prune.cli.common import CHANGED_SOURCE_HELP, MODEL_ARGS_HELP, MODEL_HELP, MODEL_PANEL, user_model, THREADS_HELP, console, torch_threads, user_errors
 
 
 @app.command("export", short_help="Export a generator to ONNX or TorchScript, checked.")
@@ -26,6 +26,9 @@ def export_cli(
     atol: float = typer.Option(1e-4, "--atol", help="Largest accepted max abs difference (outputs in [-1, 1])."),
     threads: str = typer.Option("auto", "--threads", metavar="N|auto", help=THREADS_HELP, show_default=False),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON only."),
+    code: Optional[str] = typer.Option(None, "--model", metavar="SPEC", help=MODEL_HELP, rich_help_panel=MODEL_PANEL),
+    model_args: Optional[str] = typer.Option(None, "--model-args", metavar="JSON", help=MODEL_ARGS_HELP, rich_help_panel=MODEL_PANEL),
+    allow_changed_source: bool = typer.Option(False, "--allow-changed-source", help=CHANGED_SOURCE_HELP, rich_help_panel=MODEL_PANEL),
 ) -> None:
     """Export MODEL and report the max abs difference of the exported file's outputs to PyTorch's."""
     with user_errors():
@@ -34,7 +37,8 @@ def export_cli(
         with torch_threads(threads, quiet=as_json):
             res = export_generator(model, out=out, format=format, input_size=input_size, batch_size=batch_size,
                                    opset=opset, dynamic=dynamic, check=check, atol=atol,
-                                   space=str(space) if space is not None else None)
+                                   space=str(space) if space is not None else None,
+                                   user_model=user_model(code, model_args, allow_changed_source, input_size))
     if as_json:
         typer.echo(json.dumps(res.to_json(), indent=2))
         return

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from nas_prune.cli import app
-from nas_prune.cli.common import console, user_errors
+from nas_prune.cli.common import CHANGED_SOURCE_HELP, MODEL_ARGS_HELP, MODEL_HELP, MODEL_PANEL, user_model, console, user_errors
 
 
 @app.command("profile", short_help="Params and MACs per stage, in both conventions.")
@@ -26,6 +26,9 @@ def profile_cli(
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads of the runtime (default torch's current setting).", rich_help_panel="Latency"),
     batch: int = typer.Option(1, "--batch", help="Images per timed pass.", rich_help_panel="Latency"),
     repeats: int = typer.Option(20, "--repeats", help="Timed passes.", rich_help_panel="Latency"),
+    code: Optional[str] = typer.Option(None, "--model", metavar="SPEC", help=MODEL_HELP, rich_help_panel=MODEL_PANEL),
+    model_args: Optional[str] = typer.Option(None, "--model-args", metavar="JSON", help=MODEL_ARGS_HELP, rich_help_panel=MODEL_PANEL),
+    allow_changed_source: bool = typer.Option(False, "--allow-changed-source", help=CHANGED_SOURCE_HELP, rich_help_panel=MODEL_PANEL),
 ) -> None:
     """Show params and MACs per stage and block, with totals in both conventions (and measured latency)."""
     with user_errors():
@@ -33,7 +36,8 @@ def profile_cli(
 
         report = profile(model, input_size=input_size, convention=convention, per_layer=per_layer,
                          measure=measure, space_path=space, latency=latency, runtime=runtime, threads=threads,
-                         batch=batch, repeats=repeats)
+                         batch=batch, repeats=repeats,
+                         model=user_model(code, model_args, allow_changed_source, input_size))
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return

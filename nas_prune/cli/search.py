@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 from nas_prune.cli import app
-from nas_prune.cli.common import console, user_errors
+from nas_prune.cli.common import CHANGED_SOURCE_HELP, MODEL_ARGS_HELP, MODEL_HELP, MODEL_PANEL, user_model, console, user_errors
 
 
 @app.command("search", short_help="Prune a teacher to a MACs budget (one step, or an Optuna study).")
@@ -19,7 +19,7 @@ def search_cli(
     space: Optional[Path] = typer.Option(None, "--space", help="Search space the teacher must belong to: a YAML file or a shipped name (cat_inception)."),
     convention: str = typer.Option("fvcore", "--convention", help="Convention of the target: fvcore or paper (ConvTranspose over output pixels, as CAT / GAN Compression report)."),
     input_size: str = typer.Option("256", "--input-size", help="Input size the MACs are counted at: N or HxW, divisible by 4 (SPADE: by 2^n, e.g. 64)."),
-    min_channels: int = typer.Option(16, "--min-channels", help="Floor on stem and head widths (branches may reach 0); SPADE: floor on ngf (fc width >= 16x this)."),
+    min_channels: int = typer.Option(16, "--min-channels", help="Floor on stem and head widths (branches may reach 0); SPADE: floor on ngf (fc width >= 16x this); --model: floor of every channel group."),
     importance: Optional[str] = typer.Option(None, "--importance", help="Channel importance: gamma | l1 | activation (default gamma when the norms are affine, else l1)."),
     round_to: Optional[str] = typer.Option(None, "--round-to", help="Round every width down to a multiple of N (floors up), still under the target; auto: the multiple with the best measured speed per MAC on --runtime."),
     fill: bool = typer.Option(True, "--fill/--no-fill", help="After thresholding, add the next channels by score while they fit (--no-fill: CAT's plain threshold)."),
@@ -43,6 +43,10 @@ def search_cli(
     study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name (default from teacher, target, score, objectives).", rich_help_panel="Optuna search"),
     pick: Optional[int] = typer.Option(None, "--pick", help="Export this index of the Pareto front (sorted by latency) / quality ranking (default: best quality).", rich_help_panel="Optuna search"),
     seed: int = typer.Option(0, "--seed", help="Sampler seed.", rich_help_panel="Optuna search"),
+    code: Optional[str] = typer.Option(None, "--model", metavar="SPEC", help=MODEL_HELP, rich_help_panel=MODEL_PANEL),
+    model_args: Optional[str] = typer.Option(None, "--model-args", metavar="JSON", help=MODEL_ARGS_HELP, rich_help_panel=MODEL_PANEL),
+    keep: Optional[List[str]] = typer.Option(None, "--keep", metavar="MODULE", help="A module path of --model whose channels are never pruned (repeat it, or separate paths with commas).", rich_help_panel=MODEL_PANEL),
+    allow_changed_source: bool = typer.Option(False, "--allow-changed-source", help=CHANGED_SOURCE_HELP, rich_help_panel=MODEL_PANEL),
 ) -> None:
     """Prune TEACHER to --target-macs and/or --target-latency with one global importance threshold; write arch.json + weights."""
     with user_errors():
@@ -53,7 +57,8 @@ def search_cli(
         common = dict(teacher=teacher, target_macs=target_macs, space=space, convention=convention,
                       input_size=input_size, min_channels=min_channels, importance=importance,
                       round_to=parse_round_to(round_to), fill=fill, calib_data=calib_data,
-                      calib_images=calib_images, verify=verify, out=out)
+                      calib_images=calib_images, verify=verify, out=out,
+                      model=user_model(code, model_args, allow_changed_source, input_size, keep=keep))
 
         if study_requested(trials=trials, score=score, objectives=objectives, score_size=score_size,
                            storage=storage, study_name=study_name, pick=pick):

@@ -27,7 +27,7 @@ from nas_prune.errors import NasPruneError
 from nas_prune.families.base import DATA_KINDS, GeneratorFamily
 
 __all__ = [
-    "BUILTIN", "DATA_KINDS", "GeneratorFamily", "detect_layout", "families", "family_of",
+    "BUILTIN", "DATA_KINDS", "GeneratorFamily", "code_family", "detect_layout", "families", "family_of",
     "get_family", "register_family",
 ]
 
@@ -37,6 +37,7 @@ BUILTIN = {
     "inception": "nas_prune.families.inception",
     "spade": "nas_prune.families.spade",
     "unet": "nas_prune.families.unet",
+    "module": "nas_prune.families.module",
 }
 ENTRY_POINT_GROUP = "nas_prune.families"
 
@@ -105,6 +106,14 @@ def get_family(name: str) -> GeneratorFamily:
     except KeyError:
         known = ", ".join(f.name for f in families())
         raise NasPruneError(f"unknown generator family {name!r}: choose from {known}") from None
+
+
+def code_family() -> GeneratorFamily:
+    """The family that builds generators from the user's code (:attr:`GeneratorFamily.from_code`)."""
+    for fam in families():
+        if fam.from_code:
+            return fam
+    raise NasPruneError("no generator family builds models from code (--model)")  # pragma: no cover
 
 
 def family_of(arch: Any) -> GeneratorFamily:

@@ -28,7 +28,9 @@ Methods without a default must be implemented; the defaults say what they assume
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Sequence
+import contextlib
+import contextvars
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 from nas_prune.errors import NasPruneError
 
@@ -39,6 +41,21 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: What a family's data is: RGB(ish) image folders, or semantic label maps.
 DATA_KINDS = ("images", "semantic")
+
+#: ``--allow-changed-source`` for the run in progress: families that build generators from
+#: the user's code (:attr:`GeneratorFamily.from_code`) build an architecture whose source
+#: file changed since it was made only while this is True.
+CHANGED_SOURCE_ALLOWED: contextvars.ContextVar[bool] = contextvars.ContextVar("changed_source_allowed", default=False)
+
+
+@contextlib.contextmanager
+def changed_source_allowed(allowed: bool = True) -> Iterator[None]:
+    """Set :data:`CHANGED_SOURCE_ALLOWED` while the body runs (a command's whole run)."""
+    token = CHANGED_SOURCE_ALLOWED.set(bool(allowed))
+    try:
+        yield
+    finally:
+        CHANGED_SOURCE_ALLOWED.reset(token)
 
 
 class GeneratorFamily:
@@ -62,6 +79,8 @@ class GeneratorFamily:
             (:meth:`latency_unit_grids`); otherwise latency targets use the
             family-independent end-to-end model.
         trains_teachers: ``train-teacher`` can train a teacher of this family from its space.
+        from_code: the family builds generators from the user's code (``--model``) instead
+            of recognising a checkpoint's layout (:meth:`load_code`); at most one family does.
     """
 
     name: ClassVar[str] = ""
@@ -75,6 +94,7 @@ class GeneratorFamily:
     sync_batchnorm: ClassVar[bool] = False
     latency_units: ClassVar[bool] = False
     trains_teachers: ClassVar[bool] = False
+    from_code: ClassVar[bool] = False
 
     # ---------------------------------------------------------------- checkpoints
     def detect_layout(self, keys: Sequence[str]) -> str | None:
@@ -95,6 +115,17 @@ class GeneratorFamily:
         ``notes``. Missing or misshapen tensors raise NasPruneError naming the keys.
         """
         raise NotImplementedError
+
+    def load_code(self, tensors: Mapping[str, "torch.Tensor"], *, path, model: str, args: Mapping[str, Any],
+                  allow_changed_source: bool, input_size: tuple[int, int] | None, keep: Sequence[str] = (),
+                  notes: list[str]) -> tuple[Any, dict[str, "torch.Tensor"]]:
+        """``(arch, state_dict)`` of the user's generator ``model`` (an import spec) built with
+        ``args`` and loaded strictly with ``tensors`` (only when :attr:`from_code`).
+
+        ``input_size`` (H, W) is where the module may be traced (None: the family's default);
+        ``keep`` names modules whose channels are never pruned (``search --keep``).
+        """
+        raise NasPruneError(f"{self.title} generators are not built from code")
 
     # ---------------------------------------------------------------- architectures
     arch_type: ClassVar[type] = object
@@ -241,6 +272,14 @@ class GeneratorFamily:
     def arch_from_widths(self, teacher: Any, widths: Mapping[str, int]) -> Any:
         """The student of ``teacher`` with these widths (names of :meth:`prunable_layers`)."""
         raise NotImplementedError
+
+    def arch_from_kept(self, teacher: Any, kept: Mapping[str, Sequence[int]]) -> Any:
+        """The student of ``teacher`` keeping these teacher channel indices per prunable layer.
+
+        Default: only the counts matter (:meth:`arch_from_widths`); a family whose
+        architecture records the indices themselves overrides it.
+        """
+        return self.arch_from_widths(teacher, {name: len(idx) for name, idx in kept.items()})
 
     def student_widths(self, student: Any, teacher: Any) -> dict[str, int]:
         """``{layer: width}`` of a student of ``teacher`` (inverse of :meth:`arch_from_widths`)."""

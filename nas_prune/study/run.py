@@ -6,7 +6,7 @@ import contextlib
 import functools
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from nas_prune.families import data_kind, family_of
 from nas_prune.errors import NasPruneError
@@ -90,6 +90,7 @@ def run_study(
     plot: bool = True,
     grace_s: float = 120.0,
     log: Callable[[str], None] | None = None,
+    model: Any = None,
     _held: contextlib.ExitStack | None = None,
 ) -> StudyResult:
     """Run (or resume, or join) an Optuna study and export the picked student.
@@ -135,6 +136,7 @@ def run_study(
         plot: write ``pareto.png`` with two objectives (skipped without matplotlib).
         grace_s: a running trial without heartbeat for this long is taken as dead.
         log: called with one line per event (trial finished, resumed, ...).
+        model: the user's generator code (:class:`nas_prune.load.UserModel`): ``teacher`` is its state dict.
 
     Raises:
         NasPruneError: bad option (``trials`` < 1, bad storage URL, ``pick`` outside
@@ -197,7 +199,7 @@ def run_study(
     say = log or (lambda _line: None)
 
     space_obj = load_space(space) if space is not None else None
-    loaded = load_generator(teacher, space=space_obj)
+    loaded = load_generator(teacher, space=space_obj, model=model)
     arch = loaded.arch
     if data_kind(arch) != "images":
         raise NasPruneError(
