@@ -439,6 +439,11 @@ def main() -> None:
     if args.render:
         render(args.out)
         return
+    # started as a background job (`cmd &`, nohup), this script and so every command it starts would
+    # ignore SIGINT and SIGHUP: the Ctrl-C cases would then test nothing; the commands get them back
+    for sig in (signal.SIGINT, signal.SIGHUP):
+        if signal.getsignal(sig) is signal.SIG_IGN:
+            signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
     t0 = time.perf_counter()
     scratch = Path(tempfile.mkdtemp(prefix="nas-prune-matrix-"))
     try:
