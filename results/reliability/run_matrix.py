@@ -321,6 +321,15 @@ def run_chain(ws: Path, sig: int, reference: dict | None) -> list[dict]:
     return rows
 
 
+def chain_names() -> list[str]:
+    """The names of the rows of the ``run`` chains (:func:`run_chain`), in order."""
+    names = []
+    for sig in CHAIN_SIGNALS:
+        name = signal.Signals(sig).name
+        names += [f"{name} during run: {stage}" for stage in STAGES] + [f"{name} chain: final run completes"]
+    return names
+
+
 def reference_run(ws: Path) -> dict:
     recipe = _recipe(ws)
     rc, out = cli(["run", str(recipe)], cwd=ws, timeout=1800)
@@ -352,7 +361,9 @@ def merge(rows: list[dict], out: Path, order: list[str]) -> tuple[list[dict], li
     if path.is_file():
         doc = json.loads(path.read_text(encoding="utf-8"))
         done = {r["case"] for r in rows}
-        kept = [{**r, "run": r.get("run", doc.get("command"))} for r in doc.get("rows", []) if r["case"] not in done]
+        known = set(order) | set(chain_names())  # a row of a case since removed or renamed is dropped
+        kept = [{**r, "run": r.get("run", doc.get("command"))} for r in doc.get("rows", [])
+                if r["case"] not in done and r["case"] in known]
     rank = {name: i for i, name in enumerate(order)}
     every = sorted(kept + rows, key=lambda r: rank.get(r["case"], len(rank)))  # stable: chains keep their order
     return every, kept
