@@ -283,13 +283,20 @@ def run_chain(ws: Path, sig: int, reference: dict | None) -> list[dict]:
         if (run_dir / stage / "stage.json").is_file():
             state = json.loads((run_dir / stage / "stage.json").read_text())
         finished = state.get("status") == "done"
+        # the distillation's own status.json: a signal after its last step (while the stage records its
+        # result) leaves it done, with a whole final/ that evaluate rightly takes
+        trained = {}
+        if (run_dir / stage / "status.json").is_file():
+            trained = json.loads((run_dir / stage / "status.json").read_text())
         if stage in ("distill", "baseline") and not finished:
             erc, eout = cli(["evaluate", f"runs/chain/{stage}/final", "--data", "runs/chain/dataset/data",
                              "--crop-size", "32"], cwd=ws)
-            if erc == 0:
-                problems.append(f"evaluate took the final/ of the unfinished {stage} (exit 0)")
-            elif "Traceback" in eout:
+            if "Traceback" in eout:
                 problems.append("evaluate ended in a traceback")
+            elif trained.get("state") != "done" and erc == 0:
+                problems.append(f"evaluate took the final/ of the unfinished {stage} (exit 0)")
+            elif trained.get("state") == "done" and erc != 0:
+                problems.append(f"evaluate refused the final/ of the finished distillation (exit {erc})")
         expected_rc = EXPECTED_RC[sig]
         if hit and not finished and rc != expected_rc:
             problems.append(f"exit {rc}, expected {expected_rc}")
@@ -297,7 +304,8 @@ def run_chain(ws: Path, sig: int, reference: dict | None) -> list[dict]:
             problems.append(f"stage.json says {state.get('status')!r}, not 'interrupted'")
         verdict = "pass" if not problems else ("traceback" if "traceback" in problems else
                                                "lost" if any("removed" in p for p in problems) else "silently wrong")
-        what = (f"stopped in {stage} (stage.json: {state.get('status', 'none')})" if hit and not finished
+        after = "; the distillation had finished (status.json: done)" if trained.get("state") == "done" else ""
+        what = (f"stopped in {stage} (stage.json: {state.get('status', 'none')}{after})" if hit and not finished
                 else f"{stage} finished before the signal" if hit else f"{stage} never started")
         rows.append({"case": f"{name} during run: {stage}", "category": "signals", "command": f"nas-prune run (kill -{name})",
                      "expect": "safe", "exit": rc, "message": what + ("; " + "; ".join(problems) if problems else ""),
