@@ -263,12 +263,21 @@ def run_chain(ws: Path, sig: int, reference: dict | None) -> list[dict]:
     for stage in STAGES:
         proc = _start(ws, recipe)
         lines, hit = [], False
+        # into the stage's work: a stage that computes says its torch threads at its first step (the
+        # training stages, prune); the others are stopped just after they start. A fixed wait would
+        # land in a later stage on an idle machine, where the tiny stages take well under a second.
+        work = stage in ("train_teacher", "prune", "distill", "baseline")
         for line in proc.stdout:
             lines.append(line.rstrip())
-            if line.startswith(f"[{stage}] running") or line.startswith(f"[{stage}] resuming"):
+            started = line.startswith(f"[{stage}] running") or line.startswith(f"[{stage}] resuming")
+            if started and not work or line.startswith(f"[{stage}] torch threads"):
                 hit = True
-                time.sleep(1.0)  # into the stage's work
+                time.sleep(0.1 if work else 0.2)
                 proc.send_signal(sig)
+                break
+            if work and started:
+                hit = True  # the signal waits for the threads line; ``hit`` says the stage ran
+            if work and hit and line.startswith((f"[{stage}] done", f"[{stage}] interrupted", f"[{stage}] failed")):
                 break
         rest, _ = proc.communicate(timeout=900)
         lines += rest.splitlines()
