@@ -11,7 +11,8 @@ some seconds later); closing the terminal sends SIGHUP. All three are handled al
   after the current step; the loop then writes its checkpoint at that step (also when the
   signal arrives while a checkpoint is being written: the write finishes first), so
   ``--resume`` continues exactly. A second signal stops at once, keeping the last
-  checkpoint on disk.
+  checkpoint on disk. A signal after the loop's last look (while the finished run writes
+  its result) lets the writes finish, then stops the command.
 - The command exits with ``128 + the signal's number``, as a shell reports a process killed
   by it: 130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP (:func:`exit_code`).
 
@@ -64,16 +65,34 @@ def signum_of(err: BaseException) -> int:
 
 
 class Stop:
-    """A stop request of a training loop: ``requested`` after the first signal, ``signum`` its number."""
+    """A stop request of a training loop: ``requested`` after the first signal, ``signum`` its number.
+
+    Reading ``requested`` while it is True counts as acting on the request. A request that
+    arrives after the loop's last look (during the final checkpoint or the write of the
+    result) was never acted on: :func:`deferred` raises it when its block ends, so the
+    command stops (a ``run`` does not go on to its next stage).
+    """
 
     def __init__(self) -> None:
-        self.requested = False
+        self._requested = False
+        self._seen = False
         self.signum: int | None = None
+
+    @property
+    def requested(self) -> bool:
+        if self._requested:
+            self._seen = True
+        return self._requested
+
+    @property
+    def unseen(self) -> bool:
+        """A stop was requested and nobody has read ``requested`` since."""
+        return self._requested and not self._seen
 
     def request(self, signum: int = signal.SIGINT) -> None:
         """Ask the loop to stop after the current step (a hook raising KeyboardInterrupt does this)."""
-        if not self.requested:
-            self.requested, self.signum = True, int(signum)
+        if not self._requested:
+            self._requested, self.signum = True, int(signum)
 
 
 _previous: dict[int, object] = {}
@@ -82,7 +101,7 @@ _scopes: list[Stop] = []
 
 
 def _handler(signum, frame) -> None:
-    if _scopes and not _scopes[-1].requested:
+    if _scopes and not _scopes[-1]._requested:
         _scopes[-1].request(signum)
         return
     raise Interrupted(signum)
@@ -117,7 +136,9 @@ def handle_signals() -> Iterator[None]:
 def deferred() -> Iterator[Stop]:
     """A block where the first signal only sets ``stop.requested`` (the loop stops after its step).
 
-    A second signal raises :class:`Interrupted` at once. Installs the handler if no command did.
+    A second signal raises :class:`Interrupted` at once. A request the block never read
+    (:attr:`Stop.unseen`: it came after the last look) is raised as :class:`Interrupted` when
+    the block ends without an error. Installs the handler if no command did.
     """
     stop = Stop()
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
@@ -129,3 +150,5 @@ def deferred() -> Iterator[Stop]:
             yield stop
         finally:
             _scopes.remove(stop)
+        if stop.unseen:  # only after a block that ended without an error (an error propagates past here)
+            raise Interrupted(stop.signum)

@@ -1,9 +1,10 @@
 """Tables the commands print, readable at 80 columns and in a pipe.
 
-Rich shrinks a table wider than the terminal (80 columns in a pipe) by cutting cells
+Rich shrinks a table wider than the terminal by cutting cells
 with an ellipsis ("laten…", "(pape…"). These tables avoid that: no vertical borders,
 short headers (units go in the caption), numbers never wrapped or cut, and text
-cells folded onto more lines when they must.
+cells folded onto more lines when they must. In a pipe or a file
+(:func:`nas_prune.cli.common.console`) nothing is folded: one line per row.
 """
 
 from __future__ import annotations

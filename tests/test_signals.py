@@ -170,6 +170,28 @@ def test_handler_is_restored_and_ignored_signals_stay_ignored():
         signal.signal(signal.SIGHUP, before)
 
 
+def test_a_signal_after_the_loops_last_look_stops_the_command_when_the_block_ends():
+    """A signal during the final writes of a finished loop is not dropped: the block's end raises it."""
+    done = []
+    with pytest.raises(interrupt.Interrupted) as raised:
+        with interrupt.deferred() as stop:
+            assert not stop.requested  # the loop's last look
+            _kill_self(signal.SIGTERM)
+            for _ in range(1000):  # the handler runs at the next bytecode boundary
+                pass
+            done.append("final writes")  # not cut short: the first signal only asks
+    assert done == ["final writes"] and raised.value.signum == signal.SIGTERM
+
+
+def test_a_signal_the_loop_acted_on_is_not_raised_again():
+    with interrupt.deferred() as stop:
+        _kill_self(signal.SIGHUP)
+        for _ in range(1000):
+            pass
+        assert stop.requested and stop.signum == signal.SIGHUP  # seen: the loop stops on its own
+    assert not stop.unseen
+
+
 class _DeadPipe:
     """stderr whose reader went away: every write fails with EPIPE."""
 

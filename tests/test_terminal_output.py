@@ -146,6 +146,30 @@ def test_output_in_a_pipe_is_not_rewrapped_and_has_no_trailing_spaces(monkeypatc
     assert any("a-much-longer-stage-name" in line and "12.25" in line for line in lines)
 
 
+def test_a_wide_table_in_a_pipe_keeps_each_row_on_one_line(monkeypatch):
+    """Piped, a table wider than 80 columns is not folded to 80 (a row greps as one line)."""
+    import io
+
+    from nas_prune.cli.common import console
+    from nas_prune.tables import new_table, num_column, text_column
+
+    piped = io.StringIO()
+    monkeypatch.setattr("sys.stdout", piped)
+    monkeypatch.setenv("COLUMNS", "80")
+    table = new_table(title="student")
+    for header in ("layer", "teacher", "student"):
+        text_column(table, header)
+    num_column(table, "MACs")
+    cells = ("block 1", "res k1:2 k3:2 k5:2, dw k1:2 k3:2 k5:2", "res k1:2 k3:2 k5:1, dw k1:1 k3:2 k5:1")
+    table.add_row(*cells, "128.576K")
+    console().print(table)
+    lines = piped.getvalue().splitlines()
+    row = [line for line in lines if line.startswith("block 1")]
+    assert len(row) == 1 and all(c in row[0] for c in cells) and row[0].endswith("128.576K"), lines
+    assert len(row[0]) > 80 and len(lines) == 4  # title, header, rule, the row: nothing folded
+    assert all(line == line.rstrip() for line in lines)
+
+
 def test_safe_stream_mutes_a_reader_that_went_away():
     from nas_prune.pipes import SafeStream, emit
 

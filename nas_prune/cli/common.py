@@ -79,12 +79,16 @@ def is_out_of_memory(err: BaseException) -> bool:
     return "out of memory" in text or "can't allocate memory" in text or "cannot allocate memory" in text
 
 
+PIPE_WIDTH = 10_000  # the width of a pipe or a file for rich: wide enough that nothing is folded
+
+
 def console(stderr: bool = False):
     """A rich Console (imported lazily); ``stderr=True`` keeps stdout clean for ``--json``.
 
     Off a terminal (a pipe, a file) lines are not re-wrapped at 80 columns and carry no
-    trailing spaces, so logs grep cleanly (tables still fit 80 columns); writes to a reader
-    that went away are muted (:class:`nas_prune.pipes.SafeStream`).
+    trailing spaces, so logs grep cleanly: a table is as wide as its cells (one line per row,
+    no cell folded to fit 80 columns; on a terminal it still fits the terminal); writes to a
+    reader that went away are muted (:class:`nas_prune.pipes.SafeStream`).
     """
     from rich.console import Console
 
@@ -92,7 +96,8 @@ def console(stderr: bool = False):
 
     stream = sys.stderr if stderr else sys.stdout
     tty = SafeStream(stream).isatty()
-    return Console(file=SafeStream(stream, strip=not tty), soft_wrap=not tty)
+    # a pipe has no width: rich would take 80 (or $COLUMNS) and fold wide tables' cells to it
+    return Console(file=SafeStream(stream, strip=not tty), soft_wrap=not tty, width=None if tty else PIPE_WIDTH)
 
 
 THREADS_HELP = ("CPU threads for torch: N, or auto = the cores not busy with other processes (re-checked "

@@ -128,6 +128,92 @@ def _export_names_interruption(folder: str):
     return check
 
 
+def _joined(folder: str):
+    """The second worker found the first one's trials (it says ``joining`` when one is running at that
+    moment, ``resuming`` between two trials) and the folder holds one whole student."""
+
+    def check(ws: Path, out: str) -> str | None:
+        from safetensors.torch import load_file
+
+        if "joining:" not in out and "resuming:" not in out:
+            return "the second worker did not find the running study's trials"
+        try:
+            load_file(str(ws / folder / "student.safetensors"))
+        except Exception as err:  # noqa: BLE001
+            return f"no whole student in {folder} ({type(err).__name__})"
+        return None
+
+    return check
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has ended (a ``true`` started and reaped here)."""
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+def _stale_lock(folder: str, *, host: str | None = None, text: str | None = None, user_file: bool = False):
+    """``prepare``: ``folder/.nas-prune-lock`` as a writer killed outright leaves it (nobody holds the
+    ``flock``): a dead pid of this host, another host's pid, or ``text`` (bytes that are no record)."""
+
+    def prepare(ws: Path) -> None:
+        import socket
+
+        d = ws / folder
+        d.mkdir(parents=True, exist_ok=True)
+        rec = {"pid": _dead_pid(), "host": host or socket.gethostname(), "command": "distill",
+               "since": "2026-12-01 03:04:05"}
+        (d / ".nas-prune-lock").write_text(text if text is not None else json.dumps(rec) + "\n")
+        if user_file:
+            (d / "notes.txt").write_text("a file of the user's\n")
+
+    return prepare
+
+
+def _took_over(folder: str, *, note: str | None = "no longer running", done: str | None = None,
+               kept: tuple[str, ...] = ()):
+    """The command took the stale lock over, said so (``note``; None: says nothing of it), released it
+    at the end, kept ``kept`` and (``done``) finished its run."""
+
+    def check(ws: Path, out: str) -> str | None:
+        if note is not None and not ("took over the lock" in out and note in out):
+            return f"no note of the stale lock taken over (expected 'took over the lock ... {note}')"
+        if note is None and "took over the lock" in out:
+            return "a note of a lock taken over where the file held no holder"
+        if (ws / folder / ".nas-prune-lock").exists():
+            return "the lock file is still there after the command ended"
+        for f in kept:
+            if not (ws / f).is_file():
+                return f"{f} was removed"
+        if done is not None:
+            return _done(done)(ws, out)
+        return None
+
+    return check
+
+
+def _killed_then(folder: str, first: list[str]):
+    """``prepare``: ``first`` started, killed with SIGKILL once ``folder/status.json`` exists (its lock
+    file stays, unlocked by the kernel)."""
+
+    def prepare(ws: Path) -> None:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+        cmd = [sys.executable, "-c", "import sys; from nas_prune.cli import main; sys.argv[0] = 'nas-prune'; main()",
+               *first]
+        proc = subprocess.Popen(cmd, cwd=ws, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import time
+
+        t0 = time.monotonic()
+        while not (ws / folder / "checkpoints" / "last.pt").is_file() and proc.poll() is None \
+                and time.monotonic() - t0 < 300:
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait()
+
+    return prepare
+
+
 def cases() -> list[Case]:
     TERM, HUP, INT = signal.SIGTERM, signal.SIGHUP, signal.SIGINT
     search_trials = ["search", "--teacher", "t.pth", "--target-macs", "2M", "--input-size", "32",
@@ -172,12 +258,51 @@ def cases() -> list[Case]:
              ["run", "recipes/ok.yaml", "--set", "run_dir=runs/lock"], says="pid",
              background=["run", "recipes/ok.yaml", "--set", "run_dir=runs/lock", "--set", "distill.epochs=40"],
              ready="runs/lock/distill/status.json", may_change=("runs/lock/",)),
-        Case("second search --trials into a study being written", "locks", [*search_trials, "--out", "study_lock"],
-             says="pid", background=[*search_trials, "--out", "study_lock"], ready="study_lock",
+        # workers of one study share its folder by design (nas_prune.locks): another study is refused
+        Case("search --trials of another study into a study being written", "locks",
+             [*search_trials[:4], "2.5M", *search_trials[5:], "--out", "study_lock"],
+             says="pid", background=[*search_trials, "--out", "study_lock"], ready="study_lock/study.db",
              may_change=("study_lock/",)),
+        Case("a second worker of the same study joins it (shared by design)", "locks",
+             [*search_trials[:-1], "40", "--out", "study_join"], expect="ok", check=_joined("study_join"),
+             background=[*search_trials[:-1], "40", "--out", "study_join"], ready="study_join/study.db",
+             may_change=("study_join/",)),
         Case("train-teacher into a folder another train-teacher writes", "locks", [*teacher, "--out", "tt_lock"],
              says="pid", background=[*teacher, "--out", "tt_lock"], ready="tt_lock/status.json",
              may_change=("tt_lock/",)),
+        # stale locks: a lock file whose writer is gone is taken over, with a note
+        Case("stale lock (dead pid) in distill's --out is taken over", "locks",
+             _distill("run_stale", "--epochs", "1", "--epochs-decay", "0", "--no-progress"), expect="ok",
+             prepare=_stale_lock("run_stale"), check=_took_over("run_stale", done="run_stale"),
+             may_change=("run_stale/",)),
+        Case("distill --resume after a SIGKILL: the dead run's lock is taken over", "locks",
+             _distill("run_kill9", "--epochs", "3", "--epochs-decay", "0", "--no-progress", "--resume"), expect="ok",
+             prepare=_killed_then("run_kill9", _distill("run_kill9", "--epochs", "3", "--epochs-decay", "0",
+                                                        "--no-progress", "--save-every", "1")),
+             check=_took_over("run_kill9", done="run_kill9"), may_change=("run_kill9/",)),
+        Case("stale lock from another host, no longer locked, is taken over", "locks",
+             _distill("run_stale_host", "--epochs", "1", "--epochs-decay", "0", "--no-progress"), expect="ok",
+             prepare=_stale_lock("run_stale_host", host="gpu-node-7"),
+             check=_took_over("run_stale_host", note="its lock was released", done="run_stale_host"),
+             may_change=("run_stale_host/",)),
+        Case("lock file of random bytes (no holder) is taken over silently", "locks",
+             _distill("run_stale_junk", "--epochs", "1", "--epochs-decay", "0", "--no-progress"), expect="ok",
+             prepare=_stale_lock("run_stale_junk", text="\x00\xff not json {\n"),
+             check=_took_over("run_stale_junk", note=None, done="run_stale_junk"), may_change=("run_stale_junk/",)),
+        Case("stale lock in train-teacher's --out is taken over", "locks",
+             [*teacher[:8], "1", *teacher[9:], "--out", "tt_stale"], expect="ok",
+             prepare=_stale_lock("tt_stale"), check=_took_over("tt_stale"), may_change=("tt_stale/",)),
+        Case("stale lock in search's --out is taken over, the user's file kept", "locks",
+             [*search_trials[:-2], "--out", "S_stale", "--force"], expect="ok",
+             prepare=_stale_lock("S_stale", user_file=True), check=_took_over("S_stale", kept=("S_stale/notes.txt",)),
+             may_change=("S_stale/",)),
+        Case("stale lock in a study folder (search --trials) is taken over", "locks",
+             [*search_trials[:-1], "3", "--out", "study_stale"], expect="ok",
+             prepare=_stale_lock("study_stale"), check=_took_over("study_stale"), may_change=("study_stale/",)),
+        Case("stale lock in a recipe's run folder is taken over", "locks",
+             ["run", "recipes/ok.yaml", "--set", "run_dir=runs/stale"], expect="ok",
+             prepare=_stale_lock("runs/stale", user_file=True),
+             check=_took_over("runs/stale", kept=("runs/stale/notes.txt",)), may_change=("runs/stale/",)),
         # piped output
         Case("distill with progress piped to a file: no re-wrapping, no trailing spaces", "piped",
              _distill("run_pipe", "--epochs", "2", "--epochs-decay", "0", "--log-every", "1"), expect="ok",

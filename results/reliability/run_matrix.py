@@ -263,12 +263,21 @@ def run_chain(ws: Path, sig: int, reference: dict | None) -> list[dict]:
     for stage in STAGES:
         proc = _start(ws, recipe)
         lines, hit = [], False
+        # into the stage's work: a stage that computes says its torch threads at its first step (the
+        # training stages, prune); the others are stopped just after they start. A fixed wait would
+        # land in a later stage on an idle machine, where the tiny stages take well under a second.
+        work = stage in ("train_teacher", "prune", "distill", "baseline")
         for line in proc.stdout:
             lines.append(line.rstrip())
-            if line.startswith(f"[{stage}] running") or line.startswith(f"[{stage}] resuming"):
+            started = line.startswith(f"[{stage}] running") or line.startswith(f"[{stage}] resuming")
+            if started and not work or line.startswith(f"[{stage}] torch threads"):
                 hit = True
-                time.sleep(1.0)  # into the stage's work
+                time.sleep(0.1 if work else 0.2)
                 proc.send_signal(sig)
+                break
+            if work and started:
+                hit = True  # the signal waits for the threads line; ``hit`` says the stage ran
+            if work and hit and line.startswith((f"[{stage}] done", f"[{stage}] interrupted", f"[{stage}] failed")):
                 break
         rest, _ = proc.communicate(timeout=900)
         lines += rest.splitlines()
@@ -283,13 +292,20 @@ def run_chain(ws: Path, sig: int, reference: dict | None) -> list[dict]:
         if (run_dir / stage / "stage.json").is_file():
             state = json.loads((run_dir / stage / "stage.json").read_text())
         finished = state.get("status") == "done"
+        # the distillation's own status.json: a signal after its last step (while the stage records its
+        # result) leaves it done, with a whole final/ that evaluate rightly takes
+        trained = {}
+        if (run_dir / stage / "status.json").is_file():
+            trained = json.loads((run_dir / stage / "status.json").read_text())
         if stage in ("distill", "baseline") and not finished:
             erc, eout = cli(["evaluate", f"runs/chain/{stage}/final", "--data", "runs/chain/dataset/data",
                              "--crop-size", "32"], cwd=ws)
-            if erc == 0:
-                problems.append(f"evaluate took the final/ of the unfinished {stage} (exit 0)")
-            elif "Traceback" in eout:
+            if "Traceback" in eout:
                 problems.append("evaluate ended in a traceback")
+            elif trained.get("state") != "done" and erc == 0:
+                problems.append(f"evaluate took the final/ of the unfinished {stage} (exit 0)")
+            elif trained.get("state") == "done" and erc != 0:
+                problems.append(f"evaluate refused the final/ of the finished distillation (exit {erc})")
         expected_rc = EXPECTED_RC[sig]
         if hit and not finished and rc != expected_rc:
             problems.append(f"exit {rc}, expected {expected_rc}")
@@ -297,7 +313,8 @@ def run_chain(ws: Path, sig: int, reference: dict | None) -> list[dict]:
             problems.append(f"stage.json says {state.get('status')!r}, not 'interrupted'")
         verdict = "pass" if not problems else ("traceback" if "traceback" in problems else
                                                "lost" if any("removed" in p for p in problems) else "silently wrong")
-        what = (f"stopped in {stage} (stage.json: {state.get('status', 'none')})" if hit and not finished
+        after = "; the distillation had finished (status.json: done)" if trained.get("state") == "done" else ""
+        what = (f"stopped in {stage} (stage.json: {state.get('status', 'none')}{after})" if hit and not finished
                 else f"{stage} finished before the signal" if hit else f"{stage} never started")
         rows.append({"case": f"{name} during run: {stage}", "category": "signals", "command": f"nas-prune run (kill -{name})",
                      "expect": "safe", "exit": rc, "message": what + ("; " + "; ".join(problems) if problems else ""),
@@ -319,6 +336,15 @@ def run_chain(ws: Path, sig: int, reference: dict | None) -> list[dict]:
                  "seconds": None})
     print(f"[{name}] {rows[-1]['verdict']:15s} final: {rows[-1]['message']}", flush=True)
     return rows
+
+
+def chain_names() -> list[str]:
+    """The names of the rows of the ``run`` chains (:func:`run_chain`), in order."""
+    names = []
+    for sig in CHAIN_SIGNALS:
+        name = signal.Signals(sig).name
+        names += [f"{name} during run: {stage}" for stage in STAGES] + [f"{name} chain: final run completes"]
+    return names
 
 
 def reference_run(ws: Path) -> dict:
@@ -352,7 +378,9 @@ def merge(rows: list[dict], out: Path, order: list[str]) -> tuple[list[dict], li
     if path.is_file():
         doc = json.loads(path.read_text(encoding="utf-8"))
         done = {r["case"] for r in rows}
-        kept = [{**r, "run": r.get("run", doc.get("command"))} for r in doc.get("rows", []) if r["case"] not in done]
+        known = set(order) | set(chain_names())  # a row of a case since removed or renamed is dropped
+        kept = [{**r, "run": r.get("run", doc.get("command"))} for r in doc.get("rows", [])
+                if r["case"] not in done and r["case"] in known]
     rank = {name: i for i, name in enumerate(order)}
     every = sorted(kept + rows, key=lambda r: rank.get(r["case"], len(rank)))  # stable: chains keep their order
     return every, kept
@@ -439,6 +467,11 @@ def main() -> None:
     if args.render:
         render(args.out)
         return
+    # started as a background job (`cmd &`, nohup), this script and so every command it starts would
+    # ignore SIGINT and SIGHUP: the Ctrl-C cases would then test nothing; the commands get them back
+    for sig in (signal.SIGINT, signal.SIGHUP):
+        if signal.getsignal(sig) is signal.SIG_IGN:
+            signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
     t0 = time.perf_counter()
     scratch = Path(tempfile.mkdtemp(prefix="nas-prune-matrix-"))
     try:
