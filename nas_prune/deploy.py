@@ -1,4 +1,6 @@
-"""Export a generator for deployment: ONNX (checked with onnxruntime) or TorchScript.
+"""Export a generator for deployment: ONNX (checked with onnxruntime), TorchScript, or a phone
+format (tflite, executorch, ncnn, openvino, coreml: :mod:`nas_prune.deploy_formats`), in float32
+or int8 (``quantize="int8"``: :mod:`nas_prune.quantize`).
 
 The exported file takes ``(N, input_nc, H, W)`` images in [-1, 1] and returns
 ``(N, output_nc, H, W)`` in [-1, 1]; a SPADE generator takes the semantic map
@@ -10,7 +12,9 @@ these generators since their forward pass has no data-dependent control flow.
 Every export is checked: the file is loaded back (onnxruntime on CPU for ONNX,
 ``torch.jit.load`` for TorchScript), run on seeded random inputs at the export size
 and at a second size, and compared with the PyTorch model; the largest absolute
-difference is reported and a difference above ``atol`` is an error.
+difference is reported and a difference above ``atol`` is an error. Phone formats are run in
+their own runtimes the same way (Core ML, which runs only on Apple platforms, has its spec
+validated instead); an int8 file is compared by PSNR to the float32 generator.
 """
 
 from __future__ import annotations
@@ -21,11 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nas_prune.deploy_formats import PHONE_FORMATS
 from nas_prune.errors import NasPruneError
 
 __all__ = ["FORMATS", "ExportResult", "export_generator"]
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "torchscript", *PHONE_FORMATS)
 _SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
 
 
@@ -41,7 +46,10 @@ class ExportResult:
         checked: ``[(N, H, W), ...]`` input shapes that were compared.
         seconds: export + check time.
         file_bytes: size of the file.
-        notes: what loading a checkpoint assumed (e.g. a SPADE teacher's upsampling without ``space``).
+        notes: what loading a checkpoint assumed (e.g. a SPADE teacher's upsampling without ``space``),
+            and what the converter did (versions, precision, fixed shapes).
+        files: every written file (more than ``path`` for two-file formats: ncnn, OpenVINO).
+        quantized: for ``quantize="int8"``, :meth:`nas_prune.quantize.Int8Report.to_json`.
     """
 
     path: Path
@@ -52,12 +60,16 @@ class ExportResult:
     seconds: float = 0.0
     file_bytes: int = 0
     notes: list[str] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+    quantized: dict | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"path": str(self.path), "format": self.format, "input_size": list(self.input_size),
                 "max_abs_diff": self.max_abs_diff, "checked": [list(c) for c in self.checked],
                 "seconds": round(self.seconds, 3), "file_bytes": self.file_bytes,
-                **({"notes": list(self.notes)} if self.notes else {})}
+                **({"notes": list(self.notes)} if self.notes else {}),
+                **({"files": [str(f) for f in self.files]} if len(self.files) > 1 else {}),
+                **({"quantized": self.quantized} if self.quantized else {})}
 
 
 def _onnx_export(model, x, path: Path, *, opset: int, dynamic: bool) -> None:
@@ -187,6 +199,9 @@ def export_generator(
     atol: float = 1e-4,
     seed: int = 0,
     space: Any = None,
+    quantize: str | None = None,
+    calib_data: str | os.PathLike | None = None,
+    calib_images: int = 16,
 ) -> ExportResult:
     """Write ``model`` as ONNX or TorchScript to ``out`` and check it against PyTorch.
 
@@ -203,6 +218,11 @@ def export_generator(
         atol: largest accepted absolute difference (outputs are in [-1, 1]).
         space: search space (YAML path or shipped name) of a checkpoint ``model``: it gives a
             SPADE teacher the settings its shapes cannot show (upsampling, activation).
+        quantize: None (float32) or ``"int8"``: static quantization calibrated on images
+            (``onnx``: ONNX Runtime QDQ; ``executorch``: XNNPACK's quantizer); see :mod:`nas_prune.quantize`.
+        calib_data: folder of calibration images for ``quantize`` (default: crops of
+            scikit-image's sample photos, :func:`nas_prune.calibration.calibration_images`).
+        calib_images: images to calibrate on (as many again, when the folder has them, to measure PSNR).
 
     Raises:
         NasPruneError: bad format or size, or exported outputs that differ by more than ``atol``
@@ -221,14 +241,27 @@ def export_generator(
     if batch_size < 1:
         raise NasPruneError(f"batch_size must be >= 1, got {batch_size}")
     size = parse_input_size(input_size)
-    if format == "onnx":
-        _check_onnx(opset=opset, check=check)
+    if quantize is not None:
+        from nas_prune.quantize import check_quantize
+
+        check_quantize(quantize, format=format, calib_images=calib_images)
+    if format == "onnx" or format == "openvino":
+        _check_onnx(opset=opset, check=check and format == "onnx")
+    if format in PHONE_FORMATS:
+        from nas_prune.deploy_formats import check_available, output_paths
+
+        check_available(format, run=check)
     t0 = time.perf_counter()
     out = Path(out)
-    if out.is_dir() or not out.suffix:
-        out = out / f"generator{_SUFFIX[format]}"
+    if format in PHONE_FORMATS:
+        outs = output_paths(format, out)
+        out = outs[0]
+    else:
+        if out.is_dir() or not out.suffix:
+            out = out / f"generator{_SUFFIX[format]}"
+        outs = [out]
     is_module = isinstance(model, (Generator, torch.nn.Module))
-    check_out_files([out], inputs=[] if is_module else [model])
+    check_out_files([o for o in outs if o.suffix != ".mlpackage"], inputs=[] if is_module else [model])
     notes: list[str] = []
     net = model if is_module else open_generator(model, space=space, notes=notes)
     net = net.to("cpu").eval()
@@ -244,6 +277,14 @@ def export_generator(
     check_forward_memory(net.arch, (size[0] + 2 * step, size[1] + 4 * step), batch=batch_size + 1)
     g = torch.Generator().manual_seed(seed)
     x = _example(net.arch, batch_size, size, g)
+    if format in PHONE_FORMATS or quantize is not None:
+        from nas_prune.deploy_formats.run import export_checked
+
+        step = net.arch.size_multiple if spade else 4
+        x2 = _example(net.arch, batch_size + 1, (size[0] + 2 * step, size[1] + 4 * step), g)
+        return export_checked(net, x, x2, outs=outs, format=format, opset=opset, dynamic=dynamic, check=check,
+                              atol=atol, quantize=quantize, calib_data=calib_data, calib_images=calib_images,
+                              size_multiple=step, notes=notes, t0=t0)
 
     checked: list[tuple[int, int, int]] = []
     worst: float | None = None

@@ -55,8 +55,8 @@ def test_failed_check_leaves_no_file(tmp_path):
     with pytest.raises(NasPruneError, match="differs from PyTorch"):
         export_generator(g, out=tmp_path / "g.onnx", input_size=32, atol=1e-12)
     assert list(tmp_path.iterdir()) == []
-    with pytest.raises(NasPruneError, match="format 'tflite'"):
-        export_generator(g, out=tmp_path / "g.x", format="tflite")
+    with pytest.raises(NasPruneError, match="format 'tensorrt'"):
+        export_generator(g, out=tmp_path / "g.x", format="tensorrt")
     with pytest.raises(NasPruneError):
         export_generator(g, out=tmp_path / "g.onnx", input_size=30)
 
