@@ -95,5 +95,6 @@ def test_export_cli(tmp_path):
 
     info = json.loads(result.output)
     assert info["max_abs_diff"] <= 1e-4 and info["format"] == "onnx"
-    result = CliRunner().invoke(app, ["export", str(tmp_path / "g.pth"), "--out", str(tmp_path / "x"), "--format", "tflite"])
-    assert result.exit_code == 2 and result.output.strip() == "error: format 'tflite' is not one of onnx, torchscript"
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "g.pth"), "--out", str(tmp_path / "x"), "--format", "tensorrt"])
+    assert result.exit_code == 2 and result.output.strip() == (
+        "error: format 'tensorrt' is not one of onnx, torchscript, tflite, executorch, ncnn, openvino, coreml")

@@ -30,7 +30,7 @@ def search_cli(
     verify: str = typer.Option("fast", "--verify", help="fvcore check of the built student: fast (each distinct layer traced once at a reduced size, scaled exactly), full (the whole student at --input-size) or off."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON only."),
     target_latency: Optional[str] = typer.Option(None, "--target-latency", help="Latency budget for one batch on --runtime, with a unit: 40ms, 0.04s.", rich_help_panel="Latency"),
-    runtime: Optional[str] = typer.Option(None, "--runtime", help="Where the student will run and is timed: torch-cpu, onnxruntime (the onnx extra) or cuda (default torch-cpu when latency is in play).", rich_help_panel="Latency"),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help="Where the student will run and is timed: torch-cpu, onnxruntime (the onnx extra), cuda, openvino, ncnn, executorch (XNNPACK), onnxruntime-int8 or executorch-int8 (their extras; default torch-cpu when latency is in play).", rich_help_panel="Latency"),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads of the runtime (default torch's current setting).", rich_help_panel="Latency"),
     batch: int = typer.Option(1, "--batch", help="Images per timed forward pass.", rich_help_panel="Latency"),
     latency_cache: Optional[Path] = typer.Option(None, "--latency-cache", help="Folder of cached latency tables (default $NAS_PRUNE_CACHE_DIR, else $XDG_CACHE_HOME/nas-prune).", rich_help_panel="Latency"),
