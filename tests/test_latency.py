@@ -106,6 +106,14 @@ class FakeRuntime(Runtime):
     def clock(self):
         return self.now
 
+    busy = 0.0  # cores other processes keep busy: a fake machine's load is made up too
+
+    def busy_cores(self):
+        return self.busy
+
+    def load_meter(self):
+        return lambda: self.busy
+
     def prepare(self, module, example):
         ms = fake_ms(module, example, self.penalty)
         if hasattr(module, "arch"):
@@ -433,10 +441,13 @@ def test_cli_latency_search_on_torch_cpu(teacher_file, tmp_path):
     result = invoke("search", "--teacher", teacher_file, "--input-size", "32", "--min-channels", "4",
                     "--target-macs", str(count_macs(TEACHER, input_size=32) // 2),
                     "--target-latency", f"{teacher_ms * 3:.3f}ms", "--runtime", "torch-cpu", "--threads", "1",
-                    "--latency-cache", cache, "--out", tmp_path / "s")
+                    "--latency-cache", cache, "--out", tmp_path / "s", "--allow-busy")  # CI machines are shared
     assert result.exit_code == 0, result.output
     assert "measured (median of 20" in result.output and "predicted" in result.output
-    assert list((cache / "latency").glob("torch-cpu-*.json"))
+    files = list((cache / "latency").glob("torch-cpu-*.json"))
+    assert files
+    cond = json.loads(files[0].read_text())["conditions"]
+    assert cond["busy_cores"] is not None and cond["allow_busy"] == (cond["busy_cores"] >= 0.5)
     _, _, doc = read_student(tmp_path / "s")
     assert doc["latency"]["threads"] == 1 and doc["latency"]["predicted_ms"] > 0
 
@@ -466,3 +477,116 @@ def test_profile_prints_measured_latency_beside_macs(teacher_file):
     assert report["latency"]["runtime"] == "torch-cpu" and report["latency"]["runs"] == 3
     bad = invoke("profile", teacher_file, "--threads", "2")
     assert bad.exit_code == 2 and "add --latency" in bad.output
+
+
+# ----------------------------------------------------------------------------- trust: load, busy, spot checks
+
+
+class ScaledRuntime(FakeRuntime):
+    """A fake machine that became ``factor`` times slower (or faster) since the table was built."""
+
+    def __init__(self, factor, **kw):
+        super().__init__(**kw)
+        self.factor = factor
+
+    def prepare(self, module, example):
+        run = super().prepare(module, example)
+
+        def scaled():
+            t = self.now
+            run()
+            self.now = t + (self.now - t) * self.factor
+
+        return scaled
+
+
+def test_table_is_not_built_on_a_busy_machine_unless_forced(tmp_path):
+    busy = FakeRuntime()
+    busy.busy = 1.3
+    with pytest.raises(NasPruneError, match=r"latency table not built: other processes keep 1\.3 cores busy "
+                                            r"\(limit 0\.5\).*pass --allow-busy"):
+        latency_model(TEACHER, busy, input_size=SIZE, min_channels=4, directory=tmp_path)
+    assert not list(tmp_path.rglob("*.json"))  # nothing measured, nothing cached
+    _, table, _ = latency_model(TEACHER, busy, input_size=SIZE, min_channels=4, directory=tmp_path, allow_busy=True)
+    doc = json.loads(table.path.read_text())
+    assert doc["conditions"]["allow_busy"] is True and doc["conditions"]["busy_cores"] == 1.3
+    assert set(doc["unit_load"]) == set(doc["units"]) and set(doc["unit_load"].values()) == {1.3}
+    assert set(doc["calibration_load"].values()) == {1.3}
+    # on a quiet machine the table records that too, per entry
+    _, quiet, _ = latency_model(TEACHER, FakeRuntime(threads=2), input_size=SIZE, min_channels=4, directory=tmp_path)
+    qdoc = json.loads(quiet.path.read_text())
+    assert qdoc["conditions"]["busy_cores"] == 0.0 and qdoc["conditions"]["allow_busy"] is False
+    assert set(qdoc["unit_load"].values()) == {0.0}
+
+
+def test_load_arriving_while_building_stops_it_and_keeps_the_quiet_entries(tmp_path, monkeypatch):
+    import nas_prune.latency.trust as trust
+
+    rt = FakeRuntime()
+    calls = [0]
+    real_time = rt.time
+
+    def time_then_get_busy(*a, **k):
+        calls[0] += 1
+        if calls[0] == 40:
+            rt.busy = 2.0  # another process starts
+        return real_time(*a, **k)
+
+    rt.time = time_then_get_busy
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(trust.time, "perf_counter", lambda: next(ticks) * 0.1)  # a load window every 20 units
+    with pytest.raises(NasPruneError, match="latency table building stopped: other processes keep 2.0 cores busy"):
+        latency_model(TEACHER, rt, input_size=SIZE, min_channels=4, directory=tmp_path)
+    doc = json.loads(next(tmp_path.rglob("*.json")).read_text())
+    assert 0 < len(doc["units"]) < 40 and set(doc["unit_load"].values()) == {0.0}  # the busy stretch was dropped
+
+
+def test_spot_check_keeps_a_table_that_still_holds(tmp_path):
+    latency_model(TEACHER, FakeRuntime(), input_size=SIZE, min_channels=4, directory=tmp_path)
+    rt = FakeRuntime()
+    _, table, _ = latency_model(TEACHER, rt, input_size=SIZE, min_channels=4, directory=tmp_path)
+    check = table.spot_check_now
+    assert check["action"] == "ok" and len(check["checked"]) == 4 and table.measured_now == 0
+    assert all(abs(c["off"]) < 1e-9 for c in check["checked"])
+    assert rt.prepared == 0  # calibration kept
+    costs = sorted(table.units.values(), reverse=True)
+    assert check["checked"][0]["cached_ms"] == pytest.approx(costs[0], abs=1e-5)  # the costliest entry first
+
+
+def test_spot_check_re_measures_a_whole_table_from_another_machine_state(tmp_path):
+    _, old, _ = latency_model(TEACHER, FakeRuntime(), input_size=SIZE, min_channels=4, directory=tmp_path)
+    n = len(old.units)
+    # the machine is now 1.5x slower at everything (say the table was built with a faster clock)
+    slow = ScaledRuntime(1.5)
+    model, table, _ = latency_model(TEACHER, slow, input_size=SIZE, min_channels=4, directory=tmp_path)
+    check = table.spot_check_now
+    # each entry at least 50% off (more: the per-call overhead subtracted from it was the old one)
+    assert check["action"].startswith("table re-measured") and all(c["off"] >= 0.49 for c in check["checked"])
+    assert table.measured_now == n and slow.prepared == 4  # every entry and the calibration again
+    assert model.predict(TEACHER) == pytest.approx(1.5 * fake_ms_of(TEACHER), rel=0.05)
+    assert json.loads(table.path.read_text())["spot_checks"][-1]["action"].startswith("table re-measured")
+
+
+def test_spot_check_re_measures_only_the_entries_that_are_off(tmp_path):
+    _, table, _ = latency_model(TEACHER, FakeRuntime(), input_size=SIZE, min_channels=4, directory=tmp_path)
+    doc = json.loads(table.path.read_text())
+    top = max(doc["units"], key=doc["units"].get)
+    true_cost = doc["units"][top]
+    doc["units"][top] = true_cost * 1.4  # one entry measured during a hiccup, 40% too slow
+    table.path.write_text(json.dumps(doc))
+    rt = FakeRuntime()
+    _, again, _ = latency_model(TEACHER, rt, input_size=SIZE, min_channels=4, directory=tmp_path)
+    check = again.spot_check_now
+    assert check["action"] == "re-measured 1 entries"
+    assert [c["unit"] for c in check["checked"] if abs(c["off"]) > 0.15] == [top]
+    assert again.units[top] == pytest.approx(true_cost, rel=1e-6) and again.measured_now == 0
+    assert rt.prepared == 4  # the scales are fitted again to fresh end-to-end times
+
+
+def test_spot_check_is_skipped_on_a_busy_machine(tmp_path):
+    latency_model(TEACHER, FakeRuntime(), input_size=SIZE, min_channels=4, directory=tmp_path)
+    slow = ScaledRuntime(1.5)
+    slow.busy = 1.0
+    _, table, _ = latency_model(TEACHER, slow, input_size=SIZE, min_channels=4, directory=tmp_path)
+    assert table.spot_check_now["action"].startswith("skipped: other processes keep 1.0 cores busy")
+    assert table.measured_now == 0 and slow.prepared == 0  # the quiet table is used as it is

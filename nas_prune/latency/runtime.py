@@ -257,6 +257,20 @@ class Runtime:
         """Seconds from an arbitrary origin (``time.perf_counter``)."""
         return time.perf_counter()
 
+    def busy_cores(self) -> float | None:
+        """Cores other processes keep busy now (:func:`nas_prune.threads.busy_cores`; sampled)."""
+        from nas_prune.threads import busy_cores
+
+        return busy_cores()
+
+    def load_meter(self) -> Callable[[], float | None]:
+        """Starts a load reading; calling the result gives the cores other processes kept busy
+        since (this process's threads excluded; None without ``/proc``)."""
+        from nas_prune.threads import cpu_sample, others_busy
+
+        start = cpu_sample()
+        return lambda: others_busy(start)
+
     def sync(self) -> None:
         if self.name == "cuda":
             import torch

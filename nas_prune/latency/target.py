@@ -73,6 +73,7 @@ class LatencyOptions:
         runtime: where to measure (:class:`~nas_prune.latency.runtime.Runtime`).
         cache_dir: latency-table cache folder (default :func:`nas_prune.latency.table.cache_dir`).
         refresh: re-measure the table even if cached.
+        allow_busy: build or spot-check the table while other processes keep a core busy (recorded).
         repeats: timed passes of the end-to-end check (>= 20 for a stable median).
         warmup: untimed passes before them.
         max_shrinks: re-measure rounds allowed when the measurement is over the target.
@@ -84,6 +85,7 @@ class LatencyOptions:
     runtime: Runtime
     cache_dir: str | os.PathLike | None = None
     refresh: bool = False
+    allow_busy: bool = False
     repeats: int = 20
     warmup: int = 3
     max_shrinks: int = 8
@@ -100,6 +102,7 @@ def latency_options(
     cache_dir: str | os.PathLike | None = None,
     refresh: bool = False,
     repeats: int = 20,
+    allow_busy: bool = False,
 ) -> LatencyOptions | None:
     """Validate the latency options of ``search``; None when none of them is in play.
 
@@ -119,7 +122,8 @@ def latency_options(
         return None
     if not isinstance(runtime, Runtime):
         runtime = Runtime(runtime or "torch-cpu", threads=threads, batch=batch)
-    return LatencyOptions(target_ms, runtime, cache_dir=cache_dir, refresh=refresh, repeats=repeats)
+    return LatencyOptions(target_ms, runtime, cache_dir=cache_dir, refresh=refresh, repeats=repeats,
+                          allow_busy=allow_busy)
 
 
 @dataclass
@@ -230,11 +234,13 @@ def plan_for_latency(
         plan_at(None if round_to == "auto" else round_to, None)
     if options.target_ms is not None:
         model, table, cal = latency_model(arch, rt, input_size=input_size, min_channels=min_channels,
-                                          directory=options.cache_dir, refresh=options.refresh, log=options.log)
+                                          directory=options.cache_dir, refresh=options.refresh, log=options.log,
+                                          allow_busy=options.allow_busy)
         table_info = {"file": str(table.path), "units": len(table.units), "measured_now": table.measured_now,
                       "seconds": round(table.seconds, 2), "fixed_ms": round(cal.fixed, 4),
                       "scale_ends": round(cal.scale_ends, 6), "scale_blocks": round(cal.scale_blocks, 6),
-                      "calibration_worst_error": round(cal.worst_error, 4)}
+                      "calibration_worst_error": round(cal.worst_error, 4), "conditions": table.conditions,
+                      "spot_check": table.spot_check_now}
         teacher_ms = model.predict(arch)
         if target_macs is None and teacher_ms <= options.target_ms:
             raise NasPruneError(
