@@ -344,8 +344,10 @@ def test_search_meets_both_targets(teacher_file, tmp_path):
         only_macs = run_search(teacher_file, tmp_path, FakeRuntime(), target_macs=target_macs, write=False)
         if ms_frac < 0.5:
             assert result.macs["fvcore"] < only_macs.macs["fvcore"]  # latency cut deeper
+            assert result.latency.why is None and result.latency.measured_ms >= 0.9 * target_ms
         else:
             assert result.student_arch == only_macs.student_arch  # MACs alone decided
+            assert result.latency.why.endswith("--target-macs is the binding limit")
     assert result.to_json()["target"] == {"macs": target_macs, "convention": "fvcore",
                                           "latency_ms": pytest.approx(target_ms)}
 
@@ -355,15 +357,50 @@ def test_student_measured_over_the_target_is_shrunk_and_measured_again(teacher_f
     run_search(teacher_file, tmp_path, FakeRuntime(), target_latency=f"{target:.6f}ms", write=False)  # table
     rt = FakeRuntime(inflate=[1.3])  # the first end-to-end measurement over-reports by 30%
     result = run_search(teacher_file, tmp_path, rt, target_latency=f"{target:.6f}ms", write=False)
-    first, last = result.latency.attempts
-    assert first["measured_ms"] > target >= last["measured_ms"]
-    assert last["budget_ms"] < first["predicted_ms"]
-    assert last["macs"] < first["macs"]
-    assert "shrunk 1x" in result.latency.summary()
+    first, second, *rest = result.latency.attempts
+    assert first["measured_ms"] > target >= result.latency.measured_ms >= 0.9 * target
+    assert second["budget_ms"] < first["predicted_ms"] and second["macs"] < first["macs"]
+    assert all(a["measured_ms"] <= target for a in [second, *rest])
+    assert f"{len(result.latency.attempts)} candidates measured (1 over the target)" in result.latency.summary()
+    assert result.latency.why is None
     # A runtime that always over-reports ends in a clear error after max_shrinks.
     with pytest.raises(NasPruneError, match="still measures .* after 8 shrinks|no smaller student"):
         run_search(teacher_file, tmp_path, FakeRuntime(inflate=[3.0] * 20),
                    target_latency=f"{target:.6f}ms", write=False)
+
+
+def test_a_student_measured_well_under_the_target_is_grown(teacher_file, tmp_path):
+    target = fake_ms_of(TEACHER) * 0.5
+    run_search(teacher_file, tmp_path, FakeRuntime(), target_latency=f"{target:.6f}ms", write=False)  # table
+    rt = FakeRuntime(inflate=[0.8] * 20)  # whole generators now run 20% faster than the table predicts
+    result = run_search(teacher_file, tmp_path, rt, target_latency=f"{target:.6f}ms", write=False)
+    first, second, *_ = result.latency.attempts
+    assert first["measured_ms"] < 0.9 * target
+    assert second["budget_ms"] > first["predicted_ms"] and second["macs"] > first["macs"]  # grown, not shrunk
+    assert 0.9 * target <= result.latency.measured_ms <= target and result.latency.why is None
+    doc = result.latency.to_json()
+    assert doc["used"] == pytest.approx(result.latency.measured_ms / target, abs=1e-4) and doc["why"] is None
+
+
+def test_the_report_says_why_a_student_does_not_use_the_budget(teacher_file, tmp_path):
+    """A runtime whose students all measure far below their prediction except one size: the
+    search cannot reach 0.9 x target without going over, and says so."""
+    target = fake_ms_of(TEACHER) * 0.5
+    run_search(teacher_file, tmp_path, FakeRuntime(), target_latency=f"{target:.6f}ms", write=False)
+
+    class Cliff(FakeRuntime):  # every student below half the teacher's MACs runs at 50%, any larger one at 200%
+        def prepare(self, module, example):
+            if hasattr(module, "arch"):
+                frac = count_macs(module.arch, input_size=32) / count_macs(TEACHER, input_size=32)
+                self.inflate = [0.5 if frac < 0.5 else 2.0]
+            return super().prepare(module, example)
+
+    result = run_search(teacher_file, tmp_path, Cliff(), target_latency=f"{target:.6f}ms", write=False)
+    rep = result.latency
+    assert rep.measured_ms <= target and rep.measured_ms < 0.9 * target
+    assert any(a["measured_ms"] > target for a in rep.attempts)  # it tried a larger one
+    assert rep.why.startswith(f"uses {rep.measured_ms / target:.0%} of the latency target")
+    assert "next larger student" in rep.why or "measured candidates" in rep.why
 
 
 def test_unreachable_latency_targets(teacher_file, tmp_path):
