@@ -627,3 +627,64 @@ def test_spot_check_is_skipped_on_a_busy_machine(tmp_path):
     _, table, _ = latency_model(TEACHER, slow, input_size=SIZE, min_channels=4, directory=tmp_path)
     assert table.spot_check_now["action"].startswith("skipped: other processes keep 1.0 cores busy")
     assert table.measured_now == 0 and slow.prepared == 0  # the quiet table is used as it is
+
+
+# ----------------------------------------------------------------------------- runtimes of the phone formats
+
+
+def _runtime_or_skip(name):
+    try:
+        return Runtime(name, threads=1)
+    except NasPruneError as err:
+        pytest.skip(str(err))
+
+
+@pytest.mark.parametrize("name", ["openvino", "ncnn", "onnxruntime-int8",
+                                  pytest.param("executorch", marks=pytest.mark.slow),  # two lowerings: ~30 s
+                                  pytest.param("executorch-int8", marks=pytest.mark.slow)])
+def test_each_deployment_runtime_times_table_units_and_generators(name):
+    """What a latency table and a target measure on each runtime: a unit module and a whole
+    generator, converted as export converts them, timed through the same Runtime.time."""
+    from nas_prune.latency.table import build_unit
+
+    rt = _runtime_or_skip(name)
+    grids = UnitGrids(TEACHER, input_size=SIZE, min_channels=4)
+    unit = grids.unit("res3", (16, 4))
+    mod, shape = build_unit(TEACHER, unit)
+    samples = rt.time(mod, shape, warmup=1, repeats=3)
+    assert len(samples) == 3 and all(s > 0 for s in samples)
+    lat = measure_latency(build_generator(TEACHER), input_size=SIZE, runtime=rt, repeats=3, warmup=1)
+    assert lat.runtime == name and lat.median_ms > 0 and lat.threads == 1
+    assert set(rt.versions()) > {"torch"}  # the runtime's own library versions key its tables
+
+
+def test_deployment_runtimes_missing_extra_is_one_line(monkeypatch):
+    import nas_prune.latency.backends as backends
+
+    monkeypatch.setitem(backends._NEEDS, "ncnn", (("ncnn_not_installed_here",), "ncnn"))
+    with pytest.raises(NasPruneError, match=r"runtime ncnn needs the ncnn extra \(ncnn_not_installed_here not "
+                                            r"installed\): pip install 'nas-prune\[ncnn\]'"):
+        Runtime("ncnn")
+
+
+def test_profile_latency_on_a_deployment_runtime(teacher_file):
+    _runtime_or_skip("openvino")
+    report = json.loads(invoke("profile", teacher_file, "--input-size", "32", "--runtime", "openvino",
+                               "--threads", "1", "--repeats", "3", "--json").stdout)
+    assert report["latency"]["runtime"] == "openvino" and report["latency"]["runs"] == 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["openvino", "onnxruntime-int8", "ncnn"])
+def test_cli_latency_search_on_deployment_runtimes(teacher_file, tmp_path, name):
+    """search --target-latency --runtime R end to end on the real runtime (a table of ~100
+    converted modules: slow)."""
+    _runtime_or_skip(name)
+    teacher_ms = measure_latency(build_generator(TEACHER), input_size=SIZE, threads=1, repeats=10,
+                                 runtime=name).median_ms
+    result = invoke("search", "--teacher", teacher_file, "--input-size", "32", "--min-channels", "4",
+                    "--target-latency", f"{teacher_ms * 0.8:.3f}ms", "--runtime", name, "--threads", "1",
+                    "--latency-cache", tmp_path / "cache", "--out", tmp_path / "s", "--allow-busy")
+    assert result.exit_code == 0, result.output
+    _, _, doc = read_student(tmp_path / "s")
+    assert doc["latency"]["runtime"] == name and doc["latency"]["measured_ms"] <= teacher_ms * 0.8

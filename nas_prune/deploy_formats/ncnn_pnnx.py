@@ -30,29 +30,37 @@ def outputs(out: Path) -> list[Path]:
 
 
 def write(net, x, paths: list[Path], *, dynamic: bool, example2=None, fp16: bool = False, **_) -> list[str]:
-    import contextlib
-    import io
-    import os
+    """Trace ``net`` and run the ``pnnx`` converter on the trace (its executable, as
+    ``pnnx.export`` does, without importing the Python module pnnx generates beside it)."""
+    import subprocess
+    import warnings
 
     import pnnx
+    import torch
+
+    from nas_prune.errors import NasPruneError
 
     work = paths[0].parent
-    kw = {"inputs2": (example2[:1],)} if dynamic and example2 is not None else {}
-    # pnnx prints its passes on stdout and stderr (C++): kept quiet, its errors raise
-    with open(os.devnull, "w") as null, contextlib.redirect_stdout(io.StringIO()):
-        fd_out, fd_err = os.dup(1), os.dup(2)
-        try:
-            os.dup2(null.fileno(), 1)
-            os.dup2(null.fileno(), 2)
-            pnnx.export(net, str(work / "pnnx_trace.pt"), (x[:1],), ncnnparam=str(paths[0]),
-                        ncnnbin=str(paths[1]), fp16=fp16, check_trace=False, **kw)
-        finally:
-            os.dup2(fd_out, 1)
-            os.dup2(fd_err, 2)
-            os.close(fd_out)
-            os.close(fd_err)
-    return [f"pnnx {getattr(pnnx, '__version__', '')}".strip() + f", {'float16' if fp16 else 'float32'} weights"
-            + ("" if kw else ", fixed input size")]
+    trace = work / "pnnx_trace.pt"
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.jit.trace(net, x[:1], check_trace=False).save(str(trace))
+    shape = lambda t: "[" + ",".join(map(str, t.shape)) + "]f32"  # noqa: E731
+    cmd = [pnnx.EXEC_PATH, str(trace), f"inputshape={shape(x[:1])}", "device=cpu", "optlevel=2",
+           f"ncnnparam={paths[0]}", f"ncnnbin={paths[1]}", f"pnnxparam={work / 'p.pnnx.param'}",
+           f"pnnxbin={work / 'p.pnnx.bin'}", f"pnnxpy={work / 'p_pnnx.py'}", f"pnnxonnx={work / 'p.pnnx.onnx'}",
+           f"ncnnpy={work / 'p_ncnn.py'}"]
+    if dynamic and example2 is not None:
+        cmd.insert(3, f"inputshape2={shape(example2[:1])}")
+    if not fp16:
+        cmd.append("fp16=0")
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=work)
+    if done.returncode != 0 or not paths[0].exists():
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise NasPruneError(f"pnnx could not convert the generator ({tail[0][:200]})")
+    version = getattr(pnnx, "__version__", "")
+    return [f"pnnx {version}".strip() + f", {'float16' if fp16 else 'float32'} weights"
+            + ("" if dynamic and example2 is not None else ", fixed input size")]
 
 
 def load(paths: list[Path], threads: int):
