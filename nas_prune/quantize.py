@@ -14,8 +14,8 @@ quantize="int8", calib_data=DIR)``):
     XNNPACK's own quantizer in the PT2E flow (:mod:`nas_prune.deploy_formats.executorch_xnnpack`):
     per-channel symmetric int8 weights, int8 activations calibrated on the same images.
 ``--format tflite``
-    Not available: litert-torch cannot be installed beside this project's other converters
-    (:mod:`nas_prune.deploy_formats.tflite`), so nas-prune has no tested int8 LiteRT path.
+    Not implemented yet: the float32 LiteRT export works (:mod:`nas_prune.deploy_formats.tflite`),
+    its int8 path (litert-torch's PT2E quantizer) is not written and tested.
 
 Calibration images: :func:`nas_prune.calibration.calibration_images` (the folder's first
 ``calib_images`` files; without a folder, crops of scikit-image's sample photos). A generator's
@@ -88,8 +88,7 @@ def check_quantize(quantize: str, *, format: str, calib_images: int) -> None:
     if quantize != "int8":
         raise NasPruneError(f"--quantize {quantize!r}: the only mode is int8")
     if format not in QUANT_FORMATS:
-        why = (" (litert-torch cannot be installed beside the other converters, so there is no tested "
-               "int8 LiteRT path)" if format == "tflite" else "")
+        why = " (int8 LiteRT is not implemented yet: export tflite in float32)" if format == "tflite" else ""
         raise NasPruneError(f"--quantize int8 is available for {', '.join(QUANT_FORMATS)}, not {format}{why}")
     if isinstance(calib_images, bool) or calib_images < 1:
         raise NasPruneError(f"--calib-images must be >= 1, got {calib_images}")

@@ -67,6 +67,26 @@ def test_instance_norm_decomposition_is_equal(affine):
     torch.testing.assert_close(dn(shifted), norm(x), rtol=0, atol=1e-5)
 
 
+def test_conv_transpose_decomposition_is_equal():
+    from nas_prune.deploy_formats.decompose import decompose_conv_transpose
+
+    g = _student()
+    d = decompose_conv_transpose(g)
+    convs = [m for m in d.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert len(convs) == 2 and all(m.padding == (0, 0) and m.output_padding == (0, 0) for m in convs)
+    assert all(m.padding == (1, 1) for m in g.modules() if isinstance(m, torch.nn.ConvTranspose2d))
+    for shape in ((1, 3, 32, 32), (2, 3, 24, 40)):
+        x = torch.rand(*shape) * 2 - 1
+        assert np.abs(_ref(d, x) - _ref(g, x)).max() < 1e-5
+    # other paddings and strides of the same rule, output_padding <= padding
+    for k, s, p, op in ((3, 2, 1, 1), (4, 2, 1, 0), (5, 3, 2, 2), (3, 1, 1, 0)):
+        conv = torch.nn.Sequential(torch.nn.ConvTranspose2d(4, 6, k, s, p, output_padding=op))
+        dec = decompose_conv_transpose(conv)
+        assert type(dec[0]).__name__ == "CroppedConvTranspose"
+        x = torch.randn(2, 4, 7, 9)
+        torch.testing.assert_close(dec(x), conv(x), rtol=0, atol=1e-5)
+
+
 # ----------------------------------------------------------------------------- each format
 
 
@@ -134,10 +154,20 @@ def test_coreml_spec_is_validated_and_says_it_was_not_run(tmp_path):
 
 
 @needs("litert_torch", "ai_edge_litert", extra="tflite")
-def test_tflite_runs_and_matches_pytorch(tmp_path):  # pragma: no cover - litert-torch conflicts with other extras
+def test_tflite_runs_and_matches_pytorch(tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
     g = _student()
     res = export_generator(g, out=tmp_path / "g.tflite", format="tflite", input_size=32)
-    assert res.path.is_file() and res.max_abs_diff <= 1e-4
+    assert res.path.is_file() and res.max_abs_diff <= 1e-4 and res.checked == [(1, 32, 32), (1, 32, 32)]
+    assert "instance norm and padded transposed convs exported decomposed" in res.notes[0]
+    interp = Interpreter(model_path=str(res.path), num_threads=1)  # an independent run
+    interp.allocate_tensors()
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(7)) * 2 - 1
+    interp.set_tensor(interp.get_input_details()[0]["index"], x.numpy())
+    interp.invoke()
+    got = interp.get_tensor(interp.get_output_details()[0]["index"])
+    assert np.abs(got - _ref(g, x)).max() <= 1e-4
 
 
 # ----------------------------------------------------------------------------- int8
@@ -194,7 +224,7 @@ def test_int8_and_format_errors_are_one_line_and_write_nothing(tmp_path, monkeyp
     g = _student()
     with pytest.raises(NasPruneError, match="--quantize int8 is available for onnx, executorch, not torchscript"):
         export_generator(g, out=tmp_path / "g.pt", format="torchscript", quantize="int8")
-    with pytest.raises(NasPruneError, match="no tested int8 LiteRT path"):
+    with pytest.raises(NasPruneError, match="int8 LiteRT is not implemented yet"):
         export_generator(g, out=tmp_path / "g.tflite", format="tflite", quantize="int8")
     with pytest.raises(NasPruneError, match="the only mode is int8"):
         export_generator(g, out=tmp_path / "g.onnx", quantize="int4")

@@ -15,6 +15,15 @@ It is the textbook definition (Ulyanov et al. 2016), in float32 it differs from
 PyTorch's kernel by rounding only (tests prove ``|Δ| < 1e-5`` on real generators). Batch norm
 in eval mode is an affine per-channel map that every converter folds into the preceding
 conv, so it is left alone.
+
+LiteRT's converter cannot legalise a padded transposed convolution (``ConvTranspose2d(k=3,
+stride=2, padding=1, output_padding=1)``, the generators' up-sampling: ``failed to legalize
+operation 'mhlo.convolution'``). :class:`CroppedConvTranspose` computes the same output as the
+unpadded transposed convolution, ``(H - 1) * stride + k`` rows, cropped to rows
+``[padding, padding + out)`` with ``out = (H - 1) * stride - 2 * padding + k + output_padding``:
+``padding`` trims that many rows on each side and ``output_padding`` gives back rows at the end,
+which exist in the full output as long as ``output_padding <= padding`` (true for every
+generator here; other layers are left alone). Same weights, same sums, so equal up to rounding.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["decompose_instance_norm", "count_instance_norms"]
+__all__ = ["decompose_instance_norm", "count_instance_norms", "decompose_conv_transpose"]
 
 
 def _module_class():
@@ -86,3 +95,41 @@ def count_instance_norms(model: "torch.nn.Module") -> int:
     from torch import nn
 
     return sum(isinstance(m, nn.InstanceNorm2d) for m in model.modules())
+
+
+def _crop_class():
+    from torch import nn
+
+    class CroppedConvTranspose(nn.Module):
+        """``nn.ConvTranspose2d`` with padding as the unpadded one plus a crop (module docstring)."""
+
+        def __init__(self, conv: nn.ConvTranspose2d):
+            super().__init__()
+            self.conv = nn.ConvTranspose2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                                           padding=0, output_padding=0, groups=conv.groups,
+                                           bias=conv.bias is not None, dilation=conv.dilation)
+            self.conv.load_state_dict(conv.state_dict())
+            self.pad, self.out_pad = tuple(conv.padding), tuple(conv.output_padding)
+
+        def forward(self, x):
+            y = self.conv(x)
+            (ph, pw), (oh, ow) = self.pad, self.out_pad
+            h, w = y.shape[2] - 2 * ph + oh, y.shape[3] - 2 * pw + ow
+            return y[:, :, ph : ph + h, pw : pw + w]
+
+    return CroppedConvTranspose
+
+
+def decompose_conv_transpose(model: "torch.nn.Module") -> "torch.nn.Module":
+    """A deep copy of ``model`` whose padded ``nn.ConvTranspose2d`` layers (``output_padding <=
+    padding``) are unpadded transposed convolutions followed by a crop; ``model`` is not changed."""
+    from torch import nn
+
+    cls = _crop_class()
+    out = copy.deepcopy(model)
+    for parent in list(out.modules()):
+        for name, child in list(parent.named_children()):
+            if (isinstance(child, nn.ConvTranspose2d) and any(child.padding)
+                    and all(o <= p for o, p in zip(child.output_padding, child.padding))):
+                setattr(parent, name, cls(child))
+    return out.eval()

@@ -2,14 +2,17 @@
 
 ``litert_torch.convert(module, (x,))`` captures the module with ``torch.export`` at the
 example's shape (fixed input shape, NCHW as PyTorch's) and lowers it to a TFLite flatbuffer.
-LiteRT has no instance-norm op, so nas-prune converts
-:mod:`~nas_prune.deploy_formats.decompose`'s equivalent form. The check runs the file in
+LiteRT has no instance-norm op, and its converter cannot legalise the generators' padded
+transposed convolutions, so nas-prune converts :mod:`~nas_prune.deploy_formats.decompose`'s
+equivalent forms of both. The check runs the file in
 ``ai_edge_litert.interpreter.Interpreter`` on the CPU.
 
-Installing: litert-torch 0.10 pulls xdsl 0.28, which pins ``typing-extensions<4.13``; that
-downgrades pydantic (needs >= 4.14.1) and conflicts with coremltools' cattrs (>= 4.14) and
-ExecuTorch's anyio (>= 4.16). Install it in an environment of its own
-(``pip install 'nas-prune[tflite]'``), not beside the ``coreml`` and ``executorch`` extras.
+Installing: litert-torch 0.10 pulls xdsl 0.28, which pins ``typing-extensions<4.13``. In a fresh
+environment pip resolves it beside torch 2.13.0 and every other extra (pydantic 2.11, cattrs
+25.2, anyio 4.14 are chosen to match); added to an environment that already has newer ones it
+downgrades them (``typing-extensions`` 4.16 -> 4.12.2, ``pydantic`` 2.13 -> 2.11), breaking the
+declared requirements of what was installed with them. Install it with the other extras at
+once (``pip install 'nas-prune[deploy]'``) or in an environment of its own.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ EXTRA = "tflite"
 REQUIRES = ("litert_torch",)
 RUN_REQUIRES = ("ai_edge_litert.interpreter",)
 STATIC = True
-INSTALL_NOTE = (" in an environment of its own: litert-torch's xdsl pins typing-extensions<4.13, which "
-                "conflicts with the coreml and executorch extras")
+INSTALL_NOTE = (" (in a fresh environment, or with the other extras at once: litert-torch's xdsl pins "
+                "typing-extensions<4.13, which downgrades newer ones already installed)")
 
 
 def outputs(out: Path) -> list[Path]:
@@ -34,14 +37,14 @@ def write(net, x, paths: list[Path], **_) -> list[str]:  # pragma: no cover - ne
     import litert_torch
     import torch
 
-    from nas_prune.deploy_formats.decompose import decompose_instance_norm
+    from nas_prune.deploy_formats.decompose import decompose_conv_transpose, decompose_instance_norm
 
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        edge = litert_torch.convert(decompose_instance_norm(net), (x,))
+        edge = litert_torch.convert(decompose_conv_transpose(decompose_instance_norm(net)), (x,))
     edge.export(str(paths[0]))
     return [f"litert-torch {getattr(litert_torch, '__version__', '')}, float32, fixed input shape "
-            f"{'x'.join(map(str, x.shape))}; instance norm exported decomposed"]
+            f"{'x'.join(map(str, x.shape))}; instance norm and padded transposed convs exported decomposed"]
 
 
 def runner(paths: list[Path], threads: int):  # pragma: no cover - needs ai-edge-litert
