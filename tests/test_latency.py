@@ -641,7 +641,7 @@ def _runtime_or_skip(name):
 
 @pytest.mark.parametrize("name", ["openvino", "ncnn", "onnxruntime-int8",
                                   pytest.param("executorch", marks=pytest.mark.slow),  # two lowerings: ~30 s
-                                  pytest.param("executorch-int8", marks=pytest.mark.slow)])
+                                  pytest.param("executorch-int8", marks=pytest.mark.slow), "tflite"])
 def test_each_deployment_runtime_times_table_units_and_generators(name):
     """What a latency table and a target measure on each runtime: a unit module and a whole
     generator, converted as export converts them, timed through the same Runtime.time."""

@@ -10,6 +10,8 @@ example input:
 ``onnxruntime-int8``  ONNX Runtime on the QDQ int8 file (calibrated on the example input itself:
                       a timing does not depend on how good the ranges are)
 ``executorch-int8``   ExecuTorch + XNNPACK's int8 quantizer, calibrated the same way
+``tflite``            litert-torch -> LiteRT interpreter (instance norm, padded transposed convs
+                      decomposed), float32
 
 Converting costs far more than running for these (ExecuTorch's lowering takes seconds per
 module), so a latency table on them takes correspondingly longer to build; it is built once per
@@ -22,13 +24,15 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-EXTRA_RUNTIMES = ("openvino", "ncnn", "executorch", "onnxruntime-int8", "executorch-int8")
+EXTRA_RUNTIMES = ("openvino", "ncnn", "executorch", "onnxruntime-int8", "executorch-int8", "tflite")
 _NEEDS = {"openvino": (("openvino", "onnx"), "openvino"), "ncnn": (("pnnx", "ncnn"), "ncnn"),
           "executorch": (("executorch.exir", "executorch.runtime"), "executorch"),
           "onnxruntime-int8": (("onnx", "onnxruntime.quantization"), "onnx"),
-          "executorch-int8": (("executorch.exir", "executorch.runtime", "torchao"), "executorch")}
+          "executorch-int8": (("executorch.exir", "executorch.runtime", "torchao"), "executorch"),
+          "tflite": (("litert_torch", "ai_edge_litert.interpreter"), "tflite")}
 # Channels the runtime's conv kernels process together (nas_prune.latency.table.effective_width).
-CHANNEL_BLOCK = {"openvino": 8, "ncnn": 4, "executorch": 1, "onnxruntime-int8": 8, "executorch-int8": 1}
+CHANNEL_BLOCK = {"openvino": 8, "ncnn": 4, "executorch": 1, "onnxruntime-int8": 8, "executorch-int8": 1,
+                 "tflite": 1}
 
 
 def missing(name: str) -> tuple[list[str], str]:
@@ -50,7 +54,8 @@ def versions(name: str) -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     pkgs = {"openvino": ("openvino",), "ncnn": ("ncnn", "pnnx"), "executorch": ("executorch",),
-            "onnxruntime-int8": ("onnx", "onnxruntime"), "executorch-int8": ("executorch", "torchao")}[name]
+            "onnxruntime-int8": ("onnx", "onnxruntime"), "executorch-int8": ("executorch", "torchao"),
+            "tflite": ("litert-torch", "ai-edge-litert")}[name]
     out = {}
     for p in pkgs:
         try:
@@ -91,6 +96,13 @@ def runner(name: str, module, example, threads: int) -> Callable[[], object]:
                 request = compiled(folder / "m.xml", threads).create_infer_request()
                 feed = {0: example.numpy()}
                 return lambda: request.infer(feed)
+            if name == "tflite":
+                from nas_prune.deploy_formats import tflite
+
+                paths = [folder / "m.tflite"]
+                tflite.write(module, example, paths)
+                run = tflite.runner(paths, threads)
+                return lambda: run(example)
             if name == "ncnn":
                 from nas_prune.deploy_formats import ncnn_pnnx
 
