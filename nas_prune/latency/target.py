@@ -229,10 +229,9 @@ def plan_for_latency(
         ``(plan, report)``; ``plan.round_to`` is the multiple used (chosen when ``auto``).
 
     Raises:
-        NasPruneError: unreachable targets, or a student still over the target after
-            ``options.max_shrinks`` re-measurements.
+        NasPruneError: unreachable targets, or no student measured within the target after
+            ``options.max_shrinks`` + 1 measured candidates.
     """
-    from nas_prune.apply import build_student
     from nas_prune.latency.table import latency_model
     from nas_prune.plan import Budget, plan_for_target
 
