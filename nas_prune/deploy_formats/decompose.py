@@ -69,6 +69,14 @@ def _module_class():
 _CLASS = None
 
 
+def decomposed_norm_type() -> type:
+    """The class of the decomposed instance norm (an int8 quantizer leaves it in float)."""
+    global _CLASS
+    if _CLASS is None:
+        _CLASS = _module_class()
+    return _CLASS
+
+
 def decompose_instance_norm(model: "torch.nn.Module") -> "torch.nn.Module":
     """A deep copy of ``model`` whose ``nn.InstanceNorm2d`` modules (without running
     statistics) are replaced by their decomposition; ``model`` itself is not changed.
@@ -79,14 +87,12 @@ def decompose_instance_norm(model: "torch.nn.Module") -> "torch.nn.Module":
     """
     from torch import nn
 
-    global _CLASS
-    if _CLASS is None:
-        _CLASS = _module_class()
+    cls = decomposed_norm_type()
     out = copy.deepcopy(model)
     for parent in list(out.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.InstanceNorm2d) and not child.track_running_stats:
-                setattr(parent, name, _CLASS(child))
+                setattr(parent, name, cls(child))
     return out.eval()
 
 
