@@ -185,7 +185,7 @@ def main() -> None:
 
 def write_md(args, rows, missed, load_start, label) -> None:
     lines = [
-        "<!-- python results/deploy/bench_deploy.py" + (" --tiny" if args.tiny else "") + " -->",
+        "<!-- python results/deploy/bench_deploy.py " + " ".join(sys.argv[1:]) + " -->",
         f"# Deployment runtimes: teacher, {label} student, latency-target student",
         "",
         f"Input 1x3x{args.size}x{args.size}, {args.threads} threads, torch {torch.__version__}; "
