@@ -1,4 +1,6 @@
-"""Export a generator for deployment: ONNX (checked with onnxruntime) or TorchScript.
+"""Export a generator for deployment: ONNX (checked with onnxruntime), TorchScript, or a phone
+format (tflite, executorch, ncnn, openvino, coreml: :mod:`nas_prune.deploy_formats`), in float32
+or int8 (``quantize="int8"``: :mod:`nas_prune.quantize`).
 
 The exported file takes ``(N, input_nc, H, W)`` images in [-1, 1] and returns
 ``(N, output_nc, H, W)`` in [-1, 1]; a SPADE generator takes the semantic map
@@ -10,7 +12,9 @@ these generators since their forward pass has no data-dependent control flow.
 Every export is checked: the file is loaded back (onnxruntime on CPU for ONNX,
 ``torch.jit.load`` for TorchScript), run on seeded random inputs at the export size
 and at a second size, and compared with the PyTorch model; the largest absolute
-difference is reported and a difference above ``atol`` is an error.
+difference is reported and a difference above ``atol`` is an error. Phone formats are run in
+their own runtimes the same way (Core ML, which runs only on Apple platforms, has its spec
+validated instead); an int8 file is compared by PSNR to the float32 generator.
 """
 
 from __future__ import annotations
@@ -21,68 +25,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nas_prune.deploy_formats import PHONE_FORMATS
+from nas_prune.onnx_io import ExportResult  # noqa: F401  (public name of this module)
+from nas_prune.onnx_io import onnx_export as _onnx_export
+from nas_prune.onnx_io import run_onnx as _run_onnx
 from nas_prune.errors import NasPruneError
 
 __all__ = ["FORMATS", "ExportResult", "export_generator"]
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "torchscript", *PHONE_FORMATS)
 _SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
-
-
-@dataclass
-class ExportResult:
-    """What :func:`export_generator` returns.
-
-    Attributes:
-        path: the written file.
-        format: ``onnx`` or ``torchscript``.
-        input_size: ``(H, W)`` the model was exported and first checked at.
-        max_abs_diff: largest ``|exported - pytorch|`` over all checked inputs (None if unchecked).
-        checked: ``[(N, H, W), ...]`` input shapes that were compared.
-        seconds: export + check time.
-        file_bytes: size of the file.
-        notes: what loading a checkpoint assumed (e.g. a SPADE teacher's upsampling without ``space``).
-    """
-
-    path: Path
-    format: str
-    input_size: tuple[int, int]
-    max_abs_diff: float | None
-    checked: list[tuple[int, int, int]] = field(default_factory=list)
-    seconds: float = 0.0
-    file_bytes: int = 0
-    notes: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"path": str(self.path), "format": self.format, "input_size": list(self.input_size),
-                "max_abs_diff": self.max_abs_diff, "checked": [list(c) for c in self.checked],
-                "seconds": round(self.seconds, 3), "file_bytes": self.file_bytes,
-                **({"notes": list(self.notes)} if self.notes else {})}
-
-
-def _onnx_export(model, x, path: Path, *, opset: int, dynamic: bool) -> None:
-    """``torch.onnx.export`` without the exporter's warnings.
-
-    They are about its own internals (constant folding of Slice, instance norm exported
-    with input statistics, which is what InstanceNorm without running stats computes,
-    the TorchScript exporter's deprecation) and a user cannot act on them; whether the
-    file is right is checked by running it against PyTorch afterwards.
-    """
-    import warnings
-
-    import torch
-
-    axes = {"input": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch", 2: "height", 3: "width"}}
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", module=r"torch\.onnx")
-            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-            warnings.filterwarnings("ignore", category=DeprecationWarning)
-            warnings.filterwarnings("ignore", category=FutureWarning)
-            torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=["output"],
-                              opset_version=opset, dynamic_axes=axes if dynamic else None, dynamo=False)
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise NasPruneError(f"ONNX export needs the onnx extra: pip install 'nas-prune[onnx]' ({err})") from None
 
 
 def _trace(model, x):
@@ -127,25 +79,6 @@ def _check_onnx(*, opset: int, check: bool) -> None:
                             "pip install 'nas-prune[onnx]', or use --format torchscript")
 
 
-def _run_onnx(path: Path):
-    try:
-        import onnxruntime as ort
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise NasPruneError("checking the ONNX file needs onnxruntime: pip install 'nas-prune[onnx]'") from None
-    import torch
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = torch.get_num_threads()  # the command's --threads, not every core
-    opts.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-
-    def run(x):
-        return session.run(None, {name: x.numpy()})[0]
-
-    return run
-
-
 def _run_torchscript(path: Path):
     import torch
 
@@ -179,6 +112,9 @@ def export_generator(
     atol: float = 1e-4,
     seed: int = 0,
     space: Any = None,
+    quantize: str | None = None,
+    calib_data: str | os.PathLike | None = None,
+    calib_images: int = 16,
     user_model: Any = None,
 ) -> ExportResult:
     """Write ``model`` as ONNX or TorchScript to ``out`` and check it against PyTorch.
@@ -196,6 +132,11 @@ def export_generator(
         atol: largest accepted absolute difference (outputs are in [-1, 1]).
         space: search space (YAML path or shipped name) of a checkpoint ``model``: it gives a
             SPADE teacher the settings its shapes cannot show (upsampling, activation).
+        quantize: None (float32) or ``"int8"``: static quantization calibrated on images
+            (``onnx``: ONNX Runtime QDQ; ``executorch``: XNNPACK's quantizer); see :mod:`nas_prune.quantize`.
+        calib_data: folder of calibration images for ``quantize`` (default: crops of
+            scikit-image's sample photos, :func:`nas_prune.calibration.calibration_images`).
+        calib_images: images to calibrate on (as many again, when the folder has them, to measure PSNR).
         user_model: the user's generator code (:class:`nas_prune.load.UserModel`, ``--model``)
             a checkpoint ``model`` is the state dict of.
 
@@ -212,25 +153,39 @@ def export_generator(
     if batch_size < 1:
         raise NasPruneError(f"batch_size must be >= 1, got {batch_size}")
     size = parse_input_size(input_size)
-    if format == "onnx":
-        _check_onnx(opset=opset, check=check)
+    if quantize is not None:
+        from nas_prune.quantize import check_quantize
+
+        check_quantize(quantize, format=format, calib_images=calib_images)
+    if format == "onnx" or format == "openvino":
+        _check_onnx(opset=opset, check=check and format == "onnx")
+    if format in PHONE_FORMATS:
+        from nas_prune.deploy_formats import check_available, output_paths
+
+        check_available(format, run=check)
     t0 = time.perf_counter()
     out = Path(out)
-    folder = out.is_dir() or not out.suffix
-    if folder:
-        out = out / f"generator{_SUFFIX[format]}"
+    folder = out.is_dir() or not out.suffix  # an output folder: held by one writer at a time
+    if format in PHONE_FORMATS:
+        outs = output_paths(format, out)
+        out = outs[0]
+    else:
+        if folder:
+            out = out / f"generator{_SUFFIX[format]}"
+        outs = [out]
+    from nas_prune.load import code_options
     from nas_prune.locks import hold
 
-    from nas_prune.load import code_options
-
     with hold(out.parent, command="export", enabled=folder), code_options(user_model):  # one writer per folder
-        return _export_checked(model, out=out, format=format, size=size, batch_size=batch_size, opset=opset,
-                               dynamic=dynamic, check=check, atol=atol, seed=seed, space=space, t0=t0,
+        return _export_checked(model, out=out, outs=outs, format=format, size=size, batch_size=batch_size,
+                               opset=opset, dynamic=dynamic, check=check, atol=atol, seed=seed, space=space,
+                               t0=t0, quantize=quantize, calib_data=calib_data, calib_images=calib_images,
                                user_model=user_model)
 
 
-def _export_checked(model: Any, *, out: Path, format: str, size: tuple[int, int], batch_size: int, opset: int,
-                    dynamic: bool, check: bool, atol: float, seed: int, space: Any, t0: float,
+def _export_checked(model: Any, *, out: Path, outs: list[Path], format: str, size: tuple[int, int],
+                    batch_size: int, opset: int, dynamic: bool, check: bool, atol: float, seed: int, space: Any,
+                    t0: float, quantize: str | None, calib_data, calib_images: int,
                     user_model: Any = None) -> ExportResult:
     """:func:`export_generator` after its option checks, the output folder held."""
     import io
@@ -243,7 +198,7 @@ def _export_checked(model: Any, *, out: Path, format: str, size: tuple[int, int]
     from nas_prune.outputs import check_out_files
 
     is_module = isinstance(model, (Generator, torch.nn.Module))
-    check_out_files([out], inputs=[] if is_module else [model])
+    check_out_files([o for o in outs if o.suffix != ".mlpackage"], inputs=[] if is_module else [model])
     notes: list[str] = []
     net = model if is_module else open_generator(model, space=space, notes=notes, model=user_model)
     net = net.to("cpu").eval()
@@ -255,6 +210,13 @@ def _export_checked(model: Any, *, out: Path, format: str, size: tuple[int, int]
     check_forward_memory(net.arch, (size[0] + 2 * step, size[1] + 4 * step), batch=batch_size + 1)
     g = torch.Generator().manual_seed(seed)
     x = _example(net.arch, batch_size, size, g)
+    if format in PHONE_FORMATS or quantize is not None:
+        from nas_prune.deploy_formats.run import export_checked
+
+        x2 = _example(net.arch, batch_size + 1, (size[0] + 2 * step, size[1] + 4 * step), g)
+        return export_checked(net, x, x2, outs=outs, format=format, opset=opset, dynamic=dynamic, check=check,
+                              atol=atol, quantize=quantize, calib_data=calib_data, calib_images=calib_images,
+                              size_multiple=step, notes=notes, t0=t0)
 
     checked: list[tuple[int, int, int]] = []
     worst: float | None = None

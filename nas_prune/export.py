@@ -62,7 +62,7 @@ _PROV = {
 _TEACHER = {"file", "sha256", "layout", "arch", "macs", "params"}
 _TARGET = {"macs", "convention", "latency_ms"}
 _LATENCY = {"runtime", "device", "threads", "batch", "input_size", "target_ms", "predicted_ms", "measured_ms",
-            "measured", "attempts", "table"}
+            "measured", "attempts", "table", "used", "why"}
 _TOOL = {"name", "version"}
 
 

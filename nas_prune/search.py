@@ -454,6 +454,7 @@ def search(
     latency_cache: str | os.PathLike | None = None,
     refresh_latency: bool = False,
     model: "UserModel | None" = None,
+    allow_busy: bool = False,
 ) -> SearchResult:
     """Load ``teacher``, prune it to ``target_macs`` and/or ``target_latency``, export the student folder.
 
@@ -481,7 +482,8 @@ def search(
 
     t0 = time.perf_counter()
     latency = latency_options(target_latency=target_latency, runtime=runtime, threads=threads, batch=batch,
-                              round_to=round_to, cache_dir=latency_cache, refresh=refresh_latency)
+                              round_to=round_to, cache_dir=latency_cache, refresh=refresh_latency,
+                              allow_busy=allow_busy)
     target, size = check_options(
         target_macs=target_macs, convention=convention, input_size=input_size, min_channels=min_channels,
         importance=importance, round_to=round_to, calib_images=calib_images, verify=verify, latency=latency,

@@ -55,8 +55,8 @@ def test_failed_check_leaves_no_file(tmp_path):
     with pytest.raises(NasPruneError, match="differs from PyTorch"):
         export_generator(g, out=tmp_path / "g.onnx", input_size=32, atol=1e-12)
     assert list(tmp_path.iterdir()) == []
-    with pytest.raises(NasPruneError, match="format 'tflite'"):
-        export_generator(g, out=tmp_path / "g.x", format="tflite")
+    with pytest.raises(NasPruneError, match="format 'tensorrt'"):
+        export_generator(g, out=tmp_path / "g.x", format="tensorrt")
     with pytest.raises(NasPruneError):
         export_generator(g, out=tmp_path / "g.onnx", input_size=30)
 
@@ -95,5 +95,6 @@ def test_export_cli(tmp_path):
 
     info = json.loads(result.output)
     assert info["max_abs_diff"] <= 1e-4 and info["format"] == "onnx"
-    result = CliRunner().invoke(app, ["export", str(tmp_path / "g.pth"), "--out", str(tmp_path / "x"), "--format", "tflite"])
-    assert result.exit_code == 2 and result.output.strip() == "error: format 'tflite' is not one of onnx, torchscript"
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "g.pth"), "--out", str(tmp_path / "x"), "--format", "tensorrt"])
+    assert result.exit_code == 2 and result.output.strip() == (
+        "error: format 'tensorrt' is not one of onnx, torchscript, tflite, executorch, ncnn, openvino, coreml")

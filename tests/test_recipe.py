@@ -102,7 +102,7 @@ stages:
     (BASE.replace("data: data\n", ""), r"r.yaml: data: stages.distill needs a dataset"),
     (BASE.replace("teacher: t.pth\n", ""), r"r.yaml: teacher: stages.prune needs a teacher"),
     (BASE.replace("name: t\n", ""), r"r.yaml: name: missing required key"),
-    (BASE + "  export: {format: tflite}\n", r"r.yaml: stages.export.format: 'tflite'"),
+    (BASE + "  export: {format: tensorrt}\n", r"r.yaml: stages.export.format: 'tensorrt'"),
     (BASE + "  evaluate: {inceptoin: x}\n", r"r.yaml: stages.evaluate.inceptoin: unknown option; did you mean 'inception'\?"),
     (BASE.replace("{target_macs: 1G}", "{target_macs: 1G, study: {trails: 3}}"), r"r.yaml: stages.prune.study.trails: unknown option"),
     ("name: [", r"r.yaml: not valid YAML at line"),

@@ -22,7 +22,7 @@ def profile_cli(
     space: Optional[Path] = typer.Option(None, "--space", help="Search space to check a checkpoint against: a YAML file or a shipped name (cat_inception)."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON only."),
     latency: bool = typer.Option(False, "--latency", help="Also time one forward pass end to end (median of --repeats after 3 warm-up passes).", rich_help_panel="Latency"),
-    runtime: Optional[str] = typer.Option(None, "--runtime", help="Where to time it: torch-cpu (default), onnxruntime (the onnx extra) or cuda; implies --latency.", rich_help_panel="Latency"),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help="Where to time it: torch-cpu (default), onnxruntime (the onnx extra), cuda, or as exported: openvino, ncnn, executorch (XNNPACK), onnxruntime-int8, executorch-int8 (their extras); implies --latency.", rich_help_panel="Latency"),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads of the runtime (default torch's current setting).", rich_help_panel="Latency"),
     batch: int = typer.Option(1, "--batch", help="Images per timed pass.", rich_help_panel="Latency"),
     repeats: int = typer.Option(20, "--repeats", help="Timed passes.", rich_help_panel="Latency"),

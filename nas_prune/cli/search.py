@@ -30,11 +30,12 @@ def search_cli(
     verify: str = typer.Option("fast", "--verify", help="fvcore check of the built student: fast (each distinct layer traced once at a reduced size, scaled exactly), full (the whole student at --input-size) or off."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON only."),
     target_latency: Optional[str] = typer.Option(None, "--target-latency", help="Latency budget for one batch on --runtime, with a unit: 40ms, 0.04s.", rich_help_panel="Latency"),
-    runtime: Optional[str] = typer.Option(None, "--runtime", help="Where the student will run and is timed: torch-cpu, onnxruntime (the onnx extra) or cuda (default torch-cpu when latency is in play).", rich_help_panel="Latency"),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help="Where the student will run and is timed: torch-cpu, onnxruntime (the onnx extra), cuda, openvino, ncnn, executorch (XNNPACK), onnxruntime-int8 or executorch-int8 (their extras; default torch-cpu when latency is in play).", rich_help_panel="Latency"),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads of the runtime (default torch's current setting).", rich_help_panel="Latency"),
     batch: int = typer.Option(1, "--batch", help="Images per timed forward pass.", rich_help_panel="Latency"),
     latency_cache: Optional[Path] = typer.Option(None, "--latency-cache", help="Folder of cached latency tables (default $NAS_PRUNE_CACHE_DIR, else $XDG_CACHE_HOME/nas-prune).", rich_help_panel="Latency"),
     refresh_latency: bool = typer.Option(False, "--refresh-latency", help="Time the latency table again even if it is cached.", rich_help_panel="Latency"),
+    allow_busy: bool = typer.Option(False, "--allow-busy", help="Build (or spot-check) the latency table even while other processes keep a core busy; the table records that it was forced.", rich_help_panel="Latency"),
     trials: Optional[int] = typer.Option(None, "--trials", help="Optuna study: N finished trials in total around the one-step solution (re-running resumes it; several workers may share --storage).", rich_help_panel="Optuna search"),
     score: str = typer.Option("zero-shot", "--score", help="Candidate score: zero-shot (fidelity of the sliced student to the teacher) or finetune:STEPS (short distillation first).", rich_help_panel="Optuna search"),
     objectives: str = typer.Option("quality", "--objectives", help="quality (PSNR to the teacher) or quality,latency (NSGA-II, Pareto front).", rich_help_panel="Optuna search"),
@@ -69,7 +70,8 @@ def search_cli(
 
             unsupported = [name for name, used in (("--target-latency", target_latency is not None),
                                                    ("--batch", batch != 1), ("--latency-cache", latency_cache),
-                                                   ("--refresh-latency", refresh_latency)) if used]
+                                                   ("--refresh-latency", refresh_latency),
+                                                   ("--allow-busy", allow_busy)) if used]
             if unsupported:
                 raise NasPruneError(f"{unsupported[0]} is not supported with --trials (an Optuna study prunes to "
                                     "--target-macs; its latency objective takes --runtime and --threads)")
@@ -84,7 +86,7 @@ def search_cli(
 
             result = search(**common, force=force, target_latency=target_latency, runtime=runtime,
                             threads=threads, batch=batch, latency_cache=latency_cache,
-                            refresh_latency=refresh_latency)
+                            refresh_latency=refresh_latency, allow_busy=allow_busy)
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
         return

@@ -12,6 +12,9 @@ Runtimes (``--runtime``):
     graph optimisations. Needs the ``onnx`` extra.
 ``cuda``
     Eager PyTorch on the current CUDA device, synchronised around each timed pass.
+``openvino``, ``ncnn``, ``executorch``, ``onnxruntime-int8``, ``executorch-int8``
+    The module converted as ``nas-prune export --format`` converts it (int8: calibrated
+    static quantization) and run in that runtime on the CPU (:mod:`nas_prune.latency.backends`).
 
 A measurement (:meth:`Runtime.time`) runs ``warmup`` untimed passes (allocator,
 kernel selection, ONNX Runtime's first-run set-up), then ``repeats`` timed ones; a
@@ -41,7 +44,9 @@ from nas_prune.errors import NasPruneError
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-RUNTIMES = ("torch-cpu", "onnxruntime", "cuda")
+from nas_prune.latency.backends import CHANNEL_BLOCK, EXTRA_RUNTIMES
+
+RUNTIMES = ("torch-cpu", "onnxruntime", "cuda", *EXTRA_RUNTIMES)
 ONNX_OPSET = 17
 _UNITS = {"ms": 1.0, "s": 1000.0, "us": 1e-3, "µs": 1e-3}
 
@@ -168,10 +173,17 @@ class Runtime:
                 raise NasPruneError(
                     "runtime onnxruntime needs the onnx extra: pip install 'nas-prune[onnx]'"
                 ) from None
+        if name in EXTRA_RUNTIMES:
+            from nas_prune.latency.backends import missing
+
+            absent, extra = missing(name)
+            if absent:
+                raise NasPruneError(f"runtime {name} needs the {extra} extra ({', '.join(absent)} not installed): "
+                                    f"pip install 'nas-prune[{extra}]'")
         self.name = name
         # Channels the runtime's conv kernels process together (nas_prune.latency.table.effective_width):
         # MLAS, ONNX Runtime's CPU library, blocks them by 8; eager PyTorch is best read without a step.
-        self.channel_block = 8 if name == "onnxruntime" else 1
+        self.channel_block = 8 if name == "onnxruntime" else CHANNEL_BLOCK.get(name, 1)
         self.batch = int(batch)
         self.threads = None if name == "cuda" else int(threads or torch.get_num_threads())
 
@@ -196,6 +208,10 @@ class Runtime:
             out.update(onnx=onnx.__version__, onnxruntime=onnxruntime.__version__)
         if self.name == "cuda":
             out.update(cuda=str(torch.version.cuda), cudnn=str(torch.backends.cudnn.version()))
+        if self.name in EXTRA_RUNTIMES:
+            from nas_prune.latency.backends import versions
+
+            out.update(versions(self.name))
         return out
 
     def describe(self) -> dict:
@@ -223,6 +239,10 @@ class Runtime:
         module = module.eval()
         if self.name == "onnxruntime":
             return _ort_runner(module, example, self.threads)
+        if self.name in EXTRA_RUNTIMES:
+            from nas_prune.latency.backends import runner
+
+            return runner(self.name, module, example, self.threads)
         device = torch.device("cuda" if self.name == "cuda" else "cpu")
         module = module.to(device)
         x = example.to(device)
@@ -236,6 +256,20 @@ class Runtime:
     def clock(self) -> float:
         """Seconds from an arbitrary origin (``time.perf_counter``)."""
         return time.perf_counter()
+
+    def busy_cores(self) -> float | None:
+        """Cores other processes keep busy now (:func:`nas_prune.threads.busy_cores`; sampled)."""
+        from nas_prune.threads import busy_cores
+
+        return busy_cores()
+
+    def load_meter(self) -> Callable[[], float | None]:
+        """Starts a load reading; calling the result gives the cores other processes kept busy
+        since (this process's threads excluded; None without ``/proc``)."""
+        from nas_prune.threads import cpu_sample, others_busy
+
+        start = cpu_sample()
+        return lambda: others_busy(start)
 
     def sync(self) -> None:
         if self.name == "cuda":
@@ -342,7 +376,7 @@ def measure_latency(
         threads: CPU threads while timing; default torch's current setting.
         warmup: untimed passes first.
         repeats: timed passes (>= 1).
-        runtime: ``torch-cpu``, ``onnxruntime``, ``cuda`` or a :class:`Runtime`.
+        runtime: a name of :data:`RUNTIMES` or a :class:`Runtime`.
     """
     if repeats < 1:
         raise NasPruneError(f"latency repeats must be >= 1, got {repeats}")

@@ -48,6 +48,11 @@ versions, this table format) in ``<cache dir>/latency/`` (:func:`cache_dir`); un
 are stored by signature (kind, widths, norm, padding, resolution), so students of
 other teachers reuse what was measured. A file whose stored key differs from the
 expected one, or that cannot be read, is ignored and rebuilt.
+
+Trust (:mod:`nas_prune.latency.trust`): a table records the machine's load when it was built
+and per entry; it is not built while other processes keep a core busy (``allow_busy`` forces
+it, recorded); a search spot-checks a cached table and re-measures entries more than 15% off.
+Format 2 added those records: a format-1 table cannot say how it was measured and is rebuilt.
 """
 
 from __future__ import annotations
@@ -77,7 +82,7 @@ from nas_prune.latency.runtime import Runtime
 
 Arch = object  # an architecture of any registered family
 
-TABLE_FORMAT = 1
+TABLE_FORMAT = 2
 CACHE_ENV = "NAS_PRUNE_CACHE_DIR"
 
 
@@ -176,6 +181,11 @@ class LatencyTable:
         calibration: ``{generator signature: end-to-end median ms}``.
         measured_now: units measured by this process (0 = everything came from the cache).
         seconds: time spent measuring in this process.
+        conditions: how busy the machine was when building started (``busy_cores``,
+            ``allow_busy``: forced on a busy machine, ``at``), :mod:`nas_prune.latency.trust`.
+        unit_load / calibration_load: per entry, cores other processes kept busy while it was timed.
+        spot_checks: the last spot checks of this table (:func:`nas_prune.latency.trust.spot_check`);
+            ``spot_check_now`` the one this process ran, if any.
     """
 
     key: dict
@@ -185,6 +195,11 @@ class LatencyTable:
     calibration: dict[str, float] = field(default_factory=dict)
     measured_now: int = 0
     seconds: float = 0.0
+    conditions: dict = field(default_factory=dict)
+    unit_load: dict[str, float | None] = field(default_factory=dict)
+    calibration_load: dict[str, float | None] = field(default_factory=dict)
+    spot_checks: list[dict] = field(default_factory=list)
+    spot_check_now: dict | None = None
 
     @classmethod
     def open(cls, runtime: Runtime, input_size: tuple[int, int], *,
@@ -205,6 +220,10 @@ class LatencyTable:
             table.units = {str(k): float(v) for k, v in doc.get("units", {}).items()}
             table.overhead_ms = None if doc.get("overhead_ms") is None else float(doc["overhead_ms"])
             table.calibration = {str(k): float(v) for k, v in doc.get("calibration", {}).items()}
+            table.conditions = dict(doc.get("conditions", {}))
+            table.unit_load = {str(k): v for k, v in doc.get("unit_load", {}).items()}
+            table.calibration_load = {str(k): v for k, v in doc.get("calibration_load", {}).items()}
+            table.spot_checks = list(doc.get("spot_checks", []))
         except (NasPruneError, OSError, ValueError, TypeError, AttributeError):
             return cls(key, path)
         return table
@@ -213,19 +232,47 @@ class LatencyTable:
         from nas_prune.fileio import write_text
 
         doc = {"key": self.key, "overhead_ms": self.overhead_ms, "units": self.units,
-               "calibration": self.calibration}
+               "calibration": self.calibration, "conditions": self.conditions, "unit_load": self.unit_load,
+               "calibration_load": self.calibration_load, "spot_checks": self.spot_checks}
         try:
             write_text(self.path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
         except OSError as err:
             raise NasPruneError(f"cannot write the latency table {self.path}: {err.strerror or err}") from None
 
     def fill(self, grids, units: Iterable[Unit], runtime: Runtime, *,
-             log: Callable[[str], None] | None = None, save_every: int = 50) -> None:
+             log: Callable[[str], None] | None = None, save_every: int = 50, allow_busy: bool = False) -> None:
         """Time every unit not in the table yet (and the overhead), saving as it goes.
 
         ``grids`` builds each unit's module (``grids.build(unit) -> (module, input shape)``).
+
+        Raises:
+            NasPruneError: other processes keep a core busy, before or while measuring, and not
+                ``allow_busy`` (entries measured before the load came are kept).
         """
+        from nas_prune.latency.trust import LoadWindows, busy_message, check_quiet
+
         todo = [u for u in units if u.signature not in self.units]
+        if not todo and self.overhead_ms is not None:
+            return
+        state = check_quiet(runtime, allow_busy=allow_busy, what="latency table not built")
+        if not self.conditions:
+            self.conditions = state
+        elif state["allow_busy"]:
+            self.conditions["allow_busy"] = True
+        windows = LoadWindows(runtime, allow_busy=allow_busy, what="latency table")
+
+        def close_window() -> None:
+            keys, busy = windows.close()
+            if windows.too_busy(busy):
+                for k in keys:
+                    self.units.pop(k, None)
+                    self.unit_load.pop(k, None)
+                self.save()
+                raise NasPruneError(busy_message(busy, "latency table building stopped")
+                                    + f"; {len(self.units)} entries measured quiet are kept in {self.path}")
+            for k in keys:
+                self.unit_load[k] = None if busy is None else round(busy, 2)
+
         if self.overhead_ms is None:
             start = time.perf_counter()
             mod, shape = small_modules()[1]().eval(), (1, 1, 4, 4)  # a trivial pass: the per-call overhead
@@ -242,11 +289,15 @@ class LatencyTable:
             samples = runtime.time(mod, (runtime.batch, *shape[1:]), warmup=2, repeats=5,
                                    min_total_ms=20.0, max_repeats=50)
             self.units[unit.signature] = max(0.0, statistics.median(samples) - self.overhead_ms)
+            windows.add(unit.signature)
             self.measured_now += 1
+            if windows.due():
+                close_window()
             if i % save_every == 0:
                 self.save()
                 if log:
                     log(f"latency table: {i}/{len(todo)} ({time.perf_counter() - start:.0f} s)")
+        close_window()
         self.seconds += time.perf_counter() - start
         self.save()
 
@@ -364,29 +415,55 @@ def latency_model(
     directory: str | os.PathLike | None = None,
     refresh: bool = False,
     log: Callable[[str], None] | None = None,
+    allow_busy: bool = False,
+    spot_check: bool = True,
 ) -> tuple[LatencyModel, LatencyTable, Calibration]:
     """Open (or build) the latency table for ``teacher`` on ``runtime`` and calibrate it.
 
+    Args:
+        allow_busy: measure even while other processes keep a core busy (recorded in the table).
+        spot_check: time a few entries of a cached table again first and re-measure what is off
+            (:func:`nas_prune.latency.trust.spot_check`; its result is ``table.spot_checks[-1]``).
+
     Returns:
         ``(model, table, calibration)``.
+
+    Raises:
+        NasPruneError: entries to measure on a busy machine without ``allow_busy``.
     """
+    from nas_prune.latency.trust import BUSY_LIMIT, LoadWindows, busy_message, check_quiet
+    from nas_prune.latency.trust import spot_check as run_spot_check
     from nas_prune.latency.runtime import measure_interleaved
     from nas_prune.model import build_generator, input_channels
 
     grids = unit_grids(teacher, input_size=input_size, min_channels=min_channels)
     table = LatencyTable.open(runtime, input_size, directory=directory, refresh=refresh)
-    table.fill(grids, grids.units(), runtime, log=log)
+    units = grids.units()
+    if spot_check and table.units:
+        run_spot_check(table, grids, units, runtime, allow_busy=allow_busy, log=log)
+    table.fill(grids, units, runtime, log=log, allow_busy=allow_busy)
     model = LatencyModel(grids, table.units, block=runtime.channel_block)
     archs = grids.calibration_archs(min_channels)
     missing = {arch_signature(a): a for a in archs if arch_signature(a) not in table.calibration}
     if missing:
+        check_quiet(runtime, allow_busy=allow_busy, what="latency table not calibrated")
         start = time.perf_counter()
         if log:
             log(f"latency table: timing {len(missing)} whole generators to calibrate")
         shape = (runtime.batch, input_channels(teacher), *input_size)
         nets = {sig: build_generator(a).eval() for sig, a in missing.items()}
+        windows = LoadWindows(runtime, allow_busy=True, what="latency table")
         for sig, lat in measure_interleaved(nets, runtime, shape, warmup=2, repeats=10).items():
             table.calibration[sig] = lat.median_ms
+            windows.add(sig)
+        _, busy = windows.close()
+        if busy is not None and busy >= BUSY_LIMIT and not allow_busy:
+
+            table.calibration = {k: v for k, v in table.calibration.items() if k not in missing}
+            table.save()
+            raise NasPruneError(busy_message(busy, "latency table calibration stopped"))
+        for sig in missing:
+            table.calibration_load[sig] = None if busy is None else round(busy, 2)
         table.seconds += time.perf_counter() - start
         table.save()
     cal = fit_calibration([(*model.parts(grids.arch_widths(a)), table.calibration[arch_signature(a)]) for a in archs],

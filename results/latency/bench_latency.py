@@ -106,6 +106,8 @@ def main() -> None:
     parser.add_argument("--runtimes", default="torch-cpu,onnxruntime")
     parser.add_argument("--cache", type=Path, default=None, help="latency-table cache (default: the user cache)")
     parser.add_argument("--out", type=Path, default=HERE)
+    parser.add_argument("--allow-busy", action="store_true",
+                        help="build the latency tables even while other processes keep a core busy (recorded)")
     parser.add_argument("--tiny", action="store_true",
                         help="smoke test: an ngf 16 teacher at 64x64, 5 rounds, a third of its MACs as the "
                              "MACs target, a 3x speed-up as the latency target, no CAT row (its widths are "
@@ -134,13 +136,13 @@ def main() -> None:
             rt = Runtime(name, threads=args.threads)
             t0 = time.perf_counter()
             model, table, cal = latency_model(teacher.arch, rt, input_size=size, directory=args.cache,
-                                              log=lambda text: print(text, flush=True))
+                                              log=lambda text: print(text, flush=True), allow_busy=args.allow_busy)
             print(f"{name}: table {len(table.units)} units ({table.measured_now} timed now, "
                   f"{time.perf_counter() - t0:.0f} s), calibration worst error {cal.worst_error:.1%}", flush=True)
             teacher_ms = measure_interleaved({"t": teacher_net}, rt, (1, 3, *size), warmup=2, repeats=5)["t"].median_ms
             target_ms = teacher_ms / speedup
             common = dict(teacher=teacher_file, input_size=args.size, write=False, runtime=name,
-                          threads=args.threads, latency_cache=args.cache)
+                          threads=args.threads, latency_cache=args.cache, allow_busy=args.allow_busy)
             plans = {}
             if not args.tiny:
                 plans["CAT 2.6G (CAT's shrink_model on this teacher)"] = cat_plan(teacher, scores)

@@ -1,0 +1,174 @@
+"""int8 deployment: static post-training quantization calibrated on images.
+
+``nas-prune export --quantize int8 --calib-data DIR`` (library: ``export_generator(...,
+quantize="int8", calib_data=DIR)``):
+
+``--format onnx`` (ONNX Runtime)
+    The float32 ONNX file is quantized by ``onnxruntime.quantization.quantize_static`` in
+    the QDQ format (QuantizeLinear/DequantizeLinear pairs around each quantized op, what ONNX
+    Runtime's CPU kernels and most NPU toolchains fuse into int8 kernels): int8 weights per output
+    channel (symmetric), uint8 activations whose ranges come from running the calibration images
+    (min/max calibration). Before calibrating, ``quant_pre_process`` runs shape inference and
+    graph optimisation as ONNX Runtime recommends.
+``--format executorch`` (XNNPACK)
+    XNNPACK's own quantizer in the PT2E flow (:mod:`nas_prune.deploy_formats.executorch_xnnpack`):
+    per-channel symmetric int8 weights, int8 activations calibrated on the same images.
+``--format tflite``
+    Not implemented yet: the float32 LiteRT export works (:mod:`nas_prune.deploy_formats.tflite`),
+    its int8 path (litert-torch's PT2E quantizer) is not written and tested.
+
+Calibration images: :func:`nas_prune.calibration.calibration_images` (the folder's first
+``calib_images`` files; without a folder, crops of scikit-image's sample photos). A generator's
+output quality, not its logits, is what int8 must keep, so the check is the PSNR of the int8
+file's outputs to the float32 generator's (outputs in [-1, 1], :func:`nas_prune.metrics.psnr`)
+on held-out images (the folder's next files, else the calibration images, which the report
+says). Below ``MIN_PSNR_DB`` the export is an error and no file is written. The report also
+gives the measured speed-up of the int8 file over the float32 one on the same runtime
+(interleaved passes, median; the machine's other load is reported beside it).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from nas_prune.errors import NasPruneError
+
+__all__ = ["QUANT_FORMATS", "MIN_PSNR_DB", "Int8Report", "check_quantize", "onnx_int8_bytes", "time_pair"]
+
+QUANT_FORMATS = ("onnx", "executorch")
+MIN_PSNR_DB = 20.0
+
+
+@dataclass
+class Int8Report:
+    """What an int8 export measured.
+
+    Attributes:
+        psnr_db: mean PSNR of int8 outputs to float32 PyTorch outputs (dB).
+        psnr_images: how many images, and whether they were held out.
+        fp32_ms / int8_ms: ``(median, min, max)`` ms of the float32 and int8 files on the runtime.
+        busy_cores: cores other processes kept busy while timing (None without /proc).
+        calibration: description of the calibration images.
+    """
+
+    psnr_db: float
+    psnr_images: str
+    calibration: str
+    fp32_ms: tuple[float, float, float] | None = None
+    int8_ms: tuple[float, float, float] | None = None
+    busy_cores: float | None = None
+    details: dict = field(default_factory=dict)
+
+    @property
+    def speedup(self) -> float | None:
+        return None if not self.fp32_ms or not self.int8_ms else self.fp32_ms[0] / self.int8_ms[0]
+
+    def to_json(self) -> dict[str, Any]:
+        r = lambda t: None if t is None else [round(v, 4) for v in t]  # noqa: E731
+        return {"dtype": "int8", "psnr_db_to_fp32": round(self.psnr_db, 3), "psnr_images": self.psnr_images,
+                "calibration": self.calibration, "fp32_ms": r(self.fp32_ms), "int8_ms": r(self.int8_ms),
+                "speedup": None if self.speedup is None else round(self.speedup, 3),
+                "busy_cores": None if self.busy_cores is None else round(self.busy_cores, 2), **self.details}
+
+    def summary(self) -> str:
+        text = f"int8: PSNR {self.psnr_db:.1f} dB to float32 on {self.psnr_images}"
+        if self.speedup is not None:
+            text += (f"; {self.int8_ms[0]:.3g} ms vs {self.fp32_ms[0]:.3g} ms float32 (median), "
+                     f"{self.speedup:.2f}x")
+            if self.busy_cores is not None:
+                text += f" (other processes kept {self.busy_cores:.1f} cores busy)"
+        return text
+
+
+def check_quantize(quantize: str, *, format: str, calib_images: int) -> None:
+    """Fail before any work on an unknown mode, a format without an int8 path, or a bad count."""
+    if quantize != "int8":
+        raise NasPruneError(f"--quantize {quantize!r}: the only mode is int8")
+    if format not in QUANT_FORMATS:
+        why = " (int8 LiteRT is not implemented yet: export tflite in float32)" if format == "tflite" else ""
+        raise NasPruneError(f"--quantize int8 is available for {', '.join(QUANT_FORMATS)}, not {format}{why}")
+    if isinstance(calib_images, bool) or calib_images < 1:
+        raise NasPruneError(f"--calib-images must be >= 1, got {calib_images}")
+
+
+def calibration_sets(arch, *, source: str | os.PathLike | None, n: int, size: tuple[int, int]):
+    """``(calibration images, held-out images or None, description)``, all ``(N, C, H, W)`` in [-1, 1]."""
+    from nas_prune.calibration import calibration_images
+
+    from nas_prune.families import data_kind, family_of
+
+    if data_kind(arch) != "images":
+        raise NasPruneError(f"--quantize int8 takes image generators: a {family_of(arch).title} generator's input "
+                            "is a semantic map")
+    calib, held, desc = calibration_images(arch, source=source, n_images=n, n_train=n, input_size=tuple(size))
+    return calib, held, desc
+
+
+def onnx_int8_bytes(fp32: Path, out: Path, calibration, *, input_name: str = "input") -> None:
+    """Quantize the float32 ONNX file ``fp32`` to ``out`` (QDQ, module docstring)."""
+    import numpy as np
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    try:
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+    except ImportError:  # pragma: no cover - older onnxruntime
+        quant_pre_process = None
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{input_name: calibration[i : i + 1].numpy().astype(np.float32)}
+                               for i in range(calibration.shape[0])])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    src = fp32
+    if quant_pre_process is not None:
+        pre = fp32.with_suffix(".pre.onnx")
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+        src = pre
+    quantize_static(str(src), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
+    if src != fp32:
+        src.unlink()
+
+
+def psnr_to_fp32(net, run: Callable, images, batch: int) -> float:
+    """Mean PSNR of ``run``'s outputs to ``net``'s on ``images``, passed ``batch`` at a time
+    (an image repeated to fill a static batch)."""
+    import torch
+
+    from nas_prune.metrics import psnr
+
+    scores = []
+    for i in range(images.shape[0]):
+        x = images[i : i + 1].expand(batch, -1, -1, -1).contiguous()
+        with torch.no_grad():
+            ref = net(x)[:1]
+        got = torch.from_numpy(run(x))[:1]
+        scores.append(psnr(got.clamp(-1, 1), ref))
+    return float(sum(scores) / len(scores))
+
+
+def time_pair(runs: dict[str, Callable], x, *, repeats: int = 10, warmup: int = 2):
+    """Interleaved timing of callables taking ``x``: ``({name: (median, min, max) ms}, busy cores)``."""
+    import statistics
+    import time
+
+    from nas_prune.threads import cpu_sample, others_busy
+
+    for run in runs.values():
+        for _ in range(warmup):
+            run(x)
+    samples: dict[str, list[float]] = {k: [] for k in runs}
+    start = cpu_sample()
+    for _ in range(repeats):
+        for k, run in runs.items():
+            t0 = time.perf_counter()
+            run(x)
+            samples[k].append((time.perf_counter() - t0) * 1000)
+    busy = others_busy(start)
+    return {k: (statistics.median(v), min(v), max(v)) for k, v in samples.items()}, busy
