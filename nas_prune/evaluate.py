@@ -3,19 +3,9 @@
 - PSNR / SSIM (:mod:`nas_prune.metrics`) compare each output with the real target
   (aligned, pix2pix data) and, with ``reference``, with another model's output (e.g.
   the teacher's, the only comparison unpaired data allows).
-- FID (Heusel et al., NeurIPS 2017): ``||mu_r - mu_f||^2 + Tr(S_r + S_f - 2 (S_r S_f)^(1/2))``
-  between Gaussians fitted to InceptionV3 pool3 features (:mod:`nas_prune.inception`) of
-  the real target images and of the outputs. The matrix square root's trace is taken
-  from the eigenvalues of ``S_r^(1/2) S_f S_r^(1/2)`` (symmetric, so ``eigh`` is exact
-  and stable); it equals ``Tr((S_r S_f)^(1/2))``.
-- KID (Binkowski et al., ICLR 2018): unbiased MMD^2 with the cubic polynomial kernel
-  ``k(x, y) = (x.y / d + 1)^3``, averaged over random subsets (mean and std reported).
-  Unlike FID it is unbiased, so it is the better number for the few hundred test
-  images of most pix2pix / CycleGAN test sets. Reported x1000 in tables, as usual.
-
-Real-image statistics can be saved once (``.npz`` with ``mu``, ``sigma``, ``n`` and the
-``features`` for KID) and passed back with ``real_stats``; an ``.npz`` with only ``mu``
-and ``sigma`` (pytorch-fid's format) is accepted too, then KID is skipped.
+- FID and KID on InceptionV3 pool3 features (:mod:`nas_prune.inception`) of the real target
+  images and of the outputs, as :mod:`nas_prune.fid` defines and computes them (real-image
+  statistics saved once and passed back with ``real_stats``).
 """
 
 from __future__ import annotations

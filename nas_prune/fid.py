@@ -3,10 +3,6 @@
 Used by :mod:`nas_prune.evaluate` (image data) and :mod:`nas_prune.gaugan.evaluate`
 (semantic maps).
 
-
-- PSNR / SSIM (:mod:`nas_prune.metrics`) compare each output with the real target
-  (aligned, pix2pix data) and, with ``reference``, with another model's output (e.g.
-  the teacher's, the only comparison unpaired data allows).
 - FID (Heusel et al., NeurIPS 2017): ``||mu_r - mu_f||^2 + Tr(S_r + S_f - 2 (S_r S_f)^(1/2))``
   between Gaussians fitted to InceptionV3 pool3 features (:mod:`nas_prune.inception`) of
   the real target images and of the outputs. The matrix square root's trace is taken

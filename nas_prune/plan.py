@@ -1,27 +1,18 @@
 """One-step pruning plans: which channels of each prunable layer a student keeps.
 
-Prunable layers (CAT, CVPR 2021) and their names in scores, plans and ``arch.json``::
-
-    stem.0, stem.1, stem.2      the three stem convs (stem.2's channels ARE the residual stream)
-    blocks.N.res.J              first conv of block N's res branch in kernel-size slot J
-    blocks.N.dw.J               1x1 conv of block N's dw branch in slot J (its depthwise conv
-                                and norm follow the same channels)
-    head.0, head.1              the two ConvTransposes
-
-``N`` and ``J`` are 0-based: ``blocks.3.dw.2`` is ``arch.blocks[3].dw[2]``, the dw branch
-with kernel size ``arch.dw_kernel_sizes[2]``. Branches of width 0 in the teacher are not
-prunable layers.
+Prunable layers are the family's (:meth:`nas_prune.families.base.GeneratorFamily.prunable_layers`;
+the inception-residual generators' names are in :mod:`nas_prune.families.inception.plan`).
 
 The one-step rule (CAT): one global threshold ``t`` over all prunable channels; a layer
-keeps its channels whose score is ``> t``. Branch widths may reach 0 (the branch, i.e.
-the kernel size, is dropped; a block without branches is the identity). Stem and head
-layers keep at least ``min(min_channels, teacher width)`` channels: when the threshold
-leaves fewer, the top ones by score are kept.
+keeps its channels whose score is ``> t``. Layers with a floor (the family's
+``layer_rule``: inception stem and head, every U-Net level, ...) keep at least
+``min(min_channels, teacher width)`` channels: when the threshold leaves fewer, the top ones
+by score are kept; others may reach 0 (an inception branch, i.e. its kernel size, is dropped).
 
 Why a search over the sorted scores is exact: every width is a non-decreasing function
-of the number of scores above ``t``, and every term of the MACs count (conv, depthwise
-conv, ConvTranspose, norm; see :mod:`nas_prune.macs`) is a product or sum of
-non-negative widths, so ``MACs(t)`` is non-increasing in ``t``. It only changes when
+of the number of scores above ``t``, and the family's MACs count is non-decreasing in
+every width (every term is a product or sum of non-negative widths: conv, depthwise conv,
+ConvTranspose, norm; see :mod:`nas_prune.macs`), so ``MACs(t)`` is non-increasing in ``t``. It only changes when
 ``t`` crosses a score value, so the candidates are ``-inf`` (the teacher) and the
 distinct score values; bisecting their sorted list finds the lowest threshold whose
 student meets the target, i.e. the largest student of the family, with ``log2(#scores)``

@@ -4,17 +4,7 @@ A space names the teacher's settings; ``space.teacher_arch()`` gives the full-wi
 teacher and every student of the space fits within it (:func:`nas_prune.arch.fits_within`).
 The ``family`` key picks the generator family that reads the rest of the file
 (``inception`` when absent, as in every space written before families; ``spade``,
-``unet``, ...). Example (``cat_inception``)::
-
-    name: cat_inception
-    ngf: 64
-    n_blocks: 9
-    res_kernel_sizes: [1, 3, 5]
-    dw_kernel_sizes: [1, 3, 5]
-    channels_reduction_factor: 6
-    norm: instance
-    affine: true
-    padding: reflect
+``unet``, ...); :mod:`nas_prune.families.inception.space` shows a file.
 
 Validation is strict: an unknown key or a bad value is an error naming the file and
 the field.
