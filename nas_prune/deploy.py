@@ -27,6 +27,7 @@ from typing import Any
 
 from nas_prune.deploy_formats import PHONE_FORMATS
 from nas_prune.onnx_io import ExportResult  # noqa: F401  (public name of this module)
+from nas_prune.onnx_io import compare_outputs
 from nas_prune.onnx_io import onnx_export as _onnx_export
 from nas_prune.onnx_io import run_onnx as _run_onnx
 from nas_prune.errors import NasPruneError
@@ -238,15 +239,8 @@ def _export_checked(model: Any, *, out: Path, outs: list[Path], format: str, siz
             if dynamic or format == "torchscript":
                 h2, w2 = size[0] + 2 * step, size[1] + 4 * step
                 inputs.append(_example(net.arch, batch_size + 1, (h2, w2), g))
-            worst = 0.0
-            for xi in inputs:
-                with torch.no_grad():
-                    ref = net(xi).numpy()
-                got = run(xi)
-                if got.shape != ref.shape:
-                    raise NasPruneError(f"exported {format} model returns shape {got.shape}, PyTorch {ref.shape}")
-                worst = max(worst, float(abs(got - ref).max()))
-                checked.append((xi.shape[0], xi.shape[2], xi.shape[3]))
+            worst, seen = compare_outputs(net, run, inputs, format=format)
+            checked.extend(seen)
             if not worst <= atol:
                 raise NasPruneError(
                     f"exported {format} model differs from PyTorch by {worst:.3g} (> atol {atol:g}); file not written"

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 from nas_prune.errors import NasPruneError
 
@@ -95,3 +98,44 @@ def run_onnx(path: Path):
     return run
 
 
+
+
+def compare_outputs(net, run, inputs, *, format: str) -> tuple[float, list[tuple[int, int, int]]]:
+    """``(max |exported - pytorch|, [(N, H, W) compared])`` of ``run`` (an exported model's
+    forward, numpy out) against ``net`` on each of ``inputs``.
+
+    Raises:
+        NasPruneError: an output of another shape than PyTorch's.
+    """
+    import torch
+
+    worst, checked = 0.0, []
+    for xi in inputs:
+        with torch.no_grad():
+            ref = net(xi).numpy()
+        got = run(xi)
+        if got.shape != ref.shape:
+            raise NasPruneError(f"exported {format} model returns shape {got.shape}, PyTorch {ref.shape}")
+        worst = max(worst, float(abs(got - ref).max()))
+        checked.append((xi.shape[0], xi.shape[2], xi.shape[3]))
+    return worst, checked
+
+
+def ort_runner(model_bytes: bytes, example: "torch.Tensor", threads: int) -> Callable[[], object]:
+    """A timed pass of an ONNX model on ONNX Runtime's CPU provider: ``threads`` intra-op threads,
+    one inter-op thread, sequential execution, every graph optimisation."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: example.numpy()}
+
+    def run():
+        return session.run(None, feed)
+
+    return run

@@ -18,7 +18,7 @@ def export_checked(net, x, x2, *, outs: list[Path], format: str, opset: int, dyn
     of ``x``'s shape instead)."""
     import torch
 
-    from nas_prune.onnx_io import ExportResult
+    from nas_prune.onnx_io import ExportResult, compare_outputs
     from nas_prune.onnx_io import onnx_export as _onnx_export
     from nas_prune.onnx_io import run_onnx as _run_onnx
     from nas_prune.deploy_formats import PHONE_FORMATS, converter, file_bytes, staged_outputs
@@ -53,15 +53,8 @@ def export_checked(net, x, x2, *, outs: list[Path], format: str, opset: int, dyn
             static = mod is not None and mod.STATIC
             second = x2 if dynamic and not static else torch.rand(x.shape, generator=torch.Generator().manual_seed(1)) * 2 - 1
             inputs = [x, second]
-            worst = 0.0
-            for xi in inputs:
-                with torch.no_grad():
-                    ref = net(xi).numpy()
-                got = run(xi)
-                if got.shape != ref.shape:
-                    raise NasPruneError(f"exported {format} model returns shape {got.shape}, PyTorch {ref.shape}")
-                worst = max(worst, float(abs(got - ref).max()))
-                checked.append((xi.shape[0], xi.shape[2], xi.shape[3]))
+            worst, seen = compare_outputs(net, run, inputs, format=format)
+            checked.extend(seen)
             if quantize is None and not worst <= atol:
                 raise NasPruneError(
                     f"exported {format} model differs from PyTorch by {worst:.3g} (> atol {atol:g}); file not written"

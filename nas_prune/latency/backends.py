@@ -111,19 +111,10 @@ def runner(name: str, module, example, threads: int) -> Callable[[], object]:
                 run = ncnn_pnnx.runner(paths, threads)
                 return lambda: run(example)
             if name == "onnxruntime-int8":
-                import onnxruntime as ort
-
+                from nas_prune.onnx_io import ort_runner
                 from nas_prune.quantize import onnx_int8_bytes
 
                 q = folder / "q.onnx"
                 onnx_int8_bytes(_onnx_file(module, example, folder), q, example[:1])
-                opts = ort.SessionOptions()
-                opts.intra_op_num_threads = threads
-                opts.inter_op_num_threads = 1
-                opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-                opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-                opts.log_severity_level = 3
-                session = ort.InferenceSession(q.read_bytes(), opts, providers=["CPUExecutionProvider"])
-                feed = {session.get_inputs()[0].name: example.numpy()}
-                return lambda: session.run(None, feed)
+                return ort_runner(q.read_bytes(), example, threads)
     raise ValueError(name)  # pragma: no cover - the Runtime checked the name

@@ -311,26 +311,15 @@ class Runtime:
 
 
 def _ort_runner(module, example: "torch.Tensor", threads: int) -> Callable[[], object]:
-    import onnxruntime as ort
     import torch
 
     buf = io.BytesIO()
     with torch.no_grad(), warnings_quiet():
         torch.onnx.export(module, (example,), buf, input_names=["input"], output_names=["output"],
                           opset_version=ONNX_OPSET, dynamo=False)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
-    feed = {session.get_inputs()[0].name: example.numpy()}
+    from nas_prune.onnx_io import ort_runner
 
-    def run():
-        return session.run(None, feed)
-
-    return run
+    return ort_runner(buf.getvalue(), example, threads)
 
 
 @contextlib.contextmanager
