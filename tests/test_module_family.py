@@ -534,3 +534,11 @@ def test_bench_tiny(tmp_path):
     assert all(re.search(rf"\| \d+\.\d\d% \|.*\| {spread} \| {spread} \| [\d.]+x \|", r) for r in rows)
     assert all(re.search(r"\| same, [\d.]+ \|$", r) for r in rows)  # the command's path keeps the engine's student
     assert re.search(r"load average \(1/5/15 min\) at the start: .* other processes kept [\d.]+ cores busy", md)
+
+
+def test_load_weights_refuses_integer_weights(tmp_path):
+    """The engine's own reader checks dtypes as every loaded checkpoint is checked."""
+    sd = {k: v.to(torch.int64) if v.is_floating_point() else v for k, v in mn.UNetSmall(8).state_dict().items()}
+    torch.save(sd, tmp_path / "int.pth")
+    with pytest.raises(NasPruneError, match="int64"):
+        load_weights(mn.UNetSmall(8), tmp_path / "int.pth")

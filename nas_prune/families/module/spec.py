@@ -201,6 +201,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, "torch.Tensor"]:
         raise NasPruneError(f"weights {path}: no tensors found")
     if all(k.startswith("module.") for k in tensors):
         tensors = {k[len("module."):]: v for k, v in tensors.items()}
+    from nas_prune.tensor_checks import check_weights
+
+    check_weights(tensors, path)  # dense, floating point, finite: as every loaded checkpoint
     return tensors
 
 
