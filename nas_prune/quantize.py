@@ -154,21 +154,12 @@ def psnr_to_fp32(net, run: Callable, images, batch: int) -> float:
 
 
 def time_pair(runs: dict[str, Callable], x, *, repeats: int = 10, warmup: int = 2):
-    """Interleaved timing of callables taking ``x``: ``({name: (median, min, max) ms}, busy cores)``."""
-    import statistics
-    import time
-
+    """Interleaved timing (:func:`nas_prune.timing.round_robin`) of callables taking ``x``:
+    ``({name: (median, min, max) ms}, busy cores)``."""
     from nas_prune.threads import cpu_sample, others_busy
+    from nas_prune.timing import round_robin, summary
 
-    for run in runs.values():
-        for _ in range(warmup):
-            run(x)
-    samples: dict[str, list[float]] = {k: [] for k in runs}
     start = cpu_sample()
-    for _ in range(repeats):
-        for k, run in runs.items():
-            t0 = time.perf_counter()
-            run(x)
-            samples[k].append((time.perf_counter() - t0) * 1000)
+    samples = round_robin({k: (lambda run=run: run(x)) for k, run in runs.items()}, repeats=repeats, warmup=warmup)
     busy = others_busy(start)
-    return {k: (statistics.median(v), min(v), max(v)) for k, v in samples.items()}, busy
+    return {k: summary(v) for k, v in samples.items()}, busy

@@ -84,6 +84,9 @@ def _fake_ms(module, x, penalty):
     return total[0]
 
 
+CALIBRATION = 4  # whole generators a search times first to fit the table's scales (TEACHER x1, 1/2, 1/4, no branches)
+
+
 class FakeRuntime(Runtime):
     """``torch-cpu`` with a deterministic clock (:func:`fake_ms` per pass).
 
@@ -245,8 +248,12 @@ def test_table_is_measured_once_then_read_from_cache(tmp_path):
     assert rt.prepared == 4  # calibration: widths x1, x1/2, x1/4 (x1/8 hits the floors again), no branches
     rt2 = FakeRuntime()
     model2, table2, _ = latency_model(TEACHER, rt2, input_size=SIZE, min_channels=4, directory=tmp_path)
-    assert table2.measured_now == 0 and rt2.prepared == 0  # nothing timed again
+    assert table2.measured_now == 0  # no unit timed again
+    assert rt2.prepared == 4  # only the four calibration generators, fitted to fresh times
     assert model2.predict(TEACHER) == pytest.approx(model.predict(TEACHER))
+    rt2b = FakeRuntime()
+    latency_model(TEACHER, rt2b, input_size=SIZE, min_channels=4, directory=tmp_path, spot_check=False)
+    assert rt2b.prepared == 0  # without the spot check nothing at all is timed
     # Another thread count is another key: measured again, in another file.
     _, table3, _ = latency_model(TEACHER, FakeRuntime(threads=2), input_size=SIZE, min_channels=4,
                                  directory=tmp_path)
@@ -378,7 +385,9 @@ def test_search_meets_both_targets(teacher_file, tmp_path):
 def test_student_measured_over_the_target_is_shrunk_and_measured_again(teacher_file, tmp_path):
     target = fake_ms_of(TEACHER) * 0.5
     run_search(teacher_file, tmp_path, FakeRuntime(), target_latency=f"{target:.6f}ms", write=False)  # table
-    rt = FakeRuntime(inflate=[1.3])  # the first end-to-end measurement over-reports by 30%
+    # the four calibration generators of the fresh fit first, then the first end-to-end
+    # measurement of a student over-reports by 30%
+    rt = FakeRuntime(inflate=[1.0] * CALIBRATION + [1.3])
     result = run_search(teacher_file, tmp_path, rt, target_latency=f"{target:.6f}ms", write=False)
     first, second, *rest = result.latency.attempts
     assert first["measured_ms"] > target >= result.latency.measured_ms >= 0.9 * target
@@ -388,14 +397,15 @@ def test_student_measured_over_the_target_is_shrunk_and_measured_again(teacher_f
     assert result.latency.why is None
     # A runtime that always over-reports ends in a clear error after max_shrinks.
     with pytest.raises(NasPruneError, match="still measures .* after 8 shrinks|no smaller student"):
-        run_search(teacher_file, tmp_path, FakeRuntime(inflate=[3.0] * 20),
+        run_search(teacher_file, tmp_path, FakeRuntime(inflate=[1.0] * CALIBRATION + [3.0] * 20),
                    target_latency=f"{target:.6f}ms", write=False)
 
 
 def test_a_student_measured_well_under_the_target_is_grown(teacher_file, tmp_path):
     target = fake_ms_of(TEACHER) * 0.5
     run_search(teacher_file, tmp_path, FakeRuntime(), target_latency=f"{target:.6f}ms", write=False)  # table
-    rt = FakeRuntime(inflate=[0.8] * 20)  # whole generators now run 20% faster than the table predicts
+    # the calibration generators as the table predicts, students 20% faster
+    rt = FakeRuntime(inflate=[1.0] * CALIBRATION + [0.8] * 20)
     result = run_search(teacher_file, tmp_path, rt, target_latency=f"{target:.6f}ms", write=False)
     first, second, *_ = result.latency.attempts
     assert first["measured_ms"] < 0.9 * target
@@ -627,7 +637,7 @@ def test_spot_check_keeps_a_table_that_still_holds(tmp_path):
     check = table.spot_check_now
     assert check["action"] == "ok" and len(check["checked"]) == 4 and table.measured_now == 0
     assert all(abs(c["off"]) < 1e-9 for c in check["checked"])
-    assert rt.prepared == 0  # calibration kept
+    assert rt.prepared == 4  # the entries hold; the scales are fitted to fresh end-to-end times all the same
     costs = sorted(table.units.values(), reverse=True)
     assert check["checked"][0]["cached_ms"] == pytest.approx(costs[0], abs=1e-5)  # the costliest entry first
 
@@ -660,6 +670,32 @@ def test_spot_check_re_measures_only_the_entries_that_are_off(tmp_path):
     assert [c["unit"] for c in check["checked"] if abs(c["off"]) > 0.15] == [top]
     assert again.units[top] == pytest.approx(true_cost, rel=1e-6) and again.measured_now == 0
     assert rt.prepared == 4  # the scales are fitted again to fresh end-to-end times
+
+
+def test_a_machine_that_drifted_within_the_tolerance_is_predicted_at_its_speed_now(tmp_path):
+    """Whole generators now run 12% slower while every layer timed alone still holds (the spot
+    check finds nothing off): the scales are fitted to fresh end-to-end times, so the prediction
+    follows the machine instead of the calibration cached with the table."""
+
+    class SlowerWhole(FakeRuntime):
+        def prepare(self, module, example):
+            run = super().prepare(module, example)
+            if not hasattr(module, "arch"):
+                return run
+
+            def slower():
+                t = self.now
+                run()
+                self.now = t + (self.now - t) * 1.12
+
+            return slower
+
+    model0, _, _ = latency_model(TEACHER, FakeRuntime(), input_size=SIZE, min_channels=4, directory=tmp_path)
+    rt = SlowerWhole()
+    model, table, cal = latency_model(TEACHER, rt, input_size=SIZE, min_channels=4, directory=tmp_path)
+    assert table.spot_check_now["action"] == "ok" and table.measured_now == 0
+    assert model.predict(TEACHER) == pytest.approx(1.12 * model0.predict(TEACHER), rel=0.01)
+    assert cal.worst_error < 0.05
 
 
 def test_spot_check_is_skipped_on_a_busy_machine(tmp_path):

@@ -382,23 +382,16 @@ def measure_latency(
 
 def measure_interleaved(models: dict[str, object], rt: Runtime, input_shape: Sequence[int], *,
                         warmup: int = 2, repeats: int = 20) -> dict[str, Latency]:
-    """Time several models round-robin (one pass of each per round), so that background
-    load drifting over time hits all of them alike. ``input_shape`` is ``(N, C, H, W)``."""
+    """Time several models round-robin (one timed pass of each per round, each after the
+    settling passes of :func:`nas_prune.timing.round_robin`), so that background load drifting
+    over time hits all of them alike. ``input_shape`` is ``(N, C, H, W)``."""
     import torch
+
+    from nas_prune.timing import round_robin
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(*input_shape, generator=g).mul_(2).sub_(1)
-    samples: dict[str, list[float]] = {k: [] for k in models}
     with rt.session():
         runs = {k: rt.prepare(m, x) for k, m in models.items()}
-        for run in runs.values():
-            for _ in range(warmup):
-                run()
-        rt.sync()
-        for _ in range(repeats):
-            for key, run in runs.items():
-                t0 = rt.clock()
-                run()
-                rt.sync()
-                samples[key].append((rt.clock() - t0) * 1000.0)
+        samples = round_robin(runs, repeats=repeats, warmup=warmup, clock=rt.clock, sync=rt.sync)
     return {k: rt.latency(v, input_shape, warmup) for k, v in samples.items()}

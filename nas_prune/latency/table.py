@@ -51,7 +51,11 @@ expected one, or that cannot be read, is ignored and rebuilt.
 
 Trust (:mod:`nas_prune.latency.trust`): a table records the machine's load when it was built
 and per entry; it is not built while other processes keep a core busy (``allow_busy`` forces
-it, recorded); a search spot-checks a cached table and re-measures entries more than 15% off.
+it, recorded); a search spot-checks a cached table and re-measures entries more than 15% off,
+then times the calibration generators again and fits the scales to those fresh times (seconds,
+against the minutes of the units): the speed of a shared machine drifts by 10-30% between runs,
+and a scale fitted an hour earlier carries that drift into every prediction. A busy machine
+skips both (recorded) and the cached calibration is used.
 Format 2 added those records: a format-1 table cannot say how it was measured and is rebuilt.
 """
 
@@ -423,7 +427,8 @@ def latency_model(
     Args:
         allow_busy: measure even while other processes keep a core busy (recorded in the table).
         spot_check: time a few entries of a cached table again first and re-measure what is off
-            (:func:`nas_prune.latency.trust.spot_check`; its result is ``table.spot_checks[-1]``).
+            (:func:`nas_prune.latency.trust.spot_check`; its result is ``table.spot_checks[-1]``),
+            then calibrate on fresh end-to-end times (unless the check was skipped on a busy machine).
 
     Returns:
         ``(model, table, calibration)``.
@@ -439,17 +444,20 @@ def latency_model(
     grids = unit_grids(teacher, input_size=input_size, min_channels=min_channels)
     table = LatencyTable.open(runtime, input_size, directory=directory, refresh=refresh)
     units = grids.units()
+    recalibrate = False
     if spot_check and table.units:
-        run_spot_check(table, grids, units, runtime, allow_busy=allow_busy, log=log)
+        check = run_spot_check(table, grids, units, runtime, allow_busy=allow_busy, log=log)
+        recalibrate = not check.action.startswith("skipped")
     table.fill(grids, units, runtime, log=log, allow_busy=allow_busy)
     model = LatencyModel(grids, table.units, block=runtime.channel_block)
     archs = grids.calibration_archs(min_channels)
-    missing = {arch_signature(a): a for a in archs if arch_signature(a) not in table.calibration}
+    missing = {arch_signature(a): a for a in archs if recalibrate or arch_signature(a) not in table.calibration}
     if missing:
         check_quiet(runtime, allow_busy=allow_busy, what="latency table not calibrated")
         start = time.perf_counter()
         if log:
-            log(f"latency table: timing {len(missing)} whole generators to calibrate")
+            log(f"latency table: timing {len(missing)} whole generators to calibrate"
+                + (" (again at every search: the machine's speed drifts)" if recalibrate else ""))
         shape = (runtime.batch, input_channels(teacher), *input_size)
         nets = {sig: build_generator(a).eval() for sig, a in missing.items()}
         windows = LoadWindows(runtime, allow_busy=True, what="latency table")

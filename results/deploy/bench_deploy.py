@@ -25,7 +25,8 @@ Runtimes, each model exported as ``nas-prune export`` writes it and timed from t
 (XNNPACK), ``tflite`` (LiteRT; only where litert-torch is installed), ``onnxruntime-int8``
 (``--format onnx --quantize int8``), ``executorch-int8``. A runtime whose extra is missing is listed
 under the table with the reason. Per runtime, every model's passes are interleaved round-robin
-(``--repeats`` rounds after warm-up): median / min / max ms. ``error`` is max |Δ| to PyTorch float32
+(``--repeats`` rounds after warm-up, each timed pass after 50 ms of untimed passes of the same model,
+:func:`nas_prune.timing.round_robin`): median / min / max ms. ``error`` is max |Δ| to PyTorch float32
 for float32 files (the export's own check) and PSNR (dB) to float32 PyTorch for int8 files, on
 held-out calibration photos. ``deploy.md`` records the load average at the start and at the end and
 the cores other processes kept busy: numbers measured on a busy machine say so.
@@ -34,10 +35,8 @@ the cores other processes kept busy: numbers measured on a busy machine say so.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -55,6 +54,7 @@ from nas_prune.deploy import export_generator  # noqa: E402
 from nas_prune.errors import NasPruneError  # noqa: E402
 from nas_prune.macs import count_macs, format_macs  # noqa: E402
 from nas_prune.search import search  # noqa: E402
+from nas_prune.timing import round_robin, summary  # noqa: E402
 
 TARGET_MACS = "2.6G"
 SPEEDUP_TARGET = 15.0
@@ -76,16 +76,9 @@ def runner_of(res, threads: int):
 
 
 def time_interleaved(runs: dict, x, *, repeats: int, warmup: int = 2) -> dict[str, tuple[float, float, float]]:
-    for run in runs.values():
-        for _ in range(warmup):
-            run(x)
-    samples = {k: [] for k in runs}
-    for _ in range(repeats):
-        for k, run in runs.items():
-            t0 = time.perf_counter()
-            run(x)
-            samples[k].append((time.perf_counter() - t0) * 1000)
-    return {k: (statistics.median(v), min(v), max(v)) for k, v in samples.items()}
+    """``{name: (median, min, max) ms}``: the round-robin timing every nas-prune latency uses."""
+    samples = round_robin({k: (lambda run=run: run(x)) for k, run in runs.items()}, repeats=repeats, warmup=warmup)
+    return {k: summary(v) for k, v in samples.items()}
 
 
 def main() -> None:
