@@ -182,8 +182,8 @@ class Runtime:
                                     f"pip install 'nas-prune[{extra}]'")
         self.name = name
         # Channels the runtime's conv kernels process together (nas_prune.latency.table.effective_width):
-        # MLAS, ONNX Runtime's CPU library, blocks them by 8; eager PyTorch is best read without a step.
-        self.channel_block = 8 if name == "onnxruntime" else CHANNEL_BLOCK.get(name, 1)
+        # MLAS, ONNX Runtime's CPU library, and oneDNN under eager PyTorch on the CPU block them by 8.
+        self.channel_block = 8 if name in ("onnxruntime", "torch-cpu") else CHANNEL_BLOCK.get(name, 1)
         self.batch = int(batch)
         self.threads = None if name == "cuda" else int(threads or torch.get_num_threads())
 
