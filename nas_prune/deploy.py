@@ -116,6 +116,7 @@ def export_generator(
     quantize: str | None = None,
     calib_data: str | os.PathLike | None = None,
     calib_images: int = 16,
+    quant_format: str = "qoperator",
     user_model: Any = None,
 ) -> ExportResult:
     """Write ``model`` as ONNX or TorchScript to ``out`` and check it against PyTorch.
@@ -134,10 +135,12 @@ def export_generator(
         space: search space (YAML path or shipped name) of a checkpoint ``model``: it gives a
             SPADE teacher the settings its shapes cannot show (upsampling, activation).
         quantize: None (float32) or ``"int8"``: static quantization calibrated on images
-            (``onnx``: ONNX Runtime QDQ; ``executorch``: XNNPACK's quantizer); see :mod:`nas_prune.quantize`.
+            (``onnx``: ONNX Runtime; ``executorch``: XNNPACK's quantizer); see :mod:`nas_prune.quantize`.
         calib_data: folder of calibration images for ``quantize`` (default: crops of
             scikit-image's sample photos, :func:`nas_prune.calibration.calibration_images`).
         calib_images: images to calibrate on (as many again, when the folder has them, to measure PSNR).
+        quant_format: layout of an int8 ONNX file: ``qoperator`` (QLinearConv, fastest on ONNX
+            Runtime's CPU provider) or ``qdq`` (QuantizeLinear/DequantizeLinear pairs, for NPU toolchains).
         user_model: the user's generator code (:class:`nas_prune.load.UserModel`, ``--model``)
             a checkpoint ``model`` is the state dict of.
 
@@ -157,7 +160,9 @@ def export_generator(
     if quantize is not None:
         from nas_prune.quantize import check_quantize
 
-        check_quantize(quantize, format=format, calib_images=calib_images)
+        check_quantize(quantize, format=format, calib_images=calib_images, quant_format=quant_format)
+    elif quant_format != "qoperator":
+        raise NasPruneError(f"--quant-format {quant_format} is a layout of int8 files: add --quantize int8")
     if format == "onnx" or format == "openvino":
         _check_onnx(opset=opset, check=check and format == "onnx")
     if format in PHONE_FORMATS:
@@ -181,13 +186,13 @@ def export_generator(
         return _export_checked(model, out=out, outs=outs, format=format, size=size, batch_size=batch_size,
                                opset=opset, dynamic=dynamic, check=check, atol=atol, seed=seed, space=space,
                                t0=t0, quantize=quantize, calib_data=calib_data, calib_images=calib_images,
-                               user_model=user_model)
+                               quant_format=quant_format, user_model=user_model)
 
 
 def _export_checked(model: Any, *, out: Path, outs: list[Path], format: str, size: tuple[int, int],
                     batch_size: int, opset: int, dynamic: bool, check: bool, atol: float, seed: int, space: Any,
                     t0: float, quantize: str | None, calib_data, calib_images: int,
-                    user_model: Any = None) -> ExportResult:
+                    quant_format: str = "qoperator", user_model: Any = None) -> ExportResult:
     """:func:`export_generator` after its option checks, the output folder held."""
     import io
 
@@ -217,7 +222,7 @@ def _export_checked(model: Any, *, out: Path, outs: list[Path], format: str, siz
         x2 = _example(net.arch, batch_size + 1, (size[0] + 2 * step, size[1] + 4 * step), g)
         return export_checked(net, x, x2, outs=outs, format=format, opset=opset, dynamic=dynamic, check=check,
                               atol=atol, quantize=quantize, calib_data=calib_data, calib_images=calib_images,
-                              size_multiple=step, notes=notes, t0=t0)
+                              quant_format=quant_format, size_multiple=step, notes=notes, t0=t0)
 
     checked: list[tuple[int, int, int]] = []
     worst: float | None = None

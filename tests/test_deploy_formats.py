@@ -187,18 +187,36 @@ def _image_folder(path, n, size=40):
 
 
 @needs("onnxruntime", "onnx", extra="onnx")
-def test_onnx_int8_is_qdq_calibrated_and_close_to_fp32(tmp_path):
+@pytest.mark.parametrize("layout", ["qoperator", "qdq"])
+def test_onnx_int8_is_calibrated_close_to_fp32_with_the_end_convs_in_float(tmp_path, layout):
     import onnx
+
+    from nas_prune.quantize import end_convs
 
     g = _student()
     data = _image_folder(tmp_path / "calib", 12)
     res = export_generator(g, out=tmp_path / "g8.onnx", format="onnx", input_size=32, quantize="int8",
-                           calib_data=data, calib_images=6)
+                           calib_data=data, calib_images=6, quant_format=layout)
     model = onnx.load(str(res.path))
     ops = [n.op_type for n in model.graph.node]
-    assert ops.count("QuantizeLinear") > 10 and ops.count("DequantizeLinear") > 10 and "Conv" in ops
     int8_weights = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4]
-    assert len(int8_weights) == ops.count("Conv") + ops.count("ConvTranspose")  # every conv's weights in int8
+    float_convs = [n for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose")]
+    if layout == "qoperator":  # int8 operators
+        assert ops.count("QLinearConv") > 5 and "QLinearAdd" in ops
+        # float: the end convolutions, and the transposed ones (ONNX Runtime has no int8 kernel for them)
+        assert [n.op_type for n in float_convs] == ["Conv", "ConvTranspose", "ConvTranspose", "Conv"]
+        assert len(int8_weights) == ops.count("QLinearConv")
+    else:  # float operators between QuantizeLinear / DequantizeLinear pairs, int8 weights behind them
+        assert ops.count("QuantizeLinear") > 10 and ops.count("DequantizeLinear") > 10 and "QLinearConv" not in ops
+        # every convolution's weights are int8 except the first and last convolution's
+        assert len(int8_weights) == ops.count("Conv") - 2
+        made_by = {o: n.op_type for n in model.graph.node for o in n.output}
+        convs = [n for n in float_convs if n.op_type == "Conv"]
+        assert [made_by.get(n.input[1]) for n in (convs[0], convs[-1])] == [None, None]  # float initializers
+        assert {made_by.get(n.input[1]) for n in convs[1:-1]} == {"DequantizeLinear"}
+    first, last = end_convs(g, torch.rand(1, 3, 32, 32))
+    assert isinstance(getattr(g, "get_submodule")(first), torch.nn.Conv2d) and first != last
+    assert f"{'QDQ' if layout == 'qdq' else 'QOperator'}: int8 weights" in " ".join(res.notes)
     q = res.quantized
     assert q["dtype"] == "int8" and q["psnr_images"] == "6 held-out images"
     assert q["calibration"].startswith(f"int8 calibrated on 6 images from {data}")
@@ -206,6 +224,37 @@ def test_onnx_int8_is_qdq_calibrated_and_close_to_fp32(tmp_path):
     assert q["speedup"] == pytest.approx(q["fp32_ms"][0] / q["int8_ms"][0], rel=1e-2)
     assert res.max_abs_diff > 1e-3  # int8 is not float32: the abs difference is reported, not required small
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["calib", "g8.onnx"]
+
+
+def test_end_convs_follow_execution_order_not_registration_order():
+    class Net(torch.nn.Module):  # registered last, run first
+        def __init__(self):
+            super().__init__()
+            self.head = torch.nn.Conv2d(8, 3, 3, padding=1)
+            self.mid = torch.nn.Conv2d(8, 8, 3, padding=1)
+            self.stem = torch.nn.Conv2d(3, 8, 3, padding=1)
+
+        def forward(self, x):
+            return self.head(self.mid(self.stem(x)))
+
+    from nas_prune.quantize import end_convs
+
+    assert end_convs(Net(), torch.rand(1, 3, 8, 8)) == ("stem", "head")
+
+
+def test_xnnpack_int8_leaves_exactly_the_end_convs_unquantized():
+    """The filter XNNPACK's quantizer gets: False (leave float) for the graph nodes of the first and
+    last convolution, True for every other convolution of the exported graph."""
+    from nas_prune.deploy_formats.executorch_xnnpack import _in_modules
+    from nas_prune.quantize import end_convs
+
+    g = _student().eval()
+    x = torch.rand(1, 3, 32, 32)
+    ends = set(end_convs(g, x))
+    graph = torch.export.export(g, (x,)).module().graph
+    convs = [n for n in graph.nodes if n.op == "call_function" and "conv" in str(n.target)]
+    flagged = [n for n in convs if _in_modules(n, ends)]
+    assert len(convs) > 10 and flagged == [convs[0], convs[-1]]  # execution order: image in, image out
 
 
 @pytest.mark.slow
@@ -228,6 +277,12 @@ def test_int8_and_format_errors_are_one_line_and_write_nothing(tmp_path, monkeyp
         export_generator(g, out=tmp_path / "g.tflite", format="tflite", quantize="int8")
     with pytest.raises(NasPruneError, match="the only mode is int8"):
         export_generator(g, out=tmp_path / "g.onnx", quantize="int4")
+    with pytest.raises(NasPruneError, match="--quant-format 'qd': choose qoperator or qdq"):
+        export_generator(g, out=tmp_path / "g.onnx", quantize="int8", quant_format="qd")
+    with pytest.raises(NasPruneError, match="--quant-format qdq is a layout of int8 ONNX files, not of executorch"):
+        export_generator(g, out=tmp_path / "g.pte", format="executorch", quantize="int8", quant_format="qdq")
+    with pytest.raises(NasPruneError, match="--quant-format qdq is a layout of int8 files: add --quantize int8"):
+        export_generator(g, out=tmp_path / "g.onnx", quant_format="qdq")
     with pytest.raises(NasPruneError, match="--calib-data: folder not found"):
         export_generator(g, out=tmp_path / "g.onnx", quantize="int8", calib_data=tmp_path / "nope", input_size=32)
     # a missing converter names its extra

@@ -24,7 +24,8 @@ def export_cli(
     dynamic: bool = typer.Option(True, "--dynamic/--static", help="ONNX with dynamic batch, height and width."),
     check: bool = typer.Option(True, "--check/--no-check", help="Run the file (onnxruntime / torch.jit) and compare with PyTorch."),
     atol: float = typer.Option(1e-4, "--atol", help="Largest accepted max abs difference (outputs in [-1, 1])."),
-    quantize: Optional[str] = typer.Option(None, "--quantize", metavar="int8", help="Static int8 quantization calibrated on --calib-data images: onnx (ONNX Runtime QDQ) or executorch (XNNPACK). Reports PSNR to float32 and the speed-up."),
+    quantize: Optional[str] = typer.Option(None, "--quantize", metavar="int8", help="Static int8 quantization calibrated on --calib-data images: onnx (ONNX Runtime) or executorch (XNNPACK). Reports PSNR to float32 and the speed-up."),
+    quant_format: str = typer.Option("qoperator", "--quant-format", metavar="qoperator|qdq", help="Layout of an int8 ONNX file: qoperator (QLinearConv; fastest on ONNX Runtime's CPU provider) or qdq (QuantizeLinear/DequantizeLinear pairs, for NPU toolchains)."),
     calib_data: Optional[Path] = typer.Option(None, "--calib-data", help="Folder of calibration images for --quantize (default: crops of scikit-image's sample photos)."),
     calib_images: int = typer.Option(16, "--calib-images", help="Images to calibrate on (as many again held out for the PSNR)."),
     threads: str = typer.Option("auto", "--threads", metavar="N|auto", help=THREADS_HELP, show_default=False),
@@ -41,7 +42,7 @@ def export_cli(
             res = export_generator(model, out=out, format=format, input_size=input_size, batch_size=batch_size,
                                    opset=opset, dynamic=dynamic, check=check, atol=atol,
                                    space=str(space) if space is not None else None, quantize=quantize,
-                                   calib_data=calib_data, calib_images=calib_images,
+                                   calib_data=calib_data, calib_images=calib_images, quant_format=quant_format,
                                    user_model=user_model(code, model_args, allow_changed_source, input_size))
     if as_json:
         typer.echo(json.dumps(res.to_json(), indent=2))

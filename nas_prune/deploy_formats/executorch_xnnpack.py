@@ -12,7 +12,8 @@ reflect mode). The check loads the file with ExecuTorch's runtime pybindings.
 ``quantize=int8`` (:mod:`nas_prune.quantize`): static post-training quantization with
 XNNPACK's quantizer (per-channel symmetric int8 weights, int8 activations calibrated on images),
 through ``torchao``'s PT2E flow, before lowering. The decomposed instance norms are left in float
-(quantizing their mean, variance and rsqrt lost 4 dB of PSNR on a test student).
+(quantizing their mean, variance and rsqrt lost 4 dB of PSNR on a test student), and so are the
+first and last convolutions (:func:`nas_prune.quantize.end_convs`).
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ def lower(net, x, *, calibration=None) -> bytes:
             # instance norm's mean / variance / rsqrt stay float: quantized, they cost the tiny
             # test student 4 dB of PSNR (31.1 -> 34.9 dB to float32 when left in float)
             quantizer = quantizer.set_module_type(decomposed_norm_type(), None)
+            from nas_prune.quantize import end_convs
+
+            ends = set(end_convs(net, x))  # the 3-channel convolutions at either end stay float
+            quantizer = quantizer.set_filter_function(lambda node: not _in_modules(node, ends))
             prepared = prepare_pt2e(ep.module(), quantizer)
             for i in range(calibration.shape[0]):
                 prepared(calibration[i : i + 1].expand(x.shape[0], -1, -1, -1).contiguous())
@@ -63,6 +68,19 @@ def lower(net, x, *, calibration=None) -> bytes:
             ep = torch.export.export(converted, (x,))
         program = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch()
     return program.buffer
+
+
+def _in_modules(node, names: set[str]) -> bool:
+    """Whether an exported graph's ``node`` was traced inside one of the modules ``names``
+    (dotted paths, as ``named_modules`` gives them)."""
+    stack = node.meta.get("nn_module_stack") or {}
+    for path, _type in stack.values():
+        path = str(path)
+        if path.startswith("L['self']."):  # the form older torch.export versions record
+            path = path[len("L['self']."):]
+        if path in names:
+            return True
+    return False
 
 
 def write(net, x, paths: list[Path], *, calibration=None, **_) -> list[str]:

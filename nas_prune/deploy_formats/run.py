@@ -12,7 +12,7 @@ from nas_prune.errors import NasPruneError
 
 def export_checked(net, x, x2, *, outs: list[Path], format: str, opset: int, dynamic: bool, check: bool,
                    atol: float, quantize: str | None, calib_data, calib_images: int, size_multiple: int,
-                   notes: list[str], t0: float):
+                   notes: list[str], t0: float, quant_format: str = "qoperator"):
     """See :func:`nas_prune.deploy.export_generator`; ``x`` is the example input, ``x2`` the
     second checked input (another batch and size; formats with fixed shapes get a second input
     of ``x``'s shape instead)."""
@@ -41,8 +41,10 @@ def export_checked(net, x, x2, *, outs: list[Path], format: str, opset: int, dyn
 
                 fp32 = tmp[0].with_name("fp32.onnx")
                 _onnx_export(net, x, fp32, opset=opset, dynamic=dynamic)
-                onnx_int8_bytes(fp32, tmp[0], calib)
-                notes.append("ONNX Runtime QDQ: int8 weights per channel, uint8 activations (min/max calibration)")
+                kept = onnx_int8_bytes(fp32, tmp[0], calib, quant_format=quant_format)
+                notes.append(f"ONNX Runtime {'QDQ' if quant_format == 'qdq' else 'QOperator'}: int8 weights per "
+                             "channel, uint8 activations (min/max calibration); float32: the first and last "
+                             f"convolutions ({', '.join(kept)})")
             else:
                 notes.extend(mod.write(net, x, tmp, dynamic=dynamic, opset=opset, example2=x2,
                                        size_multiple=size_multiple, calibration=calib))

@@ -7,7 +7,7 @@ example input:
 ``openvino``          ONNX -> OpenVINO IR, CPU plugin, float32 (``INFERENCE_PRECISION_HINT=f32``)
 ``ncnn``              pnnx -> ncnn, float32 storage and arithmetic, batch 1 per call
 ``executorch``        ExecuTorch + XNNPACK, instance norm decomposed
-``onnxruntime-int8``  ONNX Runtime on the QDQ int8 file (calibrated on the example input itself:
+``onnxruntime-int8``  ONNX Runtime on the int8 file (QOperator, as export writes it by default; calibrated on the example input itself:
                       a timing does not depend on how good the ranges are)
 ``executorch-int8``   ExecuTorch + XNNPACK's int8 quantizer, calibrated the same way
 ``tflite``            litert-torch -> LiteRT interpreter (instance norm, padded transposed convs
@@ -30,6 +30,8 @@ _NEEDS = {"openvino": (("openvino", "onnx"), "openvino"), "ncnn": (("pnnx", "ncn
           "onnxruntime-int8": (("onnx", "onnxruntime.quantization"), "onnx"),
           "executorch-int8": (("executorch.exir", "executorch.runtime", "torchao"), "executorch"),
           "tflite": (("litert_torch", "ai_edge_litert.interpreter"), "tflite")}
+# What the int8 runtimes time (part of their tables' key): the layout, and which layers stay float.
+INT8_RECIPE = "qoperator/per-channel/end-convs-float"
 # Channels the runtime's conv kernels process together (nas_prune.latency.table.effective_width).
 CHANNEL_BLOCK = {"openvino": 8, "ncnn": 4, "executorch": 1, "onnxruntime-int8": 8, "executorch-int8": 1,
                  "tflite": 1}
@@ -62,6 +64,8 @@ def versions(name: str) -> dict[str, str]:
             out[p] = version(p)
         except PackageNotFoundError:  # pragma: no cover
             out[p] = "unknown"
+    if name.endswith("-int8"):  # how the file is quantized keys its tables too
+        out["int8"] = INT8_RECIPE
     return out
 
 
