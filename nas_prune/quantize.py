@@ -20,11 +20,14 @@ quantize="int8", calib_data=DIR)``):
 ``--format executorch`` (XNNPACK)
     XNNPACK's own quantizer in the PT2E flow (:mod:`nas_prune.deploy_formats.executorch_xnnpack`):
     per-channel symmetric int8 weights, int8 activations calibrated on the same images.
-``--format tflite``
-    Not implemented yet: the float32 LiteRT export works (:mod:`nas_prune.deploy_formats.tflite`),
-    its int8 path (litert-torch's PT2E quantizer) is not written and tested.
+``--format tflite`` (LiteRT)
+    litert-torch's own PT2E quantizer (:mod:`nas_prune.deploy_formats.tflite`): per-channel
+    symmetric int8 weights, int8 activations calibrated on the same images, converted in
+    litert-torch's static QDQ mode; the file takes an int8 input (scale and zero point in its
+    input details; nas-prune's runner quantizes the float image with them) and gives a float32
+    output. The decomposed instance norms stay float, as for XNNPACK.
 
-On ONNX Runtime and XNNPACK, the first and the last convolution of the generator (by execution order: the one reading
+On every int8 runtime, the first and the last convolution of the generator (by execution order: the one reading
 the 3-channel image and the one writing it, both at full resolution) stay float32
 (:func:`end_convs`, :func:`onnx_end_convs`), as is common practice for image-to-image networks:
 in int8 those two ran 2.3x slower than in float32 on ONNX Runtime (a 3-channel convolution gives
@@ -52,7 +55,7 @@ from nas_prune.errors import NasPruneError
 
 __all__ = ["QUANT_FORMATS", "MIN_PSNR_DB", "Int8Report", "check_quantize", "onnx_int8_bytes", "time_pair"]
 
-QUANT_FORMATS = ("onnx", "executorch")
+QUANT_FORMATS = ("onnx", "executorch", "tflite")
 ONNX_LAYOUTS = ("qoperator", "qdq")  # quantize_static's QuantFormat.QOperator / QuantFormat.QDQ
 MIN_PSNR_DB = 20.0
 
@@ -107,8 +110,7 @@ def check_quantize(quantize: str, *, format: str, calib_images: int, quant_forma
     if quantize != "int8":
         raise NasPruneError(f"--quantize {quantize!r}: the only mode is int8")
     if format not in QUANT_FORMATS:
-        why = " (int8 LiteRT is not implemented yet: export tflite in float32)" if format == "tflite" else ""
-        raise NasPruneError(f"--quantize int8 is available for {', '.join(QUANT_FORMATS)}, not {format}{why}")
+        raise NasPruneError(f"--quantize int8 is available for {', '.join(QUANT_FORMATS)}, not {format}")
     if isinstance(calib_images, bool) or calib_images < 1:
         raise NasPruneError(f"--calib-images must be >= 1, got {calib_images}")
 
@@ -141,6 +143,24 @@ def end_convs(net, x) -> tuple[str, ...]:
         for h in hooks:
             h.remove()
     return tuple(dict.fromkeys((order[0], order[-1]))) if order else ()
+
+
+_FLOAT_TYPES: dict = {}
+
+
+def keep_float(net, names) -> tuple[type, ...]:
+    """Give the convolutions ``names`` of ``net`` (a copy the caller owns) a subclass of their
+    type, so that a PT2E quantizer told ``set_module_type(T, None)`` leaves exactly those in
+    float; returns the subclasses. Same weights, same forward."""
+    import torch
+
+    if not _FLOAT_TYPES:
+        for base in (torch.nn.Conv2d, torch.nn.ConvTranspose2d):
+            _FLOAT_TYPES[base] = type(f"Float{base.__name__}", (base,), {"__module__": __name__})
+    for name in names:
+        mod = net.get_submodule(name)
+        mod.__class__ = _FLOAT_TYPES[type(mod)]
+    return tuple(_FLOAT_TYPES.values())
 
 
 def onnx_end_convs(model) -> list[str]:

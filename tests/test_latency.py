@@ -206,10 +206,11 @@ def test_measure_latency_on_onnxruntime_and_torch():
             assert lat.min_ms <= lat.median_ms <= lat.max_ms
             if name == "torch-cpu":
                 assert len(calls) == 2 + 5  # each timed sample is one pass of this very network
-                # a sample lies between the ends of two consecutive passes (same clock; 0.05 ms for
-                # the return from the pass after its forward hook)
+                # a sample spans one pass, not two: it lies between the ends of two consecutive
+                # passes, give or take the return from the pass after its forward hook (a garbage
+                # collection or a preempted thread there adds a fraction of a pass, never a whole one)
                 gaps = [(b - a) * 1000.0 for a, b in zip(calls[2:], calls[3:])]
-                assert all(s <= g + 0.05 for s, g in zip(lat.samples_ms[1:], gaps)), (lat.samples_ms, gaps)
+                assert all(s <= 1.25 * g + 0.05 for s, g in zip(lat.samples_ms[1:], gaps)), (lat.samples_ms, gaps)
     finally:
         hook.remove()
 
@@ -719,7 +720,7 @@ def _runtime_or_skip(name):
 
 @pytest.mark.parametrize("name", ["openvino", "ncnn", "onnxruntime-int8",
                                   pytest.param("executorch", marks=pytest.mark.slow),  # two lowerings: ~30 s
-                                  pytest.param("executorch-int8", marks=pytest.mark.slow), "tflite"])
+                                  pytest.param("executorch-int8", marks=pytest.mark.slow), "tflite", "tflite-int8"])
 def test_each_deployment_runtime_times_table_units_and_generators(name):
     """What a latency table and a target measure on each runtime: a unit module and a whole
     generator, converted as export converts them, timed through the same Runtime.time."""

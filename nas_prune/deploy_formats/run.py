@@ -84,6 +84,12 @@ def _int8_report(net, run, x, calib, held, notes, *, format: str, fp32_path: Pat
                             f"(< {MIN_PSNR_DB:g} dB); file not written")
     if format == "onnx":
         fp32_run = _run_onnx(fp32_path)
+    elif format == "tflite":
+        from nas_prune.deploy_formats import tflite
+
+        fp32_file = fp32_path.with_name("fp32.tflite")
+        tflite.write(net, x, [fp32_file])
+        fp32_run = tflite.runner([fp32_file], threads)
     else:
         from nas_prune.deploy_formats.executorch_xnnpack import lower, method
 

@@ -31,7 +31,8 @@ def outputs(out: Path) -> list[Path]:
     return [out / "generator.tflite" if out.is_dir() or not out.suffix else out]
 
 
-def write(net, x, paths: list[Path], **_) -> list[str]:  # pragma: no cover - needs litert-torch
+def write(net, x, paths: list[Path], *, calibration=None, **_) -> list[str]:  # pragma: no cover - needs litert-torch
+    """Convert ``net`` at ``x``'s shape to ``paths[0]``; int8 when ``calibration`` (images) is given."""
     import warnings
 
     import litert_torch
@@ -39,15 +40,47 @@ def write(net, x, paths: list[Path], **_) -> list[str]:  # pragma: no cover - ne
 
     from nas_prune.deploy_formats.decompose import decompose_conv_transpose, decompose_instance_norm
 
+    net = decompose_conv_transpose(decompose_instance_norm(net))
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        edge = litert_torch.convert(decompose_conv_transpose(decompose_instance_norm(net)), (x,))
+        if calibration is None:
+            edge = litert_torch.convert(net, (x,))
+        else:
+            edge = _int8(net, x, calibration)
     edge.export(str(paths[0]))
-    return [f"litert-torch {getattr(litert_torch, '__version__', '')}, float32, fixed input shape "
-            f"{'x'.join(map(str, x.shape))}; instance norm and padded transposed convs exported decomposed"]
+    return [f"litert-torch {getattr(litert_torch, '__version__', '')}, "
+            + ("int8 (litert-torch's PT2E quantizer, calibrated; int8 input, float32 output)"
+               if calibration is not None else "float32")
+            + f", fixed input shape {'x'.join(map(str, x.shape))}; instance norm and padded transposed convs "
+            "exported decomposed"]
+
+
+def _int8(net, x, calibration):  # pragma: no cover - needs litert-torch
+    """litert-torch's static int8 flow (module docstring of :mod:`nas_prune.quantize`)."""
+    import litert_torch
+    import torch
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from nas_prune.deploy_formats.decompose import decomposed_norm_type
+    from nas_prune.quantize import end_convs, keep_float
+
+    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    quantizer = quantizer.set_module_type(decomposed_norm_type(), None)
+    for t in keep_float(net, end_convs(net, x)):  # the 3-channel convolutions at either end stay float
+        quantizer = quantizer.set_module_type(t, None)
+    prepared = prepare_pt2e(torch.export.export(net, (x,)).module(), quantizer)
+    for i in range(calibration.shape[0]):
+        prepared(calibration[i : i + 1].expand(x.shape[0], -1, -1, -1).contiguous())
+    converted = convert_pt2e(prepared, fold_quantize=False)
+    return litert_torch.convert(converted, (x,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
 
 
 def runner(paths: list[Path], threads: int):  # pragma: no cover - needs ai-edge-litert
+    """``x -> numpy output`` in the LiteRT interpreter; an int8 input is quantized with the file's
+    own scale and zero point, an int8 output dequantized."""
+    import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
     interp = Interpreter(model_path=str(paths[0]), num_threads=int(threads))
@@ -55,8 +88,16 @@ def runner(paths: list[Path], threads: int):  # pragma: no cover - needs ai-edge
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
 
     def run(x):
-        interp.set_tensor(inp["index"], x.contiguous().numpy())
+        a = x.contiguous().numpy()
+        if inp["dtype"] == np.int8:
+            scale, zero = inp["quantization"]
+            a = np.clip(np.round(a / scale) + zero, -128, 127).astype(np.int8)
+        interp.set_tensor(inp["index"], a)
         interp.invoke()
-        return interp.get_tensor(out["index"]).copy()
+        y = interp.get_tensor(out["index"])
+        if out["dtype"] == np.int8:
+            scale, zero = out["quantization"]
+            return (y.astype(np.float32) - zero) * scale
+        return y.copy()
 
     return run

@@ -12,6 +12,7 @@ example input:
 ``executorch-int8``   ExecuTorch + XNNPACK's int8 quantizer, calibrated the same way
 ``tflite``            litert-torch -> LiteRT interpreter (instance norm, padded transposed convs
                       decomposed), float32
+``tflite-int8``       the same through litert-torch's int8 quantizer, calibrated as the others
 
 Converting costs far more than running for these (ExecuTorch's lowering takes seconds per
 module), so a latency table on them takes correspondingly longer to build; it is built once per
@@ -24,17 +25,18 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-EXTRA_RUNTIMES = ("openvino", "ncnn", "executorch", "onnxruntime-int8", "executorch-int8", "tflite")
+EXTRA_RUNTIMES = ("openvino", "ncnn", "executorch", "onnxruntime-int8", "executorch-int8", "tflite", "tflite-int8")
 _NEEDS = {"openvino": (("openvino", "onnx"), "openvino"), "ncnn": (("pnnx", "ncnn"), "ncnn"),
           "executorch": (("executorch.exir", "executorch.runtime"), "executorch"),
           "onnxruntime-int8": (("onnx", "onnxruntime.quantization"), "onnx"),
           "executorch-int8": (("executorch.exir", "executorch.runtime", "torchao"), "executorch"),
-          "tflite": (("litert_torch", "ai_edge_litert.interpreter"), "tflite")}
+          "tflite": (("litert_torch", "ai_edge_litert.interpreter"), "tflite"),
+          "tflite-int8": (("litert_torch", "ai_edge_litert.interpreter", "torchao"), "tflite")}
 # What the int8 runtimes time (part of their tables' key): the layout, and which layers stay float.
 INT8_RECIPE = "qoperator/per-channel/end-convs-float"
 # Channels the runtime's conv kernels process together (nas_prune.latency.table.effective_width).
 CHANNEL_BLOCK = {"openvino": 8, "ncnn": 4, "executorch": 1, "onnxruntime-int8": 8, "executorch-int8": 1,
-                 "tflite": 1}
+                 "tflite": 1, "tflite-int8": 1}
 
 
 def missing(name: str) -> tuple[list[str], str]:
@@ -57,7 +59,7 @@ def versions(name: str) -> dict[str, str]:
 
     pkgs = {"openvino": ("openvino",), "ncnn": ("ncnn", "pnnx"), "executorch": ("executorch",),
             "onnxruntime-int8": ("onnx", "onnxruntime"), "executorch-int8": ("executorch", "torchao"),
-            "tflite": ("litert-torch", "ai-edge-litert")}[name]
+            "tflite": ("litert-torch", "ai-edge-litert"), "tflite-int8": ("litert-torch", "ai-edge-litert", "torchao")}[name]
     out = {}
     for p in pkgs:
         try:
@@ -100,11 +102,11 @@ def runner(name: str, module, example, threads: int) -> Callable[[], object]:
                 request = compiled(folder / "m.xml", threads).create_infer_request()
                 feed = {0: example.numpy()}
                 return lambda: request.infer(feed)
-            if name == "tflite":
+            if name in ("tflite", "tflite-int8"):
                 from nas_prune.deploy_formats import tflite
 
                 paths = [folder / "m.tflite"]
-                tflite.write(module, example, paths)
+                tflite.write(module, example, paths, calibration=example if name == "tflite-int8" else None)
                 run = tflite.runner(paths, threads)
                 return lambda: run(example)
             if name == "ncnn":
