@@ -23,7 +23,7 @@ seed 0; no trained teacher is available here), input 1x3x256x256. Models:
 
 Runtimes, each model exported as ``nas-prune export`` writes it and timed from the written file:
 ``torch-cpu`` (eager), ``onnxruntime`` (``--format onnx``), ``openvino``, ``ncnn``, ``executorch``
-(XNNPACK), ``tflite`` (LiteRT; only where litert-torch is installed), ``onnxruntime-int8``
+(XNNPACK), ``tflite`` (LiteRT; only where litert-torch is installed), ``onnxruntime-int8``, ``tflite-int8``
 (``--format onnx --quantize int8``), ``executorch-int8``. A runtime whose extra is missing is listed
 under the table with the reason. Per runtime, every model's passes are interleaved round-robin
 (``--repeats`` rounds after warm-up, each timed pass after 50 ms of untimed passes of the same model,
@@ -60,10 +60,10 @@ from nas_prune.timing import round_robin, summary  # noqa: E402
 TARGET_MACS = "2.6G"
 SPEEDUP_TARGET = 10.5
 RUNTIMES = ("torch-cpu", "onnxruntime", "openvino", "ncnn", "executorch", "tflite", "onnxruntime-int8",
-            "executorch-int8")
+            "executorch-int8", "tflite-int8")
 FORMAT = {"onnxruntime": ("onnx", None), "openvino": ("openvino", None), "ncnn": ("ncnn", None),
           "executorch": ("executorch", None), "tflite": ("tflite", None), "onnxruntime-int8": ("onnx", "int8"),
-          "executorch-int8": ("executorch", "int8")}
+          "executorch-int8": ("executorch", "int8"), "tflite-int8": ("tflite", "int8")}
 
 
 def runner_of(res, threads: int):
