@@ -37,6 +37,19 @@ FAST = dict(mode="aligned", epochs=2, epochs_decay=1, batch_size=4, load_size=36
 pytestmark = pytest.mark.filterwarnings("ignore:the student has no weights", "ignore:interrupted at step")
 
 
+@pytest.fixture(autouse=True)
+def sighup_as_a_terminal_sends_it():
+    """These tests are about a process that SIGHUP reaches; under ``nohup`` (or a job whose parent
+    ignores it) nas-prune rightly leaves an ignored SIGHUP ignored, so each test starts from the
+    default disposition and the one it inherited is restored after."""
+    before = signal.getsignal(signal.SIGHUP)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, before)
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return make_demo_dataset(tmp_path_factory.mktemp("demo"), size=32, n_train=8, n_test=4, seed=0)
