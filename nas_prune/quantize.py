@@ -145,22 +145,23 @@ def end_convs(net, x) -> tuple[str, ...]:
     return tuple(dict.fromkeys((order[0], order[-1]))) if order else ()
 
 
-_FLOAT_TYPES: dict = {}
+_FLOAT_TYPES: dict = {}  # a convolution type -> its float-keeping subclass
 
 
 def keep_float(net, names) -> tuple[type, ...]:
     """Give the convolutions ``names`` of ``net`` (a copy the caller owns) a subclass of their
-    type, so that a PT2E quantizer told ``set_module_type(T, None)`` leaves exactly those in
-    float; returns the subclasses. Same weights, same forward."""
-    import torch
-
-    if not _FLOAT_TYPES:
-        for base in (torch.nn.Conv2d, torch.nn.ConvTranspose2d):
-            _FLOAT_TYPES[base] = type(f"Float{base.__name__}", (base,), {"__module__": __name__})
+    own type, so that a PT2E quantizer told ``set_module_type(T, None)`` leaves exactly those in
+    float; returns the subclasses. Same weights, same forward (a user's own ``Conv2d`` subclass
+    keeps its forward too)."""
+    made = []
     for name in names:
         mod = net.get_submodule(name)
-        mod.__class__ = _FLOAT_TYPES[type(mod)]
-    return tuple(_FLOAT_TYPES.values())
+        base = type(mod)
+        if base not in _FLOAT_TYPES:
+            _FLOAT_TYPES[base] = type(f"Float{base.__name__}", (base,), {"__module__": __name__})
+        mod.__class__ = _FLOAT_TYPES[base]
+        made.append(_FLOAT_TYPES[base])
+    return tuple(dict.fromkeys(made))
 
 
 def onnx_end_convs(model) -> list[str]:

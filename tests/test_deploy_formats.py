@@ -273,6 +273,24 @@ def test_end_convs_follow_execution_order_not_registration_order():
     assert end_convs(Net(), torch.rand(1, 3, 8, 8)) == ("stem", "head")
 
 
+def test_keep_float_marks_only_the_named_convs_and_keeps_their_forward():
+    from nas_prune.quantize import keep_float
+
+    class ScaledConv(torch.nn.Conv2d):  # a generator's own convolution type
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    net = torch.nn.Sequential(ScaledConv(3, 4, 3), torch.nn.Conv2d(4, 4, 1), torch.nn.ConvTranspose2d(4, 3, 2))
+    x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        ref = net(x)
+        types = keep_float(net, ["0", "2"])
+        out = net(x)
+    assert torch.equal(out, ref) and len(types) == 2
+    assert isinstance(net[0], ScaledConv) and type(net[0]) in types and type(net[2]) in types
+    assert type(net[1]) is torch.nn.Conv2d
+
+
 def test_xnnpack_int8_leaves_exactly_the_end_convs_unquantized():
     """The filter XNNPACK's quantizer gets: False (leave float) for the graph nodes of the first and
     last convolution, True for every other convolution of the exported graph."""

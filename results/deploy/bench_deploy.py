@@ -55,7 +55,7 @@ from nas_prune.deploy import export_generator  # noqa: E402
 from nas_prune.errors import NasPruneError  # noqa: E402
 from nas_prune.macs import count_macs, format_macs  # noqa: E402
 from nas_prune.search import search  # noqa: E402
-from nas_prune.timing import round_robin, summary  # noqa: E402
+from nas_prune.quantize import time_pair  # noqa: E402
 
 TARGET_MACS = "2.6G"
 SPEEDUP_TARGET = 10.5
@@ -74,12 +74,6 @@ def runner_of(res, threads: int):
     if res.format == "onnx":
         return _run_onnx(res.path)
     return converter(res.format).runner(res.files, threads)
-
-
-def time_interleaved(runs: dict, x, *, repeats: int, warmup: int = 2) -> dict[str, tuple[float, float, float]]:
-    """``{name: (median, min, max) ms}``: the round-robin timing every nas-prune latency uses."""
-    samples = round_robin({k: (lambda run=run: run(x)) for k, run in runs.items()}, repeats=repeats, warmup=warmup)
-    return {k: summary(v) for k, v in samples.items()}
 
 
 def main() -> None:
@@ -154,7 +148,7 @@ def main() -> None:
             if not runs:
                 continue
             with torch.inference_mode():
-                times = time_interleaved(runs, x, repeats=args.repeats)
+                times, _ = time_pair(runs, x, repeats=args.repeats)
             teacher_ms = times["teacher"][0] if "teacher" in times else None
             for key, net in nets.items():
                 if key not in runs:
